@@ -1,0 +1,3 @@
+"""asiarch: autonomous neural-architecture research campaigns on Ray."""
+
+__version__ = "0.1.0"

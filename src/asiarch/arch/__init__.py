@@ -1,0 +1,31 @@
+"""Architectures: the candidate contract, the seed token mixers and the LM harness."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from asiarch.arch.contract import CandidateLoadError, contract_violations, load_mixer_class
+from asiarch.arch.layers import Attention, DeltaNet, GatedDeltaNet, Mamba2
+from asiarch.arch.model import LanguageModel, ModelConfig, count_parameters
+
+# Name -> mixer class. Read-only by convention: register user seeds in a copy.
+SEEDS: dict[str, type[nn.Module]] = {
+    "deltanet": DeltaNet,
+    "gated_deltanet": GatedDeltaNet,
+    "mamba2": Mamba2,
+    "attention": Attention,
+}
+
+__all__ = [
+    "SEEDS",
+    "Attention",
+    "CandidateLoadError",
+    "DeltaNet",
+    "GatedDeltaNet",
+    "LanguageModel",
+    "Mamba2",
+    "ModelConfig",
+    "contract_violations",
+    "count_parameters",
+    "load_mixer_class",
+]

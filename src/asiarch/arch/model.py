@@ -1,0 +1,98 @@
+"""The LM harness every mixer is trained in (the same for seeds and candidates).
+
+embedding -> N x [RMSNorm -> mixer -> residual -> RMSNorm -> SwiGLU MLP -> residual]
+-> RMSNorm -> head tied to the embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 4096
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 4.0  # SwiGLU keeps ~the parameters of a 4x GELU MLP: hidden = 2/3 * ratio * d
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+    mixer_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mlp_hidden_size(self) -> int:
+        hidden = int(2 * self.mlp_ratio * self.hidden_size / 3)
+        return 32 * math.ceil(hidden / 32)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, hidden_size: int, inner_size: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, inner_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, inner_size, bias=False)
+        self.down_proj = nn.Linear(inner_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, mixer_cls: type[nn.Module], layer_idx: int):
+        super().__init__()
+        self.mixer_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.mixer = mixer_cls(config.hidden_size, config.num_heads, layer_idx=layer_idx, **config.mixer_kwargs)
+        self.mlp_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.mlp = SwiGLU(config.hidden_size, config.mlp_hidden_size)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.mixer(self.mixer_norm(x), attention_mask=attention_mask)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class LanguageModel(nn.Module):
+    """A causal LM around one mixer class; ``forward(input_ids) -> logits [B, T, V]``."""
+
+    def __init__(self, config: ModelConfig, mixer_cls: type[nn.Module]):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.blocks = nn.ModuleList(Block(config, mixer_cls, i) for i in range(config.num_layers))
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.head.weight = self.embed.weight
+        self.apply(self._init_weights)
+        # GPT-2 style: shrink the residual-branch outputs with depth.
+        for block in self.blocks:
+            nn.init.normal_(block.mlp.down_proj.weight, std=config.init_std / math.sqrt(2 * config.num_layers))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.config.init_std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(input_ids)
+        for block in self.blocks:
+            x = block(x, attention_mask)
+        return self.head(self.norm(x))
+
+
+def count_parameters(model: nn.Module, exclude_embeddings: bool = False) -> int:
+    """Unique trainable parameters (tied weights counted once), optionally without embeddings."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    if exclude_embeddings and isinstance(model, LanguageModel):
+        total -= model.embed.weight.numel()
+    return total

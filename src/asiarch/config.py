@@ -1,0 +1,85 @@
+"""Configuration: Hydra composes ``conf/``; dataclasses give the composed tree types.
+
+The YAML files in ``conf/`` (installed as the package ``asiarch.conf``) hold every default;
+nothing here repeats a number from them. ``compose`` reads them with Hydra overrides and
+``ScaleConfig.from_dict`` turns a scale section into checked dataclasses, naming any
+unknown or misspelt key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from asiarch.arch.model import ModelConfig
+from asiarch.data.corpus import CorpusConfig
+from asiarch.data.mqar import MQARConfig
+from asiarch.train.trainer import TrainConfig
+
+
+@dataclass
+class DownstreamConfig:
+    tasks: list[str] = field(default_factory=list)
+    limit: int | None = 50
+    max_len: int = 256
+    batch_size: int = 16
+
+
+def build_dataclass(cls: type, values: dict[str, Any] | None, where: str):
+    """``cls(**values)`` with an error that names the unknown key and the config section."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in config section '{where}'; known keys: {sorted(known)}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"invalid config section '{where}': {err}") from err
+
+
+@dataclass
+class ScaleConfig:
+    """Everything that fixes one training scale: model shape, trainer, data, evaluation."""
+
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+    mqar: MQARConfig
+    corpus: CorpusConfig
+    downstream: DownstreamConfig
+    torch_threads: int = 1
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | DictConfig) -> "ScaleConfig":
+        if isinstance(values, DictConfig):
+            values = OmegaConf.to_container(values, resolve=True)
+        values = dict(values)
+        sections = {"model": ModelConfig, "train": TrainConfig, "mqar": MQARConfig, "corpus": CorpusConfig, "downstream": DownstreamConfig}
+        unknown = sorted(set(values) - set(sections) - {"name", "torch_threads"})
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown} in config section 'scale'")
+        if "name" not in values:
+            raise ValueError("config section 'scale' needs a 'name'")
+        built = {key: build_dataclass(kind, values.get(key), f"scale.{key}") for key, kind in sections.items()}
+        return cls(name=values["name"], torch_threads=int(values.get("torch_threads", 1)), **built)
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """The embedded ``conf/`` tree with Hydra ``overrides`` applied (``key=value`` strings)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="asiarch.conf", version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def load_scale(name_or_overrides: str | Sequence[str] = ()) -> ScaleConfig:
+    """A scale by name (``"cpu_tiny"``) or from overrides (``["scale=cpu_tiny", "scale.train.steps=50"]``)."""
+    overrides = [f"scale={name_or_overrides}"] if isinstance(name_or_overrides, str) else list(name_or_overrides)
+    return ScaleConfig.from_dict(compose(overrides).scale)

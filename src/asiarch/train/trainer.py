@@ -1,0 +1,254 @@
+"""The trainer: AdamW, warmup + cosine or WSD, grad clipping, LM loss mixed with MQAR.
+
+One loop in the spirit of nanoGPT. Every ``report_every`` steps it evaluates and calls
+``report(metrics)``; Tune trials report through that callback. Its full state (model,
+optimizer, step, data RNG) round-trips through ``state_dict``/``load_state_dict`` so a
+resumed run continues exactly where the uninterrupted one would be.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class StopReason(str, Enum):
+    COMPLETED = "completed"
+    NON_FINITE_LOSS = "non_finite_loss"
+    WALL_TIME = "wall_time"
+    REQUESTED = "requested"  # the report callback returned False
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 400
+    batch_size: int = 16
+    seq_len: int = 128
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 40
+    schedule: str = "cosine"  # "cosine" or "wsd" (warmup-stable-decay)
+    decay_fraction: float = 0.2  # WSD: the last fraction of steps decays linearly
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    mqar_every: int = 1  # an MQAR batch joins every k-th step (0: LM only)
+    mqar_batch_size: int = 32
+    mqar_weight: float = 1.0
+    report_every: int = 50
+    eval_batches: int = 8
+    eval_mqar_examples: int = 256
+    max_wall_seconds: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("cosine", "wsd"):
+            raise ValueError(f"schedule must be 'cosine' or 'wsd', got {self.schedule!r}")
+        for name in ("steps", "batch_size", "seq_len", "report_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise ValueError(f"TrainConfig.warmup_steps must be in [0, steps={self.steps}], got {self.warmup_steps}")
+        self.betas = tuple(self.betas)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for ``step`` (0-based): linear warmup, then cosine or WSD down to min_lr."""
+    min_lr = cfg.lr * cfg.min_lr_ratio
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "cosine":
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return min_lr + 0.5 * (cfg.lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+    decay_start = cfg.steps - int(cfg.decay_fraction * cfg.steps)
+    if step < decay_start:
+        return cfg.lr
+    progress = (step - decay_start) / max(1, cfg.steps - decay_start)
+    return cfg.lr - (cfg.lr - min_lr) * min(1.0, progress)
+
+
+class LMData(Protocol):
+    def batch(self, split: str, batch_size: int, seq_len: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def val_batches(self, batch_size: int, seq_len: int, num_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+class RecallData(Protocol):
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def test_set(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@dataclass
+class TrainResult:
+    stop_reason: StopReason
+    message: str
+    step: int
+    tokens_seen: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices only; norms, biases and parameters marked ``_no_weight_decay`` are exempt."""
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for p in model.parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (no_decay if p.ndim < 2 or getattr(p, "_no_weight_decay", False) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Trainer:
+    """Trains ``model`` on an LM corpus (and MQAR) and reports metrics through a callback."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        lm_data: LMData,
+        mqar: RecallData | None = None,
+        report: Callable[[dict[str, float]], bool | None] | None = None,
+    ):
+        if cfg.mqar_every and mqar is None:
+            raise ValueError("TrainConfig.mqar_every > 0 needs an MQAR dataset (or set mqar_every=0)")
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        self.model = model.to(self.device)
+        self.lm_data, self.mqar, self.report = lm_data, mqar, report
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=fused
+        )
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.tokens_seen = 0
+        self.history: list[dict[str, float]] = []
+        self._val = lm_data.val_batches(cfg.batch_size, cfg.seq_len, cfg.eval_batches)
+        self._mqar_test = None
+        if mqar is not None:
+            inputs, labels = mqar.test_set()
+            self._mqar_test = (inputs[: cfg.eval_mqar_examples], labels[: cfg.eval_mqar_examples])
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()  # fp32 on CPU: exact and deterministic
+
+    def _loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            logits = self.model(inputs.to(self.device))
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.to(self.device).flatten(), ignore_index=-100)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation LM loss on fixed batches and MQAR accuracy on a fixed test slice."""
+        was_training = self.model.training
+        self.model.eval()
+        metrics = {"eval_loss": sum(self._loss(x, y).item() for x, y in self._val) / len(self._val)}
+        if self._mqar_test is not None:
+            inputs, labels = self._mqar_test
+            correct = total = 0
+            for start in range(0, len(inputs), 64):
+                x, y = inputs[start : start + 64].to(self.device), labels[start : start + 64].to(self.device)
+                with self._autocast():
+                    pred = self.model(x).argmax(-1)
+                mask = y != -100
+                correct += (pred[mask] == y[mask]).sum().item()
+                total += mask.sum().item()
+            metrics["mqar_accuracy"] = correct / max(1, total)
+        self.model.train(was_training)
+        return metrics
+
+    def train(self) -> TrainResult:
+        """Run until ``cfg.steps`` (or a stop condition); safe to call again after a restore."""
+        cfg = self.cfg
+        self.model.train()
+        start = time.monotonic()
+        window_start, window_tokens, window_losses = time.monotonic(), 0, []
+        while self.step < cfg.steps:
+            lr = lr_at(self.step, cfg)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            inputs, targets = self.lm_data.batch("train", cfg.batch_size, cfg.seq_len, self.generator)
+            lm_loss = self._loss(inputs, targets)
+            loss = lm_loss
+            step_tokens = inputs.numel()
+            if cfg.mqar_every and self.step % cfg.mqar_every == 0:
+                mq_inputs, mq_labels = self.mqar.train_batch(cfg.mqar_batch_size, self.generator)
+                loss = loss + cfg.mqar_weight * self._loss(mq_inputs, mq_labels)
+                step_tokens += mq_inputs.numel()
+            if not torch.isfinite(loss):
+                return self._stop(StopReason.NON_FINITE_LOSS, f"loss became {loss.item()} at step {self.step}")
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.tokens_seen += step_tokens
+            window_tokens += step_tokens
+            window_losses.append(lm_loss.item())
+
+            if self.step % cfg.report_every == 0 or self.step == cfg.steps:
+                elapsed = time.monotonic() - window_start
+                metrics = {
+                    "step": self.step,
+                    "tokens_seen": self.tokens_seen,
+                    "train_loss": sum(window_losses) / len(window_losses),
+                    "lr": lr,
+                    "grad_norm": float(grad_norm),
+                    "tokens_per_second": window_tokens / max(elapsed, 1e-9),
+                    **self.evaluate(),
+                }
+                self.history.append(metrics)
+                if self.report is not None and self.report(metrics) is False:
+                    return self._stop(StopReason.REQUESTED, f"the report callback asked to stop at step {self.step}")
+                window_start, window_tokens, window_losses = time.monotonic(), 0, []
+            if cfg.max_wall_seconds is not None and time.monotonic() - start > cfg.max_wall_seconds:
+                return self._stop(
+                    StopReason.WALL_TIME, f"wall-time budget of {cfg.max_wall_seconds:.0f}s spent at step {self.step}"
+                )
+        return self._stop(StopReason.COMPLETED, f"trained {self.step} steps")
+
+    def _stop(self, reason: StopReason, message: str) -> TrainResult:
+        return TrainResult(reason, message, self.step, self.tokens_seen, list(self.history))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "generator": self.generator.get_state(),
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        self.tokens_seen = state["tokens_seen"]
+        self.generator.set_state(state["generator"])
+        self.history = list(state["history"])
+
+    def save(self, path) -> None:
+        """Write the full training state atomically (temp file, then rename)."""
+        tmp = f"{path}.tmp"
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    def restore(self, path) -> None:
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
