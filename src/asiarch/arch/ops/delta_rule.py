@@ -69,21 +69,25 @@ def delta_rule_chunk_torch(
     w = torch.linalg.solve_triangular(unit_lower, k_beta, upper=False, unitriangular=True)
     qk = qk.tril()
 
+    if g is not None:
+        g_last = g_cum[..., -1:]  # [B, H, N, 1]
+        q = q * g_cum.exp()[..., None]  # reads the chunk-start state decayed to position t
+        k = k * (g_last - g_cum).exp()[..., None]  # writes decayed to the chunk end
+        chunk_decay = g_last.exp()[..., None]  # [B, H, N, 1, 1]
+    k_t = k.transpose(-1, -2)
+
+    # Only the state recursion is sequential; it touches each chunk with two matmuls.
     state = q.new_zeros(b, h, dk, dv) if initial_state is None else initial_state.float()
-    outputs = []
+    chunk_states, corrections = [], []
     for n in range(n_chunks):
         u_n = u[:, :, n] - w[:, :, n] @ state
-        q_n, k_n = q[:, :, n], k[:, :, n]
-        if g is None:
-            outputs.append(q_n @ state + qk[:, :, n] @ u_n)
-            state = state + k_n.transpose(-1, -2) @ u_n
-        else:
-            g_n = g_cum[:, :, n]
-            g_last = g_n[..., -1:]
-            outputs.append((q_n * g_n.exp()[..., None]) @ state + qk[:, :, n] @ u_n)
-            k_decayed = k_n * (g_last - g_n).exp()[..., None]
-            state = state * g_last.exp()[..., None] + k_decayed.transpose(-1, -2) @ u_n
-    o = torch.stack(outputs, dim=2)  # [B, H, N, C, V]
+        chunk_states.append(state)
+        corrections.append(u_n)
+        if g is not None:
+            state = state * chunk_decay[:, :, n]
+        state = state + k_t[:, :, n] @ u_n
+    u = torch.stack(corrections, dim=2)
+    o = q @ torch.stack(chunk_states, dim=2) + qk @ u  # [B, H, N, C, V]
     o = o.movedim(1, 3).reshape(b, n_chunks * chunk_size, h, dv)[:, :t]
     return o.to(out_dtype), (state if output_final_state else None)
 

@@ -33,18 +33,20 @@ def ssd_chunk_torch(
     q, k, v, g = (pad_to_chunks(x.float(), chunk_size) for x in (q, k, v, g))
     q, k, v = (_to_chunks(x, chunk_size) for x in (q * scale, k, v))
     g_cum = _to_chunks(g, chunk_size).cumsum(-1)  # [B, H, N, C]
-    scores = (q @ k.transpose(-1, -2)) * _decay_matrix(g_cum)
-    n_chunks = q.shape[2]
+    intra = ((q @ k.transpose(-1, -2)) * _decay_matrix(g_cum)) @ v
 
+    # The decay is a scalar per step, so each chunk's contribution to the state is one
+    # batched matmul; carrying the state across chunks is then two elementwise ops a chunk.
+    g_last = g_cum[..., -1:]  # [B, H, N, 1]
+    contributions = (k * (g_last - g_cum).exp()[..., None]).transpose(-1, -2) @ v  # [B, H, N, K, V]
+    chunk_decay = g_last.exp()[..., None]  # [B, H, N, 1, 1]
     state = q.new_zeros(b, h, dk, dv) if initial_state is None else initial_state.float()
-    outputs = []
-    for n in range(n_chunks):
-        g_n = g_cum[:, :, n]
-        g_last = g_n[..., -1:]
-        outputs.append((q[:, :, n] * g_n.exp()[..., None]) @ state + scores[:, :, n] @ v[:, :, n])
-        k_decayed = k[:, :, n] * (g_last - g_n).exp()[..., None]
-        state = state * g_last.exp()[..., None] + k_decayed.transpose(-1, -2) @ v[:, :, n]
-    o = torch.stack(outputs, dim=2).movedim(1, 3).reshape(b, n_chunks * chunk_size, h, dv)[:, :t]
+    chunk_states = []
+    for n in range(q.shape[2]):
+        chunk_states.append(state)
+        state = state * chunk_decay[:, :, n] + contributions[:, :, n]
+    inter = (q * g_cum.exp()[..., None]) @ torch.stack(chunk_states, dim=2)
+    o = (intra + inter).movedim(1, 3).reshape(b, -1, h, dv)[:, :t]
     return o.to(out_dtype), (state if output_final_state else None)
 
 

@@ -1,0 +1,78 @@
+"""Forward+backward throughput of each seed mixer at cpu_tiny widths across sequence lengths.
+
+Prints tokens/s per seed and length, each seed's speed relative to softmax attention
+measured in the same run, and each seed's time growth from T=1024 to T=4096 at the same batch size
+(a linear-cost mixer grows ~4x, attention more). Run: ``.venv/bin/python benchmarks/bench_train.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from asiarch.arch import SEEDS
+from asiarch.config import load_scale
+
+
+def time_fwd_bwd(mixer: torch.nn.Module, batch: int, length: int, width: int, device: str, repeats: int) -> float:
+    """Median seconds of one forward+backward of ``mixer`` on a ``[batch, length, width]`` input."""
+    x = torch.randn(batch, length, width, device=device, requires_grad=True)
+    times = []
+    for i in range(repeats + 1):  # the first call warms up (allocations, kernel compilation)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        mixer(x).sum().backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--batch", type=int, default=2, help="sequences per batch, the same at every length")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_scale("cpu_tiny").model
+    width, heads = model.hidden_size, model.num_heads
+
+    rates: dict[str, dict[int, float]] = {}
+    seconds: dict[str, dict[int, float]] = {}
+    for name, cls in SEEDS.items():
+        torch.manual_seed(0)
+        mixer = cls(width, heads, layer_idx=0, **model.mixer_kwargs).to(args.device)
+        for length in args.lengths:
+            t = time_fwd_bwd(mixer, args.batch, length, width, args.device, args.repeats)
+            seconds.setdefault(name, {})[length] = t
+            rates.setdefault(name, {})[length] = args.batch * length / t
+
+    table = Table(title=f"forward+backward tokens/s, batch {args.batch}, d={width}, {heads} heads, {args.device}, {args.threads} thread(s)")
+    table.add_column("seed")
+    for length in args.lengths:
+        table.add_column(f"T={length}", justify="right")
+        table.add_column("vs attn", justify="right")
+    growth = 1024 in args.lengths and 4096 in args.lengths
+    if growth:
+        table.add_column("time x (1024->4096)", justify="right")
+    for name in SEEDS:
+        cells = []
+        for length in args.lengths:
+            cells += [f"{rates[name][length]:,.0f}", f"{rates[name][length] / rates['attention'][length]:.2f}x"]
+        if growth:
+            cells.append(f"{seconds[name][4096] / seconds[name][1024]:.1f}x")
+        table.add_row(name, *cells)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

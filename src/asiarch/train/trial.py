@@ -1,0 +1,85 @@
+"""One training trial: a mixer class at a scale, trained and measured the same way for all.
+
+The Tune trainables of the campaign and the seed-baseline job both call ``train_mixer``;
+keeping a single path means a candidate and its baseline are never measured differently.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from asiarch.arch.model import LanguageModel, ModelConfig, count_parameters
+from asiarch.config import ScaleConfig
+from asiarch.data.corpus import TokenCorpus
+from asiarch.data.downstream import evaluate_downstream
+from asiarch.data.mqar import MQAR
+from asiarch.train.trainer import Trainer
+
+
+@dataclass
+class TrialData:
+    """Tokenised corpus and MQAR sets, built once and shared by every trial (Ray object store)."""
+
+    corpus: TokenCorpus
+    mqar: MQAR
+
+
+def prepare_data(scale: ScaleConfig) -> TrialData:
+    """Train/load the tokenizer and token cache, generate MQAR (seconds at cpu_tiny, cached)."""
+    return TrialData(corpus=TokenCorpus.from_config(scale.corpus), mqar=MQAR(scale.mqar))
+
+
+def build_model(scale: ScaleConfig, mixer_cls: type[nn.Module], data: TrialData) -> LanguageModel:
+    """The harness around ``mixer_cls`` with a vocabulary that covers both the corpus and MQAR."""
+    vocab = max(data.corpus.vocab_size, scale.mqar.vocab_size)
+    torch.manual_seed(scale.train.seed)
+    return LanguageModel(replace(scale.model, vocab_size=vocab), mixer_cls)
+
+
+def train_mixer(
+    mixer_cls: type[nn.Module],
+    scale: ScaleConfig,
+    data: TrialData,
+    report: Callable[[dict[str, float]], bool | None] | None = None,
+    downstream: bool = True,
+    state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``mixer_cls`` at ``scale`` and return a JSON-ready summary of what was measured."""
+    torch.set_num_threads(scale.torch_threads)
+    started = time.monotonic()
+    model = build_model(scale, mixer_cls, data)
+    trainer = Trainer(model, scale.train, data.corpus, data.mqar, report=report)
+    if state is not None:
+        trainer.load_state_dict(state)
+    result = trainer.train()
+    train_seconds = time.monotonic() - started
+    summary: dict[str, Any] = {
+        "mixer": mixer_cls.__name__,
+        "scale": scale.name,
+        "parameters": count_parameters(model),
+        "non_embedding_parameters": count_parameters(model, exclude_embeddings=True),
+        "stop_reason": result.stop_reason.value,
+        "stop_message": result.message,
+        "steps": result.step,
+        "tokens_seen": result.tokens_seen,
+        "train_seconds": train_seconds,
+        "history": result.history,
+        **{k: result.final.get(k) for k in ("train_loss", "eval_loss", "mqar_accuracy")},
+    }
+    if result.history:
+        rates = [h["tokens_per_second"] for h in result.history]
+        summary["tokens_per_second"] = sum(rates) / len(rates)
+    if downstream and scale.downstream.tasks:
+        cfg = scale.downstream
+        scores = evaluate_downstream(
+            model, data.corpus.tokenizer, tasks=cfg.tasks, limit=cfg.limit, max_len=cfg.max_len,
+            batch_size=cfg.batch_size, device=scale.train.device,
+        )
+        summary["downstream"] = scores
+        summary["downstream_mean"] = scores["mean"]
+    return summary

@@ -1,0 +1,150 @@
+"""The trainer: exact resume, determinism, stop reasons, schedules, and that it learns."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from asiarch.arch import SEEDS, LanguageModel, ModelConfig
+from asiarch.data.corpus import CorpusConfig, TokenCorpus
+from asiarch.data.mqar import MQAR, MQARConfig
+from asiarch.train import StopReason, TrainConfig, Trainer, lr_at
+
+REQUIRED_KEYS = {"step", "tokens_seen", "train_loss", "eval_loss", "mqar_accuracy", "tokens_per_second"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    cfg = CorpusConfig(source="python_docs", tokenizer_vocab_size=512, max_documents=120,
+                       cache_dir=str(tmp_path_factory.mktemp("cache")))
+    return TokenCorpus.from_config(cfg)
+
+
+@pytest.fixture(scope="module")
+def mqar():
+    return MQAR(MQARConfig(vocab_size=128, seq_len=32, num_kv_pairs=4, num_train=2000, num_test=200, seed=0))
+
+
+def tiny_model(mixer: type[nn.Module] = SEEDS["deltanet"], seed: int = 0) -> LanguageModel:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(vocab_size=512, hidden_size=32, num_layers=1, num_heads=2, mixer_kwargs={"chunk_size": 16})
+    return LanguageModel(cfg, mixer)
+
+
+def config(**overrides) -> TrainConfig:
+    base = TrainConfig(steps=8, batch_size=4, seq_len=32, lr=3e-3, warmup_steps=2, report_every=1,
+                       eval_batches=2, eval_mqar_examples=64, mqar_batch_size=8, seed=3)
+    return replace(base, **overrides)
+
+
+def test_restored_run_continues_exactly_like_the_uninterrupted_one(corpus, mqar, tmp_path):
+    full = Trainer(tiny_model(), config(), corpus, mqar).train()
+    assert full.stop_reason is StopReason.COMPLETED and len(full.history) == 8
+
+    interrupted = Trainer(tiny_model(), config(), corpus, mqar, report=lambda m: m["step"] < 4)
+    first = interrupted.train()
+    assert first.stop_reason is StopReason.REQUESTED and first.step == 4
+    interrupted.save(tmp_path / "state.pt")
+
+    resumed = Trainer(tiny_model(seed=99), config(), corpus, mqar)  # different init: state must overwrite it
+    resumed.restore(tmp_path / "state.pt")
+    rest = resumed.train()
+    assert rest.stop_reason is StopReason.COMPLETED and rest.step == 8
+    assert [h["train_loss"] for h in rest.history[4:]] == [h["train_loss"] for h in full.history[4:]]
+    assert [h["eval_loss"] for h in rest.history] == [h["eval_loss"] for h in full.history]
+    assert rest.tokens_seen == full.tokens_seen
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(corpus, mqar):
+    a = Trainer(tiny_model(), config(steps=3), corpus, mqar).train()
+    b = Trainer(tiny_model(), config(steps=3), corpus, mqar).train()
+    c = Trainer(tiny_model(), config(steps=3, seed=4), corpus, mqar).train()
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert [h["train_loss"] for h in a.history] != [h["train_loss"] for h in c.history]
+
+
+def test_reports_every_n_steps_with_the_documented_metrics(corpus, mqar):
+    seen = []
+    Trainer(tiny_model(), config(steps=6, report_every=3), corpus, mqar, report=seen.append).train()
+    assert [m["step"] for m in seen] == [3, 6]
+    assert all(REQUIRED_KEYS <= set(m) for m in seen)
+    assert seen[-1]["tokens_seen"] == 6 * (4 * 32 + 8 * 32)
+
+
+def test_it_learns(corpus, mqar):
+    trainer = Trainer(tiny_model(), config(steps=40, report_every=20, lr=1e-2), corpus, mqar)
+    before = trainer.evaluate()
+    after = trainer.train().final
+    assert after["eval_loss"] < before["eval_loss"] - 0.3
+
+
+class NaNAfterThreeSteps(nn.Module):
+    """A mixer that breaks on its fourth training forward, as a diverging candidate would."""
+
+    def __init__(self, hidden_size, num_heads, layer_idx=None, **kwargs):
+        super().__init__()
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.calls = 0
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        if self.training:
+            self.calls += 1
+        out = self.proj(hidden_states)
+        return out * float("nan") if self.calls > 3 else out
+
+
+def test_non_finite_loss_stops_with_a_reason(corpus, mqar):
+    trainer = Trainer(tiny_model(NaNAfterThreeSteps), config(steps=10, mqar_every=0), corpus, None)
+    result = trainer.train()
+    assert result.stop_reason is StopReason.NON_FINITE_LOSS
+    assert result.step == 3
+    assert "loss became nan at step 3" in result.message
+
+
+def test_wall_time_budget_stops_with_a_reason(corpus, mqar):
+    result = Trainer(tiny_model(), config(steps=50, max_wall_seconds=0.0), corpus, mqar).train()
+    assert result.stop_reason is StopReason.WALL_TIME
+    assert result.step == 1
+    assert "wall-time budget" in result.message
+
+
+def test_mqar_needs_a_dataset(corpus):
+    with pytest.raises(ValueError, match="needs an MQAR dataset"):
+        Trainer(tiny_model(), config(), corpus, None)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [({"schedule": "linear"}, "schedule must be"), ({"steps": 0}, "steps must be positive"),
+     ({"warmup_steps": 20}, "warmup_steps must be in")],
+)
+def test_bad_config_is_rejected(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        config(**overrides)
+
+
+def test_learning_rate_schedules():
+    cos = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
+    assert lr_at(0, cos) == pytest.approx(0.1) and lr_at(9, cos) == pytest.approx(1.0)
+    assert lr_at(55, cos) == pytest.approx(0.55)  # halfway through the cosine
+    assert lr_at(100, cos) == pytest.approx(0.1)
+    assert all(lr_at(s, cos) >= lr_at(s + 1, cos) for s in range(10, 100))
+    wsd = replace(cos, schedule="wsd", decay_fraction=0.2)
+    assert lr_at(50, wsd) == lr_at(79, wsd) == 1.0
+    assert lr_at(90, wsd) == pytest.approx(0.55)
+    assert lr_at(100, wsd) == pytest.approx(0.1)
+
+
+def test_weight_decay_skips_norms_biases_and_marked_parameters():
+    from asiarch.train.trainer import _param_groups
+
+    model = tiny_model(SEEDS["gated_deltanet"])
+    decay, no_decay = _param_groups(model, 0.1)
+    no_decay_ids = {id(p) for p in no_decay["params"]}
+    mixer = model.blocks[0].mixer
+    assert id(mixer.A_log) in no_decay_ids and id(mixer.dt_bias) in no_decay_ids
+    assert id(model.norm.weight) in no_decay_ids
+    assert id(mixer.q_proj.weight) in {id(p) for p in decay["params"]}
