@@ -12,6 +12,7 @@ from asiarch.arch import SEEDS, LanguageModel, ModelConfig
 from asiarch.data.corpus import CorpusConfig, TokenCorpus
 from asiarch.data.mqar import MQAR, MQARConfig
 from asiarch.train import StopReason, TrainConfig, Trainer, lr_at
+from asiarch.train.trial import ShiftedRecall
 
 REQUIRED_KEYS = {"step", "tokens_seen", "train_loss", "eval_loss", "mqar_accuracy", "tokens_per_second"}
 
@@ -24,13 +25,14 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mqar():
-    return MQAR(MQARConfig(vocab_size=128, seq_len=32, num_kv_pairs=4, num_train=2000, num_test=200, seed=0))
+def mqar(corpus):
+    recall = MQAR(MQARConfig(vocab_size=128, seq_len=32, num_kv_pairs=4, num_train=2000, num_test=200, seed=0))
+    return ShiftedRecall(recall, offset=corpus.vocab_size)
 
 
 def tiny_model(mixer: type[nn.Module] = SEEDS["deltanet"], seed: int = 0) -> LanguageModel:
     torch.manual_seed(seed)
-    cfg = ModelConfig(vocab_size=512, hidden_size=32, num_layers=1, num_heads=2, mixer_kwargs={"chunk_size": 16})
+    cfg = ModelConfig(vocab_size=512 + 128, hidden_size=32, num_layers=1, num_heads=2, mixer_kwargs={"chunk_size": 16})
     return LanguageModel(cfg, mixer)
 
 
@@ -111,6 +113,25 @@ def test_wall_time_budget_stops_with_a_reason(corpus, mqar):
     assert "wall-time budget" in result.message
 
 
+def test_each_task_trains_on_its_own_vocabulary_slice(corpus, mqar):
+    """MQAR ids sit after the corpus ids; its loss and accuracy only look at its own slice."""
+    assert mqar.vocab_range == (512, 640)
+    inputs, labels = mqar.test_set()
+    assert inputs.min() >= 512 and labels[labels != -100].min() >= 512
+    model = tiny_model()
+    logits = model(inputs[:2], vocab_range=mqar.vocab_range)
+    assert logits.shape[-1] == 128
+    torch.testing.assert_close(logits, model(inputs[:2])[..., 512:640])
+
+
+def test_mqar_is_learnt_alongside_the_lm(corpus, mqar):
+    cfg = config(steps=200, report_every=100, lr=1e-2, mqar_batch_size=32, eval_mqar_examples=200)
+    torch.manual_seed(0)
+    model_cfg = ModelConfig(vocab_size=640, hidden_size=64, num_layers=2, num_heads=2, mixer_kwargs={"chunk_size": 32})
+    result = Trainer(LanguageModel(model_cfg, SEEDS["deltanet"]), cfg, corpus, mqar).train()
+    assert result.final["mqar_accuracy"] > 0.5  # chance is 1/64: values are half of the 128 MQAR ids
+
+
 def test_mqar_needs_a_dataset(corpus):
     with pytest.raises(ValueError, match="needs an MQAR dataset"):
         Trainer(tiny_model(), config(), corpus, None)
@@ -119,7 +140,7 @@ def test_mqar_needs_a_dataset(corpus):
 @pytest.mark.parametrize(
     "overrides,message",
     [({"schedule": "linear"}, "schedule must be"), ({"steps": 0}, "steps must be positive"),
-     ({"warmup_steps": 20}, "warmup_steps must be in")],
+     ({"warmup_steps": -1}, "warmup_steps must be >= 0")],
 )
 def test_bad_config_is_rejected(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -136,6 +157,8 @@ def test_learning_rate_schedules():
     assert lr_at(50, wsd) == lr_at(79, wsd) == 1.0
     assert lr_at(90, wsd) == pytest.approx(0.55)
     assert lr_at(100, wsd) == pytest.approx(0.1)
+    short = replace(cos, steps=5, warmup_steps=30)  # warmup capped at the run length
+    assert lr_at(4, short) == pytest.approx(1.0)
 
 
 def test_weight_decay_skips_norms_biases_and_marked_parameters():

@@ -74,6 +74,7 @@ class MQAR:
     def __init__(self, cfg: MQARConfig) -> None:
         cfg.validate()
         self.cfg = cfg
+        self.vocab_range = (0, cfg.vocab_size)  # token ids it uses, for the trainer's per-task softmax
         # Two independent streams from one seed: changing num_train does not change the
         # test set, and the two sets never share random draws.
         train_seq, test_seq = np.random.SeedSequence(cfg.seed).spawn(2)

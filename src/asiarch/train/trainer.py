@@ -35,7 +35,7 @@ class TrainConfig:
     seq_len: int = 128
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 40
+    warmup_steps: int = 40  # capped at steps, so shortening a run for a smoke test needs no other change
     schedule: str = "cosine"  # "cosine" or "wsd" (warmup-stable-decay)
     decay_fraction: float = 0.2  # WSD: the last fraction of steps decays linearly
     weight_decay: float = 0.1
@@ -57,18 +57,19 @@ class TrainConfig:
         for name in ("steps", "batch_size", "seq_len", "report_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.warmup_steps <= self.steps:
-            raise ValueError(f"TrainConfig.warmup_steps must be in [0, steps={self.steps}], got {self.warmup_steps}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
         self.betas = tuple(self.betas)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate for ``step`` (0-based): linear warmup, then cosine or WSD down to min_lr."""
     min_lr = cfg.lr * cfg.min_lr_ratio
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+    warmup = min(cfg.warmup_steps, cfg.steps)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
     if cfg.schedule == "cosine":
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        progress = (step - warmup) / max(1, cfg.steps - warmup)
         return min_lr + 0.5 * (cfg.lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
     decay_start = cfg.steps - int(cfg.decay_fraction * cfg.steps)
     if step < decay_start:
@@ -78,11 +79,15 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 class LMData(Protocol):
+    vocab_size: int  # its tokens are ids 0..vocab_size-1
+
     def batch(self, split: str, batch_size: int, seq_len: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
     def val_batches(self, batch_size: int, seq_len: int, num_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 class RecallData(Protocol):
+    vocab_range: tuple[int, int]  # its tokens are ids lo..hi-1 of the model's vocabulary
+
     def train_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
     def test_set(self) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -129,6 +134,7 @@ class Trainer:
         self.device = torch.device(cfg.device)
         self.model = model.to(self.device)
         self.lm_data, self.mqar, self.report = lm_data, mqar, report
+        self._lm_range = (0, lm_data.vocab_size)
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
             _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=fused
@@ -148,24 +154,30 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()  # fp32 on CPU: exact and deterministic
 
-    def _loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _logits(self, inputs: torch.Tensor, vocab_range: tuple[int, int]) -> torch.Tensor:
         with self._autocast():
-            logits = self.model(inputs.to(self.device))
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.to(self.device).flatten(), ignore_index=-100)
+            return self.model(inputs.to(self.device), vocab_range=vocab_range).float()
+
+    def _loss(self, inputs: torch.Tensor, targets: torch.Tensor, vocab_range: tuple[int, int]) -> torch.Tensor:
+        """Cross-entropy over one task's slice of the vocabulary (targets are absolute ids)."""
+        targets = targets.to(self.device)
+        targets = torch.where(targets == -100, targets, targets - vocab_range[0])
+        logits = self._logits(inputs, vocab_range)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Validation LM loss on fixed batches and MQAR accuracy on a fixed test slice."""
         was_training = self.model.training
         self.model.eval()
-        metrics = {"eval_loss": sum(self._loss(x, y).item() for x, y in self._val) / len(self._val)}
+        metrics = {"eval_loss": sum(self._loss(x, y, self._lm_range).item() for x, y in self._val) / len(self._val)}
         if self._mqar_test is not None:
             inputs, labels = self._mqar_test
+            lo, hi = self.mqar.vocab_range
             correct = total = 0
             for start in range(0, len(inputs), 64):
-                x, y = inputs[start : start + 64].to(self.device), labels[start : start + 64].to(self.device)
-                with self._autocast():
-                    pred = self.model(x).argmax(-1)
+                x, y = inputs[start : start + 64], labels[start : start + 64].to(self.device)
+                pred = self._logits(x, (lo, hi)).argmax(-1) + lo
                 mask = y != -100
                 correct += (pred[mask] == y[mask]).sum().item()
                 total += mask.sum().item()
@@ -184,12 +196,12 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             inputs, targets = self.lm_data.batch("train", cfg.batch_size, cfg.seq_len, self.generator)
-            lm_loss = self._loss(inputs, targets)
+            lm_loss = self._loss(inputs, targets, self._lm_range)
             loss = lm_loss
             step_tokens = inputs.numel()
             if cfg.mqar_every and self.step % cfg.mqar_every == 0:
                 mq_inputs, mq_labels = self.mqar.train_batch(cfg.mqar_batch_size, self.generator)
-                loss = loss + cfg.mqar_weight * self._loss(mq_inputs, mq_labels)
+                loss = loss + cfg.mqar_weight * self._loss(mq_inputs, mq_labels, self.mqar.vocab_range)
                 step_tokens += mq_inputs.numel()
             if not torch.isfinite(loss):
                 return self._stop(StopReason.NON_FINITE_LOSS, f"loss became {loss.item()} at step {self.step}")

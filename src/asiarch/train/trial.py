@@ -13,12 +13,33 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from asiarch.arch.model import LanguageModel, ModelConfig, count_parameters
+from asiarch.arch.model import LanguageModel, VocabView, count_parameters
 from asiarch.config import ScaleConfig
 from asiarch.data.corpus import TokenCorpus
 from asiarch.data.downstream import evaluate_downstream
-from asiarch.data.mqar import MQAR
+from asiarch.data.mqar import IGNORE_INDEX, MQAR
 from asiarch.train.trainer import Trainer
+
+
+class ShiftedRecall:
+    """MQAR with its token ids moved past the LM vocabulary.
+
+    The two tasks share one model; without the shift, MQAR keys and values would reuse
+    the ids of the corpus's most frequent byte tokens and the tasks would interfere.
+    """
+
+    def __init__(self, mqar: MQAR, offset: int):
+        self.mqar, self.offset = mqar, offset
+        self.vocab_range = (offset, offset + mqar.cfg.vocab_size)
+
+    def _shift(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return inputs + self.offset, torch.where(labels == IGNORE_INDEX, labels, labels + self.offset)
+
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._shift(*self.mqar.train_batch(batch_size, generator))
+
+    def test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._shift(*self.mqar.test_set())
 
 
 @dataclass
@@ -26,19 +47,24 @@ class TrialData:
     """Tokenised corpus and MQAR sets, built once and shared by every trial (Ray object store)."""
 
     corpus: TokenCorpus
-    mqar: MQAR
+    mqar: ShiftedRecall
+
+    @property
+    def vocab_size(self) -> int:
+        """The model's vocabulary: corpus tokens, then the MQAR tokens after them."""
+        return self.corpus.vocab_size + self.mqar.mqar.cfg.vocab_size
 
 
 def prepare_data(scale: ScaleConfig) -> TrialData:
     """Train/load the tokenizer and token cache, generate MQAR (seconds at cpu_tiny, cached)."""
-    return TrialData(corpus=TokenCorpus.from_config(scale.corpus), mqar=MQAR(scale.mqar))
+    corpus = TokenCorpus.from_config(scale.corpus)
+    return TrialData(corpus=corpus, mqar=ShiftedRecall(MQAR(scale.mqar), offset=corpus.vocab_size))
 
 
 def build_model(scale: ScaleConfig, mixer_cls: type[nn.Module], data: TrialData) -> LanguageModel:
-    """The harness around ``mixer_cls`` with a vocabulary that covers both the corpus and MQAR."""
-    vocab = max(data.corpus.vocab_size, scale.mqar.vocab_size)
+    """The harness around ``mixer_cls``, seeded so a mixer's initial weights depend only on the scale."""
     torch.manual_seed(scale.train.seed)
-    return LanguageModel(replace(scale.model, vocab_size=vocab), mixer_cls)
+    return LanguageModel(replace(scale.model, vocab_size=data.vocab_size), mixer_cls)
 
 
 def train_mixer(
@@ -77,7 +103,7 @@ def train_mixer(
     if downstream and scale.downstream.tasks:
         cfg = scale.downstream
         scores = evaluate_downstream(
-            model, data.corpus.tokenizer, tasks=cfg.tasks, limit=cfg.limit, max_len=cfg.max_len,
+            VocabView(model, (0, data.corpus.vocab_size)), data.corpus.tokenizer, tasks=cfg.tasks, limit=cfg.limit, max_len=cfg.max_len,
             batch_size=cfg.batch_size, device=scale.train.device,
         )
         summary["downstream"] = scores

@@ -1,0 +1,57 @@
+"""`asiarch run` end to end on a real local Ray: trains seeds, writes the table and the plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ASIARCH = str(Path(sys.executable).parent / "asiarch")
+SMALL = [
+    "scale.train.steps=4", "scale.train.report_every=2", "scale.train.eval_batches=1",
+    "scale.corpus.max_documents=80", "scale.corpus.tokenizer_vocab_size=512",
+    "scale.mqar.num_train=500", "scale.mqar.num_test=100",
+    "scale.downstream.tasks=[piqa,lambada]", "scale.downstream.limit=4",
+]
+
+
+def run_cli(args, tmp_path, timeout=300):
+    env = {**os.environ, "ASIARCH_CACHE": str(tmp_path / "cache"), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    return subprocess.run([ASIARCH, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_run_trains_the_seeds_and_writes_results(tmp_path):
+    proc = run_cli(["run", *SMALL, "seeds=[deltanet,attention]"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Seed baselines at cpu_tiny" in proc.stdout
+    (out_dir,) = (tmp_path / "runs").glob("seeds-cpu_tiny-*")
+    rows = json.loads((out_dir / "results.json").read_text())
+    assert [r["seed"] for r in rows] == ["deltanet", "attention"]
+    for row in rows:
+        assert row["stop_reason"] == "completed" and row["steps"] == 4
+        assert [h["step"] for h in row["history"]] == [2, 4]
+        assert set(row["downstream"]) == {"piqa", "lambada", "mean"}
+        assert 0.0 <= row["mqar_accuracy"] <= 1.0
+    table = (out_dir / "results.md").read_text()
+    assert "| deltanet |" in table and "| attention |" in table
+    assert (out_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["run", "seeds=[not_a_seed]"], "unknown seed(s) ['not_a_seed']"),
+        (["run", "scale=no_such_scale"], "no_such_scale"),
+        (["run", "scale.train.shedule=cosine"], "shedule"),
+    ],
+)
+def test_bad_input_exits_with_a_clear_message(tmp_path, args, message):
+    proc = run_cli(args, tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -1,0 +1,43 @@
+"""The Hydra tree in conf/ stays true to the dataclasses, and bad keys are named."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from omegaconf import OmegaConf
+
+from asiarch.config import ScaleConfig, compose, load_scale
+
+SCALES = ["cpu_tiny", "paper_20m", "paper_340m"]
+DERIVED = {("model", "vocab_size")}  # filled in from the data at run time
+
+
+@pytest.mark.parametrize("name", SCALES)
+def test_every_field_is_in_the_yaml_so_every_field_can_be_overridden(name):
+    values = OmegaConf.to_container(compose([f"scale={name}"]).scale)
+    scale = ScaleConfig.from_dict(values)
+    for section in ("model", "train", "mqar", "corpus", "downstream"):
+        fields = {f.name for f in dataclasses.fields(getattr(scale, section))}
+        missing = {f for f in fields - set(values[section]) if (section, f) not in DERIVED}
+        assert not missing, f"conf/scale/{name}.yaml: scale.{section} lacks {sorted(missing)}"
+
+
+def test_overrides_reach_the_dataclasses():
+    scale = load_scale(["scale=cpu_tiny", "scale.train.steps=7", "scale.model.num_layers=3", "scale.corpus.source=huggingface"])
+    assert (scale.train.steps, scale.model.num_layers, scale.corpus.source) == (7, 3, "huggingface")
+
+
+def test_default_scale_is_cpu_tiny():
+    assert compose().scale.name == "cpu_tiny"
+
+
+def test_unknown_and_invalid_keys_are_named():
+    values = OmegaConf.to_container(compose().scale)
+    values["train"]["shedule"] = "cosine"
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['shedule'\] in config section 'scale.train'"):
+        ScaleConfig.from_dict(values)
+    values["train"].pop("shedule")
+    values["train"]["schedule"] = "linear"
+    with pytest.raises(ValueError, match="invalid config section 'scale.train': schedule must be"):
+        ScaleConfig.from_dict(values)
