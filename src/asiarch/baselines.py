@@ -49,6 +49,20 @@ def train_seed(name: str, scale: ScaleConfig, data: TrialData, board, downstream
     return {"seed": name, **summary}
 
 
+def _print_new_reports(console: Console, latest: dict[str, dict[str, Any]], printed: dict[str, tuple]) -> None:
+    for name, m in latest.items():
+        key = (m.get("state"), m.get("step"))
+        if printed.get(name) == key:
+            continue
+        printed[name] = key
+        parts = [f"{name}: {m.get('state')}", f"step {m.get('step', 0)}/{m.get('total_steps', '?')}"]
+        for label, field, fmt in (("eval loss", "eval_loss", "{:.3f}"), ("MQAR", "mqar_accuracy", "{:.3f}"),
+                                  ("tok/s", "tokens_per_second", "{:,.0f}")):
+            if field in m:
+                parts.append(f"{label} {fmt.format(m[field])}")
+        console.print("  ".join(parts), highlight=False)
+
+
 def run_seed_baselines(cfg: DictConfig, console: Console | None = None) -> tuple[list[dict[str, Any]], Path]:
     """Train ``cfg.seeds`` at ``cfg.scale``; write results under ``cfg.run.output_dir``; return them."""
     console = console or Console()
@@ -78,6 +92,7 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None) -> tuple
             for name in cfg.seeds
         }
         summaries: dict[str, dict[str, Any]] = {}
+        printed: dict[str, tuple] = {}
         with Live(progress_table({}, list(cfg.seeds)), console=console, refresh_per_second=2) as live:
             while pending:
                 done, _ = ray.wait(list(pending), timeout=1.0)
@@ -87,7 +102,10 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None) -> tuple
                         summaries[name] = ray.get(ref)
                     except ray.exceptions.RayTaskError as err:
                         summaries[name] = {"seed": name, "stop_reason": "error", "stop_message": str(err.cause)}
-                live.update(progress_table(ray.get(board.snapshot.remote()), list(cfg.seeds)))
+                latest = ray.get(board.snapshot.remote())
+                live.update(progress_table(latest, list(cfg.seeds)))
+                if not console.is_terminal:  # logs and `ray job logs`: one line per new report
+                    _print_new_reports(console, latest, printed)
     finally:
         if started_ray:
             ray.shutdown()
