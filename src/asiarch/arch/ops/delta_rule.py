@@ -77,15 +77,18 @@ def delta_rule_chunk_torch(
     k_t = k.transpose(-1, -2)
 
     # Only the state recursion is sequential; it touches each chunk with two matmuls.
+    # unbind (not u[:, :, n]) so backward stacks the chunk grads once instead of
+    # materialising a zero-filled full-size gradient per chunk (quadratic in T).
     state = q.new_zeros(b, h, dk, dv) if initial_state is None else initial_state.float()
+    decays = chunk_decay.unbind(2) if g is not None else [None] * n_chunks
     chunk_states, corrections = [], []
-    for n in range(n_chunks):
-        u_n = u[:, :, n] - w[:, :, n] @ state
+    for u_n, w_n, k_t_n, decay_n in zip(u.unbind(2), w.unbind(2), k_t.unbind(2), decays):
+        u_n = u_n - w_n @ state
         chunk_states.append(state)
         corrections.append(u_n)
-        if g is not None:
-            state = state * chunk_decay[:, :, n]
-        state = state + k_t[:, :, n] @ u_n
+        if decay_n is not None:
+            state = state * decay_n
+        state = state + k_t_n @ u_n
     u = torch.stack(corrections, dim=2)
     o = q @ torch.stack(chunk_states, dim=2) + qk @ u  # [B, H, N, C, V]
     o = o.movedim(1, 3).reshape(b, n_chunks * chunk_size, h, dv)[:, :t]

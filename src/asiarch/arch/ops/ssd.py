@@ -42,9 +42,9 @@ def ssd_chunk_torch(
     chunk_decay = g_last.exp()[..., None]  # [B, H, N, 1, 1]
     state = q.new_zeros(b, h, dk, dv) if initial_state is None else initial_state.float()
     chunk_states = []
-    for n in range(q.shape[2]):
+    for decay_n, contribution_n in zip(chunk_decay.unbind(2), contributions.unbind(2)):  # unbind: linear backward
         chunk_states.append(state)
-        state = state * chunk_decay[:, :, n] + contributions[:, :, n]
+        state = state * decay_n + contribution_n
     inter = (q * g_cum.exp()[..., None]) @ torch.stack(chunk_states, dim=2)
     o = (intra + inter).movedim(1, 3).reshape(b, -1, h, dv)[:, :t]
     return o.to(out_dtype), (state if output_final_state else None)
