@@ -30,7 +30,7 @@ STATUSES = ("proposed", "validated", "rejected", "training", "stopped", "finishe
 INSIGHT_KINDS = ("paper", "experiment")
 
 
-class MemoryError_(ValueError):
+class MemoryInputError(ValueError):
     """Bad input to the memory: the message names the field, the value or the path."""
 
 
@@ -209,7 +209,7 @@ class Insight:
 
 def _require_text(value: Any, name: str, where: str) -> None:
     if not isinstance(value, str) or not value.strip():
-        raise MemoryError_(f"{where}: field '{name}' must be a non-empty string, got {value!r}")
+        raise MemoryInputError(f"{where}: field '{name}' must be a non-empty string, got {value!r}")
 
 
 def _check_vector(vector: Any, dim: int, name: str, where: str) -> list[float] | None:
@@ -218,11 +218,11 @@ def _check_vector(vector: Any, dim: int, name: str, where: str) -> list[float] |
     try:
         values = [float(x) for x in vector]
     except (TypeError, ValueError) as err:
-        raise MemoryError_(f"{where}: field '{name}' must be a sequence of numbers") from err
+        raise MemoryInputError(f"{where}: field '{name}' must be a sequence of numbers") from err
     if len(values) != dim:
-        raise MemoryError_(f"{where}: field '{name}' has length {len(values)}, the memory's embeddings have {dim}")
+        raise MemoryInputError(f"{where}: field '{name}' has length {len(values)}, the memory's embeddings have {dim}")
     if not all(math.isfinite(x) for x in values):
-        raise MemoryError_(f"{where}: field '{name}' contains NaN or inf")
+        raise MemoryInputError(f"{where}: field '{name}' contains NaN or inf")
     return values
 
 
@@ -232,7 +232,7 @@ def _finite_or_none(value: Any, name: str, where: str) -> float | None:
     try:
         number = float(value)
     except (TypeError, ValueError) as err:
-        raise MemoryError_(f"{where}: field '{name}' must be a number, got {value!r}") from err
+        raise MemoryInputError(f"{where}: field '{name}' must be a number, got {value!r}") from err
     if math.isnan(number):
         return None  # NaN means "not measured"; store it as missing, not as a number
     return number
@@ -243,15 +243,15 @@ def validate_candidate(c: Candidate, dim: int) -> None:
     for name in ("id", "campaign", "name"):
         _require_text(getattr(c, name), name, where)
     if c.stage not in STAGES:
-        raise MemoryError_(f"{where}: field 'stage' must be one of {STAGES}, got {c.stage!r}")
+        raise MemoryInputError(f"{where}: field 'stage' must be one of {STAGES}, got {c.stage!r}")
     if c.status not in STATUSES:
-        raise MemoryError_(f"{where}: field 'status' must be one of {STATUSES}, got {c.status!r}")
+        raise MemoryInputError(f"{where}: field 'status' must be one of {STATUSES}, got {c.status!r}")
     if not isinstance(c.parent_ids, (list, tuple)) or not all(isinstance(p, str) and p for p in c.parent_ids):
-        raise MemoryError_(f"{where}: field 'parent_ids' must be a list of candidate ids, got {c.parent_ids!r}")
+        raise MemoryInputError(f"{where}: field 'parent_ids' must be a list of candidate ids, got {c.parent_ids!r}")
     if c.id in c.parent_ids:
-        raise MemoryError_(f"{where}: field 'parent_ids' names the candidate itself")
+        raise MemoryInputError(f"{where}: field 'parent_ids' names the candidate itself")
     if not isinstance(c.generation, int) or c.generation < 0:
-        raise MemoryError_(f"{where}: field 'generation' must be a non-negative int, got {c.generation!r}")
+        raise MemoryInputError(f"{where}: field 'generation' must be a non-negative int, got {c.generation!r}")
     c.motivation_embedding = _check_vector(c.motivation_embedding, dim, "motivation_embedding", where)
     c.fitness = _finite_or_none(c.fitness, "fitness", where)
     for stage in STAGES:
@@ -268,7 +268,7 @@ def validate_insight(i: Insight, dim: int) -> None:
     for name in ("id", "source", "design_insight"):
         _require_text(getattr(i, name), name, where)
     if i.kind not in INSIGHT_KINDS:
-        raise MemoryError_(f"{where}: field 'kind' must be one of {INSIGHT_KINDS}, got {i.kind!r}")
+        raise MemoryInputError(f"{where}: field 'kind' must be one of {INSIGHT_KINDS}, got {i.kind!r}")
     i.embedding = _check_vector(i.embedding, dim, "embedding", where)
 
 

@@ -1,0 +1,591 @@
+"""The memory: one LanceDB database for candidates, lineage, results and insights.
+
+``Memory(uri)`` opens (or creates) the database at a directory or an object-store URI.
+Writes are validated in full before anything is written, so bad input loses nothing.
+LanceDB lets two processes that upsert the same new key create duplicate rows, so a
+campaign sends all writes through one ``MemoryActor`` (``asiarch.memory.actor``); readers
+may open ``Memory(uri, read_only=True)`` directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import random
+from collections import deque
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import lancedb
+from lancedb.index import FTS
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from asiarch.memory.embed import Embedder, MiniLMEmbedder
+from asiarch.memory.schema import (
+    DEFAULT_EMBEDDING_DIM,
+    META_SCHEMA,
+    SCHEMA_VERSION,
+    STATUSES,
+    Candidate,
+    Insight,
+    MemoryInputError,
+    candidate_from_row,
+    candidate_to_row,
+    candidates_schema,
+    insight_from_row,
+    insight_to_row,
+    insights_schema,
+    utcnow,
+    validate_candidate,
+    validate_insight,
+)
+
+CANDIDATES, INSIGHTS, META = "candidates", "insights", "meta"
+REMOTE_SCHEMES = ("s3://", "gs://", "az://", "memory://", "db://")
+# version -> function(db) upgrading a database of that version to version + 1
+MIGRATIONS: dict[int, Any] = {}
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _in_list(ids: Iterable[str]) -> str:
+    return "(" + ", ".join(_quote(i) for i in ids) + ")"
+
+
+def _where(**filters: str | None) -> str | None:
+    """SQL filter from column=value pairs, skipping ``None``."""
+    clauses = [f"{column} = {_quote(value)}" for column, value in filters.items() if value is not None]
+    return " AND ".join(clauses) or None
+
+
+class Memory:
+    """Candidates, insights and their vectors in one LanceDB database."""
+
+    def __init__(
+        self,
+        uri: str | Path,
+        embedder: Embedder | None = None,
+        *,
+        read_only: bool = False,
+        create: bool = True,
+        embedding_dim: int | None = None,
+        optimize_every: int = 200,
+        keep_versions_for: dt.timedelta = dt.timedelta(minutes=10),
+    ):
+        self.uri = str(uri)
+        self.read_only = read_only
+        self.optimize_every = optimize_every
+        self.keep_versions_for = keep_versions_for  # readers holding an older version keep working this long
+        self._writes_since_optimize = 0
+        self._fts_stale = True
+        self._embedder = embedder
+        self._check_location(create and not read_only)
+        self.db = lancedb.connect(self.uri)
+        tables = set(self._table_names())
+        if META not in tables:
+            if tables:
+                raise MemoryInputError(
+                    f"{self.uri} holds LanceDB tables {sorted(tables)} but no '{META}' table: it is not an asiarch "
+                    "memory (or was written by an unknown version); refusing to open it"
+                )
+            if read_only or not create:
+                raise MemoryInputError(f"{self.uri} is not an asiarch memory (no tables); nothing to open")
+            self._create(embedding_dim or (embedder.dim if embedder else DEFAULT_EMBEDDING_DIM))
+        self.meta = self._read_meta()
+        self.dim = int(self.meta["embedding_dim"])
+        self._check_version()
+        if embedder is not None and embedder.dim != self.dim:
+            raise MemoryInputError(f"embedder produces {embedder.dim}-d vectors but {self.uri} stores {self.dim}-d embeddings")
+        if embedding_dim is not None and embedding_dim != self.dim:
+            raise MemoryInputError(f"embedding_dim={embedding_dim} requested but {self.uri} stores {self.dim}-d embeddings")
+        self.candidates = self.db.open_table(CANDIDATES)
+        self.insights = self.db.open_table(INSIGHTS)
+
+    # ------------------------------------------------------------------ opening
+
+    def _check_location(self, may_create: bool) -> None:
+        if self.uri.startswith(REMOTE_SCHEMES):
+            return
+        path = Path(self.uri)
+        if path.exists() and not path.is_dir():
+            raise MemoryInputError(f"memory path {path} is a file, not a database directory")
+        if path.is_dir():
+            entries = [p.name for p in path.iterdir()]
+            if entries and not any(name.endswith(".lance") for name in entries):
+                raise MemoryInputError(
+                    f"memory path {path} is a non-empty directory without LanceDB tables ({sorted(entries)[:5]}...): "
+                    "not an asiarch memory; choose an empty or new directory"
+                )
+        elif not may_create:
+            raise MemoryInputError(f"memory path {path} does not exist")
+
+    def _table_names(self) -> list[str]:
+        listed = self.db.list_tables()
+        return list(getattr(listed, "tables", listed))
+
+    def _create(self, dim: int) -> None:
+        self.db.create_table(CANDIDATES, schema=candidates_schema(dim))
+        self.db.create_table(INSIGHTS, schema=insights_schema(dim))
+        meta = {"schema_version": str(SCHEMA_VERSION), "embedding_dim": str(dim), "created_at": utcnow().isoformat()}
+        # meta last: a database interrupted while being created has no meta and is refused, not misread
+        self.db.create_table(META, data=pa.Table.from_pylist([{"key": k, "value": v} for k, v in meta.items()], schema=META_SCHEMA))
+
+    def _read_meta(self) -> dict[str, str]:
+        rows = self.db.open_table(META).to_arrow().to_pylist()
+        meta = {row["key"]: row["value"] for row in rows}
+        for key in ("schema_version", "embedding_dim"):
+            if key not in meta:
+                raise MemoryInputError(f"{self.uri}: the '{META}' table lacks '{key}'; the database is damaged or foreign")
+        return meta
+
+    def _check_version(self) -> None:
+        try:
+            version = int(self.meta["schema_version"])
+        except ValueError as err:
+            raise MemoryInputError(f"{self.uri}: unknown schema version {self.meta['schema_version']!r}") from err
+        if version > SCHEMA_VERSION:
+            raise MemoryInputError(
+                f"{self.uri} was written with memory schema v{version}; this asiarch reads v{SCHEMA_VERSION}. "
+                "Upgrade asiarch to open it."
+            )
+        while version < SCHEMA_VERSION:
+            migrate = MIGRATIONS.get(version)
+            if migrate is None or self.read_only:
+                raise MemoryInputError(
+                    f"{self.uri} uses memory schema v{version}, older than v{SCHEMA_VERSION}, and "
+                    + ("it cannot be migrated read-only" if migrate else "no migration exists; export it with the old version")
+                )
+            migrate(self.db)
+            version += 1
+            self._set_meta("schema_version", str(version))
+        self.meta["schema_version"] = str(version)
+
+    def _set_meta(self, key: str, value: str) -> None:
+        table = self.db.open_table(META)
+        row = pa.Table.from_pylist([{"key": key, "value": value}], schema=META_SCHEMA)
+        table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(row)
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            if self.dim != MiniLMEmbedder.dim:
+                raise MemoryInputError(f"{self.uri} stores {self.dim}-d embeddings: pass the embedder that made them")
+            self._embedder = MiniLMEmbedder()
+        return self._embedder
+
+    # ------------------------------------------------------------------ writes
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise MemoryInputError(f"this Memory({self.uri}) is read-only; send writes through the MemoryActor")
+
+    def _after_write(self) -> None:
+        self._writes_since_optimize += 1
+        if self.optimize_every and self._writes_since_optimize >= self.optimize_every:
+            self.optimize()
+
+    def upsert_candidates(self, candidates: Candidate | Sequence[Candidate]) -> list[str]:
+        """Insert or replace candidates by id, atomically (all or none). Returns their ids."""
+        self._writable()
+        batch = [candidates] if isinstance(candidates, Candidate) else list(candidates)
+        if not batch:
+            return []
+        ids = [c.id for c in batch]
+        if len(set(ids)) != len(ids):
+            raise MemoryInputError(f"duplicate ids in one upsert: {sorted({i for i in ids if ids.count(i) > 1})}")
+        for c in batch:
+            validate_candidate(c, self.dim)
+        missing = [c for c in batch if c.motivation_embedding is None and c.motivation.strip()]
+        if missing:
+            for c, vector in zip(missing, self.embedder.embed([c.motivation for c in missing])):
+                c.motivation_embedding = vector.tolist()
+        created = self._created_at(self.candidates, ids)
+        now = utcnow()
+        for c in batch:
+            c.created_at = created.get(c.id) or c.created_at or now
+            c.updated_at = now
+        table = pa.Table.from_pylist([candidate_to_row(c) for c in batch], schema=self.candidates.schema)
+        # vectors were checked above; on_bad_vectors="null" only lets rows without one through
+        self.candidates.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
+            table, on_bad_vectors="null"
+        )
+        self._after_write()
+        return ids
+
+    def update_candidate(self, candidate_id: str, **changes: Any) -> Candidate:
+        """Read, change the named fields, write back. Serialise through the actor when concurrent."""
+        current = self.get_candidate(candidate_id)
+        if current is None:
+            raise MemoryInputError(f"no candidate with id {candidate_id!r}")
+        for key, value in changes.items():
+            if not hasattr(current, key):
+                raise MemoryInputError(f"candidate has no field {key!r}")
+            setattr(current, key, value)
+        self.upsert_candidates(current)
+        return current
+
+    def add_usage(self, candidate_id: str, **amounts: float) -> Candidate:
+        """Add compute and LLM costs (device_seconds, tokens_trained, llm_* fields) to a candidate."""
+        allowed = ("device_seconds", "tokens_trained", "llm_input_tokens", "llm_output_tokens", "llm_usd")
+        unknown = sorted(set(amounts) - set(allowed))
+        if unknown:
+            raise MemoryInputError(f"add_usage: unknown field(s) {unknown}; use {allowed}")
+        current = self.get_candidate(candidate_id)
+        if current is None:
+            raise MemoryInputError(f"no candidate with id {candidate_id!r}")
+        for key, amount in amounts.items():
+            if not isinstance(amount, (int, float)) or not math.isfinite(amount) or amount < 0:
+                raise MemoryInputError(f"add_usage: field '{key}' must be a finite non-negative number, got {amount!r}")
+            setattr(current, key, getattr(current, key) + amount)
+        self.upsert_candidates(current)
+        return current
+
+    def upsert_insights(self, insights: Insight | Sequence[Insight]) -> list[str]:
+        self._writable()
+        batch = [insights] if isinstance(insights, Insight) else list(insights)
+        if not batch:
+            return []
+        ids = [i.id for i in batch]
+        if len(set(ids)) != len(ids):
+            raise MemoryInputError(f"duplicate ids in one upsert: {sorted({i for i in ids if ids.count(i) > 1})}")
+        for insight in batch:
+            validate_insight(insight, self.dim)
+        missing = [i for i in batch if i.embedding is None]
+        if missing:
+            for insight, vector in zip(missing, self.embedder.embed([i.embedding_text for i in missing])):
+                insight.embedding = vector.tolist()
+        created = self._created_at(self.insights, ids)
+        now = utcnow()
+        for insight in batch:
+            insight.created_at = created.get(insight.id) or insight.created_at or now
+        table = pa.Table.from_pylist([insight_to_row(i) for i in batch], schema=self.insights.schema)
+        self.insights.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
+            table, on_bad_vectors="null"
+        )
+        self._fts_stale = True
+        self._after_write()
+        return ids
+
+    def load_cognition_base(self, path: str | Path | None = None) -> int:
+        """Add the shipped cognition base (or your own JSONL of paper entries); returns how many."""
+        from asiarch.memory.cognition import load_cognition_base
+
+        entries = load_cognition_base(path)
+        insights = [
+            Insight(id=e.id, kind="paper", source=e.arxiv_id or e.source, design_insight=e.design_insight,
+                    trigger_patterns=list(e.trigger_patterns), title=e.title, authors=list(e.authors), year=e.year,
+                    arxiv_id=e.arxiv_id, background=e.background, algorithmic_innovation=e.algorithmic_innovation,
+                    implementation_guidance=e.implementation_guidance, motifs=list(e.motifs))
+            for e in entries
+        ]
+        self.upsert_insights(insights)
+        return len(insights)
+
+    def optimize(self) -> None:
+        """Compact small fragments, drop old versions and refresh indices (many small writes slow reads)."""
+        self._writable()
+        for table in (self.candidates, self.insights):
+            table.optimize(cleanup_older_than=self.keep_versions_for)
+        self._writes_since_optimize = 0
+
+    def build_ann_index(self, num_partitions: int | None = None) -> None:
+        """An IVF-PQ index on the motivation embeddings, for large memories (needs >= 256 rows)."""
+        self._writable()
+        rows = self.candidates.count_rows("motivation_embedding IS NOT NULL")
+        if rows < 256:
+            raise MemoryInputError(f"an ANN index needs at least 256 embedded candidates, the memory has {rows}")
+        partitions = num_partitions or max(1, int(math.sqrt(rows)))
+        self.candidates.create_index(metric="cosine", vector_column_name="motivation_embedding",
+                                     num_partitions=partitions, num_sub_vectors=max(1, self.dim // 16), replace=True)
+
+    # ------------------------------------------------------------------ reads
+
+    def _created_at(self, table, ids: Sequence[str]) -> dict[str, dt.datetime]:
+        rows = table.search().where(f"id IN {_in_list(ids)}").select(["id", "created_at"]).limit(len(ids)).to_list()
+        return {row["id"]: row["created_at"] for row in rows}
+
+    def _candidate_rows(self, where: str | None, limit: int | None = None) -> list[dict[str, Any]]:
+        query = self.candidates.search()
+        if where:
+            query = query.where(where)
+        return query.limit(limit if limit is not None else max(1, self.candidates.count_rows(where))).to_list()
+
+    def get_candidate(self, candidate_id: str) -> Candidate | None:
+        rows = self._candidate_rows(f"id = {_quote(candidate_id)}", limit=2)
+        if len(rows) > 1:
+            raise MemoryInputError(f"{len(rows)} rows share id {candidate_id!r}: the memory was written without the actor")
+        return candidate_from_row(rows[0]) if rows else None
+
+    def get_candidates(self, ids: Sequence[str]) -> list[Candidate]:
+        """The candidates with these ids that exist, in the order asked."""
+        if not ids:
+            return []
+        found = {row["id"]: candidate_from_row(row) for row in self._candidate_rows(f"id IN {_in_list(ids)}", len(ids))}
+        return [found[i] for i in ids if i in found]
+
+    def list_candidates(self, campaign: str | None = None, stage: str | None = None, status: str | None = None,
+                        where: str | None = None) -> list[Candidate]:
+        clauses = [c for c in (_where(campaign=campaign, stage=stage, status=status), where) if c]
+        return [candidate_from_row(r) for r in self._candidate_rows(" AND ".join(clauses) or None)]
+
+    def count_candidates(self, campaign: str | None = None) -> int:
+        return self.candidates.count_rows(_where(campaign=campaign))
+
+    def counts_by_status(self, campaign: str | None = None) -> dict[str, int]:
+        where = _where(campaign=campaign)
+        query = self.candidates.search()
+        if where:
+            query = query.where(where)
+        statuses = query.select(["status"]).limit(max(1, self.candidates.count_rows(where))).to_arrow()["status"]
+        counts = {status: 0 for status in STATUSES}
+        for value in pc.value_counts(statuses).to_pylist():
+            counts[value["values"]] = value["counts"]
+        return counts
+
+    def _ranked(self, campaign: str | None, stage: str | None, status: str | Sequence[str] | None) -> pa.Table:
+        """(id, fitness) of candidates with a fitness, best first."""
+        clauses = ["fitness IS NOT NULL"]
+        if isinstance(status, str):
+            status = [status]
+        if status:
+            clauses.append(f"status IN {_in_list(status)}")
+        extra = _where(campaign=campaign, stage=stage)
+        if extra:
+            clauses.append(extra)
+        where = " AND ".join(clauses)
+        table = (self.candidates.search().where(where).select(["id", "fitness"])
+                 .limit(max(1, self.candidates.count_rows(where))).to_arrow())
+        return table.sort_by([("fitness", "descending"), ("id", "ascending")])
+
+    def top_k(self, k: int, campaign: str | None = None, stage: str | None = None,
+              status: str | Sequence[str] | None = None) -> list[Candidate]:
+        """The ``k`` fittest candidates (ties broken by id), optionally filtered."""
+        ids = self._ranked(campaign, stage, status)["id"].to_pylist()[:k]
+        return self.get_candidates(ids)
+
+    def sample_parents(
+        self,
+        campaign: str | None = None,
+        rule: str = "asi_arch",
+        rng: random.Random | None = None,
+        num_references: int = 4,
+        stage: str | None = None,
+    ) -> tuple[Candidate, list[Candidate]]:
+        """A parent and reference designs for the next proposal.
+
+        ``asi_arch``: the original rule: of the top-50 pool by fitness, the parent uniformly
+        from ranks 1-10 and the references from ranks 11-50 (while the pool is small, from
+        whatever else it holds). ``weighted``: every scored candidate weighted by
+        ``sigmoid(z-scored fitness) / (1 + number of children)``, favouring fit designs that
+        have not been explored yet; references drawn the same way without replacement.
+        """
+        rng = rng or random.Random()
+        ranked = self._ranked(campaign, stage, None)
+        ids = ranked["id"].to_pylist()
+        if not ids:
+            raise MemoryInputError(f"no scored candidates to sample parents from (campaign={campaign!r})")
+        if rule == "asi_arch":
+            pool = ids[:50]
+            parent = rng.choice(pool[:10])
+            others = [i for i in (pool[10:] if len(pool) > 10 else pool) if i != parent]
+            references = rng.sample(others, min(num_references, len(others)))
+        elif rule == "weighted":
+            fitness = np.asarray(ranked["fitness"].to_pylist(), dtype=np.float64)
+            z = (fitness - fitness.mean()) / (fitness.std() or 1.0)
+            children = self._child_counts(campaign)
+            weights = (1 / (1 + np.exp(-z))) / (1 + np.array([children.get(i, 0) for i in ids]))
+            order = self._weighted_order(ids, weights, rng, 1 + num_references)
+            parent, references = order[0], order[1:]
+        else:
+            raise MemoryInputError(f"unknown parent-sampling rule {rule!r}; use 'asi_arch' or 'weighted'")
+        chosen = self.get_candidates([parent, *references])
+        return chosen[0], chosen[1:]
+
+    @staticmethod
+    def _weighted_order(ids: list[str], weights: np.ndarray, rng: random.Random, n: int) -> list[str]:
+        """Up to ``n`` ids drawn without replacement with probability proportional to weight."""
+        keys = [rng.random() ** (1.0 / w) if w > 0 else 0.0 for w in weights]  # Efraimidis-Spirakis
+        return [ids[i] for i in sorted(range(len(ids)), key=lambda i: -keys[i])[:n]]
+
+    def _child_counts(self, campaign: str | None) -> dict[str, int]:
+        where = _where(campaign=campaign)
+        query = self.candidates.search()
+        if where:
+            query = query.where(where)
+        parents = query.select(["parent_ids"]).limit(max(1, self.candidates.count_rows(where))).to_arrow()["parent_ids"]
+        counts: dict[str, int] = {}
+        for parent in pc.list_flatten(parents).to_pylist():
+            counts[parent] = counts.get(parent, 0) + 1
+        return counts
+
+    def neighbours(
+        self,
+        text: str | None = None,
+        vector: Sequence[float] | None = None,
+        k: int = 5,
+        campaign: str | None = None,
+        exclude_id: str | None = None,
+    ) -> list[tuple[Candidate, float]]:
+        """Nearest candidates by motivation embedding, with cosine similarity (novelty checks)."""
+        if (text is None) == (vector is None):
+            raise MemoryInputError("neighbours needs exactly one of text= or vector=")
+        if text is not None:
+            vector = self.embedder.embed([text])[0]
+        vector = np.asarray(vector, dtype=np.float32)
+        if vector.shape != (self.dim,):
+            raise MemoryInputError(f"query vector has shape {vector.shape}, the memory's embeddings are {self.dim}-d")
+        clauses = ["motivation_embedding IS NOT NULL"]
+        if campaign is not None:
+            clauses.append(f"campaign = {_quote(campaign)}")
+        if exclude_id is not None:
+            clauses.append(f"id != {_quote(exclude_id)}")
+        rows = (self.candidates.search(vector, vector_column_name="motivation_embedding").distance_type("cosine")
+                .where(" AND ".join(clauses), prefilter=True).limit(k).to_list())
+        return [(candidate_from_row(row), 1.0 - float(row["_distance"])) for row in rows]
+
+    # ------------------------------------------------------------------ lineage
+
+    def ancestors(self, candidate_id: str) -> list[Candidate]:
+        """Every ancestor, nearest first (breadth-first over parent ids)."""
+        start = self.get_candidate(candidate_id)
+        if start is None:
+            raise MemoryInputError(f"no candidate with id {candidate_id!r}")
+        seen, order, frontier = {candidate_id}, [], list(start.parent_ids)
+        while frontier:
+            frontier = [i for i in dict.fromkeys(frontier) if i not in seen]
+            seen.update(frontier)
+            found = self.get_candidates(frontier)
+            order.extend(found)
+            frontier = [p for c in found for p in c.parent_ids]
+        return order
+
+    def children(self, candidate_id: str) -> list[Candidate]:
+        return [candidate_from_row(r) for r in self._candidate_rows(f"array_has(parent_ids, {_quote(candidate_id)})")]
+
+    def descendants(self, candidate_id: str) -> list[Candidate]:
+        """Every descendant, nearest first."""
+        seen, order, frontier = {candidate_id}, [], deque([candidate_id])
+        while frontier:
+            for child in self.children(frontier.popleft()):
+                if child.id not in seen:
+                    seen.add(child.id)
+                    order.append(child)
+                    frontier.append(child.id)
+        return order
+
+    def siblings(self, candidate_id: str) -> list[Candidate]:
+        """Candidates sharing at least one parent, best fitness first."""
+        me = self.get_candidate(candidate_id)
+        if me is None:
+            raise MemoryInputError(f"no candidate with id {candidate_id!r}")
+        found: dict[str, Candidate] = {}
+        for parent in me.parent_ids:
+            for child in self.children(parent):
+                if child.id != candidate_id:
+                    found[child.id] = child
+        return sorted(found.values(), key=lambda c: (-(c.fitness if c.fitness is not None else -math.inf), c.id))
+
+    # ------------------------------------------------------------------ insights
+
+    def count_insights(self, kind: str | None = None) -> int:
+        return self.insights.count_rows(_where(kind=kind))
+
+    def search_insights(self, query: str, k: int = 5, mode: str = "hybrid", kind: str | None = None) -> list[tuple[Insight, float]]:
+        """Insights for ``query`` by ``vector`` (embedded trigger patterns), ``fts`` (BM25) or ``hybrid`` (both, RRF)."""
+        if mode not in ("vector", "fts", "hybrid"):
+            raise MemoryInputError(f"unknown insight search mode {mode!r}; use 'vector', 'fts' or 'hybrid'")
+        where = _where(kind=kind)
+        if mode in ("fts", "hybrid"):
+            self._ensure_fts()
+        if mode == "vector":
+            search = self.insights.search(self.embedder.embed([query])[0], vector_column_name="embedding").distance_type("cosine")
+            score = lambda row: 1.0 - float(row["_distance"])  # noqa: E731
+        elif mode == "fts":
+            search = self.insights.search(query, query_type="fts", fts_columns="search_text")
+            score = lambda row: float(row["_score"])  # noqa: E731
+        else:
+            search = (self.insights.search(query_type="hybrid", vector_column_name="embedding", fts_columns="search_text")
+                      .vector(self.embedder.embed([query])[0]).text(query))
+            score = lambda row: float(row["_relevance_score"])  # noqa: E731
+        if where:
+            search = search.where(where, prefilter=True)
+        return [(insight_from_row(row), score(row)) for row in search.limit(k).to_list()]
+
+    def _ensure_fts(self) -> None:
+        if not self._fts_stale:
+            return
+        if self.count_insights() and not self.read_only:
+            self.insights.create_index("search_text", config=FTS(), replace=True)
+        self._fts_stale = False
+
+    # ------------------------------------------------------------------ export / import
+
+    def export(self, path: str | Path, table: str = CANDIDATES) -> int:
+        """Write a table to ``.parquet`` or ``.jsonl``; returns the row count."""
+        path = Path(path)
+        source = {CANDIDATES: self.candidates, INSIGHTS: self.insights}.get(table)
+        if source is None:
+            raise MemoryInputError(f"unknown table {table!r}; export '{CANDIDATES}' or '{INSIGHTS}'")
+        data = source.to_arrow()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".parquet":
+            pq.write_table(data, path)
+        elif path.suffix == ".jsonl":
+            with path.open("w") as out:
+                for row in data.to_pylist():
+                    out.write(json.dumps(row, default=_json_default) + "\n")
+        else:
+            raise MemoryInputError(f"export path {path} must end in .parquet or .jsonl")
+        return data.num_rows
+
+    def import_(self, path: str | Path, table: str = CANDIDATES) -> int:
+        """Read a ``.parquet``/``.jsonl`` export and upsert it; every row is checked before any is written."""
+        path = Path(path)
+        if not path.is_file():
+            raise MemoryInputError(f"import path {path} does not exist")
+        if path.suffix == ".parquet":
+            rows = pq.read_table(path).to_pylist()
+        elif path.suffix == ".jsonl":
+            rows = []
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise MemoryInputError(f"{path}:{number}: not valid JSON ({err.msg}); nothing was imported") from err
+        else:
+            raise MemoryInputError(f"import path {path} must end in .parquet or .jsonl")
+        convert = {CANDIDATES: candidate_from_row, INSIGHTS: insight_from_row}.get(table)
+        if convert is None:
+            raise MemoryInputError(f"unknown table {table!r}; import '{CANDIDATES}' or '{INSIGHTS}'")
+        records = []
+        for number, row in enumerate(rows, 1):
+            try:
+                for key in ("created_at", "updated_at"):
+                    if isinstance(row.get(key), str):
+                        row[key] = dt.datetime.fromisoformat(row[key])
+                records.append(convert(row))
+            except (KeyError, TypeError, ValueError) as err:
+                raise MemoryInputError(f"{path}: row {number} is corrupt or partial ({type(err).__name__}: {err}); nothing was imported") from err
+        for number, record in enumerate(records, 1):
+            try:
+                (validate_candidate if table == CANDIDATES else validate_insight)(record, self.dim)
+            except MemoryInputError as err:
+                raise MemoryInputError(f"{path}: row {number}: {err}; nothing was imported") from err
+        (self.upsert_candidates if table == CANDIDATES else self.upsert_insights)(records)
+        return len(records)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
