@@ -16,7 +16,17 @@ SEEDS: dict[str, type[nn.Module]] = {
     "attention": Attention,
 }
 
+def seed_source(name: str) -> str:
+    """The source text of a seed mixer, in the candidate format (a parent for proposals)."""
+    import inspect
+
+    if name not in SEEDS:
+        raise KeyError(f"unknown seed {name!r}; seeds are {sorted(SEEDS)}")
+    return inspect.getsource(inspect.getmodule(SEEDS[name]))
+
+
 __all__ = [
+    "seed_source",
     "SEEDS",
     "Attention",
     "CandidateLoadError",

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asiarch.arch.layers.gated_deltanet import init_decay_parameters
-from asiarch.arch.ops import ShortConvolution, chunk_ssd
+from asiarch.arch.ops import ShortConvolution, chunk_ssd, init_decay_parameters
 
 
 class Mamba2(nn.Module):

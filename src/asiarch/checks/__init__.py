@@ -1,0 +1,254 @@
+"""Candidate checks: a static policy, then executable checks in an isolated worker process.
+
+``check_candidate(source)`` never runs the candidate in the calling process. The policy
+reads the source's AST; everything else happens in ``python -m asiarch.checks.worker``,
+started fresh for each candidate.
+
+Threat model (defence in depth, not a virtual machine): candidate code is written by an
+LLM or a proposer and may be wrong or, through prompt injection, hostile. Layer 1, the
+policy, refuses imports outside an allowlist and every builtin or attribute that reaches
+files, processes, the network, dynamic code or interpreter internals. Layer 2, the worker,
+runs with an address-space limit, a CPU-time limit, a zero file-size limit, no core
+dumps, an empty read-only working directory and, when started as root, an empty network
+namespace and the unprivileged ``nobody`` user with a small process limit; the caller
+kills its whole process group at a wall-time limit per check. What this does not stop: a
+bug in CPython, torch or the kernel that lets pure tensor code escape, reading
+world-readable files through an escape the policy missed, or CPU and memory use up to the
+limits. Run campaigns on machines that hold nothing the candidate must not read, and use
+containers or VMs for stronger isolation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from asiarch.checks.executable import CHECK_ORDER
+from asiarch.checks.policy import PolicyConfig, check_policy
+
+__all__ = ["CHECK_ORDER", "CheckOptions", "CheckReport", "CheckResult", "PolicyConfig", "check_candidate", "check_policy"]
+
+
+@dataclass
+class CheckResult:
+    check: str
+    passed: bool
+    reason: str
+    measurements: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class CheckReport:
+    """Outcome of every check that ran; ``failures`` explain each rejection."""
+
+    results: list[CheckResult]
+    seconds: float = 0.0
+    sandbox_gaps: list[str] = field(default_factory=list)  # isolation features this machine could not provide
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.passed]
+
+    @property
+    def measurements(self) -> dict[str, dict[str, Any]]:
+        return {r.check: r.measurements for r in self.results}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; stored on the candidate in the memory (``Candidate.check_report``)."""
+        return {"passed": self.passed, "seconds": self.seconds, "sandbox_gaps": self.sandbox_gaps,
+                "results": [asdict(r) for r in self.results]}
+
+    def summary(self) -> str:
+        if self.passed:
+            return f"all {len(self.results)} checks passed in {self.seconds:.1f}s"
+        return "; ".join(f"{f.check}: {f.reason}" for f in self.failures)
+
+
+@dataclass
+class CheckOptions:
+    """What the checks demand, and the sandbox's limits."""
+
+    allow_quadratic: bool = False  # the softmax-attention seed passes complexity only with this
+    max_growth_exponent: float = 1.3
+    complexity_base_length: int = 512
+    complexity_repeats: int = 3
+    param_band: tuple[float, float] = (0.5, 2.0)
+    reference_seed: str = "deltanet"
+    smoke_steps: int = 20
+    smoke_min_improvement: float = 0.05
+    atol: float = 1e-5
+    rtol: float = 1e-4
+    checks: Sequence[str] | None = None  # a subset of CHECK_ORDER; None runs all
+    fail_fast: bool = False
+    check_timeout: float = 60.0  # wall seconds per check before the worker is killed
+    startup_timeout: float = 60.0
+    memory_mb: int = 3072  # address space the candidate may add to the worker's
+    cpu_seconds: int = 600
+    max_processes: int = 32  # threads count too (torch's pools); a fork bomb stops here
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+
+def _scale_shape(scale) -> tuple[int, int, dict[str, Any]]:
+    from asiarch.config import ScaleConfig, load_scale
+
+    if isinstance(scale, str):
+        scale = load_scale(scale)
+    if not isinstance(scale, ScaleConfig):
+        raise TypeError(f"scale must be a scale name or a ScaleConfig, got {type(scale).__name__}")
+    return scale.model.hidden_size, scale.model.num_heads, dict(scale.model.mixer_kwargs)
+
+
+def _reference_parameters(seed: str, hidden_size: int, num_heads: int, mixer_kwargs: dict[str, Any]) -> int:
+    from asiarch.arch import SEEDS  # trusted code: the seed is built in this process
+
+    if seed not in SEEDS:
+        raise ValueError(f"reference_seed {seed!r} is not a seed; choose from {sorted(SEEDS)}")
+    return sum(p.numel() for p in SEEDS[seed](hidden_size, num_heads, **mixer_kwargs).parameters())
+
+
+def check_candidate(source: str, scale="cpu_tiny", **options: Any) -> CheckReport:
+    """Run the policy and the executable checks on candidate ``source`` at ``scale``.
+
+    ``options`` are fields of ``CheckOptions``. The candidate runs only in a separate,
+    locked-down worker process; a crash, hang or kill there becomes a failed check.
+    """
+    unknown = sorted(set(options) - set(CheckOptions.__dataclass_fields__))
+    if unknown:
+        raise TypeError(f"unknown check option(s) {unknown}; see asiarch.checks.CheckOptions")
+    opts = CheckOptions(**options)
+    wanted = list(CHECK_ORDER if opts.checks is None else opts.checks)
+    bad = sorted(set(wanted) - set(CHECK_ORDER))
+    if bad:
+        raise ValueError(f"unknown check(s) {bad}; checks are {list(CHECK_ORDER)}")
+    started = time.monotonic()
+    policy = check_policy(source, opts.policy)
+    if not policy.passed:
+        result = CheckResult("policy", False, "; ".join(policy.violations), {"violations": policy.violations})
+        return CheckReport([result], time.monotonic() - started)
+    results = [CheckResult("policy", True, "no forbidden imports, names or attributes")]
+
+    hidden, heads, mixer_kwargs = _scale_shape(scale)
+    request = {
+        "source": source,
+        "preload": policy.modules,
+        "checks": wanted,
+        "fail_fast": opts.fail_fast,
+        "nonce": secrets.token_hex(16),
+        "limits": {"memory_mb": opts.memory_mb, "cpu_seconds": opts.cpu_seconds, "max_processes": opts.max_processes},
+        "options": {
+            "hidden_size": hidden, "num_heads": heads, "mixer_kwargs": mixer_kwargs,
+            "allow_quadratic": opts.allow_quadratic, "max_growth_exponent": opts.max_growth_exponent,
+            "complexity_base_length": opts.complexity_base_length, "complexity_repeats": opts.complexity_repeats,
+            "param_band": list(opts.param_band), "smoke_steps": opts.smoke_steps,
+            "smoke_min_improvement": opts.smoke_min_improvement, "atol": opts.atol, "rtol": opts.rtol,
+            "reference_parameters": _reference_parameters(opts.reference_seed, hidden, heads, mixer_kwargs),
+        },
+    }
+    worker_results, gaps = _run_worker(request, opts)
+    return CheckReport(results + worker_results, time.monotonic() - started, gaps)
+
+
+def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[CheckResult], list[str]]:
+    """Start the worker, follow its protocol lines, enforce per-check wall time, explain how it ended."""
+    env = {key: os.environ[key] for key in ("PATH", "LANG", "LC_ALL", "PYTHONPATH") if key in os.environ}
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
+                "HF_HUB_OFFLINE": "1", "HOME": "/nonexistent", "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asiarch.checks.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env=env, start_new_session=True, text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    stderr_tail: deque[str] = deque(maxlen=40)
+
+    def pump(stream, sink) -> None:
+        for line in stream:
+            sink(line)
+        if stream is proc.stdout:
+            lines.put(None)
+
+    threading.Thread(target=pump, args=(proc.stdout, lines.put), daemon=True).start()
+    threading.Thread(target=pump, args=(proc.stderr, stderr_tail.append), daemon=True).start()
+    proc.stdin.write(json.dumps(request))
+    proc.stdin.close()
+
+    results: list[CheckResult] = []
+    gaps: list[str] = []
+    running, deadline, timeout = "startup", time.monotonic() + opts.startup_timeout, opts.startup_timeout
+    ended_cleanly = False
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                _kill(proc)
+                reason = f"timed out: no result after {timeout:.0f}s (the worker was killed)"
+                results.append(CheckResult(_check_name(running), False, reason))
+                return results, gaps
+            if line is None:
+                ended_cleanly = True
+                break
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(record, dict) or record.pop("nonce", None) != request["nonce"]:
+                continue  # not from the worker's protocol channel
+            if record.get("done"):
+                ended_cleanly = True
+                break
+            if "sandbox" in record:
+                gaps = list(record["sandbox"])
+            elif "start" in record:
+                running, timeout = record["start"], opts.check_timeout
+                deadline = time.monotonic() + timeout
+            elif "check" in record:
+                results.append(CheckResult(record["check"], bool(record["passed"]), str(record["reason"]),
+                                           record.get("measurements") or {}, float(record.get("seconds", 0.0))))
+                running = None
+    finally:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        _kill(proc)  # and whatever the candidate left running in its process group
+    if ended_cleanly and running is not None:
+        code = proc.returncode
+        if code is not None and code < 0:
+            cause = f"killed by signal {signal.Signals(-code).name}"
+            if -code == signal.SIGXCPU:
+                cause += " (CPU-time limit)"
+            elif -code == signal.SIGKILL:
+                cause += " (likely the memory limit)"
+        else:
+            cause = f"exited with status {code}"
+        detail = "".join(list(stderr_tail)[-3:]).strip()
+        results.append(CheckResult(_check_name(running), False, f"the worker died: {cause}" + (f"; {detail[-300:]}" if detail else "")))
+    return results, gaps
+
+
+def _check_name(running: str | None) -> str:
+    """The check to blame; before the worker starts the first check, the sandbox itself failed."""
+    return "sandbox" if running in (None, "startup") else running
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()

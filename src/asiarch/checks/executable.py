@@ -1,0 +1,238 @@
+"""The executable checks. They run inside the sandbox worker, never in the caller.
+
+Each check takes the candidate's mixer class and the options and returns
+``(passed, reason, measurements)``. They run in ``CHECK_ORDER``; the later ones assume
+the earlier ones passed (a class that cannot be built has no shape to check).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Result = tuple[bool, str, dict[str, Any]]
+
+# contract, instantiate and shape are prerequisites: after one fails the rest cannot run.
+PREREQUISITES = ("contract", "instantiate", "shape")
+CHECK_ORDER = (
+    "contract", "instantiate", "shape", "causality", "batch_independence", "odd_lengths", "complexity",
+    "param_budget", "finite_gradients", "training_smoke",
+)
+
+
+def _build(cls: type[nn.Module], opts: dict[str, Any], seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return cls(opts["hidden_size"], opts["num_heads"], layer_idx=0, **opts.get("mixer_kwargs", {}))
+
+
+def _inputs(batch: int, length: int, width: int, seed: int) -> torch.Tensor:
+    return torch.randn(batch, length, width, generator=torch.Generator().manual_seed(seed))
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, opts: dict[str, Any]) -> tuple[bool, float]:
+    diff = (a - b).abs().max().item() if a.numel() else 0.0
+    tol = opts["atol"] + opts["rtol"] * max(a.abs().max().item() if a.numel() else 0.0, 1.0)
+    return diff <= tol, diff
+
+
+def check_instantiate(cls, opts) -> Result:
+    start = time.perf_counter()
+    mixer = _build(cls, opts)
+    params = sum(p.numel() for p in mixer.parameters())
+    return True, f"built at hidden_size={opts['hidden_size']}, num_heads={opts['num_heads']}", {
+        "parameters": params, "seconds": time.perf_counter() - start}
+
+
+def check_shape(cls, opts) -> Result:
+    mixer = _build(cls, opts).eval()
+    x = _inputs(2, 64, opts["hidden_size"], 1)
+    with torch.no_grad():
+        out = mixer(x)
+    if not isinstance(out, torch.Tensor):
+        return False, f"forward returned {type(out).__name__}, expected a tensor [B, T, D]", {}
+    if tuple(out.shape) != tuple(x.shape):
+        return False, f"forward returned shape {tuple(out.shape)} for input {tuple(x.shape)}", {}
+    if out.dtype != x.dtype:
+        return False, f"forward returned dtype {out.dtype} for input dtype {x.dtype}", {}
+    if not torch.isfinite(out).all():
+        return False, f"forward returned {int((~torch.isfinite(out)).sum())} non-finite values", {}
+    return True, "[2, 64, D] -> [2, 64, D], finite", {"output_std": out.std().item()}
+
+
+def check_causality(cls, opts) -> Result:
+    mixer = _build(cls, opts).eval()
+    length = 96
+    x = _inputs(2, length, opts["hidden_size"], 2)
+    worst = 0.0
+    with torch.no_grad():
+        base = mixer(x)
+        for k in (0, 37, 63, 80):
+            perturbed = x.clone()
+            perturbed[:, k + 1 :] = _inputs(2, length - k - 1, opts["hidden_size"], 3 + k)
+            ok, diff = _close(base[:, : k + 1], mixer(perturbed)[:, : k + 1], opts)
+            worst = max(worst, diff)
+            if not ok:
+                return False, f"outputs up to position {k} changed by {diff:.3g} when only tokens after {k} changed", {
+                    "max_leak": diff, "position": k}
+    return True, "outputs up to k unchanged when tokens after k change (k = 0, 37, 63, 80)", {"max_leak": worst}
+
+
+def check_batch_independence(cls, opts) -> Result:
+    mixer = _build(cls, opts).eval()
+    x = _inputs(3, 48, opts["hidden_size"], 4)
+    with torch.no_grad():
+        together = mixer(x)
+        changed = x.clone()
+        changed[1:] = _inputs(2, 48, opts["hidden_size"], 5)
+        ok, diff = _close(together[0], mixer(changed)[0], opts)
+        if not ok:
+            return False, f"sample 0's output changed by {diff:.3g} when only the other samples changed", {"max_leak": diff}
+        alone = mixer(x[2:3])
+        ok, diff_alone = _close(together[2:3], alone, opts)
+        if not ok:
+            return False, f"a sample's output differs by {diff_alone:.3g} between batch size 3 and 1", {"max_leak": diff_alone}
+    return True, "each sample's output depends on that sample only", {"max_leak": max(diff, diff_alone)}
+
+
+def check_odd_lengths(cls, opts) -> Result:
+    mixer = _build(cls, opts).eval()
+    for length in (1, 37, 129):
+        x = _inputs(2, length, opts["hidden_size"], 6 + length)
+        with torch.no_grad():
+            out = mixer(x)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(x.shape) or not torch.isfinite(out).all():
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            return False, f"length {length}: forward returned {shape} (or non-finite values)", {"length": length}
+    return True, "lengths 1, 37 and 129 work", {}
+
+
+def _saved_bytes(mixer: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the tensors autograd keeps for backward: the activation memory of one step."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        mixer(x).sum().backward()
+    return total
+
+
+def _growth_exponent(lengths: list[int], values: list[float]) -> float:
+    """Least-squares slope of log(value) against log(length)."""
+    xs, ys = [math.log(n) for n in lengths], [math.log(max(v, 1e-12)) for v in values]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / sum((a - mx) ** 2 for a in xs)
+
+
+def check_complexity(cls, opts) -> Result:
+    """Time and activation memory of forward+backward at T, 2T, 4T, 8T; both must grow sub-quadratically."""
+    mixer = _build(cls, opts).train()
+    base = opts["complexity_base_length"]
+    lengths = [base, 2 * base, 4 * base, 8 * base]
+    seconds, memory = [], []
+    for length in lengths:
+        x = _inputs(1, length, opts["hidden_size"], 7).requires_grad_(True)
+        memory.append(_saved_bytes(mixer, x))  # also the warm-up run for this length
+        runs = []
+        for _ in range(opts["complexity_repeats"]):
+            start = time.perf_counter()
+            mixer(x).sum().backward()
+            runs.append(time.perf_counter() - start)
+        seconds.append(sorted(runs)[len(runs) // 2])
+        mixer.zero_grad(set_to_none=True)
+    time_exp, mem_exp = _growth_exponent(lengths, seconds), _growth_exponent(lengths, memory)
+    bound = opts["max_growth_exponent"]
+    measurements = {"lengths": lengths, "seconds": seconds, "saved_bytes": memory,
+                    "time_exponent": time_exp, "memory_exponent": mem_exp, "bound": bound}
+    if opts["allow_quadratic"]:
+        return True, f"quadratic cost allowed (time ~T^{time_exp:.2f}, memory ~T^{mem_exp:.2f})", measurements
+    worst = max(time_exp, mem_exp)
+    if worst > bound:
+        which = "time" if time_exp >= mem_exp else "activation memory"
+        return False, f"{which} grows as T^{worst:.2f} from T={base} to {8 * base}, above the bound T^{bound}", measurements
+    return True, f"time ~T^{time_exp:.2f}, memory ~T^{mem_exp:.2f} (bound T^{bound})", measurements
+
+
+def check_param_budget(cls, opts) -> Result:
+    params = sum(p.numel() for p in _build(cls, opts).parameters())
+    reference = opts["reference_parameters"]
+    low, high = opts["param_band"]
+    ratio = params / max(reference, 1)
+    measurements = {"parameters": params, "reference_parameters": reference, "ratio": ratio}
+    if not low <= ratio <= high:
+        return False, (f"{params:,} parameters is {ratio:.2f}x the reference mixer's {reference:,}, "
+                       f"outside the allowed band [{low}x, {high}x]"), measurements
+    return True, f"{params:,} parameters, {ratio:.2f}x the reference mixer", measurements
+
+
+def check_finite_gradients(cls, opts) -> Result:
+    mixer = _build(cls, opts).train()
+    x = _inputs(2, 64, opts["hidden_size"], 8).requires_grad_(True)
+    loss = mixer(x).square().mean()
+    if not torch.isfinite(loss):
+        return False, f"the loss of a forward pass is {loss.item()}", {}
+    loss.backward()
+    bad = [name for name, p in mixer.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    if x.grad is not None and not torch.isfinite(x.grad).all():
+        bad.append("<input>")
+    without = [name for name, p in mixer.named_parameters() if p.requires_grad and p.grad is None]
+    if bad:
+        return False, f"non-finite gradients in {bad[:5]}", {"non_finite": bad}
+    return True, "all gradients finite", {"parameters_without_gradient": without}
+
+
+def check_training_smoke(cls, opts) -> Result:
+    """The mixer must depend on its input, and 20 steps on MQAR must lower the loss."""
+    from asiarch.arch.model import LanguageModel, ModelConfig
+    from asiarch.data.mqar import MQAR, MQARConfig
+
+    mixer = _build(cls, opts).eval()
+    x = _inputs(1, 32, opts["hidden_size"], 9)
+    with torch.no_grad():
+        change = (mixer(x) - mixer(x + _inputs(1, 32, opts["hidden_size"], 10))).abs().max().item()
+    if change < 1e-6:
+        return False, "the mixer's output does not depend on its input: it cannot mix tokens", {"input_sensitivity": change}
+
+    recall = MQAR(MQARConfig(vocab_size=128, seq_len=64, num_kv_pairs=4, num_train=2000, num_test=10, seed=0))
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=128, hidden_size=opts["hidden_size"], num_layers=2,
+                                      num_heads=opts["num_heads"], mixer_kwargs=opts.get("mixer_kwargs", {})), cls)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for step in range(opts["smoke_steps"]):
+        inputs, labels = recall.train_batch(32, generator)
+        loss = F.cross_entropy(model(inputs).flatten(0, 1), labels.flatten(), ignore_index=-100)
+        if not torch.isfinite(loss):
+            return False, f"training loss became {loss.item()} at step {step}", {"losses": losses}
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    measurements = {"losses": losses, "first5": first, "last5": last, "input_sensitivity": change}
+    if not last < first - opts["smoke_min_improvement"]:
+        return False, f"MQAR loss did not go down in {len(losses)} steps ({first:.3f} -> {last:.3f})", measurements
+    return True, f"MQAR loss {first:.3f} -> {last:.3f} in {len(losses)} steps", measurements
+
+
+CHECKS: dict[str, Callable[[type[nn.Module], dict[str, Any]], Result]] = {
+    "instantiate": check_instantiate,
+    "shape": check_shape,
+    "causality": check_causality,
+    "batch_independence": check_batch_independence,
+    "odd_lengths": check_odd_lengths,
+    "complexity": check_complexity,
+    "param_budget": check_param_budget,
+    "finite_gradients": check_finite_gradients,
+    "training_smoke": check_training_smoke,
+}

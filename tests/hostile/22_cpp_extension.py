@@ -1,0 +1,28 @@
+# expect: policy
+# why: Compiles and loads native code with torch.utils.cpp_extension.load_inline.
+from torch.utils.cpp_extension import load_inline
+
+import torch
+from torch import nn
+
+_ext = load_inline(
+    name="evil",
+    cpp_sources="#include <cstdlib>\nint run() { return std::system(\"id > /tmp/asiarch_hostile_22\"); }",
+    functions=["run"],
+)
+_ext.run()
+
+
+class CumulativeMixer(nn.Module):
+    def __init__(self, hidden_size, num_heads, layer_idx=None, **kwargs):
+        super().__init__()
+        self.q = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.k = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.v = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.o = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        v = self.v(hidden_states)
+        steps = torch.arange(1, hidden_states.shape[1] + 1, dtype=v.dtype, device=v.device)
+        mixed = v.cumsum(1) / steps[None, :, None]
+        return self.o(mixed * torch.sigmoid(self.q(hidden_states)))

@@ -1,0 +1,177 @@
+"""Candidate checks: the seeds pass, the policy's rules, and the sandbox's isolation (probed for real)."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import textwrap
+import threading
+
+import pytest
+
+from asiarch.arch import SEEDS, seed_source
+from asiarch.checks import CHECK_ORDER, CheckOptions, check_candidate, check_policy
+from asiarch.checks import _run_worker as run_worker
+from asiarch.memory import Candidate, Memory
+
+
+@pytest.mark.parametrize("name", ["deltanet", "gated_deltanet", "mamba2"])
+def test_linear_seeds_pass_every_check(name):
+    report = check_candidate(seed_source(name))
+    assert report.passed, report.summary()
+    assert [r.check for r in report.results] == ["policy", *CHECK_ORDER]
+    assert report.measurements["complexity"]["time_exponent"] < 1.3
+    assert 0.5 <= report.measurements["param_budget"]["ratio"] <= 2.0
+
+
+def test_softmax_attention_fails_complexity_unless_quadratic_is_allowed():
+    strict = check_candidate(seed_source("attention"))
+    assert [f.check for f in strict.failures] == ["complexity"]
+    assert "grows as T^" in strict.failures[0].reason
+    assert check_candidate(seed_source("attention"), allow_quadratic=True).passed
+
+
+def test_report_is_stored_on_the_candidate(tmp_path):
+    report = check_candidate(seed_source("deltanet"), checks=["shape", "param_budget"])
+    memory = Memory(tmp_path / "mem")
+    memory.upsert_candidates(Candidate(id="c", campaign="x", name="deltanet", code=seed_source("deltanet"),
+                                       check_report=report.to_dict()))
+    stored = memory.get_candidate("c").check_report
+    assert stored["passed"] is True
+    assert [r["check"] for r in stored["results"]] == ["policy", "contract", "shape", "param_budget"]
+    assert stored["results"][-1]["measurements"]["parameters"] > 0
+
+
+def test_bad_options_are_named():
+    with pytest.raises(TypeError, match="unknown check option\\(s\\) \\['alow_quadratic'\\]"):
+        check_candidate("x = 1", alow_quadratic=True)
+    with pytest.raises(ValueError, match="unknown check\\(s\\) \\['speed'\\]"):
+        check_candidate("x = 1", checks=["speed"])
+
+
+# --------------------------------------------------------------------------- policy
+
+
+@pytest.mark.parametrize(
+    "snippet,fragment",
+    [
+        ("import os", "import of 'os' is not allowed"),
+        ("import torch.nn.functional as F\nimport numpy", "import of 'numpy'"),
+        ("from torch import load", "'torch.load' is not allowed"),
+        ("import torch as T\nT.hub.load('x', 'y')", "'torch.hub.load' is not allowed"),
+        ("import torch\nx = torch._C", "torch internals"),
+        ("y = ().__class__.__bases__", "dunder attribute '.__class__'"),
+        ("f = eval", "use of 'eval' is not allowed"),
+        ("b = __builtins__", "use of '__builtins__'"),
+        ("getattr(object, 'a' + 'b')", "needs a literal attribute name"),
+        ("getattr(object, '__dict__')", "getattr() on '__dict__'"),
+        ("from . import sibling", "relative imports"),
+        ("from torch import *", "import *"),
+    ],
+)
+def test_policy_rejects(snippet, fragment):
+    report = check_policy(snippet)
+    assert not report.passed and any(fragment in v for v in report.violations), report.violations
+
+
+def test_policy_accepts_every_seed_and_reports_line_numbers():
+    for name in SEEDS:
+        assert check_policy(seed_source(name)).passed, name
+    report = check_policy("import torch\n\nx = open('f')\n")
+    assert report.violations[0].startswith("line 3:")
+
+
+def test_policy_size_limit_is_configurable():
+    from asiarch.checks.policy import PolicyConfig
+
+    assert "over the 10-byte limit" in check_policy("x = 1  # long", PolicyConfig(max_source_bytes=10)).violations[0]
+
+
+# --------------------------------------------------------------------------- sandbox probes
+# These bypass the policy on purpose (they call the worker directly) to show that the
+# second layer holds on its own when code gets past the first.
+
+
+def probe(body: str, preload=(), **limits) -> str:
+    """Run ``body`` at module level in the worker; it must raise RuntimeError('PROBE ...')."""
+    opts = CheckOptions(check_timeout=30, **limits)
+    request = {"source": textwrap.dedent(body), "preload": list(preload), "checks": [], "fail_fast": True, "nonce": secrets.token_hex(8),
+               "limits": {"memory_mb": opts.memory_mb, "cpu_seconds": opts.cpu_seconds, "max_processes": opts.max_processes},
+               "options": {}}
+    results, _ = run_worker(request, opts)
+    assert results and results[0].check == "contract", results
+    return results[0].reason
+
+
+def test_sandbox_has_no_network():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    reason = probe(f"""
+        import socket
+        try:
+            socket.create_connection(("127.0.0.1", {port}), timeout=3)
+            outcome = "connected"
+        except OSError as err:
+            outcome = "blocked: " + type(err).__name__
+        raise RuntimeError("PROBE " + outcome)
+    """, preload=["socket", "encodings.idna"])
+    server.close()
+    assert "PROBE blocked" in reason and not accepted
+
+
+def test_sandbox_cannot_write_files(tmp_path):
+    target = tmp_path / "owned.txt"
+    reason = probe(f"""
+        try:
+            with open({str(target)!r}, "w") as f:
+                f.write("x" * 100)
+            outcome = "wrote"
+        except OSError as err:
+            outcome = "blocked: " + type(err).__name__
+        raise RuntimeError("PROBE " + outcome)
+    """)
+    assert "PROBE blocked" in reason
+    assert not target.exists() or target.read_text() == ""
+
+
+def test_sandbox_limits_processes_and_survives_a_fork_bomb():
+    reason = probe("""
+        import os
+        made = 0
+        try:
+            for _ in range(200):
+                if os.fork() == 0:
+                    import time
+                    time.sleep(30)
+                    os._exit(0)
+                made += 1
+            outcome = "forked 200"
+        except OSError as err:
+            outcome = f"blocked after {made}: " + type(err).__name__
+        raise RuntimeError("PROBE " + outcome)
+    """, preload=["os", "time"])
+    assert "PROBE blocked after" in reason
+
+
+def test_sandbox_memory_limit_turns_a_bomb_into_a_failed_check():
+    reason = probe("""
+        try:
+            hog = bytearray(20 * 2**30)
+            outcome = "allocated"
+        except MemoryError:
+            outcome = "blocked"
+        raise RuntimeError("PROBE " + outcome)
+    """, memory_mb=1024)
+    assert "PROBE blocked" in reason
+
+
+def test_a_hang_is_killed_and_blamed_on_the_running_check():
+    report = check_candidate(seed_source("deltanet").replace(
+        "        b, t, _ = hidden_states.shape\n", "        b, t, _ = hidden_states.shape\n        while t > 0:\n            pass\n", 1),
+        check_timeout=5)
+    assert [f.check for f in report.failures] == ["shape"]
+    assert "timed out" in report.failures[0].reason
