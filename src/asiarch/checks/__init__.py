@@ -89,6 +89,7 @@ class CheckOptions:
     complexity_repeats: int = 3
     param_band: tuple[float, float] = (0.5, 2.0)
     reference_seed: str = "deltanet"
+    max_grad_norm: float = 1e4  # at initialisation, for mean(out^2) on unit inputs; seeds are below 10
     smoke_steps: int = 20
     smoke_min_improvement: float = 0.05
     atol: float = 1e-5
@@ -156,6 +157,7 @@ def check_candidate(source: str, scale="cpu_tiny", **options: Any) -> CheckRepor
             "complexity_base_length": opts.complexity_base_length, "complexity_repeats": opts.complexity_repeats,
             "param_band": list(opts.param_band), "smoke_steps": opts.smoke_steps,
             "smoke_min_improvement": opts.smoke_min_improvement, "atol": opts.atol, "rtol": opts.rtol,
+            "max_grad_norm": opts.max_grad_norm,
             "reference_parameters": _reference_parameters(opts.reference_seed, hidden, heads, mixer_kwargs),
         },
     }

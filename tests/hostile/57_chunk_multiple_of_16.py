@@ -1,5 +1,5 @@
 # expect: odd_lengths
-# why: Chunked cumulative sum that reshapes with .view(B, T // 64, 64, D), assuming T is a multiple of 64 once T > 64.
+# why: Chunked cumulative sum that reshapes with .view(B, T // 16, 16, D), silently assuming T is a multiple of the chunk size once T > 16.
 import torch
 from torch import nn
 
@@ -15,8 +15,8 @@ class CumulativeMixer(nn.Module):
     def forward(self, hidden_states, attention_mask=None, **kwargs):
         b, t, d = hidden_states.shape
         v = self.v(hidden_states)
-        chunk = min(t, 64)
-        blocks = v.view(b, t // chunk, chunk, d)
+        chunk = min(t, 16)
+        blocks = v.view(b, t // chunk, chunk, d)  # fine for T = 48, 64, 96, 128; breaks for T = 37 or 129
         inner = blocks.cumsum(2)
         carry = blocks.sum(2).cumsum(1) - blocks.sum(2)
         total = (inner + carry[:, :, None, :]).reshape(b, t, d)

@@ -1,0 +1,20 @@
+# expect: finite_gradients
+# why: A straight-through trick multiplies every gradient by 1e9 while the forward stays an ordinary causal mixer.
+import torch
+from torch import nn
+
+
+class CumulativeMixer(nn.Module):
+    def __init__(self, hidden_size, num_heads, layer_idx=None, **kwargs):
+        super().__init__()
+        self.q = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.k = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.v = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.o = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        v = self.v(hidden_states)
+        v = v * 1e9 - (v * 1e9).detach() + v.detach()  # value of v, gradient of 1e9 * v
+        steps = torch.arange(1, hidden_states.shape[1] + 1, dtype=v.dtype, device=v.device)
+        mixed = v.cumsum(1) / steps[None, :, None]
+        return self.o(mixed * torch.sigmoid(self.q(hidden_states)))
