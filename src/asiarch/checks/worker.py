@@ -75,7 +75,7 @@ def preload(modules: list[str]) -> None:
     """Import, before the lock-down, the candidate's (policy-approved) modules and training's lazy imports.
 
     After the switch to ``nobody`` the interpreter may not be able to read its own standard
-    library (e.g. under /root/.pyenv), so nothing may be imported for the first time later.
+    library (when it lives in a private home directory), so nothing may be imported for the first time later.
     """
     import importlib
 
