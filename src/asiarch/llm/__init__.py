@@ -1,0 +1,10 @@
+"""LLM backends behind one protocol: Claude (anthropic SDK) and, in a later release, the offline proposer."""
+
+from asiarch.llm.anthropic_backend import AnthropicBackend, AnthropicConfig, Prices, UsdBudget
+from asiarch.llm.protocol import BudgetExceeded, LLMBackend, LLMError, LLMResult, MalformedOutput, Usage, schema_errors
+from asiarch.llm.templates import render
+
+__all__ = [
+    "AnthropicBackend", "AnthropicConfig", "BudgetExceeded", "LLMBackend", "LLMError", "LLMResult",
+    "MalformedOutput", "Prices", "UsdBudget", "Usage", "render", "schema_errors",
+]
