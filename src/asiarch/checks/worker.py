@@ -45,6 +45,18 @@ class Channel:
         self.stream.flush()
 
 
+def readable_by_others(path: str) -> bool:
+    """Whether a user with no rights of its own can reach and read ``path`` (o+rx on every directory)."""
+    current = os.path.realpath(path)
+    while True:
+        if os.stat(current).st_mode & 0o005 != 0o005:
+            return False
+        parent = os.path.dirname(current)
+        if parent == current:
+            return True
+        current = parent
+
+
 def enter_sandbox(limits: dict[str, Any]) -> list[str]:
     """Apply every restriction this process can; returns the ones that were not available."""
     unavailable = []
@@ -62,10 +74,15 @@ def enter_sandbox(limits: dict[str, Any]) -> list[str]:
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.unshare(CLONE_NEWNET) != 0:
             unavailable.append(f"network namespace (errno {ctypes.get_errno()})")
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)  # from here on: no root, no writes to root's files
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"], limits["max_processes"]))
+        hidden = [p for p in (sys.prefix, os.path.dirname(os.path.dirname(__file__))) if not readable_by_others(p)]
+        if hidden:
+            # 'nobody' could not even import lazily from here; keep root, say so in the report
+            unavailable.append(f"user switch and process limit skipped: {hidden[0]} is not readable by others")
+        else:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)  # from here on: no root, no writes to root's files
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"], limits["max_processes"]))
     else:
         unavailable.append("network namespace and user switch (not root)")
     return unavailable

@@ -1,0 +1,20 @@
+"""The offline proposer's design space, renderer and variation operators.
+
+This is a *symbolic* proposer, not a language model: a candidate is a :class:`Genome`
+(a handful of discrete architectural choices for a linear-attention token mixer),
+:func:`render` turns it into contract-conforming PyTorch source, and :func:`mutate` /
+:func:`crossover` move through the space, optionally biased by motif weights taken from
+retrieved cognition-base entries (:meth:`Genome.motifs` says which motifs a genome realises).
+Everything is deterministic given a ``random.Random``.
+"""
+
+from asiarch.llm.offline.genome import (
+    FIELD_CHOICES, REFERENCE_PARAMETERS, Genome, estimate_parameters, name_for, seed_genome,
+)
+from asiarch.llm.offline.render import class_name_for, render
+from asiarch.llm.offline.search import crossover, mutate, single_moves
+
+__all__ = [
+    "FIELD_CHOICES", "Genome", "REFERENCE_PARAMETERS", "class_name_for", "crossover", "estimate_parameters",
+    "mutate", "name_for", "render", "seed_genome", "single_moves",
+]
