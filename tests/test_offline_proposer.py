@@ -1,0 +1,129 @@
+"""The offline (symbolic) proposer: genome space, renderer and variation operators."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import fields
+
+import pytest
+
+from asiarch.llm.offline import (
+    FIELD_CHOICES, Genome, crossover, estimate_parameters, mutate, name_for, render, seed_genome,
+)
+from asiarch.memory.cognition.motifs import MOTIFS
+
+SEEDS = ("deltanet", "gated_deltanet", "mamba2")
+
+
+def _chain(n: int, seed: int = 0, start: str = "deltanet") -> list[Genome]:
+    rng, g, out = random.Random(seed), seed_genome(start), []
+    for _ in range(n):
+        g = mutate(g, rng)
+        out.append(g)
+    return out
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_seed_genomes_are_valid_and_deterministic(seed):
+    g = seed_genome(seed)
+    assert g.is_valid()
+    assert render(g) == render(g) == render(Genome(**g.to_dict()))
+    assert render(g, "MyMixer").count("class MyMixer(nn.Module)") == 1
+    assert g.motifs() <= MOTIFS
+
+
+def test_seed_genomes_resemble_the_seeds():
+    assert {"delta_rule", "short_conv", "qk_norm"} <= seed_genome("deltanet").motifs()
+    assert {"delta_rule", "data_dependent_decay", "output_gate"} <= seed_genome("gated_deltanet").motifs()
+    mamba = seed_genome("mamba2")
+    assert "delta_rule" not in mamba.motifs() and {"scalar_decay", "residual_skip"} <= mamba.motifs()
+    with pytest.raises(ValueError):
+        seed_genome("transformer")
+
+
+def test_normalisation_repairs_invalid_combinations():
+    g = Genome(operator="delta", qk_norm="none", beta="none", decay="scalar_data").normalised()
+    assert (g.operator, g.qk_norm, g.beta) == ("gated_delta", "l2", "sigmoid")
+    lin = Genome(operator="linear", beta="sigmoid2", output_norm="none").normalised()
+    assert (lin.operator, lin.beta, lin.output_norm) == ("linear", "none", "rms")
+    assert Genome(operator="ssd", decay="none").normalised().operator == "linear"
+    big = Genome(value_expand=2, output_gate="silu").normalised()
+    assert big.value_expand == 1  # over the parameter budget otherwise
+    with pytest.raises(ValueError):
+        Genome(window=7)
+
+
+def test_rendered_modules_build_and_match_the_parameter_estimate():
+    torch = pytest.importorskip("torch")
+    for g in [seed_genome(s) for s in SEEDS] + _chain(12, seed=3):
+        source = render(g, "Candidate")
+        namespace: dict = {}
+        exec(compile(source, "<candidate>", "exec"), namespace)
+        module = namespace["Candidate"](128, 4)
+        assert sum(p.numel() for p in module.parameters()) == estimate_parameters(g)
+        x = torch.randn(2, 11, 128)
+        assert module(x).shape == x.shape
+
+
+def test_mutation_and_crossover_are_deterministic_and_valid():
+    a, b = _chain(30, seed=7), _chain(30, seed=7)
+    assert a == b
+    assert all(g.is_valid() for g in a)
+    assert all(child != parent for parent, child in zip([seed_genome("deltanet")] + a, a))
+    rng1, rng2 = random.Random(5), random.Random(5)
+    parents = [seed_genome(s) for s in SEEDS] + a[:5]
+    kids1 = [crossover(x, y, rng1) for x in parents for y in parents]
+    kids2 = [crossover(x, y, rng2) for x in parents for y in parents]
+    assert kids1 == kids2
+    for (x, y), kid in zip([(x, y) for x in parents for y in parents], kids1):
+        assert kid.is_valid()
+        for f in fields(Genome):
+            if f.name not in ("operator", "decay", "beta", "qk_norm", "output_norm", "value_expand"):
+                assert getattr(kid, f.name) in (getattr(x, f.name), getattr(y, f.name))
+
+
+def test_mutation_reaches_many_distinct_genomes_quickly():
+    genomes = _chain(200, seed=0)
+    sources = {render(g) for g in genomes}
+    names = {name_for(g) for g in genomes}
+    assert len(sources) >= 50
+    assert len(names) == len(set(genomes))  # the slug is injective on valid genomes
+    seen_values = {(f, getattr(g, f)) for g in genomes for f in FIELD_CHOICES}
+    assert len(seen_values) >= 30  # the chain explores most of the space
+
+
+def test_motifs_come_from_the_vocabulary():
+    for g in _chain(150, seed=11):
+        assert g.motifs() <= MOTIFS
+        assert "chunkwise_parallel" in g.motifs()
+
+
+def test_motif_weights_bias_mutation():
+    def gate_fraction(weights):
+        rng, base = random.Random(0), seed_genome("deltanet")
+        return sum(mutate(base, rng, weights).output_gate != "none" for _ in range(200)) / 200
+
+    plain, favoured = gate_fraction(None), gate_fraction({"output_gate": 10.0})
+    assert favoured > 3 * plain and favoured > 0.3
+    # and a favoured motif is rarely dropped once present
+    rng, g, kept = random.Random(0), seed_genome("gated_deltanet"), 0
+    for _ in range(100):
+        g = mutate(g, rng, {"output_gate": 10.0})
+        kept += g.output_gate != "none"
+    assert kept > 80
+
+
+def test_diverse_renders_pass_the_checks():
+    """The seeds' genomes and one far from them pass every check (about 6 s each, two at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asiarch.checks import check_candidate
+
+    genomes = [seed_genome(s) for s in SEEDS] + [
+        Genome(operator="linear", feature_map="elu1", qk_norm="none", short_conv=0, output_gate="sigmoid",
+               head_mult=2, window=32),
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda g: check_candidate(render(g)), genomes))
+    for g, report in zip(genomes, reports):
+        assert report.passed, (name_for(g), report.summary())
