@@ -201,29 +201,38 @@ class Memory:
 
     def upsert_candidates(self, candidates: Candidate | Sequence[Candidate]) -> list[str]:
         """Insert or replace candidates by id, atomically (all or none). Returns their ids."""
-        self._writable()
-        batch = [candidates] if isinstance(candidates, Candidate) else list(candidates)
-        if not batch:
-            return []
-        ids = [c.id for c in batch]
-        if len(set(ids)) != len(ids):
-            raise MemoryInputError(f"duplicate ids in one upsert: {sorted({i for i in ids if ids.count(i) > 1})}")
+        batch = self._batch(candidates, Candidate)
         for c in batch:
             validate_candidate(c, self.dim)
         missing = [c for c in batch if c.motivation_embedding is None and c.motivation.strip()]
         if missing:
             for c, vector in zip(missing, self.embedder.embed([c.motivation for c in missing])):
                 c.motivation_embedding = vector.tolist()
-        created = self._created_at(self.candidates, ids)
         now = utcnow()
         for c in batch:
-            c.created_at = created.get(c.id) or c.created_at or now
             c.updated_at = now
-        table = pa.Table.from_pylist([candidate_to_row(c) for c in batch], schema=self.candidates.schema)
-        # vectors were checked above; on_bad_vectors="null" only lets rows without one through
-        self.candidates.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
-            table, on_bad_vectors="null"
-        )
+        return self._merge(self.candidates, batch, candidate_to_row, now)
+
+    def _batch(self, records, kind: type) -> list:
+        """The records as a list with unique ids, after checking this memory may be written."""
+        self._writable()
+        batch = [records] if isinstance(records, kind) else list(records)
+        ids = [r.id for r in batch]
+        if len(set(ids)) != len(ids):
+            raise MemoryInputError(f"duplicate ids in one upsert: {sorted({i for i in ids if ids.count(i) > 1})}")
+        return batch
+
+    def _merge(self, table, batch: list, to_row, now) -> list[str]:
+        """One atomic merge of validated records on ``id``, keeping each row's first creation time."""
+        if not batch:
+            return []
+        ids = [r.id for r in batch]
+        created = self._created_at(table, ids)
+        for record in batch:
+            record.created_at = created.get(record.id) or record.created_at or now
+        data = pa.Table.from_pylist([to_row(r) for r in batch], schema=table.schema)
+        # vectors were checked by the validators; on_bad_vectors="null" only lets rows without one through
+        table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data, on_bad_vectors="null")
         self._after_write()
         return ids
 
@@ -256,29 +265,16 @@ class Memory:
         return current
 
     def upsert_insights(self, insights: Insight | Sequence[Insight]) -> list[str]:
-        self._writable()
-        batch = [insights] if isinstance(insights, Insight) else list(insights)
-        if not batch:
-            return []
-        ids = [i.id for i in batch]
-        if len(set(ids)) != len(ids):
-            raise MemoryInputError(f"duplicate ids in one upsert: {sorted({i for i in ids if ids.count(i) > 1})}")
+        """Insert or replace insights by id, atomically; embeds the trigger patterns of new ones."""
+        batch = self._batch(insights, Insight)
         for insight in batch:
             validate_insight(insight, self.dim)
         missing = [i for i in batch if i.embedding is None]
         if missing:
             for insight, vector in zip(missing, self.embedder.embed([i.embedding_text for i in missing])):
                 insight.embedding = vector.tolist()
-        created = self._created_at(self.insights, ids)
-        now = utcnow()
-        for insight in batch:
-            insight.created_at = created.get(insight.id) or insight.created_at or now
-        table = pa.Table.from_pylist([insight_to_row(i) for i in batch], schema=self.insights.schema)
-        self.insights.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
-            table, on_bad_vectors="null"
-        )
-        self._fts_stale = True
-        self._after_write()
+        ids = self._merge(self.insights, batch, insight_to_row, utcnow())
+        self._fts_stale = self._fts_stale or bool(ids)
         return ids
 
     def load_cognition_base(self, path: str | Path | None = None) -> int:
