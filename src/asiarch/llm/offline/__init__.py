@@ -11,10 +11,12 @@ Everything is deterministic given a ``random.Random``.
 from asiarch.llm.offline.genome import (
     FIELD_CHOICES, REFERENCE_PARAMETERS, Genome, estimate_parameters, name_for, seed_genome,
 )
-from asiarch.llm.offline.render import class_name_for, render
+from asiarch.llm.offline.backend import OfflineBackend
+from asiarch.llm.offline.render import class_name_for, genome_from_source, render
 from asiarch.llm.offline.search import crossover, mutate, single_moves
 
 __all__ = [
-    "FIELD_CHOICES", "Genome", "REFERENCE_PARAMETERS", "class_name_for", "crossover", "estimate_parameters",
+    "FIELD_CHOICES", "Genome", "OfflineBackend", "REFERENCE_PARAMETERS", "class_name_for", "crossover",
+    "estimate_parameters", "genome_from_source",
     "mutate", "name_for", "render", "seed_genome", "single_moves",
 ]

@@ -8,6 +8,8 @@ function of the genome and the class name: the same inputs give byte-identical s
 
 from __future__ import annotations
 
+import json
+
 import re
 
 from asiarch.llm.offline.genome import DELTA_OPS, Genome, name_for
@@ -32,6 +34,20 @@ def class_name_for(genome: Genome) -> str:
     """A CamelCase class name derived from :func:`name_for`."""
     words = re.split(r"[^0-9A-Za-z]+", name_for(genome))
     return "".join(w[:1].upper() + w[1:] for w in words if w) or "Mixer"
+
+
+GENOME_MARKER = "asiarch-genome:"
+
+
+def genome_from_source(source: str) -> Genome | None:
+    """The genome a rendered source was made from, or None for code written otherwise."""
+    for line in source.splitlines():
+        if line.startswith(f"# {GENOME_MARKER}"):
+            try:
+                return Genome.from_dict(json.loads(line.split(GENOME_MARKER, 1)[1]))
+            except (ValueError, TypeError):
+                return None
+    return None
 
 
 def render(genome: Genome, class_name: str | None = None) -> str:
@@ -67,7 +83,8 @@ def render(genome: Genome, class_name: str | None = None) -> str:
         f"Motifs: {motifs}.",
         '"""',
     ]
-    out = doc + ["", "from __future__ import annotations", ""]
+    marker = f"# {GENOME_MARKER} {json.dumps(g.to_dict(), sort_keys=True)}"  # lets proposers recover the design
+    out = doc + ["", marker, "", "from __future__ import annotations", ""]
     if g.window:
         out.append("import math")
         out.append("")

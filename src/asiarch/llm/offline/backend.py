@@ -1,0 +1,146 @@
+"""The offline backend: every agent role answered by transparent rules, no network, no LLM.
+
+It speaks the same protocol as the Claude backend, reading the facts from the message's
+``<context>`` JSON. Researcher: mutate (or cross) the parent's genome, biased by the motifs
+of the retrieved insights. Engineer: undo the genome choices that a failing check points
+at. Judge: scores from measured numbers against the seeds. Analyst: compares a candidate
+with its relatives and distils what the changed choices did. Novelty: same code or a
+near-identical motivation is a duplicate. Deterministic under its seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+from asiarch.llm.offline.genome import Genome, name_for, seed_genome
+from asiarch.llm.offline.render import genome_from_source, render
+from asiarch.llm.offline.search import crossover, mutate
+from asiarch.llm.protocol import LLMError, LLMResult, Usage, schema_errors
+from asiarch.llm.roles import context_of
+
+# Which genome choices to fall back to when a check fails (repair rules).
+REPAIRS: dict[str, dict[str, Any]] = {
+    "complexity": {"window": 0},
+    "param_budget": {"value_expand": 1, "head_mult": 1, "window": 0},
+    "finite_gradients": {"qk_norm": "l2", "beta": "sigmoid", "feature_map": "silu"},
+    "training_smoke": {"qk_norm": "l2", "beta": "sigmoid", "output_norm": "rms"},
+}
+
+
+class OfflineBackend:
+    name = "offline"
+
+    def __init__(self, seed: int = 0, crossover_rate: float = 0.3):
+        self.rng = random.Random(seed)
+        self.crossover_rate = crossover_rate
+
+    def complete(self, role: str, system: str, messages: list[dict[str, Any]], schema: dict[str, Any]) -> LLMResult:
+        handler = getattr(self, f"_{role}", None)
+        if handler is None:
+            raise LLMError(f"the offline backend has no rule for the role {role!r}")
+        data = handler(context_of(messages))
+        errors = schema_errors(data, schema)
+        if errors:  # a bug in these rules, never the caller's fault: say so loudly
+            raise LLMError(f"offline {role} produced an answer that breaks its schema: {errors}")
+        return LLMResult(data=data, usage=Usage(calls=1), model="offline-symbolic")
+
+    # ------------------------------------------------------------------ roles
+
+    @staticmethod
+    def _genome(code: str | None, fallback: str = "deltanet") -> Genome:
+        return (genome_from_source(code) if code else None) or seed_genome(fallback)
+
+    def _researcher(self, ctx: dict[str, Any]) -> dict[str, Any]:
+        parent_info = ctx.get("parent") or {}
+        parent = self._genome(parent_info.get("code"), ctx.get("seed", "deltanet"))
+        weights = Counter(m for insight in ctx.get("insights", []) for m in insight.get("motifs", []))
+        references = [self._genome(r.get("code")) for r in ctx.get("references", []) if r.get("code")]
+        avoid = set(ctx.get("avoid_codes", []))
+        how = "mutated"
+        for _ in range(50):  # a few tries to avoid designs already in the memory
+            child = parent
+            if references and self.rng.random() < self.crossover_rate:
+                child, how = crossover(parent, self.rng.choice(references), self.rng), "crossed with a reference, then mutated"
+            child = mutate(child, self.rng, dict(weights) or None)
+            if render(child) not in avoid:
+                break
+        changed = [f"{k}: {getattr(parent, k)!r} -> {v!r}" for k, v in child.to_dict().items() if getattr(parent, k) != v]
+        favoured = [m for m, _ in weights.most_common(3)]
+        motivation = (
+            f"From parent {parent_info.get('name', name_for(parent))} ({how}): {'; '.join(changed) or 'recombined'}. "
+            f"New motifs: {', '.join(sorted(child.motifs() - parent.motifs())) or 'none'}."
+            + (f" Retrieved insights favour {', '.join(favoured)}." if favoured else "")
+        )
+        return {"name": name_for(child), "motivation": motivation, "code": render(child)}
+
+    def _engineer(self, ctx: dict[str, Any]) -> dict[str, Any]:
+        genome = genome_from_source(ctx.get("code", ""))
+        failures = ctx.get("failures", [])
+        if genome is None:
+            return {"code": ctx.get("code") or "# nothing to repair", "explanation":
+                    "the offline engineer can only repair designs it rendered itself; returned unchanged"}
+        fixes: dict[str, Any] = {}
+        for failure in failures:
+            fixes.update(REPAIRS.get(failure.get("check", ""), {}))
+        repaired = replace(genome, **fixes).normalised() if fixes else genome
+        if repaired == genome:  # nothing specific to undo: go back towards the seed it came from
+            repaired = seed_genome("gated_deltanet" if genome.decay != "none" else "deltanet")
+        checks = ", ".join(sorted({f.get("check", "?") for f in failures})) or "none"
+        return {"code": render(repaired), "explanation": f"failed {checks}; set {fixes or 'the seed design'}"}
+
+    def _novelty(self, ctx: dict[str, Any]) -> dict[str, Any]:
+        mine = ctx.get("code_hash")
+        for neighbour in ctx.get("neighbours", []):
+            if mine and neighbour.get("code_hash") == mine:
+                return {"duplicate": True, "reason": f"same code as {neighbour.get('name', '?')}"}
+            if neighbour.get("similarity", 0.0) >= 0.97:
+                return {"duplicate": True, "reason": f"motivation near-identical to {neighbour.get('name', '?')} "
+                                                     f"(cosine {neighbour['similarity']:.3f})"}
+        return {"duplicate": False, "reason": "no neighbour with the same code or a near-identical motivation"}
+
+    def _judge(self, ctx: dict[str, Any]) -> dict[str, Any]:
+        me, seeds = ctx.get("candidate", {}), ctx.get("seeds", [])
+        best_loss = min((s["eval_loss"] for s in seeds if s.get("eval_loss") is not None), default=None)
+        best_recall = max((s["mqar_accuracy"] for s in seeds if s.get("mqar_accuracy") is not None), default=None)
+        parts = []
+        performance = 5.0
+        if best_loss is not None and me.get("eval_loss") is not None:
+            performance += max(-4.0, min(4.0, 20 * (best_loss - me["eval_loss"]) / best_loss))
+            parts.append(f"eval loss {me['eval_loss']:.3f} vs best seed {best_loss:.3f}")
+        if best_recall is not None and me.get("mqar_accuracy") is not None:
+            performance += max(-1.0, min(1.0, 2 * (me["mqar_accuracy"] - best_recall)))
+            parts.append(f"MQAR {me['mqar_accuracy']:.3f} vs best seed {best_recall:.3f}")
+        genome = genome_from_source(me.get("code", ""))
+        new_motifs = len(genome.motifs() - seed_genome("deltanet").motifs()) if genome else 0
+        innovation = min(10.0, 3.0 + 1.5 * new_motifs)
+        ratio, exponent = me.get("parameter_ratio", 1.0), me.get("growth_exponent", 1.0)
+        complexity = max(0.0, min(10.0, 10 - 4 * abs(ratio - 1.0) - 10 * max(0.0, exponent - 1.0)))
+        parts.append(f"{new_motifs} motifs beyond DeltaNet; {ratio:.2f}x parameters; time ~T^{exponent:.2f}")
+        return {"performance": round(max(0.0, min(10.0, performance)), 2), "innovation": innovation,
+                "complexity": round(complexity, 2), "rationale": "; ".join(parts)}
+
+    def _analyst(self, ctx: dict[str, Any]) -> dict[str, Any]:
+        me, parent = ctx.get("candidate", {}), ctx.get("parent") or {}
+        lines, insights = [], []
+        if me.get("eval_loss") is not None and parent.get("eval_loss") is not None:
+            delta = me["eval_loss"] - parent["eval_loss"]
+            lines.append(f"eval loss {me['eval_loss']:.3f} vs parent {parent['eval_loss']:.3f} ({delta:+.3f})")
+            mine, theirs = genome_from_source(me.get("code", "")), genome_from_source(parent.get("code", ""))
+            if mine and theirs and abs(delta) > 0.02:
+                moved = [k for k in mine.to_dict() if getattr(mine, k) != getattr(theirs, k)]
+                gained = sorted(mine.motifs() - theirs.motifs()) or sorted(mine.motifs())[:2]
+                verdict = "lowered" if delta < 0 else "raised"
+                insights.append({
+                    "design_insight": f"changing {', '.join(moved) or 'the design'} {verdict} eval loss by {abs(delta):.3f}",
+                    "trigger_patterns": [f"eval loss {'stalls' if delta < 0 else 'improves'} for designs without "
+                                         f"{', '.join(gained)}"],
+                    "motifs": gained[:4],
+                })
+        for relative in ("grandparent", *(f"sibling {i + 1}" for i in range(2))):
+            other = ctx.get(relative.replace(" ", "_")) or {}
+            if other.get("eval_loss") is not None and me.get("eval_loss") is not None:
+                lines.append(f"vs {relative} {other.get('name', '?')}: {me['eval_loss'] - other['eval_loss']:+.3f} eval loss")
+        return {"analysis": "; ".join(lines) or "no comparable relatives with results yet", "insights": insights}
