@@ -1,0 +1,186 @@
+"""Researcher, Engineer, Judge and Analyst: what each role reads, asks and writes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from asiarch.checks import check_candidate
+from asiarch.llm.protocol import LLMBackend, Usage
+from asiarch.llm.roles import ROLE_SCHEMAS, with_context
+from asiarch.llm.templates import render
+from asiarch.memory import Candidate, Insight, Memory, code_hash
+
+
+class MemoryAccess:
+    """Reads from a ``Memory`` opened here; writes go to the campaign's single writer.
+
+    ``writer`` is a ``MemoryActor`` handle (several agents in a campaign) or a writable
+    ``Memory`` (one process, tests); the same calls work on both.
+    """
+
+    def __init__(self, uri: str, writer: Any = None, embedder: Any = None):
+        if writer is None or isinstance(writer, Memory):
+            self.reader = writer if writer is not None else Memory(uri, embedder=embedder)
+            self.writer = self.reader
+        else:
+            self.reader = Memory(uri, embedder=embedder, read_only=True)
+            self.writer = writer
+
+    def write(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        call = getattr(self.writer, method)
+        if hasattr(call, "remote"):
+            import ray
+
+            return ray.get(call.remote(*args, **kwargs))
+        return call(*args, **kwargs)
+
+
+def _summary(c: Candidate | None) -> dict[str, Any] | None:
+    """What a role needs to know about a candidate (no vectors)."""
+    if c is None:
+        return None
+    return {"id": c.id, "name": c.name, "code": c.code, "motivation": c.motivation, "fitness": c.fitness,
+            "eval_loss": c.explore.eval_loss, "mqar_accuracy": c.explore.mqar_accuracy, "analysis": c.analysis}
+
+
+def _usage_fields(usage: Usage) -> dict[str, Any]:
+    return {"llm_input_tokens": usage.input_tokens, "llm_output_tokens": usage.output_tokens, "llm_usd": usage.usd}
+
+
+class _Role:
+    role = ""
+
+    def __init__(self, backend: LLMBackend, uri: str, writer: Any = None, campaign: str = "default",
+                 embedder: Any = None, **options: Any):
+        self.backend, self.campaign, self.options = backend, campaign, options
+        self.memory = MemoryAccess(uri, writer, embedder)
+        self.system = render("system")
+
+    def ask(self, role: str, text: str, context: dict[str, Any]):
+        messages = [{"role": "user", "content": with_context(text, context)}]
+        return self.backend.complete(role, self.system, messages, ROLE_SCHEMAS[role])
+
+
+class Researcher(_Role):
+    """Samples parents, retrieves insights, proposes a design, checks novelty, names it uniquely."""
+
+    def propose(self, seed: str = "deltanet", max_replans: int = 3, novelty_threshold: float = 0.9) -> Candidate:
+        from asiarch.arch import seed_source
+
+        reader = self.memory.reader
+        try:
+            parent, references = reader.sample_parents(self.campaign, rule=self.options.get("sampling", "asi_arch"))
+            parent_info, generation, parent_ids = _summary(parent), parent.generation + 1, [parent.id]
+        except ValueError:  # nothing scored yet: start from the seed
+            parent_info, references, generation, parent_ids = {"name": seed, "code": seed_source(seed)}, [], 1, []
+        query = (parent_info.get("analysis") or "") or "improve associative recall and language-model loss"
+        insights = [{"title": i.title, "design_insight": i.design_insight, "motifs": i.motifs}
+                    for i, _ in reader.search_insights(query, k=5, mode="hybrid")] if reader.count_insights() else []
+        avoid: list[str] = [c.code for c in reader.list_candidates(campaign=self.campaign)]
+        usage, notes, duplicate_of = Usage(), [], None
+        for attempt in range(max_replans + 1):
+            context = {"seed": seed, "parent": parent_info, "references": [_summary(r) for r in references],
+                       "insights": insights, "avoid_codes": avoid}
+            result = self.ask("researcher", render("researcher", parent=parent_info["name"]), context)
+            usage += result.usage
+            proposal = result.data
+            candidates = reader.list_candidates(campaign=self.campaign)
+            close = [(c, s) for c, s in reader.neighbours(text=proposal["motivation"], k=3, campaign=self.campaign)
+                     if s >= novelty_threshold] if candidates else []
+            close += [(c, 1.0) for c in candidates if c.code_hash == code_hash(proposal["code"])]
+            duplicate_of = None
+            if close:
+                verdict = self.ask("novelty", render("novelty"), {
+                    "code_hash": code_hash(proposal["code"]),
+                    "neighbours": [{"name": c.name, "code_hash": c.code_hash, "similarity": s} for c, s in close]})
+                usage += verdict.usage
+                if verdict.data["duplicate"]:
+                    duplicate_of = verdict.data["reason"]
+            if duplicate_of is None:
+                break
+            notes.append(f"attempt {attempt + 1} was a duplicate ({duplicate_of}); re-planned")
+            avoid.append(proposal["code"])
+        status = "rejected" if duplicate_of else "proposed"
+        reason = f"still a duplicate after {max_replans} re-plans: {duplicate_of}" if duplicate_of else "; ".join(notes)
+        candidate = Candidate(
+            id=uuid.uuid4().hex[:12], campaign=self.campaign, name=self._unique_name(proposal["name"]),
+            code=proposal["code"], motivation=proposal["motivation"], parent_ids=parent_ids, generation=generation,
+            status=status, status_reason=reason, **_usage_fields(usage),
+        )
+        self.memory.write("upsert_candidates", candidate)
+        return candidate
+
+    def _unique_name(self, name: str) -> str:
+        taken = {c.name for c in self.memory.reader.list_candidates(campaign=self.campaign)}
+        unique, n = name, 2
+        while unique in taken:
+            unique, n = f"{name}-{n}", n + 1
+        return unique
+
+
+class Engineer(_Role):
+    """Runs the checks; on failure asks for a fix, up to ``max_repairs`` times; records every attempt."""
+
+    def validate(self, candidate_id: str, scale: Any = "cpu_tiny", max_repairs: int = 3, **check_options: Any) -> Candidate:
+        candidate = self.memory.reader.get_candidate(candidate_id)
+        if candidate is None:
+            raise ValueError(f"no candidate with id {candidate_id!r}")
+        code, repairs, usage = candidate.code, list(candidate.repairs), Usage()
+        report = check_candidate(code, scale, **check_options)
+        while not report.passed and len(repairs) - len(candidate.repairs) < max_repairs:
+            failures = [{"check": f.check, "reason": f.reason} for f in report.failures]
+            result = self.ask("engineer", render("engineer"), {"code": code, "failures": failures})
+            usage += result.usage
+            code = result.data["code"]
+            report = check_candidate(code, scale, **check_options)
+            repairs.append({"attempt": len(repairs) + 1, "failures": failures, "explanation": result.data["explanation"],
+                            "passed": report.passed})
+        status = "validated" if report.passed else "rejected"
+        reason = "all checks passed" if report.passed else report.summary()
+        return self.memory.write(
+            "update_candidate", candidate_id, code=code, repairs=repairs, check_report=report.to_dict(), status=status,
+            status_reason=reason, llm_input_tokens=candidate.llm_input_tokens + usage.input_tokens,
+            llm_output_tokens=candidate.llm_output_tokens + usage.output_tokens, llm_usd=candidate.llm_usd + usage.usd,
+        )
+
+
+class Judge(_Role):
+    """Scores a trained candidate (performance, innovation, complexity) against the seeds' results."""
+
+    def score(self, candidate_id: str, seeds: list[dict[str, Any]]) -> Candidate:
+        c = self.memory.reader.get_candidate(candidate_id)
+        complexity = (c.check_report.get("results") or [])
+        measured = {r["check"]: r.get("measurements", {}) for r in complexity}
+        context = {"seeds": seeds, "candidate": {
+            **_summary(c), "parameter_ratio": measured.get("param_budget", {}).get("ratio", 1.0),
+            "growth_exponent": measured.get("complexity", {}).get("time_exponent", 1.0)}}
+        result = self.ask("judge", render("judge"), context)
+        weights = self.options.get("judge_weights", {"performance": 0.5, "innovation": 0.3, "complexity": 0.2})
+        overall = sum(weights[k] * result.data[k] for k in weights) / 10
+        judge = {k: result.data[k] for k in ("performance", "innovation", "complexity")} | {"overall": overall}
+        return self.memory.write("update_candidate", candidate_id, judge=judge, judge_rationale=result.data["rationale"])
+
+
+class Analyst(_Role):
+    """Compares a scored candidate with its parent, grandparent and two fittest siblings; distils insights."""
+
+    def analyse(self, candidate_id: str) -> Candidate:
+        reader = self.memory.reader
+        c = reader.get_candidate(candidate_id)
+        ancestors = reader.ancestors(candidate_id) if c.parent_ids else []
+        parent = ancestors[0] if ancestors else None
+        grandparent = next((a for a in ancestors[1:] if parent and a.id in parent.parent_ids), None)
+        siblings = reader.siblings(candidate_id)[:2] if c.parent_ids else []
+        context = {"candidate": _summary(c), "parent": _summary(parent), "grandparent": _summary(grandparent),
+                   **{f"sibling_{i + 1}": _summary(s) for i, s in enumerate(siblings)}}
+        result = self.ask("analyst", render("analyst"), context)
+        insights = [
+            Insight(id=f"{candidate_id}-insight-{i}", kind="experiment", source=candidate_id, campaign=self.campaign,
+                    title=c.name, design_insight=item["design_insight"], trigger_patterns=item["trigger_patterns"],
+                    motifs=item["motifs"])
+            for i, item in enumerate(result.data["insights"])
+        ]
+        if insights:
+            self.memory.write("upsert_insights", insights)
+        return self.memory.write("update_candidate", candidate_id, analysis=result.data["analysis"])

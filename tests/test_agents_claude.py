@@ -1,0 +1,85 @@
+"""Researcher -> Engineer -> Analyst -> Judge through the real anthropic client and a local Messages API
+server that scripts Claude's replies, including a 429, a check failure with its repair and a malformed reply."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from asiarch.agents import Analyst, Engineer, Judge, Researcher
+from asiarch.llm import AnthropicBackend, AnthropicConfig
+from asiarch.memory import FunctionEmbedder, Memory
+from messages_server import MessagesServer, Step
+
+FIXED = '''
+import torch
+from torch import nn
+
+
+class CumulativeMixer(nn.Module):
+    def __init__(self, hidden_size, num_heads, layer_idx=None, **kwargs):
+        super().__init__()
+        self.q = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.k = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.v = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.o = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        v = self.v(hidden_states)
+        steps = torch.arange(1, hidden_states.shape[1] + 1, dtype=v.dtype, device=v.device)
+        mixed = v.cumsum(1) / steps[None, :, None]
+        return self.o(mixed * torch.sigmoid(self.q(hidden_states)))
+'''
+PEEKING = FIXED.replace("mixed = v.cumsum(1) / steps[None, :, None]",
+                        "mixed = v.cumsum(1) / steps[None, :, None] + v.mean(1, keepdim=True)")
+
+
+def hashed_words(texts):
+    """A real (if crude) embedding: hashed bag of words, so this test needs no model download."""
+    out = np.zeros((len(texts), 64), dtype=np.float32)
+    for row, text in enumerate(texts):
+        for word in text.lower().split():
+            out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % 64] += 1.0
+    return out
+
+
+def test_claude_drives_the_four_roles(tmp_path):
+    memory = Memory(tmp_path / "mem", embedder=FunctionEmbedder(hashed_words, 64))
+    with MessagesServer() as server:
+        server.script(
+            Step(tool_input={"name": "cummean", "motivation": "a running mean with a global context term",
+                             "code": PEEKING}),  # researcher
+            Step(status=429, headers={"retry-after": "0.1"}),  # engineer, throttled once
+            Step(tool_input={"code": FIXED, "explanation": "removed the full-sequence mean that leaked the future"}),
+            Step(tool_input={"analysis": "the causal running mean trains", "insights": [
+                {"design_insight": "a causal running mean is a weak but safe mixer",
+                 "trigger_patterns": ["recall stays at chance"], "motifs": ["residual_skip"]}]}),  # analyst
+            Step(tool_input={"performance": 6, "innovation": 4, "complexity": 9}),  # judge: rationale missing
+            Step(tool_input={"performance": 6, "innovation": 4, "complexity": 9, "rationale": "fine for its size"}),
+        )
+        llm = AnthropicBackend(AnthropicConfig(api_key="k", base_url=server.url, timeout_s=5, backoff_base_s=0.01))
+        roles = {kind.__name__: kind(llm, str(tmp_path / "mem"), memory, campaign="claude")
+                 for kind in (Researcher, Engineer, Analyst, Judge)}
+
+        proposed = roles["Researcher"].propose()
+        assert proposed.name == "cummean" and proposed.status == "proposed" and proposed.llm_input_tokens > 0
+        validated = roles["Engineer"].validate(proposed.id, check_timeout=60, complexity_repeats=2)
+        assert validated.status == "validated", validated.status_reason
+        (repair,) = validated.repairs
+        assert [f["check"] for f in repair["failures"]] == ["causality"] and repair["passed"]
+        assert validated.code == FIXED and validated.check_report["passed"]
+        memory.update_candidate(proposed.id, status="finished", fitness=0.4)
+        analysed = roles["Analyst"].analyse(proposed.id)
+        judged = roles["Judge"].score(proposed.id, seeds=[{"name": "deltanet", "eval_loss": 5.4, "mqar_accuracy": 0.7}])
+
+        tools = [request["tools"][0]["name"] for request in server.requests]
+    assert tools == ["submit_researcher", "submit_engineer", "submit_engineer", "submit_analyst",
+                     "submit_judge", "submit_judge"]
+    assert analysed.analysis == "the causal running mean trains"
+    (insight,) = [i for i, _ in memory.search_insights("running mean", k=5, mode="fts", kind="experiment")]
+    assert insight.source == proposed.id
+    assert judged.judge["performance"] == 6 and judged.judge_rationale == "fine for its size"
+    assert judged.judge["overall"] == pytest.approx((0.5 * 6 + 0.3 * 4 + 0.2 * 9) / 10)
+    assert memory.get_candidate(proposed.id).llm_usd > 0

@@ -1,0 +1,65 @@
+"""The offline research loop on Ray: Researcher -> Engineer -> short training -> Judge -> Analyst."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+
+from asiarch.agents import AnalystActor, EngineerActor, JudgeActor, ResearcherActor
+from asiarch.agents.training import explore_metrics, train_candidate
+from asiarch.arch import SEEDS
+from asiarch.config import load_scale
+from asiarch.llm.offline import OfflineBackend
+from asiarch.memory import Memory, MemoryActor
+from asiarch.train.trial import prepare_data, train_mixer
+
+FAST_CHECKS = {"complexity_repeats": 2, "check_timeout": 60}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def test_ten_candidates_through_the_offline_loop(local_ray, tmp_path):
+    uri = str(tmp_path / "memory")
+    scale = load_scale(["scale=cpu_tiny", "scale.train.steps=4", "scale.train.report_every=2",
+                        "scale.train.eval_batches=1", "scale.corpus.max_documents=80",
+                        "scale.corpus.tokenizer_vocab_size=512", f"scale.corpus.cache_dir={tmp_path / 'cache'}",
+                        "scale.mqar.num_train=500", "scale.mqar.num_test=100"])
+    data = prepare_data(scale)
+    seed = train_mixer(SEEDS["deltanet"], scale, data, downstream=False)
+    seeds = [{"name": "deltanet", "eval_loss": seed["eval_loss"], "mqar_accuracy": seed["mqar_accuracy"]}]
+
+    writer = MemoryActor.remote(uri)
+    ray.get(writer.load_cognition_base.remote())
+    backend = OfflineBackend(seed=0)
+    researcher = ResearcherActor.remote(backend, uri, writer, campaign="loop")
+    engineer = EngineerActor.remote(backend, uri, writer, campaign="loop")
+    judge = JudgeActor.remote(backend, uri, writer, campaign="loop")
+    analyst = AnalystActor.remote(backend, uri, writer, campaign="loop")
+    data_ref = ray.put(data)
+
+    for _ in range(10):
+        proposed = ray.get(researcher.propose.remote())
+        validated = ray.get(engineer.validate.remote(proposed.id, scale, **FAST_CHECKS))
+        if validated.status != "validated":
+            continue
+        summary = ray.get(train_candidate.remote(validated.code, scale, data_ref))
+        ray.get(writer.update_candidate.remote(validated.id, fitness=-summary["eval_loss"], **explore_metrics(summary)))
+        ray.get(judge.score.remote(validated.id, seeds))
+        ray.get(analyst.analyse.remote(validated.id))
+
+    memory = Memory(uri, read_only=True)
+    candidates = memory.list_candidates(campaign="loop")
+    assert len(candidates) == 10 and len({c.name for c in candidates}) == 10
+    trained = [c for c in candidates if c.status == "finished"]
+    assert len(trained) >= 9
+    for c in trained:
+        assert c.check_report["passed"] and c.explore.eval_loss is not None and len(c.explore.loss_curve) == 2
+        assert set(c.judge) >= {"performance", "innovation", "complexity", "overall"} and c.judge_rationale
+        assert c.analysis and c.motivation_embedding is not None
+    assert sum(1 for c in candidates if c.parent_ids) >= 8  # after the first scored design, proposals have parents
+    assert memory.count_insights("paper") >= 100
