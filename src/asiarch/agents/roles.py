@@ -123,24 +123,40 @@ class Engineer(_Role):
     """Runs the checks; on failure asks for a fix, up to ``max_repairs`` times; records every attempt."""
 
     def validate(self, candidate_id: str, scale: Any = "cpu_tiny", max_repairs: int = 3, **check_options: Any) -> Candidate:
+        """Check the candidate's code; repair and re-check until it passes or the attempts run out."""
+        return self._repair_loop(candidate_id, None, scale, max_repairs, check_options)
+
+    def repair_training_failure(self, candidate_id: str, error: str, scale: Any = "cpu_tiny", max_repairs: int = 3,
+                                **check_options: Any) -> Candidate:
+        """The same repair path for a trial that crashed, diverged (NaN) or ran out of memory."""
+        return self._repair_loop(candidate_id, [{"check": "training", "reason": error}], scale, max_repairs, check_options)
+
+    def _repair_loop(self, candidate_id: str, failures: list[dict[str, str]] | None, scale: Any, max_repairs: int,
+                     check_options: dict[str, Any]) -> Candidate:
         candidate = self.memory.reader.get_candidate(candidate_id)
         if candidate is None:
             raise ValueError(f"no candidate with id {candidate_id!r}")
-        code, repairs, usage = candidate.code, list(candidate.repairs), Usage()
-        report = check_candidate(code, scale, **check_options)
-        while not report.passed and len(repairs) - len(candidate.repairs) < max_repairs:
+        code, repairs, usage, report = candidate.code, list(candidate.repairs), Usage(), None
+        if failures is None:
+            report = check_candidate(code, scale, **check_options)
             failures = [{"check": f.check, "reason": f.reason} for f in report.failures]
+        attempts = 0
+        while failures and attempts < max_repairs:
+            attempts += 1
             result = self.ask("engineer", render("engineer"), {"code": code, "failures": failures})
             usage += result.usage
             code = result.data["code"]
             report = check_candidate(code, scale, **check_options)
             repairs.append({"attempt": len(repairs) + 1, "failures": failures, "explanation": result.data["explanation"],
                             "passed": report.passed})
-        status = "validated" if report.passed else "rejected"
-        reason = "all checks passed" if report.passed else report.summary()
+            failures = [{"check": f.check, "reason": f.reason} for f in report.failures]
+        passed = report is not None and report.passed and not failures
         return self.memory.write(
-            "update_candidate", candidate_id, code=code, repairs=repairs, check_report=report.to_dict(), status=status,
-            status_reason=reason, llm_input_tokens=candidate.llm_input_tokens + usage.input_tokens,
+            "update_candidate", candidate_id, code=code, repairs=repairs,
+            check_report=report.to_dict() if report is not None else candidate.check_report,
+            status="validated" if passed else "rejected",
+            status_reason="all checks passed" if passed else "; ".join(f"{f['check']}: {f['reason']}" for f in failures),
+            llm_input_tokens=candidate.llm_input_tokens + usage.input_tokens,
             llm_output_tokens=candidate.llm_output_tokens + usage.output_tokens, llm_usd=candidate.llm_usd + usage.usd,
         )
 

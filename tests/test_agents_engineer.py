@@ -1,0 +1,36 @@
+"""The Engineer's repair path serves failures found later by a training trial, and gives up cleanly."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from asiarch.agents import Engineer
+from asiarch.llm.offline import OfflineBackend, genome_from_source, render, seed_genome
+from asiarch.memory import Candidate, FunctionEmbedder, Memory
+
+import numpy as np
+
+
+def memory_at(tmp_path) -> Memory:
+    return Memory(tmp_path / "mem", embedder=FunctionEmbedder(lambda texts: np.ones((len(texts), 8)), 8))
+
+
+def test_a_training_failure_is_repaired_and_rechecked(tmp_path):
+    memory = memory_at(tmp_path)
+    genome = replace(seed_genome("deltanet"), window=32)
+    memory.upsert_candidates(Candidate(id="c1", campaign="x", name="windowed", code=render(genome), status="failed"))
+    engineer = Engineer(OfflineBackend(), str(tmp_path / "mem"), memory, "x")
+    fixed = engineer.repair_training_failure("c1", "loss became nan at step 3", check_timeout=60, complexity_repeats=2)
+    assert fixed.status == "validated" and fixed.check_report["passed"]
+    (attempt,) = fixed.repairs
+    assert attempt["failures"] == [{"check": "training", "reason": "loss became nan at step 3"}] and attempt["passed"]
+    assert genome_from_source(fixed.code) != genome.normalised()
+
+
+def test_unrepairable_code_is_rejected_with_the_reasons(tmp_path):
+    memory = memory_at(tmp_path)
+    memory.upsert_candidates(Candidate(id="c2", campaign="x", name="broken", code="import os\n"))
+    engineer = Engineer(OfflineBackend(), str(tmp_path / "mem"), memory, "x")
+    rejected = engineer.validate("c2", max_repairs=2)
+    assert rejected.status == "rejected" and "policy" in rejected.status_reason
+    assert len(rejected.repairs) == 2 and not any(r["passed"] for r in rejected.repairs)
