@@ -41,3 +41,12 @@ def test_unknown_and_invalid_keys_are_named():
     values["train"]["schedule"] = "linear"
     with pytest.raises(ValueError, match="invalid config section 'scale.train': schedule must be"):
         ScaleConfig.from_dict(values)
+
+
+def test_agents_section_matches_the_dataclass():
+    from asiarch.agents import AgentsConfig
+    from asiarch.config import build_dataclass
+
+    values = OmegaConf.to_container(compose().agents)
+    assert set(values) == set(AgentsConfig.__dataclass_fields__)
+    assert build_dataclass(AgentsConfig, values, "agents") == AgentsConfig()

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import ray
 
-from asiarch.agents.roles import Analyst, Engineer, Judge, Researcher
+from asiarch.agents.roles import AgentsConfig, Analyst, Engineer, Judge, Researcher
 
 ResearcherActor = ray.remote(num_cpus=0)(Researcher)
 EngineerActor = ray.remote(num_cpus=0)(Engineer)  # its checks run in their own worker processes
 JudgeActor = ray.remote(num_cpus=0)(Judge)
 AnalystActor = ray.remote(num_cpus=0)(Analyst)
 
-__all__ = ["Analyst", "AnalystActor", "Engineer", "EngineerActor", "Judge", "JudgeActor", "Researcher", "ResearcherActor"]
+__all__ = ["AgentsConfig", "Analyst", "AnalystActor", "Engineer", "EngineerActor", "Judge", "JudgeActor", "Researcher", "ResearcherActor"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from asiarch.checks import check_candidate
@@ -10,6 +11,17 @@ from asiarch.llm.protocol import LLMBackend, Usage
 from asiarch.llm.roles import ROLE_SCHEMAS, with_context
 from asiarch.llm.templates import render
 from asiarch.memory import Candidate, Insight, Memory, code_hash
+
+
+@dataclass
+class AgentsConfig:
+    """Mirrors the ``agents`` section of ``conf/config.yaml``."""
+
+    sampling: str = "asi_arch"  # or "weighted"
+    novelty_threshold: float = 0.9  # cosine similarity above which the LLM judges duplication
+    max_replans: int = 3
+    max_repairs: int = 3
+    judge_weights: dict[str, float] = field(default_factory=lambda: {"performance": 0.5, "innovation": 0.3, "complexity": 0.2})
 
 
 class MemoryAccess:
@@ -52,8 +64,8 @@ class _Role:
     role = ""
 
     def __init__(self, backend: LLMBackend, uri: str, writer: Any = None, campaign: str = "default",
-                 embedder: Any = None, **options: Any):
-        self.backend, self.campaign, self.options = backend, campaign, options
+                 embedder: Any = None, config: AgentsConfig | None = None):
+        self.backend, self.campaign, self.config = backend, campaign, config or AgentsConfig()
         self.memory = MemoryAccess(uri, writer, embedder)
         self.system = render("system")
 
@@ -65,12 +77,15 @@ class _Role:
 class Researcher(_Role):
     """Samples parents, retrieves insights, proposes a design, checks novelty, names it uniquely."""
 
-    def propose(self, seed: str = "deltanet", max_replans: int = 3, novelty_threshold: float = 0.9) -> Candidate:
+    def propose(self, seed: str = "deltanet", max_replans: int | None = None,
+                novelty_threshold: float | None = None) -> Candidate:
         from asiarch.arch import seed_source
 
+        max_replans = self.config.max_replans if max_replans is None else max_replans
+        novelty_threshold = self.config.novelty_threshold if novelty_threshold is None else novelty_threshold
         reader = self.memory.reader
         try:
-            parent, references = reader.sample_parents(self.campaign, rule=self.options.get("sampling", "asi_arch"))
+            parent, references = reader.sample_parents(self.campaign, rule=self.config.sampling)
             parent_info, generation, parent_ids = _summary(parent), parent.generation + 1, [parent.id]
         except ValueError:  # nothing scored yet: start from the seed
             parent_info, references, generation, parent_ids = {"name": seed, "code": seed_source(seed)}, [], 1, []
@@ -122,17 +137,19 @@ class Researcher(_Role):
 class Engineer(_Role):
     """Runs the checks; on failure asks for a fix, up to ``max_repairs`` times; records every attempt."""
 
-    def validate(self, candidate_id: str, scale: Any = "cpu_tiny", max_repairs: int = 3, **check_options: Any) -> Candidate:
+    def validate(self, candidate_id: str, scale: Any = "cpu_tiny", max_repairs: int | None = None,
+                 **check_options: Any) -> Candidate:
         """Check the candidate's code; repair and re-check until it passes or the attempts run out."""
         return self._repair_loop(candidate_id, None, scale, max_repairs, check_options)
 
-    def repair_training_failure(self, candidate_id: str, error: str, scale: Any = "cpu_tiny", max_repairs: int = 3,
-                                **check_options: Any) -> Candidate:
+    def repair_training_failure(self, candidate_id: str, error: str, scale: Any = "cpu_tiny",
+                                max_repairs: int | None = None, **check_options: Any) -> Candidate:
         """The same repair path for a trial that crashed, diverged (NaN) or ran out of memory."""
         return self._repair_loop(candidate_id, [{"check": "training", "reason": error}], scale, max_repairs, check_options)
 
-    def _repair_loop(self, candidate_id: str, failures: list[dict[str, str]] | None, scale: Any, max_repairs: int,
-                     check_options: dict[str, Any]) -> Candidate:
+    def _repair_loop(self, candidate_id: str, failures: list[dict[str, str]] | None, scale: Any,
+                     max_repairs: int | None, check_options: dict[str, Any]) -> Candidate:
+        max_repairs = self.config.max_repairs if max_repairs is None else max_repairs
         candidate = self.memory.reader.get_candidate(candidate_id)
         if candidate is None:
             raise ValueError(f"no candidate with id {candidate_id!r}")
@@ -172,7 +189,7 @@ class Judge(_Role):
             **_summary(c), "parameter_ratio": measured.get("param_budget", {}).get("ratio", 1.0),
             "growth_exponent": measured.get("complexity", {}).get("time_exponent", 1.0)}}
         result = self.ask("judge", render("judge"), context)
-        weights = self.options.get("judge_weights", {"performance": 0.5, "innovation": 0.3, "complexity": 0.2})
+        weights = self.config.judge_weights
         overall = sum(weights[k] * result.data[k] for k in weights) / 10
         judge = {k: result.data[k] for k in ("performance", "innovation", "complexity")} | {"overall": overall}
         return self.memory.write("update_candidate", candidate_id, judge=judge, judge_rationale=result.data["rationale"])
