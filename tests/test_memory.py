@@ -291,3 +291,13 @@ def test_everything_survives_a_process_restart(tmp_path, embedder):
     original = full_candidate()
     assert seen == {"n": 2, "papers": papers, "repairs": original.repairs, "curve": original.explore.loss_curve,
                     "judge": original.judge, "top": "full", "fts": 1}
+
+
+def test_insert_unique_suffixes_names_and_never_overwrites(tmp_path):
+    memory = Memory(tmp_path / "mem")
+    names = [memory.insert_unique(Candidate(id=f"id{i}", campaign="c1", name="gated-delta")).name for i in range(3)]
+    assert names == ["gated-delta", "gated-delta-2", "gated-delta-3"]
+    assert memory.insert_unique(Candidate(id="other", campaign="c2", name="gated-delta")).name == "gated-delta"
+    with pytest.raises(MemoryInputError, match="already exists"):
+        memory.insert_unique(Candidate(id="id0", campaign="c1", name="new"))
+    assert memory.get_candidate("id0").name == "gated-delta" and memory.count_candidates() == 4

@@ -119,19 +119,11 @@ class Researcher(_Role):
         status = "rejected" if duplicate_of else "proposed"
         reason = f"still a duplicate after {max_replans} re-plans: {duplicate_of}" if duplicate_of else "; ".join(notes)
         candidate = Candidate(
-            id=uuid.uuid4().hex[:12], campaign=self.campaign, name=self._unique_name(proposal["name"]),
+            id=uuid.uuid4().hex[:12], campaign=self.campaign, name=proposal["name"],
             code=proposal["code"], motivation=proposal["motivation"], parent_ids=parent_ids, generation=generation,
             status=status, status_reason=reason, **_usage_fields(usage),
         )
-        self.memory.write("upsert_candidates", candidate)
-        return candidate
-
-    def _unique_name(self, name: str) -> str:
-        taken = {c.name for c in self.memory.reader.list_candidates(campaign=self.campaign)}
-        unique, n = name, 2
-        while unique in taken:
-            unique, n = f"{name}-{n}", n + 1
-        return unique
+        return self.memory.write("insert_unique", candidate)  # the writer suffixes a name already in use
 
 
 class Engineer(_Role):

@@ -32,6 +32,9 @@ class MemoryActor:
     def upsert_candidates(self, candidates: Candidate | Sequence[Candidate]) -> list[str]:
         return self.memory.upsert_candidates(candidates)
 
+    def insert_unique(self, candidate: Candidate) -> Candidate:
+        return self.memory.insert_unique(candidate)
+
     def update_candidate(self, candidate_id: str, **changes: Any) -> Candidate:
         return self.memory.update_candidate(candidate_id, **changes)
 

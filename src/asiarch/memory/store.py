@@ -236,6 +236,22 @@ class Memory:
         self._after_write()
         return ids
 
+    def insert_unique(self, candidate: Candidate) -> Candidate:
+        """Insert a new candidate, suffixing its name (-2, -3, ...) if the campaign already uses it.
+
+        Done by the single writer, so two agents proposing the same name at once both get in.
+        """
+        where = f"campaign = {_quote(candidate.campaign)}"
+        taken = set(self.candidates.search().where(where).select(["name"])
+                    .limit(max(1, self.candidates.count_rows(where))).to_arrow()["name"].to_pylist())
+        base, n = candidate.name, 2
+        while candidate.name in taken:
+            candidate.name, n = f"{base}-{n}", n + 1
+        if self.get_candidate(candidate.id) is not None:
+            raise MemoryInputError(f"candidate id {candidate.id!r} already exists; insert_unique only adds new ones")
+        self.upsert_candidates(candidate)
+        return candidate
+
     def update_candidate(self, candidate_id: str, **changes: Any) -> Candidate:
         """Read, change the named fields, write back. Serialise through the actor when concurrent."""
         current = self.get_candidate(candidate_id)
