@@ -34,3 +34,16 @@ def test_unrepairable_code_is_rejected_with_the_reasons(tmp_path):
     rejected = engineer.validate("c2", max_repairs=2)
     assert rejected.status == "rejected" and "policy" in rejected.status_reason
     assert len(rejected.repairs) == 2 and not any(r["passed"] for r in rejected.repairs)
+
+
+def test_duplicates_trigger_bounded_replans_and_never_crash(tmp_path):
+    from asiarch.agents import AgentsConfig, Researcher
+
+    memory = memory_at(tmp_path)  # every motivation embeds to the same vector: all proposals look alike
+    researcher = Researcher(OfflineBackend(seed=2), str(tmp_path / "mem"), memory, "x",
+                            config=AgentsConfig(max_replans=2))
+    first = researcher.propose()
+    second = researcher.propose()
+    assert first.status == "proposed" and first.status_reason == ""
+    assert second.status == "rejected" and second.status_reason.startswith("still a duplicate after 2 re-plans")
+    assert memory.count_candidates("x") == 2 and first.name != second.name
