@@ -6,7 +6,7 @@ import pytest
 import torch
 from fla.ops.attn.naive import naive_parallel_attn
 
-from asiarch.arch import SEEDS, Attention, LanguageModel, ModelConfig, contract_violations, count_parameters
+from asiarch.arch import SEEDS, LanguageModel, ModelConfig, contract_violations, count_parameters
 from asiarch.arch.layers.attention import rotary
 from asiarch.config import load_scale
 

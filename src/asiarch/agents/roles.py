@@ -92,7 +92,8 @@ class Researcher(_Role):
         query = (parent_info.get("analysis") or "") or "improve associative recall and language-model loss"
         insights = [{"title": i.title, "design_insight": i.design_insight, "motifs": i.motifs}
                     for i, _ in reader.search_insights(query, k=5, mode="hybrid")] if reader.count_insights() else []
-        avoid: list[str] = [c.code for c in reader.list_candidates(campaign=self.campaign)]
+        existing = reader.list_candidates(campaign=self.campaign)  # read once: the checks below reuse it
+        avoid: list[str] = [c.code for c in existing]
         usage, notes, duplicate_of = Usage(), [], None
         for attempt in range(max_replans + 1):
             context = {"seed": seed, "parent": parent_info, "references": [_summary(r) for r in references],
@@ -100,10 +101,9 @@ class Researcher(_Role):
             result = self.ask("researcher", render("researcher", parent=parent_info["name"]), context)
             usage += result.usage
             proposal = result.data
-            candidates = reader.list_candidates(campaign=self.campaign)
             close = [(c, s) for c, s in reader.neighbours(text=proposal["motivation"], k=3, campaign=self.campaign)
-                     if s >= novelty_threshold] if candidates else []
-            close += [(c, 1.0) for c in candidates if c.code_hash == code_hash(proposal["code"])]
+                     if s >= novelty_threshold] if existing else []
+            close += [(c, 1.0) for c in existing if c.code_hash == code_hash(proposal["code"])]
             duplicate_of = None
             if close:
                 verdict = self.ask("novelty", render("novelty"), {
@@ -175,8 +175,7 @@ class Judge(_Role):
 
     def score(self, candidate_id: str, seeds: list[dict[str, Any]]) -> Candidate:
         c = self.memory.reader.get_candidate(candidate_id)
-        complexity = (c.check_report.get("results") or [])
-        measured = {r["check"]: r.get("measurements", {}) for r in complexity}
+        measured = {r["check"]: r.get("measurements", {}) for r in c.check_report.get("results") or []}
         context = {"seeds": seeds, "candidate": {
             **_summary(c), "parameter_ratio": measured.get("param_budget", {}).get("ratio", 1.0),
             "growth_exponent": measured.get("complexity", {}).get("time_exponent", 1.0)}}

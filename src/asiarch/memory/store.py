@@ -241,9 +241,7 @@ class Memory:
 
         Done by the single writer, so two agents proposing the same name at once both get in.
         """
-        where = f"campaign = {_quote(candidate.campaign)}"
-        taken = set(self.candidates.search().where(where).select(["name"])
-                    .limit(max(1, self.candidates.count_rows(where))).to_arrow()["name"].to_pylist())
+        taken = set(self._scan(f"campaign = {_quote(candidate.campaign)}", ["name"])["name"].to_pylist())
         base, n = candidate.name, 2
         while candidate.name in taken:
             candidate.name, n = f"{base}-{n}", n + 1
@@ -347,11 +345,22 @@ class Memory:
         rows = table.search().where(f"id IN {_in_list(ids)}").select(["id", "created_at"]).limit(len(ids)).to_list()
         return {row["id"]: row["created_at"] for row in rows}
 
-    def _candidate_rows(self, where: str | None, limit: int | None = None) -> list[dict[str, Any]]:
+    def _scan(self, where: str | None, columns: list[str] | None = None) -> pa.Table:
+        """Every candidate row matching ``where`` (a plain query stops at 10 rows), optionally a few columns."""
         query = self.candidates.search()
         if where:
             query = query.where(where)
-        return query.limit(limit if limit is not None else max(1, self.candidates.count_rows(where))).to_list()
+        if columns:
+            query = query.select(columns)
+        return query.limit(max(1, self.candidates.count_rows(where))).to_arrow()
+
+    def _candidate_rows(self, where: str | None, limit: int | None = None) -> list[dict[str, Any]]:
+        if limit is None:
+            return self._scan(where).to_pylist()
+        query = self.candidates.search()
+        if where:
+            query = query.where(where)
+        return query.limit(limit).to_list()
 
     def get_candidate(self, candidate_id: str) -> Candidate | None:
         rows = self._candidate_rows(f"id = {_quote(candidate_id)}", limit=2)
@@ -375,11 +384,7 @@ class Memory:
         return self.candidates.count_rows(_where(campaign=campaign))
 
     def counts_by_status(self, campaign: str | None = None) -> dict[str, int]:
-        where = _where(campaign=campaign)
-        query = self.candidates.search()
-        if where:
-            query = query.where(where)
-        statuses = query.select(["status"]).limit(max(1, self.candidates.count_rows(where))).to_arrow()["status"]
+        statuses = self._scan(_where(campaign=campaign), ["status"])["status"]
         counts = {status: 0 for status in STATUSES}
         for value in pc.value_counts(statuses).to_pylist():
             counts[value["values"]] = value["counts"]
@@ -393,9 +398,7 @@ class Memory:
         """
         version = self.candidates.version
         if self._ranking is None or self._ranking[0] != version:
-            where = "fitness IS NOT NULL"
-            table = (self.candidates.search().where(where).select(["id", "fitness", "campaign", "stage", "status"])
-                     .limit(max(1, self.candidates.count_rows(where))).to_arrow())
+            table = self._scan("fitness IS NOT NULL", ["id", "fitness", "campaign", "stage", "status"])
             self._ranking = (version, table.sort_by([("fitness", "descending"), ("id", "ascending")]))
         return self._ranking[1]
 
@@ -464,11 +467,7 @@ class Memory:
         return [ids[i] for i in sorted(range(len(ids)), key=lambda i: -keys[i])[:n]]
 
     def _child_counts(self, campaign: str | None) -> dict[str, int]:
-        where = _where(campaign=campaign)
-        query = self.candidates.search()
-        if where:
-            query = query.where(where)
-        parents = query.select(["parent_ids"]).limit(max(1, self.candidates.count_rows(where))).to_arrow()["parent_ids"]
+        parents = self._scan(_where(campaign=campaign), ["parent_ids"])["parent_ids"]
         counts: dict[str, int] = {}
         for parent in pc.list_flatten(parents).to_pylist():
             counts[parent] = counts.get(parent, 0) + 1
