@@ -43,6 +43,27 @@ def build_dataclass(cls: type, values: dict[str, Any] | None, where: str):
 
 
 @dataclass
+class StagesConfig:
+    """How a campaign's funnel uses this scale: explore budget, where and how long to verify."""
+
+    explore_steps: int | None = None  # train.steps of an explore trial (None: the scale's train.steps)
+    verify_scale: str | None = None  # scale name to verify at (None: this scale)
+    verify_steps: int | None = None  # train.steps of a verify trial (None: the verify scale's train.steps)
+    benchmark: str = "mqar"  # the fitness's benchmark term: "mqar" accuracy or the "downstream" mean
+    reports_per_trial: int = 8  # evaluations per trial; ASHA rungs and PBT perturbations land on them
+
+    def __post_init__(self) -> None:
+        if self.benchmark not in ("mqar", "downstream"):
+            raise ValueError(f"stages.benchmark must be 'mqar' or 'downstream', got {self.benchmark!r}")
+        for name in ("explore_steps", "verify_steps"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"stages.{name} must be positive, got {value}")
+        if self.reports_per_trial <= 0:
+            raise ValueError(f"stages.reports_per_trial must be positive, got {self.reports_per_trial}")
+
+
+@dataclass
 class ScaleConfig:
     """Everything that fixes one training scale: model shape, trainer, data, evaluation."""
 
@@ -52,6 +73,7 @@ class ScaleConfig:
     mqar: MQARConfig
     corpus: CorpusConfig
     downstream: DownstreamConfig
+    stages: StagesConfig = field(default_factory=StagesConfig)
     torch_threads: int = 1
 
     @classmethod
@@ -59,7 +81,8 @@ class ScaleConfig:
         if isinstance(values, DictConfig):
             values = OmegaConf.to_container(values, resolve=True)
         values = dict(values)
-        sections = {"model": ModelConfig, "train": TrainConfig, "mqar": MQARConfig, "corpus": CorpusConfig, "downstream": DownstreamConfig}
+        sections = {"model": ModelConfig, "train": TrainConfig, "mqar": MQARConfig, "corpus": CorpusConfig, "downstream": DownstreamConfig,
+                    "stages": StagesConfig}
         unknown = sorted(set(values) - set(sections) - {"name", "torch_threads"})
         if unknown:
             raise ValueError(f"unknown key(s) {unknown} in config section 'scale'")
@@ -88,3 +111,10 @@ def load_scale(name_or_overrides: str | Sequence[str] = ()) -> ScaleConfig:
     """A scale by name (``"cpu_tiny"``) or from overrides (``["scale=cpu_tiny", "scale.train.steps=50"]``)."""
     overrides = [f"scale={name_or_overrides}"] if isinstance(name_or_overrides, str) else list(name_or_overrides)
     return ScaleConfig.from_dict(compose(overrides).scale)
+
+
+def stage_scale(scale: ScaleConfig, steps: int | None) -> ScaleConfig:
+    """``scale`` trained for ``steps`` (None: unchanged), reporting ``stages.reports_per_trial`` times."""
+    steps = steps or scale.train.steps
+    report_every = max(1, steps // scale.stages.reports_per_trial)
+    return dataclasses.replace(scale, train=dataclasses.replace(scale.train, steps=steps, report_every=report_every))

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -170,10 +171,12 @@ def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[Check
     env = {key: os.environ[key] for key in ("PATH", "LANG", "LC_ALL", "PYTHONPATH") if key in os.environ}
     env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
                 "HF_HUB_OFFLINE": "1", "HOME": "/nonexistent", "PYTHONWARNINGS": "ignore"})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "asiarch.checks.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, env=env, start_new_session=True, text=True,
-    )
+    with warnings.catch_warnings():  # fork+exec runs no LanceDB code in the child; its fork warning does not apply
+        warnings.filterwarnings("ignore", message="lancedb fork support")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "asiarch.checks.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=env, start_new_session=True, text=True,
+        )
     lines: queue.Queue[str | None] = queue.Queue()
     stderr_tail: deque[str] = deque(maxlen=40)
 

@@ -74,14 +74,21 @@ def train_mixer(
     report: Callable[[dict[str, float]], bool | None] | None = None,
     downstream: bool = True,
     state: dict[str, Any] | None = None,
+    on_trainer: Callable[[Trainer], None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``mixer_cls`` at ``scale`` and return a JSON-ready summary of what was measured."""
+    """Train ``mixer_cls`` at ``scale`` and return a JSON-ready summary of what was measured.
+
+    ``state`` resumes from ``Trainer.state_dict()``; ``on_trainer`` receives the trainer
+    before training starts (Tune trials keep it to write checkpoints from ``report``).
+    """
     torch.set_num_threads(scale.torch_threads)
     started = time.monotonic()
     model = build_model(scale, mixer_cls, data)
     trainer = Trainer(model, scale.train, data.corpus, data.mqar, report=report)
     if state is not None:
         trainer.load_state_dict(state)
+    if on_trainer is not None:
+        on_trainer(trainer)
     result = trainer.train()
     train_seconds = time.monotonic() - started
     summary: dict[str, Any] = {

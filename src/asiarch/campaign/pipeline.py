@@ -1,0 +1,314 @@
+"""The campaign's agents at work ahead of the trial slots, as one Ray actor.
+
+``CampaignPipeline`` keeps ``lookahead`` validated candidates ready: Researcher actors
+propose, Engineer actors check and repair, in background threads, so a Tune trial slot
+that frees finds a candidate waiting instead of waiting for an LLM. It also does what
+follows a trial: the Judge's score, the fitness, the Analyst's reading, and a repair
+when the candidate's code failed in training. The Tune ``Searcher`` only calls ``take``
+and reports trial results here; the memory (through the single writer) holds the truth,
+so a restarted campaign rebuilds this actor's queues from it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from asiarch.campaign.fitness import FitnessFn, coerce_fitness
+from asiarch.memory import Candidate, Memory, StageMetrics
+
+log = logging.getLogger(__name__)
+
+TRAINED_STATUSES = ("training", "stopped", "finished", "failed", "promoted")
+
+
+@dataclass
+class PipelineSettings:
+    campaign: str
+    seed: str
+    memory_uri: str
+    max_candidates: int
+    lookahead: int
+    researchers: int = 1
+    engineers: int = 2
+    max_proposals: int = 40
+    max_device_seconds: float | None = None
+    max_usd: float | None = None
+    explore_lr: float = 3e-3
+    explore_seed: int = 0
+    check_options: dict[str, Any] = field(default_factory=dict)
+    agents: Any = None  # AgentsConfig
+
+
+def baseline_id(campaign: str, seed: str) -> str:
+    return f"{campaign}-seed-{seed}"
+
+
+def is_baseline(c: Candidate) -> bool:
+    return c.fitness_parts.get("baseline") is True
+
+
+def counts_toward_budget(c: Candidate) -> bool:
+    """Did this candidate reach training? (A repaired one waiting to train again did.)"""
+    if is_baseline(c):
+        return False
+    return c.status in TRAINED_STATUSES or c.stage == "verify" or any(
+        f.get("check") == "training" for r in c.repairs for f in r.get("failures", []))
+
+
+@ray.remote(num_cpus=0, max_concurrency=32)
+class CampaignPipeline:
+    def __init__(self, settings: PipelineSettings, backend: Any, writer: Any, explore_scale: Any,
+                 fitness_fn: FitnessFn, baseline: dict[str, Any] | None = None):
+        from asiarch.agents import AnalystActor, EngineerActor, JudgeActor, ResearcherActor
+
+        self.s, self.writer, self.scale, self.fitness_fn = settings, writer, explore_scale, fitness_fn
+        common = dict(backend=backend, uri=settings.memory_uri, writer=writer, campaign=settings.campaign,
+                      config=settings.agents)
+        self.researchers = [ResearcherActor.remote(**common) for _ in range(settings.researchers)]
+        self.engineers = [EngineerActor.remote(**common) for _ in range(settings.engineers)]
+        self.judge, self.analyst = JudgeActor.remote(**common), AnalystActor.remote(**common)
+        self.reader = Memory(settings.memory_uri, read_only=True)
+        self.lock = threading.RLock()
+        self.ready: collections.deque[str] = collections.deque()
+        self.trained: set[str] = set()
+        self.in_flight = 0  # proposals being written or checked
+        self.post_in_flight = 0  # finished trials being judged, scored, analysed or repaired
+        self.proposals = 0
+        self.device_seconds = 0.0
+        self.usd = 0.0
+        self.events: list[str] = []
+        self.curves: dict[str, list[float]] = {}  # explore eval-loss curves of running trials
+        self.baseline = baseline
+        self.baseline_ready = threading.Event()
+        if baseline is not None:
+            self.baseline_ready.set()
+        self.stopping = False
+        self.workers = ThreadPoolExecutor(max_workers=settings.researchers + settings.engineers + 4)
+        self._recover()
+        self.filler = threading.Thread(target=self._fill_loop, daemon=True)
+        self.filler.start()
+
+    # -- state recovered from the memory ------------------------------------------------
+    def _recover(self) -> None:
+        to_validate = []
+        for c in sorted(self.reader.list_candidates(campaign=self.s.campaign), key=lambda c: c.created_at):
+            if is_baseline(c):
+                continue
+            self.proposals += 1
+            self.usd += c.llm_usd
+            self.device_seconds += c.device_seconds
+            if counts_toward_budget(c):
+                self.trained.add(c.id)
+            if c.status == "validated":
+                (self.ready.appendleft if c.id in self.trained else self.ready.append)(c.id)
+            elif c.status == "proposed":
+                to_validate.append(c.id)
+        for cid in to_validate:  # the driver stopped while these were being checked
+            self._start(self._validate, cid)
+
+    def requeue_orphans(self, ids_in_tune: list[str]) -> list[str]:
+        """Candidates marked training that Tune's restored experiment does not know: train them again."""
+        known = set(ids_in_tune)
+        orphans = [c.id for c in self.reader.list_candidates(campaign=self.s.campaign, status="training")
+                   if c.id not in known and not is_baseline(c)]
+        with self.lock:
+            for cid in orphans:
+                if cid not in self.ready:
+                    self.ready.appendleft(cid)
+        return orphans
+
+    # -- proposing ahead of the trial slots ---------------------------------------------
+    def _budget_left(self) -> bool:
+        s = self.s
+        if s.max_device_seconds is not None and self.device_seconds >= s.max_device_seconds:
+            return False
+        return not (s.max_usd is not None and self.usd >= s.max_usd)
+
+    def _can_start_new(self) -> bool:
+        return len(self.trained) < self.s.max_candidates and self._budget_left() and not self.stopping
+
+    def _wanted(self) -> int:
+        with self.lock:
+            fresh_ready = sum(1 for cid in self.ready if cid not in self.trained)
+            still_trainable = self.s.max_candidates - len(self.trained) - fresh_ready - self.in_flight
+            room = self.s.lookahead - len(self.ready) - self.in_flight
+            if not self._can_start_new() or self.proposals >= self.s.max_proposals:
+                return 0
+            return max(0, min(still_trainable, room, self.s.max_proposals - self.proposals))
+
+    def _fill_loop(self) -> None:
+        while not self.stopping:
+            for _ in range(self._wanted()):
+                with self.lock:
+                    self.proposals += 1
+                self._start(self._propose_and_validate)
+            time.sleep(0.2)
+
+    def _start(self, fn, *args) -> None:
+        with self.lock:
+            self.in_flight += 1
+        self.workers.submit(self._guarded, fn, *args)
+
+    def _guarded(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as err:  # an agent failed: record it and go on with the next proposal
+            log.exception("pipeline step failed")
+            self.events.append(f"{fn.__name__} failed: {type(err).__name__}: {err}")
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _propose_and_validate(self) -> None:
+        researcher = self.researchers[self.proposals % len(self.researchers)]
+        candidate: Candidate = ray.get(researcher.propose.remote(self.s.seed))
+        with self.lock:
+            self.usd += candidate.llm_usd
+        if candidate.status == "proposed":
+            self._validate(candidate.id)
+
+    def _validate(self, candidate_id: str) -> None:
+        engineer = self.engineers[hash(candidate_id) % len(self.engineers)]
+        before = self.reader.get_candidate(candidate_id)
+        candidate: Candidate = ray.get(engineer.validate.remote(candidate_id, self.scale, **self.s.check_options))
+        with self.lock:
+            self.usd += candidate.llm_usd - (before.llm_usd if before else 0.0)
+            if candidate.status == "validated":
+                self.ready.append(candidate_id)
+
+    # -- the Tune searcher's side ---------------------------------------------------------
+    def take(self, live_trials: int) -> dict[str, Any] | str | None:
+        """A validated candidate as a trial config; None: wait; "FINISHED": explore is over."""
+        with self.lock:
+            for _ in range(len(self.ready)):
+                cid = self.ready.popleft()
+                retry = cid in self.trained
+                if (retry and self._budget_left()) or (not retry and self._can_start_new()):
+                    c = self.reader.get_candidate(cid)
+                    if c is None or c.status not in ("validated", "training"):
+                        continue
+                    self.trained.add(cid)
+                    self.curves[cid] = []
+                    self.writer.update_candidate.remote(cid, status="training", status_reason="explore trial")
+                    return {"kind": "candidate", "design": cid, "name": c.name, "code": c.code, "stage": "explore",
+                            "training_seed": self.s.explore_seed, "lr": self.s.explore_lr}
+                self.ready.append(cid)
+                break
+            exhausted = self.proposals >= self.s.max_proposals and self.in_flight == 0
+            no_retry_waiting = not any(cid in self.trained for cid in self.ready)
+            if live_trials == 0 and self.post_in_flight == 0 and self.in_flight == 0 and no_retry_waiting and (
+                    not self._can_start_new() or exhausted):
+                return "FINISHED"
+            return None
+
+    def trial_progress(self, design: str, result: dict[str, Any]) -> None:
+        """Live loss curve of a running explore trial, for people watching the memory."""
+        if "eval_loss" not in result:
+            return
+        with self.lock:
+            if design not in self.curves:  # a trial restored after a restart: continue its stored curve
+                c = self.reader.get_candidate(design)
+                self.curves[design] = list(c.explore.loss_curve) if c is not None else []
+            curve = self.curves[design]
+            curve.append(float(result["eval_loss"]))
+            curve = list(curve)
+        metrics = StageMetrics(loss_curve=curve, eval_loss=result["eval_loss"], mqar_accuracy=result.get("mqar_accuracy"),
+                               benchmark=result.get("mqar_accuracy"))
+        self.writer.update_candidate.remote(design, explore=metrics, tokens_trained=int(result.get("tokens_seen", 0)))
+
+    def trial_finished(self, design: str, result: dict[str, Any] | None, error: bool) -> None:
+        with self.lock:
+            self.post_in_flight += 1
+        self.workers.submit(self._after_trial, design, result or {}, error)
+
+    def _after_trial(self, design: str, result: dict[str, Any], error: bool) -> None:
+        try:
+            self._score_trial(design, result, error)
+        except Exception as err:
+            log.exception("after-trial step failed")
+            self.events.append(f"scoring {design} failed: {type(err).__name__}: {err}")
+            self.writer.update_candidate.remote(design, status_reason=f"scoring failed: {type(err).__name__}: {err}")
+        finally:
+            with self.lock:
+                self.post_in_flight -= 1
+
+    def _score_trial(self, design: str, result: dict[str, Any], error: bool) -> None:
+        if result.get("already_trained"):
+            return
+        seconds = float(result.get("time_total_s") or 0.0)
+        c = self.reader.get_candidate(design)
+        with self.lock:
+            self.device_seconds += seconds
+        spent = {"device_seconds": c.device_seconds + seconds, "tokens_trained": int(result.get("tokens_seen") or 0)}
+        if error:
+            ray.get(self.writer.update_candidate.remote(
+                design, status="failed", status_reason="the trial crashed on every retry (see Tune's trial log)", **spent))
+            return
+        if result.get("code_error"):
+            ray.get(self.writer.update_candidate.remote(design, status="failed",
+                                                        status_reason=f"training failed: {result['code_error'][:2000]}", **spent))
+            engineer = self.engineers[hash(design) % len(self.engineers)]
+            repaired: Candidate = ray.get(engineer.repair_training_failure.remote(
+                design, result["code_error"], self.scale, **self.s.check_options))
+            with self.lock:
+                self.usd += repaired.llm_usd - c.llm_usd
+                if repaired.status == "validated":
+                    self.ready.appendleft(design)  # trains again first; it already counts toward the budget
+            return
+        step, total = int(result.get("step") or 0), int(result.get("total_steps") or 0)
+        early = bool(total) and step < total
+        with self.lock:
+            history = self.curves.pop(design, None)
+        history = c.explore.loss_curve if history is None else history
+        metrics = StageMetrics(loss_curve=history, eval_loss=result.get("eval_loss"),
+                               mqar_accuracy=result.get("mqar_accuracy"), benchmark=result.get("mqar_accuracy"),
+                               benchmarks={"mqar": result.get("mqar_accuracy")})
+        status = "stopped" if early else "finished"
+        reason = f"ASHA stopped it at step {step}/{total}" if early else f"trained {step} steps"
+        ray.get(self.writer.update_candidate.remote(design, status=status, status_reason=reason, explore=metrics, **spent))
+        self._judge_and_score(design, early, step, total)
+
+    def set_baseline(self, baseline: dict[str, Any]) -> None:
+        self.baseline = baseline
+        self.baseline_ready.set()
+
+    def _judge_and_score(self, design: str, early: bool, step: int, total: int) -> None:
+        if not self.baseline_ready.wait(timeout=24 * 3600):
+            raise RuntimeError("the seed baseline never arrived")
+        baseline = self.baseline
+        judge_score, judge_error = None, None
+        try:
+            judged: Candidate = ray.get(self.judge.score.remote(design, [baseline]))
+            judge_score = judged.judge.get("overall")
+        except Exception as err:  # recorded as a missing fitness term, never a silent default
+            judge_error = f"{type(err).__name__}: {err}"
+        c = self.reader.get_candidate(design)
+        mine = {"name": c.name, "eval_loss": c.explore.eval_loss, "benchmark": c.explore.benchmark}
+        fitness = coerce_fitness(self.fitness_fn(mine, baseline, judge_score))
+        parts = dict(fitness.parts)
+        if judge_error:
+            parts.setdefault("missing", {})["judge"] = f"the Judge failed: {judge_error}"
+        parts.update(stage="explore", early_stopped=early, reached_step=step, total_steps=total)
+        ray.get(self.writer.update_candidate.remote(design, fitness=fitness.value, fitness_parts=parts))
+        try:
+            ray.get(self.analyst.analyse.remote(design))
+        except Exception as err:
+            self.events.append(f"the Analyst failed on {design}: {type(err).__name__}: {err}")
+
+    # -- what people and the driver see ------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            return {"ready": len(self.ready), "proposing": self.in_flight, "scoring": self.post_in_flight,
+                    "trained": len(self.trained), "proposals": self.proposals, "device_seconds": self.device_seconds,
+                    "usd": self.usd, "events": list(self.events[-5:])}
+
+    def stop(self) -> None:
+        self.stopping = True

@@ -1,0 +1,74 @@
+"""The end of a campaign in a form people read: a table of the best candidates against the seeds."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.table import Table
+
+from asiarch.campaign.pipeline import is_baseline
+from asiarch.memory import Memory
+
+COLUMNS = [
+    # (header, key, format)
+    ("explore fitness", "explore_fitness", "{:.3f}"),
+    ("explore loss", "explore_loss", "{:.3f}"),
+    ("explore MQAR", "explore_mqar", "{:.3f}"),
+    ("verify loss", "verify_loss", "{:.3f}"),
+    ("verify MQAR", "verify_mqar", "{:.3f}"),
+    ("verify fitness", "verify_fitness", "{:.3f}"),
+    ("breakthrough", "breakthrough", "{}"),
+    ("status", "status", "{}"),
+]
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return fmt.format(value)
+
+
+def results_rows(memory: Memory, campaign: str, top: int = 10) -> list[dict[str, Any]]:
+    """Seeds first, then candidates: verified ones by verify fitness, then the rest by explore fitness."""
+    rows, seeds = [], []
+    for c in memory.list_candidates(campaign=campaign):
+        row = {"id": c.id, "name": c.name, "kind": "seed" if is_baseline(c) else "candidate", "status": c.status,
+               "explore_fitness": None if is_baseline(c) else c.fitness, "explore_loss": c.explore.eval_loss,
+               "explore_mqar": c.explore.mqar_accuracy, "verify_loss": c.verify.eval_loss,
+               "verify_mqar": c.verify.mqar_accuracy, "verify_fitness": (c.fitness_parts.get("verify") or {}).get("fitness"),
+               "breakthrough": "yes" if c.fitness_parts.get("breakthrough") else ("no" if c.stage == "verify" else None),
+               "parents": c.parent_ids}
+        (seeds if is_baseline(c) else rows).append(row)
+    rows = [r for r in rows if r["explore_fitness"] is not None or r["verify_loss"] is not None]
+    rows.sort(key=lambda r: (r["verify_fitness"] is None, -(r["verify_fitness"] or 0.0), -(r["explore_fitness"] or 0.0)))
+    seeds.sort(key=lambda r: r["name"])
+    return seeds + rows[:top]
+
+
+def campaign_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("design")
+    table.add_column("kind")
+    for header, _, _ in COLUMNS:
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(row["name"], row["kind"], *(_cell(row.get(key), fmt) for _, key, fmt in COLUMNS))
+    return table
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    headers = ["design", "kind"] + [h for h, _, _ in COLUMNS]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        cells = [row["name"], row["kind"]] + [_cell(row.get(key), fmt) for _, key, fmt in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_campaign_results(out_dir: Path, rows: Sequence[dict[str, Any]], campaign: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(list(rows), indent=2, default=str))
+    (out_dir / "results.md").write_text(f"# Campaign {campaign}\n\n{markdown_table(rows)}\n")

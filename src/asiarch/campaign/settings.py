@@ -1,0 +1,97 @@
+"""Typed views of the ``campaign``, ``explore``, ``verify`` and ``run`` sections of ``conf/``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class BudgetSettings:
+    max_candidates: int = 8
+    max_device_hours: float | None = None
+    max_usd: float | None = None
+    max_wall_hours: float | None = None
+
+
+@dataclass
+class CampaignSettings:
+    name: str | None = None
+    resume: str = "auto"
+    seed: str = "deltanet"
+    memory_uri: str | None = None
+    max_candidates: int = 8
+    max_device_hours: float | None = None
+    max_usd: float | None = None
+    max_wall_hours: float | None = None
+    researchers: int = 1
+    engineers: int = 2
+    lookahead: int | None = None
+    max_proposals: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.resume not in ("auto", "never"):
+            raise ValueError(f"campaign.resume must be 'auto' or 'never', got {self.resume!r}")
+        if self.max_candidates < 0:
+            raise ValueError(f"campaign.max_candidates must be >= 0, got {self.max_candidates}")
+        for name in ("researchers", "engineers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"campaign.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_device_hours", "max_usd", "max_wall_hours"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"campaign.{name} must be positive or null, got {value}")
+
+
+@dataclass
+class ExploreSettings:
+    metric: str = "eval_loss"
+    grace_fraction: float = 0.25
+    reduction_factor: int = 2
+    max_failures: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.grace_fraction <= 1:
+            raise ValueError(f"explore.grace_fraction must be in (0, 1], got {self.grace_fraction}")
+        if self.reduction_factor < 2:
+            raise ValueError(f"explore.reduction_factor must be >= 2, got {self.reduction_factor}")
+
+
+@dataclass
+class VerifySettings:
+    top_fraction: float = 0.25
+    min_promoted: int = 1
+    training_seeds: list[int] = field(default_factory=lambda: [0, 1])
+    search: str = "pbt"
+    lr_multipliers: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    perturbation_fraction: float = 0.25
+    lr_bounds: list[float] = field(default_factory=lambda: [0.2, 5.0])
+
+    def __post_init__(self) -> None:
+        if self.search not in ("pbt", "sweep"):
+            raise ValueError(f"verify.search must be 'pbt' or 'sweep', got {self.search!r}")
+        if not 0 <= self.top_fraction <= 1:
+            raise ValueError(f"verify.top_fraction must be in [0, 1], got {self.top_fraction}")
+        if len(self.training_seeds) < 1 or len(set(self.training_seeds)) != len(self.training_seeds):
+            raise ValueError(f"verify.training_seeds must be distinct and non-empty, got {self.training_seeds}")
+
+
+@dataclass
+class RunSettings:
+    output_dir: str = "runs"
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    max_parallel_trials: int | None = None
+    downstream: bool = True
+
+
+def section(cfg: Any, key: str, kind: type) -> Any:
+    """``kind`` built from ``cfg[key]``; an unknown key is an error that names it."""
+    from omegaconf import OmegaConf
+
+    from asiarch.config import build_dataclass
+
+    values = cfg.get(key) if cfg is not None else None
+    if values is not None and not isinstance(values, dict):
+        values = OmegaConf.to_container(values, resolve=True)
+    return build_dataclass(kind, values, key)
