@@ -1,4 +1,4 @@
-"""`asiarch run` end to end on a real local Ray: trains seeds, writes the table and the plot."""
+"""`asiarch baselines` end to end on a real local Ray (trains seeds, writes the table and the plot); bad input to `run`."""
 
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ SMALL = [
 
 
 def run_cli(args, tmp_path, timeout=300):
-    env = {**os.environ, "ASIARCH_CACHE": str(tmp_path / "cache"), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    env = {**env, "ASIARCH_CACHE": str(tmp_path / "cache"), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     return subprocess.run([ASIARCH, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_run_trains_the_seeds_and_writes_results(tmp_path):
-    proc = run_cli(["run", *SMALL, "seeds=[deltanet,attention]"], tmp_path)
+def test_baselines_trains_the_seeds_and_writes_results(tmp_path):
+    proc = run_cli(["baselines", *SMALL, "seeds=[deltanet,attention]"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Seed baselines at cpu_tiny" in proc.stdout
     (out_dir,) = (tmp_path / "runs").glob("seeds-cpu_tiny-*")
@@ -47,6 +48,11 @@ def test_run_trains_the_seeds_and_writes_results(tmp_path):
         (["run", "seeds=[not_a_seed]"], "unknown seed(s) ['not_a_seed']"),
         (["run", "scale=no_such_scale"], "no_such_scale"),
         (["run", "scale.train.shedule=cosine"], "shedule"),
+        (["run", "llm=anthropic"], "ANTHROPIC_API_KEY"),
+        (["run", "verify.search=grid"], "verify.search must be 'pbt' or 'sweep'"),
+        (["run", "campaign.max_candidatez=3"], "max_candidatez"),
+        (["status"], "no campaign found"),
+        (["baselines", "seeds=[not_a_seed]"], "unknown seed(s) ['not_a_seed']"),
     ],
 )
 def test_bad_input_exits_with_a_clear_message(tmp_path, args, message):

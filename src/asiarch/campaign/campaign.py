@@ -194,6 +194,7 @@ class Campaign:
 
     def run(self) -> dict[str, Any]:
         """Run (or continue) the campaign to the end of its budget; return its final status."""
+        self._backend(), self.fitness_fn  # a missing API key or a bad fitness target fails before anything is written
         os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # error reports carry no loss
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # we want every snapshot
         self._choose()
@@ -559,11 +560,16 @@ class Campaign:
 
     # -- progress and results --------------------------------------------------------------------------
     def _progress_loop(self, stop: threading.Event) -> None:
+        """A status line when something changed, and at least every few minutes while nothing does."""
+        last, last_at = None, 0.0
         while not stop.wait(PROGRESS_EVERY_S):
             try:
-                self.console.print(self.progress_line(), highlight=False, markup=False, soft_wrap=True)
+                line = self.progress_line()
+                if line != last or time.monotonic() - last_at > 12 * PROGRESS_EVERY_S:
+                    self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+                    last, last_at = line, time.monotonic()
             except Exception as err:  # progress must never kill the run
-                self.console.print(f"(progress unavailable: {err})")
+                self.console.print(f"(progress unavailable: {err})", markup=False)
 
     def progress_line(self) -> str:
         st = self.status()

@@ -1,0 +1,101 @@
+"""``asiarch export ID``: a discovered mixer as one standalone Python module.
+
+The module holds the candidate's class, the ``asiarch.arch.ops`` operators it imports
+(copied in, so nothing imports asiarch), the model configuration it was trained with and
+its measured results. Only torch is needed (plus flash-linear-attention for the CUDA
+kernels the operators dispatch to, when it is installed).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import pprint
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+OPS_ORDER = ("backend", "decay", "short_conv", "delta_rule", "ssd")  # each only imports earlier ones
+
+
+def _ops_source() -> str:
+    """The operator modules concatenated, with their asiarch imports and __future__ lines removed."""
+    import asiarch.arch.ops as ops
+
+    folder = Path(ops.__file__).parent
+    chunks = []
+    for name in OPS_ORDER:
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        keep = [node for node in tree.body if not (
+            isinstance(node, ast.ImportFrom) and (node.module == "__future__" or (node.module or "").startswith("asiarch")))]
+        if keep and isinstance(keep[0], ast.Expr) and isinstance(getattr(keep[0], "value", None), ast.Constant):
+            keep = keep[1:]  # the module docstring
+        chunks.append(f"# ---- from asiarch.arch.ops.{name} ----\n" + ast.unparse(ast.Module(body=keep, type_ignores=[])))
+    return "\n\n".join(chunks)
+
+
+def _rewrite_candidate(code: str) -> str:
+    """The candidate with ``asiarch`` imports turned into references to the copied operators."""
+    tree = ast.parse(code)
+    body: list[ast.stmt] = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            continue
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("asiarch"):
+            for alias in node.names:
+                target = alias.asname or alias.name
+                if node.module == "asiarch.arch" and alias.name == "ops":
+                    body.append(ast.parse(f"{target} = _OPS").body[0])
+                elif target != alias.name:
+                    body.append(ast.parse(f"{target} = {alias.name}").body[0])
+            continue
+        if isinstance(node, ast.Import) and any(a.name.startswith("asiarch") for a in node.names):
+            for alias in node.names:
+                if alias.name == "asiarch.arch.ops" and alias.asname:
+                    body.append(ast.parse(f"{alias.asname} = _OPS").body[0])
+                else:
+                    raise ValueError(f"cannot export `import {alias.name}`; use `from asiarch.arch.ops import ...`")
+            continue
+        body.append(node)
+    return ast.unparse(ast.Module(body=body, type_ignores=[]))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe Python literals (tuples to lists, unknown objects to strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def export_candidate(candidate: Any, model_config: dict[str, Any]) -> str:
+    """Source text of a standalone module for ``candidate`` (a ``Candidate``)."""
+    results = {"explore": asdict(candidate.explore), "verify": asdict(candidate.verify), "fitness": candidate.fitness,
+               "breakthrough": bool(candidate.fitness_parts.get("breakthrough"))}
+    header = f'''"""{candidate.name}: a token mixer discovered by asiarch (candidate {candidate.id}).
+
+{candidate.motivation.strip()}
+
+Standalone: needs torch only. ``MIXER`` is the class; ``CONFIG`` the model it was trained in
+(embedding -> N x [norm -> mixer -> residual -> norm -> MLP -> residual] -> norm -> head);
+``RESULTS`` what the campaign measured.
+"""
+
+from __future__ import annotations
+
+import types as _types
+'''
+    ops_names = ["chunk_delta_rule", "chunk_gated_delta_rule", "chunk_ssd", "init_decay_parameters", "ShortConvolution"]
+    ops_namespace = "_OPS = _types.SimpleNamespace(" + ", ".join(f"{n}={n}" for n in ops_names) + ")"
+    candidate_src = _rewrite_candidate(candidate.code)
+    tree = ast.parse(candidate.code)
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    footer = (f"\n\nCONFIG = {pprint.pformat(_plain(model_config), sort_dicts=False)}\n"
+              f"RESULTS = {pprint.pformat(_plain(results), sort_dicts=False)}\n"
+              f"MIXER = _find_mixer({classes!r})\n")
+    finder = '''
+
+def _find_mixer(names):
+    import torch.nn as _nn
+
+    found = [globals()[n] for n in names if isinstance(globals().get(n), type) and issubclass(globals()[n], _nn.Module)]
+    return found[-1]
+'''
+    return "\n\n".join([header, _ops_source(), ops_namespace, "# ---- the candidate ----", candidate_src]) + finder + footer
