@@ -511,8 +511,10 @@ def unified_diff(before: str, after: str, before_name: str = "parent", after_nam
 
 
 def layered_layout(ids: list[str], edges: list[tuple[str, str]],
-                   fitness: dict[str, float | None] | None = None) -> dict[str, tuple[int, int]]:
+                   fitness: dict[str, float | None] | None = None) -> dict[str, tuple[int, float]]:
     """(column, row) per node: column = longest path from a root, rows ordered near the parents.
+
+    Rows are centred: a column of ``n`` nodes spans the middle ``n`` rows of the tallest column.
 
     A small Sugiyama-style layering so that a family tree reads left (seeds) to right
     (descendants) with few crossings; the dashboard and the report draw the same layout.
@@ -545,9 +547,11 @@ def layered_layout(ids: list[str], edges: list[tuple[str, str]],
     layers: dict[int, list[str]] = defaultdict(list)
     for node in ids:
         layers[depth[node]].append(node)
+    tallest = max((len(members) for members in layers.values()), default=0)
     row: dict[str, float] = {}
     for level in sorted(layers):
         members = layers[level]
+        shift = (tallest - len(members)) / 2  # centre each column on the tallest one
 
         def key(node: str) -> tuple[float, float, int]:
             ps = [row[p] for p in parents.get(node, []) if p in row]
@@ -556,5 +560,5 @@ def layered_layout(ids: list[str], edges: list[tuple[str, str]],
             return (barycentre, -(value if value is not None else -math.inf), order[node])
 
         for position, node in enumerate(sorted(members, key=key)):
-            row[node] = float(position)
-    return {node: (depth[node], int(row[node])) for node in ids}
+            row[node] = position + shift
+    return {node: (depth[node], row[node]) for node in ids}
