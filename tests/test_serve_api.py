@@ -23,7 +23,7 @@ TOKEN = "s3cret-token"
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory):
-    return make_demo_campaign(tmp_path_factory.mktemp("runs"), n=60, seed=3)
+    return make_demo_campaign(tmp_path_factory.mktemp("runs"), n=60, seed=2)
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +174,13 @@ def test_lineage_of_a_candidate_and_of_the_campaign(base, memory):
     top = get(base, "/api/lineage", top=5).json()
     fittest = [c.id for c in sorted((c for c in mine(memory) if c.fitness is not None), key=lambda c: -c.fitness)[:5]]
     assert set(fittest) <= {n["id"] for n in top["nodes"]} and len(top["nodes"]) < len(whole["nodes"])
-    seeds = get(base, "/api/candidates/demo-seed-deltanet/lineage", max_descendants=3).json()
-    assert seeds["truncated"] and len(seeds["nodes"]) == 4  # the seed and its 3 nearest descendants
+    seed = max((c for c in memory.list_candidates(campaign="demo") if c.fitness_parts.get("baseline")),
+               key=lambda c: len(memory.descendants(c.id)))
+    assert len(memory.descendants(seed.id)) > 3
+    capped = get(base, f"/api/candidates/{seed.id}/lineage", max_descendants=3).json()
+    assert capped["truncated"] and len(capped["nodes"]) == 4  # the seed and its 3 nearest descendants
+    nearest = {c.id for c in memory.children(seed.id)}
+    assert {n["id"] for n in capped["nodes"]} - {seed.id} <= nearest or nearest < {n["id"] for n in capped["nodes"]}
 
 
 def test_fitness_over_time_and_discovery(base, memory, campaign):

@@ -86,6 +86,11 @@ def _mutate(code: str, rng: random.Random, motif: str) -> str:
     at = rng.choice(span) if span else len(lines)
     indent = " " * (len(lines[at]) - len(lines[at].lstrip())) if at < len(lines) else " " * 8
     lines.insert(at, f"{indent}{statement}  # motif: {motif}")
+    rewritable = [i for i in span if " = " in lines[i] and "# " not in lines[i] and i != at]
+    if rewritable and rng.random() < 0.5:  # and rewrite one assignment, so the diff also removes a line
+        i = rng.choice(rewritable)
+        target, _, expression = lines[i].partition(" = ")
+        lines[i] = f"{target} = ({expression.rstrip()})  # reweighted for {motif}"
     supers = [i for i in range(init[0], len(lines)) if "super().__init__" in lines[i]] if init else []
     if supers:
         lines.insert(supers[0] + 1, f"        self.{motif}_scale = nn.Parameter(torch.ones(num_heads))  # motif: {motif}")

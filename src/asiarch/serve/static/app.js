@@ -63,6 +63,11 @@ function fmtTime(iso) {
   return Number.isNaN(d.getTime()) ? iso : d.toISOString().replace("T", " ").slice(0, 16);
 }
 
+function fmtShort(iso) {  // "11-22 07:34": enough for a table column
+  const full = fmtTime(iso);
+  return full.length === 16 ? full.slice(5) : full;
+}
+
 function relTime(iso) {
   if (!iso) return "";
   const sec = (Date.now() - new Date(iso).getTime()) / 1000;
@@ -331,7 +336,7 @@ async function loadTable() {
     h("td", { class: "num", text: fmt(r.verify_eval_loss) }),
     h("td", { class: "num", text: fmt(r.judge, 2) }),
     h("td", { class: "num", text: fmtSeconds(r.device_seconds) }),
-    h("td", { class: "muted", text: fmtTime(r.created_at) }),
+    h("td", { class: "muted", title: r.created_at || "", text: fmtShort(r.created_at) }),
   )));
   if (!page.items.length) body.append(h("tr", {}, h("td", { colspan: 11, class: "muted", text: "no candidates match" })));
   for (const th of document.querySelectorAll("#candidate-table th[data-sort]")) {

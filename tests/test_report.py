@@ -1,0 +1,67 @@
+"""``asiarch report``: figures are real PNG files and report.md names the best designs and the seeds."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.image
+import pytest
+
+from asiarch.memory import Memory
+from asiarch.report import FIGURES, write_report
+from asiarch.serve.data import CampaignData
+from asiarch.serve.demo import demo_embedder, make_demo_campaign
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    return make_demo_campaign(tmp_path_factory.mktemp("runs"), n=80, seed=7)
+
+
+def check_figures(out):
+    for name in FIGURES:
+        path = out / name
+        assert path.read_bytes()[:8] == PNG_SIGNATURE, name
+        pixels = matplotlib.image.imread(path)
+        assert pixels.shape[0] > 200 and pixels.shape[1] > 300, name
+        assert pixels.std() > 0.01, f"{name} is blank"
+
+
+def test_report_writes_the_figures_and_a_summary(campaign, tmp_path):
+    report = write_report(campaign, tmp_path / "report")
+    assert report == tmp_path / "report" / "report.md"
+    check_figures(tmp_path / "report")
+    text = report.read_text()
+    memory = Memory(campaign / "memory", embedder=demo_embedder(), read_only=True)
+    ranked = [c for c in memory.top_k(20, campaign="demo") if not c.fitness_parts.get("baseline")]
+    table = text.split("## Top", 1)[1].split("## Figures", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [row.split(" | ")[1] for row in rows] == [c.name for c in ranked[:10]]  # in fitness order
+    assert f"`{ranked[0].id}`" in rows[0] and f"{ranked[0].fitness:.4f}" in rows[0]
+    for seed in ("deltanet", "gated_deltanet", "mamba2", "attention"):
+        assert f"| seed | {seed} |" in table
+    for name in FIGURES:
+        assert f"]({name})" in text
+    state = json.loads((campaign / "campaign.json").read_text())
+    summary = CampaignData(campaign).summary()
+    assert f"**{summary['breakthroughs']} breakthroughs**" in text and f"Status **{state['status']}**" in text
+
+
+def test_report_without_campaign_json_rebuilds_discovery_from_the_memory(tmp_path):
+    root = make_demo_campaign(tmp_path / "runs", n=30, seed=1, name="bare")
+    (root / "campaign.json").unlink()
+    assert CampaignData(root).discovery()["source"] == "memory"
+    report = write_report(tmp_path / "runs", tmp_path / "out")  # a runs folder means its LATEST campaign
+    check_figures(tmp_path / "out")
+    assert report.read_text().startswith("# Campaign bare")
+
+
+def test_report_of_a_campaign_that_has_no_candidates_yet(tmp_path):
+    root = tmp_path / "runs" / "empty"
+    Memory(root / "memory", embedder=demo_embedder())
+    report = write_report(root, tmp_path / "out")
+    assert "No candidate has a fitness yet." in report.read_text()
+    for name in FIGURES:
+        assert (tmp_path / "out" / name).read_bytes()[:8] == PNG_SIGNATURE
