@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent setup for a fresh machine: Debian packages for the offline corpus, the
+# Idempotent setup for a fresh machine: Debian packages (offline corpus, Chromium), the
 # virtual environment in .venv/ and the pinned stack. Re-running it skips work already done.
 #
 #   ASIARCH_CONSTRAINTS=constraints/cpu.txt  (default) holds torch at the CPU build;
@@ -7,12 +7,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# 1. Offline corpus: the reStructuredText sources of the Python docs (Debian's python3-doc).
-if ! compgen -G "/usr/share/doc/python3*/html/_sources" >/dev/null; then
+# 1. Debian packages: the reStructuredText sources of the Python docs (python3-doc, the offline
+#    corpus) and Chromium (the dashboard's browser tests drive it headless). Skipped when present.
+apt_packages=()
+compgen -G "/usr/share/doc/python3*/html/_sources" >/dev/null || apt_packages+=(python3-doc)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "${ASIARCH_CHROMIUM:-}" ] \
+    || apt_packages+=(chromium)
+if [ ${#apt_packages[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    echo "setup: installing python3-doc (offline text corpus)"
+    echo "setup: installing ${apt_packages[*]} (Debian packages)"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-doc >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
 fi
 
 # 2. The virtual environment.
