@@ -347,6 +347,7 @@ async function loadTable() {
   $("table-total").textContent = `(${fmtInt(page.total)})`;
   $("page-prev").disabled = state.offset === 0;
   $("page-next").disabled = last >= page.total;
+  if (document.body.dataset.ready !== "1") performance.mark("asiarch:table");  // first rows on screen
   document.body.dataset.ready = "1";
 }
 
@@ -595,6 +596,10 @@ async function refresh(full) {
   const rest = [loadFitness(), loadDiscovery(), loadLineage()];
   if (full) rest.push(loadInsights());
   await Promise.all(rest);
+  if (full) {
+    performance.mark("asiarch:complete");  // every section drawn
+    document.body.dataset.complete = "1";
+  }
 }
 
 function wire() {
