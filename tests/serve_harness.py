@@ -32,6 +32,7 @@ def running_dashboards(campaign_dir: Path, apps: dict[str, dict]) -> Iterator[st
             serve.run(build_app(campaign_dir, **options), name=f"dash{prefix.replace('/', '-')}", route_prefix=prefix)
         yield f"http://127.0.0.1:{port}"
     finally:
-        serve.shutdown()
         if started:
-            ray.shutdown()
+            ray.shutdown()  # Serve goes with it
+        else:
+            serve.shutdown()

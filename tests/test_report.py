@@ -65,3 +65,18 @@ def test_report_of_a_campaign_that_has_no_candidates_yet(tmp_path):
     assert "No candidate has a fitness yet." in report.read_text()
     for name in FIGURES:
         assert (tmp_path / "out" / name).read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_a_campaign_that_has_only_just_started(tmp_path):
+    """campaign.json written, memory not yet: the view and the report still answer (from the record)."""
+    root = tmp_path / "runs" / "fresh"
+    root.mkdir(parents=True)
+    (root / "campaign.json").write_text(json.dumps({"name": "fresh", "status": "running", "phase": "baselines",
+                                                    "budget": {"max_candidates": 20}, "used": {}, "discovery": []}))
+    (tmp_path / "runs" / "LATEST").write_text("fresh\n")
+    data = CampaignData(tmp_path / "runs")
+    summary = data.summary()
+    assert (summary["name"], summary["phase"], summary["total"], summary["version"]) == ("fresh", "baselines", 0, -1)
+    assert data.candidates_page()["items"] == [] and data.lineage()["nodes"] == []
+    report = write_report(root, tmp_path / "out")
+    assert "Status **running**, phase baselines" in report.read_text()

@@ -73,7 +73,7 @@ def _presented_token(request: Request, is_page: bool) -> str | None:
 
 def _route_path(request: Request) -> str:
     path, root = request.scope.get("path", "/"), request.scope.get("root_path", "")
-    return path[len(root):] or "/" if root and path.startswith(root) else path
+    return (path[len(root):] or "/") if root and path.startswith(root) else path
 
 
 def _page_html() -> str:
@@ -119,7 +119,8 @@ def create_api(data: CampaignData, digest: str | None = None) -> FastAPI:
         for error in exc.errors():
             where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("query", "path"))
             got = error.get("input")
-            problems.append(f"parameter '{where}': {error.get('msg', 'invalid')}" + (f" (got {got!r})" if got is not None else ""))
+            shown = f" (got {got!r})" if got is not None else ""
+            problems.append(f"parameter '{where}': {error.get('msg', 'invalid')}{shown}")
         return _JSON({"detail": "; ".join(problems) or "malformed request"}, status_code=400)
 
     @api.exception_handler(BadRequest)
@@ -165,7 +166,7 @@ def create_api(data: CampaignData, digest: str | None = None) -> FastAPI:
         return _JSON(data.lineage(candidate_id, max_descendants=max_descendants))
 
     @api.get("/api/lineage")
-    def lineage(top: int = Query(0, ge=0, description="0: everything; n: the n fittest, the seeds and their ancestors")) -> Response:
+    def lineage(top: int = Query(0, ge=0, description="0: all; n: the n fittest, the seeds, their ancestors")) -> Response:
         """The campaign's family tree as nodes (with layout positions) and edges."""
         return _JSON(data.lineage(top=top))
 
@@ -241,8 +242,9 @@ def serve_campaign(campaign_dir: str | Path, host: str = DEFAULT_HOST, port: int
     """Start Ray Serve and deploy the dashboard of ``campaign_dir``; returns the page's URL.
 
     Refuses a non-loopback ``host`` without a ``token``: the page shows every candidate's
-    code and the campaign's costs. With ``blocking`` it serves until Ctrl-C, then stops
-    Serve (and Ray, if it started it); otherwise it returns at once and leaves both running.
+    code and the campaign's costs. With ``blocking`` it serves until Ctrl-C (or SIGTERM), then
+    stops Ray if it started it (else removes just this application); otherwise it returns at
+    once and leaves both running.
     """
     import ray
 
@@ -258,12 +260,14 @@ def serve_campaign(campaign_dir: str | Path, host: str = DEFAULT_HOST, port: int
             warnings.filterwarnings("ignore", message="lancedb fork support")
             ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(app, name=APP_NAME if route_prefix == "/" else f"{APP_NAME}{route_prefix.replace('/', '-')}",
-              route_prefix=route_prefix)
+    name = APP_NAME if route_prefix == "/" else f"{APP_NAME}{route_prefix.replace('/', '-')}"
+    serve.run(app, name=name, route_prefix=route_prefix)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}{route_prefix.rstrip('/')}/"
     if not blocking:
         return url
+    hint = " (open it once with ?token=<token>, or send 'Authorization: Bearer <token>')" if token else ""
+    print(f"asiarch dashboard: {url}{hint}; Ctrl-C stops it", flush=True)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `kill` stops it as cleanly as Ctrl-C
@@ -273,7 +277,8 @@ def serve_campaign(campaign_dir: str | Path, host: str = DEFAULT_HOST, port: int
     except KeyboardInterrupt:
         pass
     finally:
-        serve.shutdown()
         if started_ray:
-            ray.shutdown()
+            ray.shutdown()  # takes Serve down with it, without waiting on the controller's graceful exit
+        else:
+            serve.delete(name)  # someone else's cluster: remove only our application
     return url

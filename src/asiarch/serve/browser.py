@@ -133,7 +133,8 @@ class Chromium:
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
             self.errors.append(f"console: {params['entry'].get('text', '')}")
         elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
-            self.errors.append("console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+            args = params.get("args", [])
+            self.errors.append("console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in args))
 
     def send(self, method: str, **params: Any) -> dict[str, Any]:
         """Send one DevTools command and return its result (events that arrive meanwhile are noted)."""
@@ -183,8 +184,8 @@ class Chromium:
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise BrowserError(f"timed out waiting for {expression!r}" + (f" (last error: {last_error})" if last_error else "")
-                                   + f"; page errors: {self.errors or 'none'}")
+                detail = f" (last error: {last_error})" if last_error else ""
+                raise BrowserError(f"timed out waiting for {expression!r}{detail}; page errors: {self.errors or 'none'}")
             time.sleep(interval)
 
     def click(self, selector: str) -> None:

@@ -281,7 +281,7 @@ class CampaignData:
                     and (baselines or not r["baseline"])
                     and (not needle or needle in r["name"].lower() or needle in r["id"].lower())]
         return {"total": len(rows), "offset": offset, "limit": limit, "sort": sort, "order": order,
-                "version": index.version, "items": [_public_row(r) for r in rows[offset:offset + limit]]}
+                "version": index.version, "items": [dict(r) for r in rows[offset:offset + limit]]}
 
     def _sorted(self, index: _Index, key: str, order: str) -> list[dict[str, Any]]:
         """Rows sorted by ``key`` (missing values last either way, ties by id), cached per version."""
@@ -442,7 +442,8 @@ class CampaignData:
             if kind:
                 table = table.where(f"kind = {_sql_quote(kind)}")
             rows = table.limit(max(1, memory.count_insights(kind))).to_list()
-            rows.sort(key=lambda r: (r["kind"] != "experiment", -(r["created_at"].timestamp() if r["created_at"] else 0), r["id"]))
+            rows.sort(key=lambda r: (r["kind"] != "experiment",  # the campaign's own insights first, newest first
+                                     -(r["created_at"].timestamp() if r["created_at"] else 0), r["id"]))
             return {"query": q, "mode": "latest", "items": [_insight_row(r, None) for r in rows[:k]]}
         for attempt in dict.fromkeys((mode, "fts")):
             try:
@@ -468,10 +469,6 @@ def _split(value: str | None) -> list[str]:
 
 def _brief(cid: str, name: str, status: str, fitness: float | None) -> dict[str, Any]:
     return {"id": cid, "name": name, "status": status, "fitness": fitness}
-
-
-def _public_row(row: dict[str, Any]) -> dict[str, Any]:
-    return dict(row)
 
 
 def _insight_row(row: dict[str, Any], score: float | None) -> dict[str, Any]:
