@@ -111,7 +111,7 @@ def plot_lineage(lineage: dict[str, Any], path: Path, label_ids: Sequence[str] =
     nodes = lineage["nodes"]
     depth = max((n["depth"] for n in nodes), default=0)
     rows = max((n["row"] for n in nodes), default=0)
-    figure = _figure(min(16, max(8, 0.8 * depth + 4)), min(14, max(4.5, 0.12 * rows + 1.5)))
+    figure = _figure(min(16, max(8, 0.8 * depth + 4)), min(14, max(4.5, 0.16 * rows + 2)))
     ax = figure.add_subplot()
     if not nodes:
         _empty(ax, "no candidates yet")
@@ -124,8 +124,11 @@ def plot_lineage(lineage: dict[str, Any], path: Path, label_ids: Sequence[str] =
         chosen = [n for n in nodes if n["status"] == status and not n["baseline"]]
         if chosen:
             ax.scatter([where[n["id"]][0] for n in chosen], [where[n["id"]][1] for n in chosen], s=22, color=color,
-                       label=status, zorder=2, edgecolors=[BEST_COLOR if n["breakthrough"] else "white" for n in chosen],
-                       linewidths=[1.8 if n["breakthrough"] else 0.4 for n in chosen])
+                       label=status, zorder=2, edgecolors="white", linewidths=0.4)
+    rings = [n for n in nodes if n["breakthrough"]]
+    if rings:
+        ax.scatter([where[n["id"]][0] for n in rings], [where[n["id"]][1] for n in rings], s=90, facecolors="none",
+                   edgecolors=BEST_COLOR, linewidths=1.8, label="breakthrough", zorder=3)
     seeds = [n for n in nodes if n["baseline"]]
     if seeds:
         ax.scatter([where[n["id"]][0] for n in seeds], [where[n["id"]][1] for n in seeds], marker="s", s=36,
@@ -142,8 +145,7 @@ def plot_lineage(lineage: dict[str, Any], path: Path, label_ids: Sequence[str] =
         ax.spines[side].set_visible(False)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     shown = len([n for n in nodes if not n["baseline"]])
-    ax.set_title(title or f"Lineage ({shown} of {lineage['total']} candidates: the fittest and their ancestors; "
-                          "gold ring = breakthrough)")
+    ax.set_title(title or f"Lineage: {shown} of {lineage['total']} candidates (the fittest and their ancestors)")
     return _save(figure, path)
 
 
