@@ -1,0 +1,241 @@
+"""The ASHA funnel: compute per candidate of ASHA explore against full training of the same candidates.
+
+Arm 1 (ASHA): an offline campaign (``llm=offline``) with ``campaign.max_candidates`` candidates
+(16 by default) explored by Tune's ASHA with the configured rungs. Arm 2 (full): every one
+of those candidates, with its final code from the memory, trained for the whole explore
+budget with the same ``train_mixer``, scale, training seed and learning rate, in Ray tasks.
+Both are scored with the same fitness (Eq. 2, ``conf: fitness``) against the same seed
+baseline (the campaign's own explore run of its seed) and the same Judge score (the one
+the campaign stored; the Judge is not asked again).
+
+Reported: training compute per candidate (tokens, and device seconds) of ASHA against
+full training, the Spearman rank correlation of the two fitnesses, and whether the five
+best candidates by full training were kept (not stopped) by ASHA.
+Goal (issue 6): <= 1/3 of the compute, top-5 kept, Spearman >= 0.8.
+
+    .venv/bin/python benchmarks/bench_funnel.py [--candidates 16] [--explore-steps 80] [--grace-fraction F] [--reduction-factor N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import ray  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from asiarch.config import ScaleConfig  # noqa: E402
+
+SMALL = [  # a cpu_tiny model with a small corpus and MQAR set
+    "scale=cpu_tiny", "scale.train.eval_batches=1", "scale.corpus.max_documents=80",
+    "scale.corpus.tokenizer_vocab_size=512", "scale.mqar.num_train=500", "scale.mqar.num_test=100",
+    "scale.train.eval_mqar_examples=64", "seeds=[deltanet]", "checks.complexity_repeats=2",
+]
+# verify is not measured here: keep it to one promoted candidate and the seed, one short run each
+TINY_VERIFY = ["scale.stages.verify_steps=8", "verify.top_fraction=0", "verify.min_promoted=1", "verify.training_seeds=[0]"]
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def train_fully(code: str, scale: ScaleConfig, data) -> dict[str, Any]:
+    """The candidate's class is loaded here, in the worker, never in the driver."""
+    from asiarch.arch import load_mixer_class
+    from asiarch.train.trial import train_mixer
+
+    return train_mixer(load_mixer_class(code), scale, data, downstream=False)
+
+
+def tune_compute(path: Path) -> dict[str, dict[str, float]]:
+    """Training tokens and seconds per design over every explore trial (repaired candidates train twice)."""
+    from ray.tune import ExperimentAnalysis
+
+    spent: dict[str, dict[str, float]] = {}
+    for trial in ExperimentAnalysis(str(path)).trials:
+        last = trial.run_metadata.last_result or {}
+        design = (trial.config or {}).get("design")
+        if design is None or last.get("already_trained"):
+            continue
+        entry = spent.setdefault(design, {"tokens": 0.0, "seconds": 0.0, "trials": 0})
+        entry["tokens"] += float(last.get("tokens_seen") or 0)
+        entry["seconds"] += float(last.get("time_total_s") or 0.0)
+        entry["trials"] += 1
+    return spent
+
+
+def halving_floor(grace: float, rf: int) -> float:
+    """Compute of synchronous successive halving with these rungs, as a fraction of full training."""
+    rungs, r = [], grace
+    while r < 1.0 - 1e-9:
+        rungs.append(r)
+        r *= rf
+    total, previous = 0.0, 0.0
+    for i, rung in enumerate([*rungs, 1.0]):
+        total += (rung - previous) * rf ** -i
+        previous = rung
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--candidates", type=int, default=16, help="campaign.max_candidates (>= 16 for the issue's goal)")
+    parser.add_argument("--explore-steps", type=int, default=80, help="scale.stages.explore_steps (cpu_tiny's own: 80)")
+    parser.add_argument("--grace-fraction", type=float, default=None, help="explore.grace_fraction (default: conf)")
+    parser.add_argument("--reduction-factor", type=int, default=None, help="explore.reduction_factor (default: conf)")
+    parser.add_argument("--slots", type=int, default=2, help="run.max_parallel_trials, and full-training tasks at once")
+    parser.add_argument("--work", type=Path, default=None, help="where runs/ goes (default: a new temporary directory)")
+    args = parser.parse_args()
+
+    from hydra.utils import instantiate
+
+    from asiarch.campaign import Campaign
+    from asiarch.campaign.fitness import coerce_fitness
+    from asiarch.campaign.pipeline import counts_toward_budget, is_baseline
+    from asiarch.config import compose, stage_scale
+    from asiarch.memory import Memory
+    from asiarch.train.trial import prepare_data
+
+    console = Console()
+    console = console if console.is_terminal else Console(width=200)  # a log file gets the whole table
+    log = Console(stderr=True, width=160)
+    work = (args.work or Path(tempfile.mkdtemp(prefix="asiarch-bench-funnel-"))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    funnel = [f"explore.grace_fraction={args.grace_fraction}"] if args.grace_fraction is not None else []
+    funnel += [f"explore.reduction_factor={args.reduction_factor}"] if args.reduction_factor is not None else []
+    overrides = [*SMALL, *TINY_VERIFY, *funnel, f"scale.stages.explore_steps={args.explore_steps}",
+                 f"run.max_parallel_trials={args.slots}", "llm=offline"]
+    name = "funnel-asha"
+    log.print(f"runs under {work}")
+
+    # arm 1: the ASHA campaign
+    started = time.monotonic()
+    campaign = Campaign(overrides=[*overrides, f"campaign.max_candidates={args.candidates}", f"campaign.name={name}",
+                                   "campaign.resume=never", f"run.output_dir={work / 'runs'}"], console=log)
+    campaign.run()
+    asha_wall = time.monotonic() - started
+    memory = Memory(campaign.memory_uri, read_only=True)
+    rows = memory.list_candidates(campaign=name)
+    (seed_row,) = [c for c in rows if is_baseline(c) and c.name == campaign.settings.seed]
+    candidates = sorted((c for c in rows if not is_baseline(c) and counts_toward_budget(c)), key=lambda c: c.created_at)
+    spent = tune_compute(campaign.paths.tune / "explore")
+
+    # arm 2: full training of the same candidates, same scale, same training seed and learning rate
+    cfg = compose(overrides)
+    base = ScaleConfig.from_dict(cfg.scale)
+    scale = stage_scale(base, base.stages.explore_steps)
+    fitness_fn = instantiate(cfg.fitness)
+    anchor = {"name": seed_row.name, "eval_loss": seed_row.explore.eval_loss, "benchmark": seed_row.explore.benchmark}
+    started = time.monotonic()
+    ray.init(num_cpus=args.slots, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        data = ray.put(prepare_data(scale))
+        refs = {c.id: train_fully.remote(c.code, scale, data) for c in candidates}
+        full: dict[str, dict[str, Any]] = {}
+        for cid, ref in refs.items():
+            try:
+                full[cid] = ray.get(ref)
+            except Exception as err:  # noqa: BLE001 - a candidate whose code fails: recorded, not scored
+                full[cid] = {"error": f"{type(err).__name__}: {str(err)[:200]}"}
+            log.print(f"full training: {len(full)}/{len(refs)}")
+    finally:
+        ray.shutdown()
+    full_wall = time.monotonic() - started
+
+    records = []
+    for c in candidates:
+        summary = full[c.id]
+        judge = c.judge.get("overall")
+        fit = coerce_fitness(fitness_fn({"eval_loss": summary.get("eval_loss"), "benchmark": summary.get("mqar_accuracy")},
+                                        anchor, judge)) if "error" not in summary else None
+        parts = c.fitness_parts
+        records.append({
+            "id": c.id, "name": c.name, "status": c.status, "early_stopped": bool(parts.get("early_stopped")),
+            "reached_step": parts.get("reached_step"), "total_steps": parts.get("total_steps"),
+            "asha_tokens": spent.get(c.id, {}).get("tokens", 0.0), "asha_seconds": spent.get(c.id, {}).get("seconds", 0.0),
+            "asha_trials": spent.get(c.id, {}).get("trials", 0), "asha_fitness": c.fitness, "asha_loss": c.explore.eval_loss,
+            "judge": judge, "full_tokens": float(summary.get("tokens_seen") or 0), "full_seconds": summary.get("train_seconds", 0.0),
+            "full_loss": summary.get("eval_loss"), "full_mqar": summary.get("mqar_accuracy"),
+            "full_fitness": fit.value if fit else None, "full_error": summary.get("error"),
+        })
+    (work / "bench_funnel.json").write_text(json.dumps(records, indent=2, default=str))
+    report(records, args, campaign, asha_wall, full_wall, work, console)
+
+
+def _ranks(values: list[float]) -> list[int]:
+    order = sorted(range(len(values)), key=lambda i: -values[i])
+    ranks = [0] * len(values)
+    for r, i in enumerate(order, 1):
+        ranks[i] = r
+    return ranks
+
+
+def report(records, args, campaign, asha_wall: float, full_wall: float, work: Path, console: Console) -> None:
+    from scipy.stats import spearmanr
+
+    scored = [r for r in records if r["asha_fitness"] is not None and r["full_fitness"] is not None]
+    asha_rank = dict(zip((r["id"] for r in scored), _ranks([r["asha_fitness"] for r in scored])))
+    full_rank = dict(zip((r["id"] for r in scored), _ranks([r["full_fitness"] for r in scored])))
+
+    table = Table(title=f"funnel: the same {len(records)} candidates, ASHA explore vs full training "
+                        f"({args.explore_steps} steps)")
+    for header in ("candidate", "ASHA", "ASHA tokens", "full tokens", "ASHA s", "full s", "judge", "ASHA fitness",
+                   "full fitness", "rank ASHA", "rank full"):
+        table.add_column(header, justify="left" if header in ("candidate", "ASHA") else "right")
+    for r in sorted(records, key=lambda r: full_rank.get(r["id"], 10**6)):
+        kept = f"stopped at {r['reached_step']}/{r['total_steps']}" if r["early_stopped"] else "kept"
+        table.add_row(r["name"], kept + (f" ({r['asha_trials']} trials)" if r["asha_trials"] > 1 else ""),
+                      f"{r['asha_tokens']:,.0f}", f"{r['full_tokens']:,.0f}", f"{r['asha_seconds']:.1f}",
+                      f"{r['full_seconds']:.1f}", _f(r["judge"]), _f(r["asha_fitness"]),
+                      _f(r["full_fitness"]) if not r["full_error"] else r["full_error"][:30],
+                      str(asha_rank.get(r["id"], "-")), str(full_rank.get(r["id"], "-")))
+    console.print(table)
+
+    n = len(records)
+    token_ratio = sum(r["asha_tokens"] for r in records) / max(1.0, sum(r["full_tokens"] for r in records))
+    second_ratio = sum(r["asha_seconds"] for r in records) / max(1e-9, sum(r["full_seconds"] for r in records))
+    rho = spearmanr([r["asha_fitness"] for r in scored], [r["full_fitness"] for r in scored]).statistic \
+        if len(scored) >= 3 else float("nan")
+    loss_pairs = [(r["asha_loss"], r["full_loss"]) for r in records if r["asha_loss"] is not None and r["full_loss"] is not None]
+    rho_loss = spearmanr(*zip(*loss_pairs)).statistic if len(loss_pairs) >= 3 else float("nan")
+    top = sorted(scored, key=lambda r: -r["full_fitness"])[:5]
+    kept_top = sum(not r["early_stopped"] for r in top)
+    stopped = sum(r["early_stopped"] for r in records)
+    e = campaign.explore_settings
+
+    summary = Table(title="funnel: ASHA against full training (goal from issue 6)")
+    for header in ("measure", "ASHA", "full training", "ratio / value", "goal", "met"):
+        summary.add_column(header, justify="left" if header in ("measure", "goal") else "right")
+    per = lambda key: sum(r[key] for r in records) / max(1, n)  # noqa: E731
+    summary.add_row("training tokens per candidate", f"{per('asha_tokens'):,.0f}", f"{per('full_tokens'):,.0f}",
+                    f"{token_ratio:.2f}x", "<= 0.33x", _yes(token_ratio <= 1 / 3))
+    summary.add_row("device seconds per candidate", f"{per('asha_seconds'):.1f}", f"{per('full_seconds'):.1f}",
+                    f"{second_ratio:.2f}x", "<= 0.33x", _yes(second_ratio <= 1 / 3))
+    summary.add_row("Spearman of fitness", "", "", f"{rho:.2f} (n={len(scored)})", ">= 0.8", _yes(rho >= 0.8))
+    summary.add_row("top-5 by full training kept by ASHA", "", "", f"{kept_top}/5", "5/5", _yes(kept_top == 5))
+    summary.add_row("Spearman of eval loss (diagnostic)", "", "", f"{rho_loss:.2f} (n={len(loss_pairs)})", "", "")
+    summary.add_row("stopped early by ASHA", f"{stopped}/{n}", "", "", "", "")
+    summary.add_row("wall time (s)", f"{asha_wall:.0f} (whole campaign)", f"{full_wall:.0f}", "", "", "")
+    console.print(summary)
+    console.print(f"ASHA rungs: grace {e.grace_fraction:g} of the budget, reduction factor {e.reduction_factor} "
+                  f"(conf: explore); synchronous successive halving with these rungs spends "
+                  f"{halving_floor(e.grace_fraction, e.reduction_factor):.2f} of full training; runs under {work}",
+                  highlight=False)
+
+
+def _f(value: Any) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+if __name__ == "__main__":
+    main()
