@@ -1,32 +1,26 @@
-"""Train one seed mixer at cpu_tiny and print what was measured.
+"""A whole campaign from Python: offline agents, ASHA explore, PBT verify, a results table.
 
-    .venv/bin/python examples/quickstart.py [seed-name] [hydra overrides ...]
-    .venv/bin/python examples/quickstart.py mamba2 scale.train.steps=100
+    .venv/bin/python examples/quickstart.py [hydra overrides ...]
+    .venv/bin/python examples/quickstart.py campaign.max_candidates=4 seeds=[deltanet,mamba2]
+
+Results land in ./runs/<campaign>/ (memory, Tune experiments, campaign.json, results/);
+`asiarch status`, `asiarch top` and `asiarch report` in the same directory find it.
 """
 
 from __future__ import annotations
 
 import sys
 
-from asiarch.arch import SEEDS
-from asiarch.config import load_scale
-from asiarch.train.trial import prepare_data, train_mixer
+from asiarch import Campaign
 
 
 def main() -> None:
-    name = sys.argv[1] if len(sys.argv) > 1 else "deltanet"
-    if name not in SEEDS:
-        raise SystemExit(f"unknown seed {name!r}; choose one of {sorted(SEEDS)}")
-    scale = load_scale(["scale=cpu_tiny", *sys.argv[2:]])
-    data = prepare_data(scale)
-
-    def report(metrics: dict[str, float]) -> None:
-        print(f"step {metrics['step']:>5}  train {metrics['train_loss']:.3f}  eval {metrics['eval_loss']:.3f}  "
-              f"MQAR {metrics['mqar_accuracy']:.3f}  {metrics['tokens_per_second']:,.0f} tok/s")
-
-    summary = train_mixer(SEEDS[name], scale, data, report=report, downstream=False)
-    print(f"{name}: {summary['parameters']:,} parameters, {summary['stop_reason']} "
-          f"({summary['stop_message']}), eval loss {summary['eval_loss']:.3f}")
+    campaign = Campaign(overrides=["llm=offline", *sys.argv[1:]])
+    summary = campaign.run()
+    print(f"{campaign.name}: {summary['trained']} candidates trained, {summary['verified']} verified, "
+          f"{summary['breakthroughs']} breakthrough(s), best fitness {summary['best_fitness']}")
+    for c in campaign.top(3):
+        print(f"  {c.id}  {c.name:<32} fitness {c.fitness:.3f}  explore loss {c.explore.eval_loss:.3f}")
 
 
 if __name__ == "__main__":

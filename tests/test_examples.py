@@ -18,7 +18,7 @@ TINY = ["scale.train.steps=3", "scale.train.report_every=3", "scale.train.eval_b
 @pytest.mark.parametrize(
     "script,args,expected",
     [
-        ("quickstart.py", ["mamba2", *TINY], "mamba2: "),
+        ("train_one_seed.py", ["mamba2", *TINY], "mamba2: "),
         ("custom_mixer.py", TINY, "GatedEMA: eval loss"),
     ],
 )
@@ -29,3 +29,11 @@ def test_example_runs(tmp_path, script, args, expected):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert expected in proc.stdout
     assert "completed" in proc.stdout or "eval loss" in proc.stdout
+
+
+def test_claude_example_without_a_key_says_what_is_missing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "claude_campaign.py")], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "ANTHROPIC_API_KEY" in proc.stderr
+    assert not (tmp_path / "runs").exists()

@@ -154,6 +154,10 @@ class Engineer(_Role):
             attempts += 1
             result = self.ask("engineer", render("engineer"), {"code": code, "failures": failures})
             usage += result.usage
+            if code_hash(result.data["code"]) == code_hash(code):  # no change is no repair: do not re-run anything
+                repairs.append({"attempt": len(repairs) + 1, "failures": failures, "passed": False,
+                                "explanation": f"{result.data['explanation']} (the code came back unchanged)"})
+                continue
             code = result.data["code"]
             report = check_candidate(code, scale, **check_options)
             repairs.append({"attempt": len(repairs) + 1, "failures": failures, "explanation": result.data["explanation"],

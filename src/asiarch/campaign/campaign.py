@@ -224,7 +224,10 @@ class Campaign:
         started = time.monotonic()
         started_ray = not ray.is_initialized()
         if started_ray:
-            ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            if os.environ.get("RAY_ADDRESS"):  # `ray job submit` or a user pointing at a cluster: join it
+                ray.init(namespace=NAMESPACE, log_to_driver=False)
+            else:
+                ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, configure_logging=False)
         stop_progress = threading.Event()
         try:
             self.writer = MemoryActor.options(name=f"asiarch-memory-{self.name}", namespace=NAMESPACE).remote(
@@ -396,7 +399,9 @@ class Campaign:
                     search_alg=CandidateSearcher(f"asiarch-pipeline-{self.name}", NAMESPACE, metric=e.metric),
                     scheduler=explore_scheduler(scale.train.steps * tokens_per_step, e.grace_fraction,
                                                 e.reduction_factor, metric=e.metric),
-                    num_samples=-1, max_concurrent_trials=slots, time_budget_s=self._wall_left()),
+                    num_samples=-1, max_concurrent_trials=slots, time_budget_s=self._wall_left(),
+                    reuse_actors=True,  # no actor start-up between candidates
+                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
                 run_config=tune.RunConfig(
                     name="explore", storage_path=str(self.paths.tune.resolve()), verbose=0,
                     failure_config=tune.FailureConfig(max_failures=e.max_failures),
@@ -468,6 +473,7 @@ class Campaign:
             tuner = tune.Tuner(
                 trainable, param_space=param_space,
                 tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=self._slots(),
+                                            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
                                             time_budget_s=self._wall_left(),
                                             metric=None if scheduler else "eval_loss", mode=None if scheduler else "min"),
                 run_config=tune.RunConfig(name="verify", storage_path=str(self.paths.tune.resolve()), verbose=0,
@@ -595,6 +601,13 @@ def _console() -> Console:
     """Rich output; wide when it goes to a log (``ray job logs``, CI) so tables are not cut."""
     console = Console()
     return console if console.is_terminal else Console(width=200)
+
+
+def _trial_name(trial) -> str:
+    """Short trial names (the config holds source code): stage, design name, training seed, trial id."""
+    config = trial.config.get("run", trial.config)
+    name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(config.get("name", "trial")))[:40]
+    return f"{trial.config.get('stage', config.get('stage', 'trial'))}_{name}_s{config.get('training_seed', 0)}_{trial.trial_id}"
 
 
 def _design_of(config: dict[str, Any]) -> str:

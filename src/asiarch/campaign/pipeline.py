@@ -86,6 +86,7 @@ class CampaignPipeline:
         self.usd = 0.0
         self.events: list[str] = []
         self.curves: dict[str, list[float]] = {}  # explore eval-loss curves of running trials
+        self.done: set[str] = set()  # trials over: a late progress report must not overwrite the final write
         self.baseline = baseline
         self.baseline_ready = threading.Event()
         if baseline is not None:
@@ -149,7 +150,8 @@ class CampaignPipeline:
             for _ in range(self._wanted()):
                 with self.lock:
                     self.proposals += 1
-                self._start(self._propose_and_validate)
+                    researcher = self.researchers[self.proposals % len(self.researchers)]
+                self._start(self._propose_and_validate, researcher)
             time.sleep(0.2)
 
     def _start(self, fn, *args) -> None:
@@ -167,8 +169,7 @@ class CampaignPipeline:
             with self.lock:
                 self.in_flight -= 1
 
-    def _propose_and_validate(self) -> None:
-        researcher = self.researchers[self.proposals % len(self.researchers)]
+    def _propose_and_validate(self, researcher) -> None:
         candidate: Candidate = ray.get(researcher.propose.remote(self.s.seed))
         with self.lock:
             self.usd += candidate.llm_usd
@@ -197,6 +198,7 @@ class CampaignPipeline:
                         continue
                     self.trained.add(cid)
                     self.curves[cid] = []
+                    self.done.discard(cid)
                     self.writer.update_candidate.remote(cid, status="training", status_reason="explore trial")
                     return {"kind": "candidate", "design": cid, "name": c.name, "code": c.code, "stage": "explore",
                             "training_seed": self.s.explore_seed, "lr": self.s.explore_lr}
@@ -211,9 +213,11 @@ class CampaignPipeline:
 
     def trial_progress(self, design: str, result: dict[str, Any]) -> None:
         """Live loss curve of a running explore trial, for people watching the memory."""
-        if "eval_loss" not in result:
+        if "eval_loss" not in result or result.get("already_trained"):
             return
         with self.lock:
+            if design in self.done:
+                return
             if design not in self.curves:  # a trial restored after a restart: continue its stored curve
                 c = self.reader.get_candidate(design)
                 self.curves[design] = list(c.explore.loss_curve) if c is not None else []
@@ -226,6 +230,7 @@ class CampaignPipeline:
 
     def trial_finished(self, design: str, result: dict[str, Any] | None, error: bool) -> None:
         with self.lock:
+            self.done.add(design)
             self.post_in_flight += 1
         self.workers.submit(self._after_trial, design, result or {}, error)
 
@@ -255,6 +260,13 @@ class CampaignPipeline:
         if result.get("code_error"):
             ray.get(self.writer.update_candidate.remote(design, status="failed",
                                                         status_reason=f"training failed: {result['code_error'][:2000]}", **spent))
+            retrains = sum(1 for r in c.repairs if any(f.get("check") == "training" for f in r.get("failures", [])))
+            limit = getattr(self.s.agents, "max_repairs", 3)
+            if retrains >= limit:
+                ray.get(self.writer.update_candidate.remote(design, status="failed", status_reason=(
+                    f"training failed after {retrains} repair attempt(s) (agents.max_repairs={limit}): "
+                    f"{result['code_error'][:1500]}")))
+                return
             engineer = self.engineers[hash(design) % len(self.engineers)]
             repaired: Candidate = ray.get(engineer.repair_training_failure.remote(
                 design, result["code_error"], self.scale, **self.s.check_options))
@@ -267,7 +279,9 @@ class CampaignPipeline:
         early = bool(total) and step < total
         with self.lock:
             history = self.curves.pop(design, None)
-        history = c.explore.loss_curve if history is None else history
+        history = list(c.explore.loss_curve if history is None else history)
+        if result.get("eval_loss") is not None and (not history or history[-1] != result["eval_loss"]):
+            history.append(float(result["eval_loss"]))  # its progress report may not have landed yet
         metrics = StageMetrics(loss_curve=history, eval_loss=result.get("eval_loss"),
                                mqar_accuracy=result.get("mqar_accuracy"), benchmark=result.get("mqar_accuracy"),
                                benchmarks={"mqar": result.get("mqar_accuracy")})

@@ -35,6 +35,12 @@ class DesignPBT(PopulationBasedTraining):
         finally:
             self._current_group = None
 
+    def _get_new_config(self, trial, trial_to_clone):
+        """The clone's learning rate, perturbed; but this member keeps its own design and training seed."""
+        new_config, operations = super()._get_new_config(trial, trial_to_clone)
+        new_config = {**new_config, "run": trial.config["run"]}
+        return new_config, operations
+
     def _quantiles(self):
         if self._current_group is None:
             return super()._quantiles()

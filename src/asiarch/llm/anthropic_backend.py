@@ -103,6 +103,17 @@ class AnthropicBackend:
 
     # ------------------------------------------------------------------ the protocol call
 
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Travel as the configuration: each agent actor builds its own client (an HTTP pool does not pickle).
+
+        The USD budget is then per copy; a campaign's ``max_usd`` is the overall limit.
+        """
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"])
+
     def complete(self, role: str, system: str, messages: list[dict[str, Any]], schema: dict[str, Any]) -> LLMResult:
         tool = {"name": f"submit_{role}", "description": f"Submit the {role}'s answer.", "input_schema": schema}
         conversation = list(messages)

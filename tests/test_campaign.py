@@ -1,0 +1,224 @@
+"""A whole campaign on a real local Ray: agents, ASHA explore, PBT verify, fitness, faults, CLI.
+
+One small campaign (offline LLM, tiny steps) is run once for the module; the tests read
+what it left in the memory, in Tune's experiments and in ``campaign.json``. Its LLM is the
+offline proposer with one planted fault: the first proposal passes every check but
+raises in training, so the Engineer must repair it and the campaign must train it again;
+and one running trial's worker process is killed, so Tune must retry it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from ray import cloudpickle
+
+from asiarch.arch import seed_source
+from asiarch.campaign import Campaign, asi_arch_fitness, relative_sigmoid
+from asiarch.llm.offline import OfflineBackend
+from asiarch.memory import Memory
+
+ASIARCH = str(Path(sys.executable).parent / "asiarch")
+TINY = [
+    "scale.train.eval_batches=1", "scale.corpus.max_documents=80", "scale.corpus.tokenizer_vocab_size=512",
+    "scale.mqar.num_train=500", "scale.mqar.num_test=100", "scale.train.eval_mqar_examples=64",
+    "scale.stages.explore_steps=12", "scale.stages.verify_steps=24", "scale.stages.reports_per_trial=4",
+    "scale.train.warmup_steps=2", "seeds=[deltanet]", "llm=offline", "checks.complexity_repeats=2",
+    "run.max_parallel_trials=2",
+]
+FAULT = "RuntimeError('planted fault: raises only in training batches')"
+
+
+def faulty_code() -> str:
+    """The DeltaNet seed, renamed, raising only on training-shaped batches (the checks use other shapes)."""
+    code = seed_source("deltanet").replace("class DeltaNet(", "class FaultyDelta(")
+    marker = "    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:\n"
+    assert marker in code
+    return code.replace(marker, marker + f"        if torch.is_grad_enabled() and hidden_states.shape[:2] == (16, 128):\n            raise {FAULT}\n")
+
+
+class PlantedFaultBackend(OfflineBackend):
+    """The offline proposer, except that its first proposal hides a bug that only training hits."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed=seed)
+        self.planted = False
+
+    def _researcher(self, ctx):
+        answer = super()._researcher(ctx)
+        if not self.planted:
+            self.planted = True
+            answer = {**answer, "name": "faulty-delta", "code": faulty_code(),
+                      "motivation": "DeltaNet with a planted training-time fault"}
+        return answer
+
+    def _engineer(self, ctx):
+        if "planted fault" in ctx.get("code", ""):  # the fix: the seed without the planted raise
+            from asiarch.llm.offline import render, seed_genome
+
+            return {"code": render(seed_genome("deltanet")), "explanation": "removed the training-time raise"}
+        return super()._engineer(ctx)
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
+
+
+def kill_one_trial_worker(stop: threading.Event, killed: list[int]) -> None:
+    """SIGKILL the first explore trial worker seen training (a crashed node, as far as Tune knows)."""
+    while not stop.is_set() and not killed:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if cmd.startswith("ray::ImplicitFunc"):  # Tune's actor around a function trainable
+                time.sleep(2.0)  # let it report a checkpoint first
+                try:
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    killed.append(int(entry.name))
+                except ProcessLookupError:
+                    continue
+                return
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def campaign_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("campaign")
+    os.environ["ASIARCH_CACHE"] = str(root / "cache")
+    campaign = Campaign(overrides=[*TINY, "campaign.max_candidates=3", f"run.output_dir={root / 'runs'}"],
+                        llm=PlantedFaultBackend(seed=0))
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=kill_one_trial_worker, args=(stop, killed), daemon=True)
+    killer.start()
+    try:
+        summary = campaign.run()
+    finally:
+        stop.set()
+    return campaign, summary, killed, root
+
+
+def test_fitness_is_eq2_relative_to_the_seed():
+    seed = {"eval_loss": 5.0, "benchmark": 0.5}
+    same = asi_arch_fitness(seed, seed, 0.5)
+    assert same.value == pytest.approx(0.5) and not same.parts["missing"]
+    better = asi_arch_fitness({"eval_loss": 4.0, "benchmark": 0.9}, seed, 1.0)  # beyond the clip on both
+    saturated = 1 / (1 + math.exp(-6))
+    assert better.value == pytest.approx((2 * saturated + 1) / 3, rel=1e-9)
+    assert relative_sigmoid(-0.25, 5.0) < 0.5 < relative_sigmoid(0.25, 5.0)
+    worse = asi_arch_fitness({"eval_loss": 5.25, "benchmark": 0.45}, seed, 0.0)
+    assert worse.value < same.value
+    missing = asi_arch_fitness({"eval_loss": float("nan"), "benchmark": 0.4}, {"eval_loss": 5.0, "benchmark": 0.0}, None)
+    assert missing.value is None
+    assert set(missing.parts["missing"]) == {"loss", "benchmark", "judge"}
+    assert "is 0" in missing.parts["missing"]["benchmark"]
+
+
+def test_campaign_trains_scores_and_verifies(campaign_run):
+    campaign, summary, _, root = campaign_run
+    assert summary["status"] == "finished" and summary["phase"] == "done"
+    memory = Memory(campaign.memory_uri, read_only=True)
+    rows = memory.list_candidates(campaign=campaign.name)
+    seeds = [c for c in rows if c.fitness_parts.get("baseline") is True]
+    candidates = [c for c in rows if c.fitness_parts.get("baseline") is not True]
+    assert [s.name for s in seeds] == ["deltanet"]
+    assert seeds[0].explore.eval_loss is not None and seeds[0].verify.eval_loss is not None
+    trained = [c for c in candidates if c.status in ("stopped", "finished") or c.stage == "verify"]
+    assert len(trained) == 3  # campaign.max_candidates, the repaired one counted once
+    for c in trained:
+        assert c.explore.eval_loss is not None and c.explore.loss_curve and c.device_seconds > 0
+        assert c.judge.get("overall") is not None and c.analysis
+        parts = c.fitness_parts
+        anchor = seeds[0].explore
+        assert parts["anchor"]["eval_loss"] == pytest.approx(anchor.eval_loss)  # anchored on this campaign's seed run
+        recomputed = asi_arch_fitness({"eval_loss": c.explore.eval_loss, "benchmark": c.explore.benchmark},
+                                      {"eval_loss": anchor.eval_loss, "benchmark": anchor.benchmark}, c.judge["overall"])
+        assert c.fitness == pytest.approx(recomputed.value)
+        assert parts["early_stopped"] == (c.status == "stopped" or parts["reached_step"] < parts["total_steps"])
+    stopped = [c for c in trained if c.fitness_parts["early_stopped"]]
+    assert all("ASHA stopped it" in c.status_reason for c in stopped if c.status == "stopped")
+    verified = [c for c in candidates if c.stage == "verify"]
+    assert len(verified) >= 1
+    for c in verified:
+        runs = c.verify.benchmarks["runs"]
+        assert len(runs) == 2  # training seeds 0 and 1
+        assert c.verify.eval_loss == pytest.approx(sum(r["eval_loss"] for r in runs) / 2)
+        assert isinstance(c.fitness_parts["breakthrough"], bool) and "verify" in c.fitness_parts
+    state = json.loads((campaign.paths.state).read_text())
+    assert state["phase"] == "done" and state["baselines"]["explore"]["deltanet"]["eval_loss"] == pytest.approx(
+        seeds[0].explore.eval_loss)
+    assert len(state["discovery"]) == len(verified)
+    assert (campaign.paths.results / "results.md").read_text().count("| deltanet | seed |") == 1
+
+
+def test_pbt_exploits_only_within_a_design(campaign_run):
+    campaign, *_ = campaign_run
+    verify = campaign.paths.tune / "verify"
+    runs = [json.loads(p.read_text())["run"] for p in verify.glob("*/params.json")]
+    assert sorted((r["name"], r["training_seed"]) for r in runs) == sorted(
+        (name, seed) for name in ("deltanet", campaign.top(1, stage="verify")[0].name) for seed in (0, 1))
+    policy = verify / "pbt_global.txt"
+    assert policy.exists(), "PBT never exploited: the test would not show grouping"
+    lines = [json.loads(line) for line in policy.read_text().splitlines()]
+    assert lines
+    for target_tag, source_tag, _, _, source_config, new_config in lines:
+        assert source_config["run"]["design"] == new_config["run"]["design"], "PBT cloned across designs"
+        # the member keeps its own training seed: two seeds stay two seeds
+        assert target_tag.endswith(f"training_seed_{new_config['run']['training_seed']}")
+
+
+def test_code_error_in_training_goes_back_to_the_engineer(campaign_run):
+    campaign, *_ = campaign_run
+    memory = Memory(campaign.memory_uri, read_only=True)
+    (faulty,) = [c for c in memory.list_candidates(campaign=campaign.name) if c.name == "faulty-delta"]
+    training_repairs = [r for r in faulty.repairs if any(f["check"] == "training" for f in r["failures"])]
+    assert training_repairs and "planted fault" in training_repairs[0]["failures"][0]["reason"]
+    assert "planted fault" not in faulty.code  # the repaired code trained
+    assert faulty.explore.eval_loss is not None and faulty.status in ("stopped", "finished", "promoted") or faulty.stage == "verify"
+
+
+def test_tune_retries_a_killed_trial(campaign_run):
+    campaign, _, killed, _ = campaign_run
+    assert killed, "no trial worker was found to kill"
+    errors = list((campaign.paths.tune / "explore").glob("*/error.txt"))
+    retried = [e for e in errors if e.read_text()]
+    assert retried, "Tune recorded no failure for the killed trial"
+    assert not list(Memory(campaign.memory_uri, read_only=True).list_candidates(campaign=campaign.name, status="failed"))
+
+
+def test_cli_status_top_and_export_find_the_latest_campaign(campaign_run):
+    campaign, _, _, root = campaign_run
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    status = subprocess.run([ASIARCH, "status", "--json"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["name"] == campaign.name
+    top = subprocess.run([ASIARCH, "top", "-k", "2"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert top.returncode == 0, top.stderr
+    best = campaign.top(1)[0]
+    assert best.id in top.stdout
+    out = root / "best.py"
+    export = subprocess.run([ASIARCH, "export", best.id, "--out", str(out)], cwd=root, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert export.returncode == 0, export.stderr
+    probe = ("import sys, importlib.util, torch; sys.modules['asiarch'] = None\n"  # importing asiarch would fail
+             f"spec = importlib.util.spec_from_file_location('best', {str(out)!r}); m = importlib.util.module_from_spec(spec)\n"
+             "spec.loader.exec_module(m)\n"
+             "mixer = m.MIXER(hidden_size=m.CONFIG['model']['hidden_size'], num_heads=m.CONFIG['model']['num_heads'], layer_idx=0)\n"
+             "print(tuple(mixer(torch.randn(2, 37, m.CONFIG['model']['hidden_size'])).shape), m.RESULTS['fitness'])")
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split(")")[0] == "(2, 37, 128" and float(ran.stdout.split()[-1]) == pytest.approx(best.fitness)
+    missing = subprocess.run([ASIARCH, "export", "no-such-id"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no candidate with id 'no-such-id'" in missing.stderr
