@@ -31,8 +31,15 @@ def main() -> int:
 
     client = JobSubmissionClient(args.address)
     command = [args.python, "-m", "asiarch.cli", "run", f"run.output_dir={args.output_dir}", *args.overrides]
-    job_id = client.submit_job(entrypoint=shlex.join(command),
-                               runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}})
+    for attempt in range(30):  # a head that just started may have no job agent yet
+        try:
+            job_id = client.submit_job(entrypoint=shlex.join(command),
+                                       runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}})
+            break
+        except RuntimeError as err:
+            if "try again" not in str(err) or attempt == 29:
+                raise
+            time.sleep(2)
     print(f"submitted {job_id}: {shlex.join(command)}", flush=True)
     if args.no_wait:
         return 0
