@@ -45,7 +45,7 @@ def main() -> int:
         return 0
     while (status := client.get_job_status(job_id)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
         time.sleep(2)
-    print(client.get_job_logs(job_id)[-4000:])
+    print(client.get_job_logs(job_id)[-4000:])  # the end of the log; `ray job logs ID` prints all of it
     print(f"job {job_id}: {status}")
     return 0 if status == JobStatus.SUCCEEDED else 1
 

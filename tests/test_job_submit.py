@@ -104,10 +104,15 @@ def test_job_submit_stop_and_resubmit_continues_the_campaign(head, tmp_path):
     before = {cid: (c.status, c.explore.eval_loss, c.explore.loss_curve) for cid, c in candidates(out).items()
               if c.status in DONE and c.fitness is not None}
     assert before
+    root_before = out / (out / "LATEST").read_text().strip()
 
     second = submit(address, env, out, wait=True)
     assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
-    assert "resuming campaign" in second.stdout
+    second_id = second.stdout.split()[1].rstrip(":")
+    logs = subprocess.run([RAY, "job", "logs", "--address", address, second_id], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert "resuming campaign" in logs.stdout, logs.stdout[-3000:]
+    assert [p.name for p in out.iterdir() if p.is_dir()] == [root_before.name]  # the same campaign, no new one
     rows = candidates(out)
     for cid, (_, loss, curve) in before.items():  # nothing lost, nothing trained again
         assert rows[cid].explore.eval_loss == loss and rows[cid].explore.loss_curve == curve
