@@ -19,9 +19,9 @@ Result = tuple[bool, str, dict[str, Any]]
 
 # contract, instantiate and shape are prerequisites: after one fails the rest cannot run.
 PREREQUISITES = ("contract", "instantiate", "shape")
-CHECK_ORDER = (
-    "contract", "instantiate", "shape", "causality", "batch_independence", "odd_lengths", "complexity",
-    "param_budget", "finite_gradients", "training_smoke",
+CHECK_ORDER = (  # cheap before expensive: the parameter count before the timing sweep
+    "contract", "instantiate", "shape", "causality", "batch_independence", "odd_lengths", "param_budget",
+    "complexity", "finite_gradients", "training_smoke",
 )
 
 
@@ -229,14 +229,14 @@ def check_training_smoke(cls, opts) -> Result:
     return True, f"MQAR loss {first:.3f} -> {last:.3f} in {len(losses)} steps", measurements
 
 
-CHECKS: dict[str, Callable[[type[nn.Module], dict[str, Any]], Result]] = {
+CHECKS: dict[str, Callable[[type[nn.Module], dict[str, Any]], Result]] = {  # in CHECK_ORDER
     "instantiate": check_instantiate,
     "shape": check_shape,
     "causality": check_causality,
     "batch_independence": check_batch_independence,
     "odd_lengths": check_odd_lengths,
-    "complexity": check_complexity,
     "param_budget": check_param_budget,
+    "complexity": check_complexity,
     "finite_gradients": check_finite_gradients,
     "training_smoke": check_training_smoke,
 }

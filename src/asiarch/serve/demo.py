@@ -27,8 +27,8 @@ from asiarch.memory import Candidate, FunctionEmbedder, Insight, Memory, StageMe
 from asiarch.memory.embed import Embedder
 
 SEEDS = ("deltanet", "gated_deltanet", "mamba2", "attention")
-CHECKS = ("contract", "instantiate", "shape", "causality", "batch_independence", "odd_lengths", "complexity",
-          "param_budget", "finite_gradients", "training_smoke")
+CHECKS = ("contract", "instantiate", "shape", "causality", "batch_independence", "odd_lengths", "param_budget",
+          "complexity", "finite_gradients", "training_smoke")
 _MOTIFS = {
     "forget_gate": ("a data-dependent forget gate on the state", "g = torch.sigmoid(self.g_proj(hidden_states))"),
     "short_conv": ("a short causal convolution before the keys", "k = self.k_conv(k)  # depthwise, kernel 4"),
