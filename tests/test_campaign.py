@@ -32,7 +32,7 @@ ASIARCH = str(Path(sys.executable).parent / "asiarch")
 TINY = [
     "scale.train.eval_batches=1", "scale.corpus.max_documents=80", "scale.corpus.tokenizer_vocab_size=512",
     "scale.mqar.num_train=500", "scale.mqar.num_test=100", "scale.train.eval_mqar_examples=64",
-    "scale.stages.explore_steps=12", "scale.stages.verify_steps=24", "scale.stages.reports_per_trial=4",
+    "scale.stages.explore_steps=12", "scale.stages.verify_steps=12", "scale.stages.reports_per_trial=4",
     "scale.train.warmup_steps=2", "seeds=[deltanet]", "llm=offline", "checks.complexity_repeats=2",
     "run.max_parallel_trials=2",
 ]

@@ -42,22 +42,35 @@ def test_baselines_trains_the_seeds_and_writes_results(tmp_path):
     assert (out_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["run", "seeds=[not_a_seed]"], "unknown seed(s) ['not_a_seed']"),
-        (["run", "scale=no_such_scale"], "no_such_scale"),
-        (["run", "scale.train.shedule=cosine"], "shedule"),
-        (["run", "llm=anthropic"], "ANTHROPIC_API_KEY"),
-        (["run", "verify.search=grid"], "verify.search must be 'pbt' or 'sweep'"),
-        (["run", "campaign.max_candidatez=3"], "max_candidatez"),
-        (["status"], "no campaign found"),
-        (["baselines", "seeds=[not_a_seed]"], "unknown seed(s) ['not_a_seed']"),
-    ],
-)
-def test_bad_input_exits_with_a_clear_message(tmp_path, args, message):
+BAD_INPUT = [
+    (["run", "seeds=[not_a_seed]"], "unknown seed(s) ['not_a_seed']"),
+    (["run", "scale=no_such_scale"], "no_such_scale"),
+    (["run", "scale.train.shedule=cosine"], "shedule"),
+    (["run", "llm=anthropic"], "ANTHROPIC_API_KEY"),
+    (["run", "verify.search=grid"], "verify.search must be 'pbt' or 'sweep'"),
+    (["run", "campaign.max_candidatez=3"], "max_candidatez"),
+    (["status"], "no campaign found"),
+    (["baselines", "seeds=[not_a_seed]"], "unknown seed(s) ['not_a_seed']"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT)
+def test_bad_input_exits_with_a_clear_message(tmp_path, monkeypatch, capsys, args, message):
+    """In process (one interpreter for all cases); the installed script is exercised below."""
+    from asiarch.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.setenv("ASIARCH_CACHE", str(tmp_path / "cache"))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_the_installed_script_reports_bad_input_with_exit_code_2(tmp_path):
+    args, message = BAD_INPUT[0]
     proc = run_cli(args, tmp_path, timeout=120)
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

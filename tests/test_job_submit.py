@@ -26,7 +26,7 @@ RAY = str(Path(sys.executable).parent / "ray")
 TINY = [
     "scale.train.eval_batches=1", "scale.corpus.max_documents=80", "scale.corpus.tokenizer_vocab_size=512",
     "scale.mqar.num_train=500", "scale.mqar.num_test=100", "scale.train.eval_mqar_examples=64",
-    "scale.stages.explore_steps=24", "scale.stages.verify_steps=12", "scale.stages.reports_per_trial=4",
+    "scale.stages.explore_steps=12", "scale.stages.verify_steps=12", "scale.stages.reports_per_trial=4",
     "scale.train.warmup_steps=2", "seeds=[deltanet]", "llm=offline", "checks.complexity_repeats=2",
     "run.max_parallel_trials=2", "campaign.max_candidates=3",
     "verify.top_fraction=0", "verify.min_promoted=0",  # the verify stage is tested in test_campaign.py

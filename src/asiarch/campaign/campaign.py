@@ -474,7 +474,7 @@ class Campaign:
                 trainable, param_space=param_space,
                 tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=self._slots(),
                                             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
-                                            time_budget_s=self._wall_left(),
+                                            time_budget_s=self._wall_left(), reuse_actors=True,
                                             metric=None if scheduler else "eval_loss", mode=None if scheduler else "min"),
                 run_config=tune.RunConfig(name="verify", storage_path=str(self.paths.tune.resolve()), verbose=0,
                                           failure_config=tune.FailureConfig(max_failures=self.explore_settings.max_failures)),
