@@ -13,7 +13,7 @@ full training, the Spearman rank correlation of the two fitnesses, and whether t
 best candidates by full training were kept (not stopped) by ASHA.
 Goal (issue 6): <= 1/3 of the compute, top-5 kept, Spearman >= 0.8.
 
-    .venv/bin/python benchmarks/bench_funnel.py [--candidates 16] [--explore-steps 80] [--grace-fraction F] [--reduction-factor N]
+    .venv/bin/python benchmarks/bench_funnel.py [--candidates 16] [--explore-steps N] [--grace-fraction F] [--reduction-factor N]
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def halving_floor(grace: float, rf: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", type=int, default=16, help="campaign.max_candidates (>= 16 for the issue's goal)")
-    parser.add_argument("--explore-steps", type=int, default=80, help="scale.stages.explore_steps (cpu_tiny's own: 80)")
+    parser.add_argument("--explore-steps", type=int, default=None, help="scale.stages.explore_steps (default: cpu_tiny's own)")
     parser.add_argument("--grace-fraction", type=float, default=None, help="explore.grace_fraction (default: conf)")
     parser.add_argument("--reduction-factor", type=int, default=None, help="explore.reduction_factor (default: conf)")
     parser.add_argument("--slots", type=int, default=2, help="run.max_parallel_trials, and full-training tasks at once")
@@ -109,8 +109,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     funnel = [f"explore.grace_fraction={args.grace_fraction}"] if args.grace_fraction is not None else []
     funnel += [f"explore.reduction_factor={args.reduction_factor}"] if args.reduction_factor is not None else []
-    overrides = [*SMALL, *TINY_VERIFY, *funnel, f"scale.stages.explore_steps={args.explore_steps}",
-                 f"run.max_parallel_trials={args.slots}", "llm=offline"]
+    funnel += [f"scale.stages.explore_steps={args.explore_steps}"] if args.explore_steps else []
+    overrides = [*SMALL, *TINY_VERIFY, *funnel, f"run.max_parallel_trials={args.slots}", "llm=offline"]
     name = "funnel-asha"
     log.print(f"runs under {work}")
 
@@ -165,6 +165,7 @@ def main() -> None:
             "full_fitness": fit.value if fit else None, "full_error": summary.get("error"),
         })
     (work / "bench_funnel.json").write_text(json.dumps(records, indent=2, default=str))
+    args.explore_steps = scale.train.steps
     report(records, args, campaign, asha_wall, full_wall, work, console)
 
 

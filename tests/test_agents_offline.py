@@ -42,7 +42,7 @@ def test_candidates_through_the_offline_loop(local_ray, tmp_path):
     analyst = AnalystActor.remote(backend, uri, writer, campaign="loop")
     data_ref = ray.put(data)
 
-    for _ in range(3):  # the campaign tests run this loop at scale; here each step is checked directly
+    for _ in range(2):  # the campaign tests run this loop at scale; here each step is checked directly
         proposed = ray.get(researcher.propose.remote())
         validated = ray.get(engineer.validate.remote(proposed.id, scale, **FAST_CHECKS))
         if validated.status != "validated":
@@ -54,9 +54,9 @@ def test_candidates_through_the_offline_loop(local_ray, tmp_path):
 
     memory = Memory(uri, read_only=True)
     candidates = memory.list_candidates(campaign="loop")
-    assert len(candidates) == 3 and len({c.name for c in candidates}) == 3
+    assert len(candidates) == 2 and len({c.name for c in candidates}) == 2
     trained = [c for c in candidates if c.status == "finished"]
-    assert len(trained) >= 2
+    assert len(trained) >= 1
     for c in trained:
         assert c.check_report["passed"] and c.explore.eval_loss is not None and len(c.explore.loss_curve) == 2
         assert set(c.judge) >= {"performance", "innovation", "complexity", "overall"} and c.judge_rationale

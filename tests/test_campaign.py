@@ -28,7 +28,6 @@ from asiarch.campaign import Campaign, asi_arch_fitness, relative_sigmoid
 from asiarch.llm.offline import OfflineBackend
 from asiarch.memory import Memory
 
-ASIARCH = str(Path(sys.executable).parent / "asiarch")
 TINY = [
     "scale.train.eval_batches=1", "scale.corpus.max_documents=80", "scale.corpus.tokenizer_vocab_size=512",
     "scale.mqar.num_train=500", "scale.mqar.num_test=100", "scale.train.eval_mqar_examples=64",
@@ -198,20 +197,19 @@ def test_tune_retries_a_killed_trial(campaign_run):
     assert not list(Memory(campaign.memory_uri, read_only=True).list_candidates(campaign=campaign.name, status="failed"))
 
 
-def test_cli_status_top_and_export_find_the_latest_campaign(campaign_run):
+def test_cli_status_top_and_export_find_the_latest_campaign(campaign_run, monkeypatch, capsys):
+    """The CLI's commands in process, from the directory the campaign ran in (the installed script: test_cli.py)."""
+    from asiarch.cli import main
+
     campaign, _, _, root = campaign_run
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    status = subprocess.run([ASIARCH, "status", "--json"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
-    assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["name"] == campaign.name
-    top = subprocess.run([ASIARCH, "top", "-k", "2"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
-    assert top.returncode == 0, top.stderr
+    monkeypatch.chdir(root)
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == campaign.name
+    assert main(["top", "-k", "2"]) == 0
     best = campaign.top(1)[0]
-    assert best.id in top.stdout
+    assert best.id in capsys.readouterr().out
     out = root / "best.py"
-    export = subprocess.run([ASIARCH, "export", best.id, "--out", str(out)], cwd=root, env=env, capture_output=True,
-                            text=True, timeout=120)
-    assert export.returncode == 0, export.stderr
+    assert main(["export", best.id, "--out", str(out)]) == 0
     probe = ("import sys, importlib.util, torch; sys.modules['asiarch'] = None\n"  # importing asiarch would fail
              f"spec = importlib.util.spec_from_file_location('best', {str(out)!r}); m = importlib.util.module_from_spec(spec)\n"
              "spec.loader.exec_module(m)\n"
@@ -220,5 +218,16 @@ def test_cli_status_top_and_export_find_the_latest_campaign(campaign_run):
     ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split(")")[0] == "(2, 37, 128" and float(ran.stdout.split()[-1]) == pytest.approx(best.fitness)
-    missing = subprocess.run([ASIARCH, "export", "no-such-id"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2 and "no candidate with id 'no-such-id'" in missing.stderr
+    capsys.readouterr()
+    assert main(["export", "no-such-id"]) == 2
+    assert "no candidate with id 'no-such-id'" in capsys.readouterr().err
+
+
+def test_progress_line_follows_the_verify_trials(campaign_run):
+    """While verify runs, the status line counts Tune's verify trials from their result files."""
+    campaign, *_ = campaign_run
+    loaded = Campaign.load(campaign.name, campaign.output_dir)
+    assert "verify trials" not in loaded.progress_line()  # explore and done: nothing to follow
+    loaded.state["phase"] = "verify"
+    loaded._verify_plan = (5, 12)  # one trial more than the four that ran: it has not started
+    assert loaded.progress_line().endswith("| verify trials: 4/5 done, 0 running")

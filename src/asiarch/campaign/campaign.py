@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 import os
 import random
 import threading
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -105,6 +107,7 @@ class Campaign:
         self.name = self.settings.name
         self.paths: CampaignPaths | None = None
         self.state: dict[str, Any] = {}
+        self._verify_plan: tuple[int, int] | None = None  # (trials, steps per trial) once verify starts
 
     # -- public API ------------------------------------------------------------------------------
     @classmethod
@@ -197,6 +200,9 @@ class Campaign:
         self._backend(), self.fitness_fn  # a missing API key or a bad fitness target fails before anything is written
         os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # error reports carry no loss
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # we want every snapshot
+        # Ray and Tune start helper processes from the driver (fork, then exec at once): LanceDB's
+        # fork warning is about code running in the forked child, which never happens here
+        warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
         self._choose()
         paths = self.paths
         paths.root.mkdir(parents=True, exist_ok=True)
@@ -479,6 +485,7 @@ class Campaign:
                 run_config=tune.RunConfig(name="verify", storage_path=str(self.paths.tune.resolve()), verbose=0,
                                           failure_config=tune.FailureConfig(max_failures=self.explore_settings.max_failures)),
             )
+        self._verify_plan = (len(runs) * (len(v.lr_multipliers) if v.search == "sweep" else 1), scale.train.steps)
         self.console.print(f"verify: {len(promoted)} candidate(s) and {len(self.seeds)} seed(s) x "
                            f"{len(v.training_seeds)} training seed(s) at {scale.name}, {scale.train.steps} steps, "
                            f"{'PBT over the learning rate' if v.search == 'pbt' else 'learning-rate sweep'}")
@@ -585,7 +592,22 @@ class Campaign:
                 f"rejected {c['rejected']} | training {c['training']} | stopped {c['stopped']} | finished {c['finished']} | "
                 f"failed {c['failed']} | promoted {c['promoted']} | verified {st['verified']} | "
                 f"breakthroughs {st['breakthroughs']} | best fitness {best} | budget: {st['trained']}/{st['max_candidates']} "
-                f"candidates, {st['device_hours']:.3f} device-h, ${st['usd']:.2f}")
+                f"candidates, {st['device_hours']:.3f} device-h, ${st['usd']:.2f}" + self._verify_progress())
+
+    def _verify_progress(self) -> str:
+        """Verify trials' progress, read from Tune's result files (the pipeline follows explore only)."""
+        if self._verify_plan is None or self.state.get("phase") != "verify":
+            return ""
+        total, steps = self._verify_plan
+        reached = []
+        for path in (self.paths.tune / "verify").glob("*/result.json"):
+            lines = path.read_text().strip().splitlines()
+            if lines:
+                reached.append(int(json.loads(lines[-1]).get("step") or 0))
+        done = sum(1 for r in reached if r >= steps)
+        running = [r for r in reached if r < steps]
+        mean = f" at step {sum(running) / len(running):.0f}/{steps}" if running else ""
+        return f" | verify trials: {done}/{total} done, {len(running)} running{mean}"
 
     def _print_results(self) -> None:
         from asiarch.campaign.results import results_rows, write_campaign_results, campaign_table
