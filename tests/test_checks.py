@@ -187,3 +187,28 @@ def test_a_hang_is_killed_and_blamed_on_the_running_check():
         check_timeout=5)
     assert [f.check for f in report.failures] == ["shape"]
     assert "timed out" in report.failures[0].reason
+
+
+def test_the_smoke_checks_adamw_equals_torch_optim():
+    """The training smoke check's written-out AdamW (no torch.optim in the worker) is torch's AdamW."""
+    import copy
+
+    import torch
+
+    from asiarch.checks.executable import adamw_step
+
+    torch.manual_seed(0)
+    ours = torch.nn.Linear(8, 4)
+    reference = copy.deepcopy(ours)
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=3e-3)
+    moments: dict = {}
+    for step in range(1, 8):
+        x = torch.randn(3, 8)
+        reference(x).square().sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        ours(x).square().sum().backward()
+        adamw_step(list(ours.parameters()), moments, step)
+    for a, b in zip(ours.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        assert a.grad is None
