@@ -379,6 +379,7 @@ class Campaign:
             max_proposals=s.max_proposals or 5 * max(1, s.max_candidates),
             max_device_seconds=None if s.max_device_hours is None else s.max_device_hours * 3600,
             max_usd=s.max_usd, explore_lr=scale.train.lr, explore_seed=scale.train.seed,
+            crash_retries=self.explore_settings.max_failures if self.explore_settings.max_failures >= 0 else 10**6,
             check_options=self.check_options, agents=self.agents_config)
         backend = self._backend()
         self.pipeline = CampaignPipeline.options(name=f"asiarch-pipeline-{self.name}", namespace=NAMESPACE).remote(

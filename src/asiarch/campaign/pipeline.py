@@ -43,6 +43,7 @@ class PipelineSettings:
     max_usd: float | None = None
     explore_lr: float = 3e-3
     explore_seed: int = 0
+    crash_retries: int = 2  # new trials for a candidate whose trial Tune gave up on (explore.max_failures)
     check_options: dict[str, Any] = field(default_factory=dict)
     agents: Any = None  # AgentsConfig
 
@@ -87,6 +88,7 @@ class CampaignPipeline:
         self.events: list[str] = []
         self.curves: dict[str, list[float]] = {}  # explore eval-loss curves of running trials
         self.done: set[str] = set()  # trials over: a late progress report must not overwrite the final write
+        self.crashes: dict[str, int] = {}  # trials of a candidate that ended in a crash, not a code error
         self.baseline = baseline
         self.baseline_ready = threading.Event()
         if baseline is not None:
@@ -254,6 +256,18 @@ class CampaignPipeline:
             self.device_seconds += seconds
         spent = {"device_seconds": c.device_seconds + seconds, "tokens_trained": int(result.get("tokens_seen") or 0)}
         if error:
+            # Tune ends a trial whose worker dies while two calls to it are in flight (a reused actor being
+            # reset, then trained) on the second failure, whatever max_failures says: retry in a new trial
+            with self.lock:
+                crashes = self.crashes[design] = self.crashes.get(design, 0) + 1
+            if crashes <= self.s.crash_retries:
+                ray.get(self.writer.update_candidate.remote(design, status="validated", status_reason=(
+                    f"its trial crashed ({crashes} of {self.s.crash_retries} new trials used); training it again"),
+                    **spent))
+                with self.lock:
+                    self.events.append(f"trial of {design} crashed; a new trial will train it")
+                    self.ready.appendleft(design)  # it already counts toward the budget
+                return
             ray.get(self.writer.update_candidate.remote(
                 design, status="failed", status_reason="the trial crashed on every retry (see Tune's trial log)", **spent))
             return
