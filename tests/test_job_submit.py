@@ -29,6 +29,7 @@ TINY = [
     "scale.stages.explore_steps=12", "scale.stages.verify_steps=12", "scale.stages.reports_per_trial=4",
     "scale.train.warmup_steps=2", "seeds=[deltanet]", "llm=offline", "checks.complexity_repeats=2",
     "run.max_parallel_trials=2", "campaign.max_candidates=3",
+    "explore.grace_fraction=1.0",  # no early stops: the third candidate is still training when the first finishes
     "verify.top_fraction=0", "verify.min_promoted=0",  # the verify stage is tested in test_campaign.py
 ]
 DONE = ("stopped", "finished", "promoted")
@@ -49,19 +50,34 @@ def head(tmp_path):
     temp_dir = f"/tmp/ray-{os.getpid()}-{dashboard}"  # short: Ray's socket paths have a length limit
     subprocess.run([RAY, "get-auth-token", "--generate"], env=env, capture_output=True, timeout=60)
     start = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
-                            "--num-cpus=2", f"--temp-dir={temp_dir}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                            "--num-cpus=2", f"--temp-dir={temp_dir}", f"--ray-client-server-port={free_port()}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                             f"--dashboard-port={dashboard}", "--disable-usage-stats"],
                            env=env, capture_output=True, text=True, timeout=180)
     assert start.returncode == 0, start.stderr[-3000:]
     try:
         yield f"http://127.0.0.1:{dashboard}", env
     finally:  # stop this head only (`ray stop` would stop every Ray on the machine)
-        for proc in Path("/proc").iterdir():
+        for pid in _processes_of(temp_dir):
             try:
-                if proc.name.isdigit() and temp_dir.encode() in (proc / "cmdline").read_bytes():
-                    os.kill(int(proc.name), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
                 continue
+
+
+def _processes_of(temp_dir: str) -> list[int]:
+    """Ray's processes of one head: its temp dir is in their command line or among their open files
+    (workers and agents rename themselves to `ray::...`, but they all log into the session dir)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if temp_dir.encode() in (proc / "cmdline").read_bytes() or any(
+                    os.readlink(fd).startswith(temp_dir) for fd in (proc / "fd").iterdir()):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
 
 
 def submit(address: str, env: dict, out: Path, wait: bool) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import ray
 
 from asiarch.memory import Candidate, Memory, MemoryActor
 
-WRITERS, WRITES = 4, 100
+WRITERS, WRITES = 4, 60
 SHARED_KEYS = 25
 USAGE_ADDS = len(range(0, WRITES, 8))  # one usage increment every 8th write
 

@@ -46,8 +46,8 @@ class CampaignSettings:
 @dataclass
 class ExploreSettings:
     metric: str = "eval_loss"
-    grace_fraction: float = 0.25
-    reduction_factor: int = 2
+    grace_fraction: float = 0.125
+    reduction_factor: int = 3
     max_failures: int = 2
 
     def __post_init__(self) -> None:
