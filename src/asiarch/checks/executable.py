@@ -247,7 +247,7 @@ def check_training_smoke(cls, opts) -> Result:
     return True, f"MQAR loss {first:.3f} -> {last:.3f} in {len(losses)} steps", measurements
 
 
-CHECKS: dict[str, Callable[[type[nn.Module], dict[str, Any]], Result]] = {  # in CHECK_ORDER
+CHECKS: dict[str, Callable[[type[nn.Module], dict[str, Any]], Result]] = {  # run in CHECK_ORDER
     "instantiate": check_instantiate,
     "shape": check_shape,
     "causality": check_causality,

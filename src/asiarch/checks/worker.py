@@ -125,7 +125,7 @@ def run(request: dict[str, Any], emit) -> int:
 
     torch.set_num_threads(1)
     from asiarch.arch.contract import CandidateLoadError, load_mixer_class
-    from asiarch.checks.executable import CHECKS, PREREQUISITES
+    from asiarch.checks.executable import CHECK_ORDER, CHECKS, PREREQUISITES
     import asiarch.arch.model  # noqa: F401 - used by the training smoke check
     import asiarch.data.mqar  # noqa: F401
 
@@ -147,7 +147,7 @@ def run(request: dict[str, Any], emit) -> int:
         return 0
     emit({"check": "contract", "passed": True, "reason": f"defines {cls.__name__}", "seconds": time.perf_counter() - start})
 
-    for name in [n for n in CHECKS if n in wanted]:
+    for name in [n for n in CHECK_ORDER if n in CHECKS and n in wanted]:
         emit({"start": name})
         start = time.perf_counter()
         try:
