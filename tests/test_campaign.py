@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 from ray import cloudpickle
 
 from asiarch.arch import seed_source

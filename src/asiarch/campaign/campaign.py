@@ -17,7 +17,6 @@ import random
 import threading
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
