@@ -26,7 +26,7 @@ from messages_server import MessagesServer, Step  # noqa: E402
 
 from asiarch.agents import Engineer, Researcher  # noqa: E402
 from asiarch.llm import AnthropicBackend, AnthropicConfig, Usage  # noqa: E402
-from asiarch.llm.offline import OfflineBackend  # noqa: E402
+from asiarch.proposer import OfflineBackend  # noqa: E402
 from asiarch.memory import Memory  # noqa: E402
 
 CHECKS = {"check_timeout": 60}
@@ -51,7 +51,7 @@ def run(backend, uri: str, n: int, novelty_threshold: float = 0.9) -> dict:
 
 def scripted_claude_steps(n: int) -> list[Step]:
     """Replies of the size Claude sends; every fourth proposal breaks causality and needs one repair."""
-    from asiarch.llm.offline import mutate, render, seed_genome
+    from asiarch.proposer import mutate, render, seed_genome
     import random
 
     rng, steps, genome = random.Random(0), [], seed_genome("deltanet")

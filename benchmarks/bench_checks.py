@@ -21,7 +21,7 @@ from asiarch.arch import SEEDS, seed_source
 from asiarch.checks import check_candidate
 from asiarch.config import load_scale
 from asiarch.train.trainer import Trainer
-from asiarch.train.trial import build_model, prepare_data
+from asiarch.train.protocol import build_model, prepare_data
 
 
 def trial_seconds(name: str, scale, data, steps: int) -> float:

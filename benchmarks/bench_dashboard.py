@@ -1,6 +1,6 @@
 """Dashboard speed at campaign scale: page load in headless Chromium and API latency at 10k candidates.
 
-A synthetic campaign of ``--rows`` candidates (``asiarch.serve.demo``) is served by the real
+A synthetic campaign of ``--rows`` candidates (``asiarch.testing.demo``) is served by the real
 Ray Serve app on 127.0.0.1. Each measurement is printed beside a baseline measured in the
 same run on the same data:
 
@@ -35,9 +35,9 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from asiarch.memory import Memory  # noqa: E402
-from asiarch.serve.browser import Chromium, find_chromium  # noqa: E402
+from asiarch.testing.browser import Chromium, find_chromium  # noqa: E402
 from asiarch.serve.data import _SUMMARY_COLUMNS  # noqa: E402
-from asiarch.serve.demo import demo_embedder, make_demo_campaign  # noqa: E402
+from asiarch.testing.demo import demo_embedder, make_demo_campaign  # noqa: E402
 
 
 def latencies_ms(fn: Callable[[int], object], n: int) -> tuple[float, float]:

@@ -48,7 +48,7 @@ TINY_VERIFY = ["scale.stages.verify_steps=8", "verify.top_fraction=0", "verify.m
 def train_fully(code: str, scale: ScaleConfig, data) -> dict[str, Any]:
     """The candidate's class is loaded here, in the worker, never in the driver."""
     from asiarch.arch import load_mixer_class
-    from asiarch.train.trial import train_mixer
+    from asiarch.train.protocol import train_mixer
 
     return train_mixer(load_mixer_class(code), scale, data, downstream=False)
 
@@ -100,7 +100,7 @@ def main() -> None:
     from asiarch.campaign.pipeline import counts_toward_budget, is_baseline
     from asiarch.config import compose, stage_scale
     from asiarch.memory import Memory
-    from asiarch.train.trial import prepare_data
+    from asiarch.train.protocol import prepare_data
 
     console = Console()
     console = console if console.is_terminal else Console(width=200)  # a log file gets the whole table

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from messages_server import MessagesServer, Step  # noqa: E402
 
 from asiarch.llm import AnthropicBackend, AnthropicConfig  # noqa: E402
-from asiarch.llm.offline import OfflineBackend  # noqa: E402
+from asiarch.proposer import OfflineBackend  # noqa: E402
 
 SMALL = [  # a cpu_tiny model with a small corpus and MQAR set: trials of ~15-30 s on one core
     "scale=cpu_tiny", "scale.train.eval_batches=1", "scale.corpus.max_documents=80",
@@ -180,13 +180,13 @@ def run_sequential(latency: float, args, work: Path, console: Console) -> dict[s
     from omegaconf import OmegaConf
 
     from asiarch.agents import AgentsConfig, Analyst, Engineer, Judge, Researcher
-    from asiarch.agents.training import explore_metrics, train_candidate
+    from asiarch.testing.training import explore_metrics, train_candidate
     from asiarch.arch import SEEDS, seed_source
     from asiarch.campaign.fitness import coerce_fitness
     from asiarch.campaign.settings import section
     from asiarch.config import ScaleConfig, compose, stage_scale
     from asiarch.memory import Candidate, Memory, StageMetrics
-    from asiarch.train.trial import prepare_data, train_mixer
+    from asiarch.train.protocol import prepare_data, train_mixer
 
     name = f"sequential-{latency:g}s"
     cfg = compose([*SMALL, f"scale.stages.explore_steps={args.explore_steps}"])

@@ -13,7 +13,7 @@ import sys
 
 from asiarch.arch import load_mixer_class
 from asiarch.config import load_scale
-from asiarch.train.trial import prepare_data, train_mixer
+from asiarch.train.protocol import prepare_data, train_mixer
 
 SOURCE = '''
 import torch

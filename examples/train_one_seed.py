@@ -10,7 +10,7 @@ import sys
 
 from asiarch.arch import SEEDS
 from asiarch.config import load_scale
-from asiarch.train.trial import prepare_data, train_mixer
+from asiarch.train.protocol import prepare_data, train_mixer
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from asiarch.agents import Engineer
-from asiarch.llm.offline import OfflineBackend, genome_from_source, render, seed_genome
+from asiarch.proposer import OfflineBackend, genome_from_source, render, seed_genome
 from asiarch.memory import Candidate, FunctionEmbedder, Memory
 
 import numpy as np

@@ -6,12 +6,12 @@ import pytest
 import ray
 
 from asiarch.agents import AnalystActor, EngineerActor, JudgeActor, ResearcherActor
-from asiarch.agents.training import explore_metrics, train_candidate
+from asiarch.testing.training import explore_metrics, train_candidate
 from asiarch.arch import SEEDS
 from asiarch.config import load_scale
-from asiarch.llm.offline import OfflineBackend
+from asiarch.proposer import OfflineBackend
 from asiarch.memory import Memory, MemoryActor
-from asiarch.train.trial import prepare_data, train_mixer
+from asiarch.train.protocol import prepare_data, train_mixer
 
 FAST_CHECKS = {"complexity_repeats": 2, "check_timeout": 60}
 

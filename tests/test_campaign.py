@@ -24,7 +24,7 @@ from ray import cloudpickle
 
 from asiarch.arch import seed_source
 from asiarch.campaign import Campaign, asi_arch_fitness, relative_sigmoid
-from asiarch.llm.offline import OfflineBackend
+from asiarch.proposer import OfflineBackend
 from asiarch.memory import Memory
 
 TINY = [
@@ -62,7 +62,7 @@ class PlantedFaultBackend(OfflineBackend):
 
     def _engineer(self, ctx):
         if "planted fault" in ctx.get("code", ""):  # the fix: the seed without the planted raise
-            from asiarch.llm.offline import render, seed_genome
+            from asiarch.proposer import render, seed_genome
 
             return {"code": render(seed_genome("deltanet")), "explanation": "removed the training-time raise"}
         return super()._engineer(ctx)

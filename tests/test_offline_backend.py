@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from asiarch.llm import LLMError
-from asiarch.llm.offline import OfflineBackend, genome_from_source, render, seed_genome
-from asiarch.llm.roles import ROLE_SCHEMAS, context_of, with_context
+from asiarch.proposer import OfflineBackend, genome_from_source, render, seed_genome
+from asiarch.llm.schemas import ROLE_SCHEMAS, context_of, with_context
 from asiarch.memory.cognition import MOTIFS
 from asiarch.memory.schema import code_hash
 

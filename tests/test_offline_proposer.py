@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import pytest
 
-from asiarch.llm.offline import (
+from asiarch.proposer import (
     FIELD_CHOICES, Genome, crossover, estimate_parameters, mutate, name_for, render, seed_genome,
 )
 from asiarch.memory.cognition.motifs import MOTIFS

@@ -10,7 +10,7 @@ import pytest
 from asiarch.memory import Memory
 from asiarch.report import FIGURES, write_report
 from asiarch.serve.data import CampaignData
-from asiarch.serve.demo import demo_embedder, make_demo_campaign
+from asiarch.testing.demo import demo_embedder, make_demo_campaign
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -15,7 +15,7 @@ import requests
 
 from asiarch.memory import Candidate, Memory, StageMetrics
 from asiarch.serve.data import layered_layout
-from asiarch.serve.demo import demo_embedder, make_demo_campaign
+from asiarch.testing.demo import demo_embedder, make_demo_campaign
 from serve_harness import running_dashboards
 
 TOKEN = "s3cret-token"

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from asiarch.memory import Memory
-from asiarch.serve.browser import Chromium, find_chromium
-from asiarch.serve.demo import demo_embedder, make_demo_campaign
+from asiarch.testing.browser import Chromium, find_chromium
+from asiarch.testing.demo import demo_embedder, make_demo_campaign
 from serve_harness import running_dashboards
 
 pytestmark = pytest.mark.skipif(

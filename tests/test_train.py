@@ -12,7 +12,7 @@ from asiarch.arch import SEEDS, LanguageModel, ModelConfig
 from asiarch.data.corpus import CorpusConfig, TokenCorpus
 from asiarch.data.mqar import MQAR, MQARConfig
 from asiarch.train import StopReason, TrainConfig, Trainer, lr_at
-from asiarch.train.trial import ShiftedRecall
+from asiarch.train.protocol import ShiftedRecall
 
 REQUIRED_KEYS = {"step", "tokens_seen", "train_loss", "eval_loss", "mqar_accuracy", "tokens_per_second"}
 

@@ -17,8 +17,8 @@ from rich.live import Live
 
 from asiarch.arch import SEEDS
 from asiarch.config import ScaleConfig
-from asiarch.results import progress_table, results_table, write_results
-from asiarch.train.trial import TrialData, prepare_data, train_mixer
+from asiarch.train.tables import progress_table, results_table, write_results
+from asiarch.train.protocol import TrialData, prepare_data, train_mixer
 
 
 @ray.remote

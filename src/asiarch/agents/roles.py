@@ -8,7 +8,7 @@ from typing import Any
 
 from asiarch.checks import check_candidate
 from asiarch.llm.protocol import LLMBackend, Usage
-from asiarch.llm.roles import ROLE_SCHEMAS, with_context
+from asiarch.llm.schemas import ROLE_SCHEMAS, with_context
 from asiarch.llm.templates import render
 from asiarch.memory import Candidate, Insight, Memory, code_hash
 

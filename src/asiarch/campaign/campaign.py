@@ -32,7 +32,7 @@ from asiarch.campaign.settings import CampaignSettings, ExploreSettings, RunSett
 from asiarch.campaign.state import CampaignPaths, find_campaign, now_iso, read_state, set_latest, write_json_atomic
 from asiarch.config import ScaleConfig, build_dataclass, compose, load_scale, stage_scale
 from asiarch.memory import Candidate, Memory, MemoryActor, StageMetrics
-from asiarch.train.trial import TrialData, prepare_data, train_mixer
+from asiarch.train.protocol import TrialData, prepare_data, train_mixer
 
 NAMESPACE = "asiarch"
 PROGRESS_EVERY_S = 15.0
@@ -610,7 +610,7 @@ class Campaign:
         return f" | verify trials: {done}/{total} done, {len(running)} running{mean}"
 
     def _print_results(self) -> None:
-        from asiarch.campaign.results import results_rows, write_campaign_results, campaign_table
+        from asiarch.campaign.summary import results_rows, write_campaign_results, campaign_table
 
         rows = results_rows(self.memory(), self.name)
         write_campaign_results(self.paths.results, rows, self.name)

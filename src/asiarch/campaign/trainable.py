@@ -20,7 +20,7 @@ import torch
 from ray import tune
 
 from asiarch.config import ScaleConfig
-from asiarch.train.trial import TrialData, train_mixer
+from asiarch.train.protocol import TrialData, train_mixer
 
 FINISHED_STATUSES = ("stopped", "finished", "failed")  # an explore result already in the memory
 

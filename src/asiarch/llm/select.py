@@ -23,7 +23,7 @@ def backend_from_config(llm: dict[str, Any] | DictConfig | None) -> LLMBackend:
             llm = {"name": "offline", **offline}
     if name == "offline":
         from asiarch.config import build_dataclass
-        from asiarch.llm.offline import OfflineBackend
+        from asiarch.proposer import OfflineBackend
 
         values = {k: v for k, v in llm.items() if k != "name"}
         unknown = sorted(set(values) - {"seed", "crossover_rate"})

@@ -8,12 +8,12 @@ retrieved cognition-base entries (:meth:`Genome.motifs` says which motifs a geno
 Everything is deterministic given a ``random.Random``.
 """
 
-from asiarch.llm.offline.genome import (
+from asiarch.proposer.genome import (
     FIELD_CHOICES, REFERENCE_PARAMETERS, Genome, estimate_parameters, name_for, seed_genome,
 )
-from asiarch.llm.offline.backend import OfflineBackend
-from asiarch.llm.offline.render import class_name_for, genome_from_source, render
-from asiarch.llm.offline.search import crossover, mutate, single_moves
+from asiarch.proposer.backend import OfflineBackend
+from asiarch.proposer.render import class_name_for, genome_from_source, render
+from asiarch.proposer.search import crossover, mutate, single_moves
 
 __all__ = [
     "FIELD_CHOICES", "Genome", "OfflineBackend", "REFERENCE_PARAMETERS", "class_name_for", "crossover",

@@ -8,7 +8,7 @@ import ray
 
 from asiarch.config import ScaleConfig
 from asiarch.memory import StageMetrics
-from asiarch.train.trial import TrialData, train_mixer
+from asiarch.train.protocol import TrialData, train_mixer
 
 
 @ray.remote(num_cpus=1, max_retries=0)

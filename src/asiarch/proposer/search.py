@@ -12,7 +12,7 @@ import random
 from dataclasses import fields, replace
 from typing import Mapping
 
-from asiarch.llm.offline.genome import DECAYED_OPS, DELTA_OPS, FIELD_CHOICES, Genome
+from asiarch.proposer.genome import DECAYED_OPS, DELTA_OPS, FIELD_CHOICES, Genome
 
 __all__ = ["crossover", "mutate", "single_moves"]
 

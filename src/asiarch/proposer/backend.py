@@ -15,11 +15,11 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
-from asiarch.llm.offline.genome import Genome, name_for, seed_genome
-from asiarch.llm.offline.render import genome_from_source, render
-from asiarch.llm.offline.search import crossover, mutate
+from asiarch.proposer.genome import Genome, name_for, seed_genome
+from asiarch.proposer.render import genome_from_source, render
+from asiarch.proposer.search import crossover, mutate
 from asiarch.llm.protocol import LLMError, LLMResult, Usage, schema_errors
-from asiarch.llm.roles import context_of
+from asiarch.llm.schemas import context_of
 
 # Which genome choices to fall back to when a check fails (repair rules).
 REPAIRS: dict[str, dict[str, Any]] = {

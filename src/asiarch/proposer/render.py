@@ -1,4 +1,4 @@
-"""Render a :class:`~asiarch.llm.offline.genome.Genome` as candidate source code.
+"""Render a :class:`~asiarch.proposer.genome.Genome` as candidate source code.
 
 The output is self-contained PyTorch that imports only what the candidate policy allows
 (``torch``, ``math`` and the vetted operators in ``asiarch.arch.ops``), so the chunkwise
@@ -12,7 +12,7 @@ import json
 
 import re
 
-from asiarch.llm.offline.genome import DELTA_OPS, Genome, name_for
+from asiarch.proposer.genome import DELTA_OPS, Genome, name_for
 
 __all__ = ["class_name_for", "render"]
 
