@@ -97,7 +97,7 @@ def main() -> None:
 
     from asiarch.campaign import Campaign
     from asiarch.campaign.fitness import coerce_fitness
-    from asiarch.campaign.pipeline import counts_toward_budget, is_baseline
+    from asiarch.memory import counts_toward_budget, is_seed as is_baseline
     from asiarch.config import compose, stage_scale
     from asiarch.memory import Memory
     from asiarch.train.protocol import prepare_data

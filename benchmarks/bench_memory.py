@@ -24,7 +24,7 @@ import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
-from asiarch.memory import Candidate, Memory, MiniLMEmbedder
+from asiarch.memory import Candidate, Memory, MiniLMEmbedder, StageMetrics
 from asiarch.memory.schema import candidate_to_row, candidates_schema
 
 
@@ -59,7 +59,8 @@ def synthetic(n: int, dim: int, seed: int = 0) -> tuple[list[Candidate], np.ndar
     candidates = [
         Candidate(id=f"cand-{i:06d}", campaign=f"c{i % 4}", name=f"design-{i}", code=f"# design {i}\n",
                   motivation="", parent_ids=[f"cand-{rng.integers(0, i):06d}"] if i else [], generation=i // 1000,
-                  status=statuses[i % 4], fitness=float(fitness[i]), motivation_embedding=vectors[i].tolist())
+                  status=statuses[i % 4], reached_training=True, explore=StageMetrics(fitness=float(fitness[i])),
+                  motivation_embedding=vectors[i].tolist())
         for i in range(n)
     ]
     return candidates, vectors, fitness

@@ -210,10 +210,10 @@ def run_sequential(latency: float, args, work: Path, console: Console) -> dict[s
         own = coerce_fitness(fitness_fn(anchor, anchor, None))
         memory.upsert_candidates(Candidate(
             id=f"{name}-seed-{seed}", campaign=name, name=seed, code=seed_source(seed), status="finished",
-            motivation=f"seed architecture {seed} (baseline)", fitness=own.value,
-            fitness_parts={**own.parts, "baseline": True, "stage": "explore"},
+            kind="seed", motivation=f"seed architecture {seed} (baseline)",
             explore=StageMetrics(eval_loss=anchor["eval_loss"], mqar_accuracy=anchor["mqar_accuracy"],
-                                 benchmark=anchor["benchmark"])))
+                                 benchmark=anchor["benchmark"], fitness=own.value,
+                                 fitness_parts={**own.parts, "stage": "explore"})))
         with MessagesServer() as server:
             replies = server.steps = OfflineReplies(server, latency)
             llm = AnthropicBackend(claude_config(server.url))
@@ -248,7 +248,7 @@ def run_sequential(latency: float, args, work: Path, console: Console) -> dict[s
                 judged = judge.score(c.id, [anchor])
                 mine = {"name": c.name, "eval_loss": summary.get("eval_loss"), "benchmark": summary.get("mqar_accuracy")}
                 fitness = coerce_fitness(fitness_fn(mine, anchor, judged.judge.get("overall")))
-                memory.update_candidate(c.id, fitness=fitness.value, fitness_parts={**fitness.parts, "stage": "explore"})
+                memory.set_stage(c.id, "explore", fitness=fitness.value, fitness_parts={**fitness.parts, "stage": "explore"})
                 analyst.analyse(c.id)
                 split["judge+analyse"] += time.time() - t
                 console.print(f"sequential {latency:g}s: {len(spans)}/{args.candidates} trained", highlight=False)

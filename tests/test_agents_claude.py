@@ -70,7 +70,8 @@ def test_claude_drives_the_four_roles(tmp_path):
         (repair,) = validated.repairs
         assert [f["check"] for f in repair["failures"]] == ["causality"] and repair["passed"]
         assert validated.code == FIXED and validated.check_report["passed"]
-        memory.update_candidate(proposed.id, status="finished", fitness=0.4)
+        memory.update_candidate(proposed.id, status="training")
+        memory.set_stage(proposed.id, "explore", fitness=0.4, status="finished")
         analysed = roles["Analyst"].analyse(proposed.id)
         judged = roles["Judge"].score(proposed.id, seeds=[{"name": "deltanet", "eval_loss": 5.4, "mqar_accuracy": 0.7}])
 

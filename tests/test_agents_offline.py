@@ -48,7 +48,10 @@ def test_candidates_through_the_offline_loop(local_ray, tmp_path):
         if validated.status != "validated":
             continue
         summary = ray.get(train_candidate.remote(validated.code, scale, data_ref))
-        ray.get(writer.update_candidate.remote(validated.id, fitness=-summary["eval_loss"], **explore_metrics(summary)))
+        ray.get(writer.update_candidate.remote(validated.id, status="training"))
+        changes = explore_metrics(summary)
+        changes["explore"].fitness = -summary["eval_loss"]
+        ray.get(writer.update_candidate.remote(validated.id, **changes))
         ray.get(judge.score.remote(validated.id, seeds))
         ray.get(analyst.analyse.remote(validated.id))
 

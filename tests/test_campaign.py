@@ -129,12 +129,14 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
     assert summary["status"] == "finished" and summary["phase"] == "done"
     memory = Memory(campaign.memory_uri, read_only=True)
     rows = memory.list_candidates(campaign=campaign.name)
-    seeds = [c for c in rows if c.fitness_parts.get("baseline") is True]
-    candidates = [c for c in rows if c.fitness_parts.get("baseline") is not True]
+    seeds = [c for c in rows if c.kind == "seed"]
+    candidates = [c for c in rows if c.kind == "candidate"]
     assert [s.name for s in seeds] == ["deltanet"]
     assert seeds[0].explore.eval_loss is not None and seeds[0].verify.eval_loss is not None
     trained = [c for c in candidates if c.status in ("stopped", "finished") or c.stage == "verify"]
-    assert len(trained) == 3  # campaign.max_candidates, the repaired one counted once
+    assert len(trained) == 3, [(c.name, c.status, c.status_reason[:400]) for c in candidates]  # the repaired one once
+    assert sorted(c.id for c in candidates if c.reached_training) == sorted(c.id for c in trained)
+    assert campaign.status()["trained"] == 3
     for c in trained:
         assert c.explore.eval_loss is not None and c.explore.loss_curve and c.device_seconds > 0
         assert c.judge.get("overall") is not None and c.analysis
@@ -153,7 +155,11 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
         runs = c.verify.benchmarks["runs"]
         assert len(runs) == 2  # training seeds 0 and 1
         assert c.verify.eval_loss == pytest.approx(sum(r["eval_loss"] for r in runs) / 2)
-        assert isinstance(c.fitness_parts["breakthrough"], bool) and "verify" in c.fitness_parts
+        assert c.status == "finished" and c.verify.fitness_parts["stage"] == "verify"
+        assert set(c.verify.fitness_parts["beats"]) == {"deltanet"}
+        assert c.breakthrough == all(c.verify.fitness_parts["beats"].values())
+        assert c.verify.fitness_parts["anchor"]["eval_loss"] == pytest.approx(seeds[0].verify.eval_loss)
+    assert campaign.status()["verified"] == len(verified)
     state = json.loads((campaign.paths.state).read_text())
     assert state["phase"] == "done" and state["baselines"]["explore"]["deltanet"]["eval_loss"] == pytest.approx(
         seeds[0].explore.eval_loss)
@@ -223,10 +229,8 @@ def test_cli_status_top_and_export_find_the_latest_campaign(campaign_run, monkey
 
 
 def test_progress_line_follows_the_verify_trials(campaign_run):
-    """While verify runs, the status line counts Tune's verify trials from their result files."""
+    """The status line follows verify's trials through Tune's callback (not Tune's files)."""
     campaign, *_ = campaign_run
-    loaded = Campaign.load(campaign.name, campaign.output_dir)
-    assert "verify trials" not in loaded.progress_line()  # explore and done: nothing to follow
-    loaded.state["phase"] = "verify"
-    loaded._verify_plan = (5, 12)  # one trial more than the four that ran: it has not started
-    assert loaded.progress_line().endswith("| verify trials: 4/5 done, 0 running")
+    assert "verify trials" not in Campaign.load(campaign.name, campaign.output_dir).progress_line()  # not running
+    assert campaign._trial_progress["verify"].line() == "verify trials: 4/4 done, 0 running"
+    assert not list((campaign.paths.tune / "verify").glob("*/checkpoint_*")), "finished verify trials keep checkpoints"

@@ -17,7 +17,8 @@ DERIVED = {("model", "vocab_size")}  # filled in from the data at run time
 def test_every_field_is_in_the_yaml_so_every_field_can_be_overridden(name):
     values = OmegaConf.to_container(compose([f"scale={name}"]).scale)
     scale = ScaleConfig.from_dict(values)
-    for section in ("model", "train", "mqar", "corpus", "downstream"):
+    assert set(values) == {f.name for f in dataclasses.fields(ScaleConfig)}, f"conf/scale/{name}.yaml: top-level keys"
+    for section in ("model", "train", "mqar", "corpus", "downstream", "stages"):
         fields = {f.name for f in dataclasses.fields(getattr(scale, section))}
         missing = {f for f in fields - set(values[section]) if (section, f) not in DERIVED}
         assert not missing, f"conf/scale/{name}.yaml: scale.{section} lacks {sorted(missing)}"
@@ -41,12 +42,3 @@ def test_unknown_and_invalid_keys_are_named():
     values["train"]["schedule"] = "linear"
     with pytest.raises(ValueError, match="invalid config section 'scale.train': schedule must be"):
         ScaleConfig.from_dict(values)
-
-
-def test_agents_section_matches_the_dataclass():
-    from asiarch.agents import AgentsConfig
-    from asiarch.config import build_dataclass
-
-    values = OmegaConf.to_container(compose().agents)
-    assert set(values) == set(AgentsConfig.__dataclass_fields__)
-    assert build_dataclass(AgentsConfig, values, "agents") == AgentsConfig()

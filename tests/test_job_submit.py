@@ -91,7 +91,7 @@ def candidates(out: Path) -> dict[str, object]:
     if not latest.exists() or not (out / latest.read_text().strip() / "memory").exists():
         return {}
     memory = Memory(str(out / latest.read_text().strip() / "memory"), read_only=True)
-    return {c.id: c for c in memory.list_candidates() if c.fitness_parts.get("baseline") is not True}
+    return {c.id: c for c in memory.list_candidates() if c.kind == "candidate"}
 
 
 def test_job_submit_stop_and_resubmit_continues_the_campaign(head, tmp_path):

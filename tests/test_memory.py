@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import lancedb
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from asiarch.memory import Candidate, Insight, Memory, MemoryInputError, MiniLMEmbedder, StageMetrics, code_hash
+from asiarch.memory import (Candidate, FunctionEmbedder, Insight, Memory, MemoryInputError, MiniLMEmbedder, StageMetrics,
+                            code_hash)
+
+MEMORY_V1 = Path(__file__).parent / "fixtures" / "memory_v1"  # written by the release before schema v2; 8-d vectors
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +32,9 @@ def unit(seed: int, dim: int = 384) -> list[float]:
 
 
 def scored(i: int, fitness: float | None, campaign: str = "c1", **kw) -> Candidate:
-    return Candidate(id=f"cand-{i:03d}", campaign=campaign, name=f"design-{i}", code=f"# {i}\n", fitness=fitness,
-                     status=kw.pop("status", "finished"), motivation_embedding=kw.pop("vector", unit(i)), **kw)
+    return Candidate(id=f"cand-{i:03d}", campaign=campaign, name=f"design-{i}", code=f"# {i}\n",
+                     explore=StageMetrics(fitness=fitness), status=kw.pop("status", "finished"),
+                     motivation_embedding=kw.pop("vector", unit(i)), **kw)
 
 
 def full_candidate() -> Candidate:
@@ -37,9 +43,11 @@ def full_candidate() -> Candidate:
         parent_ids=["p1", "p2"], generation=3, stage="verify", status="promoted", status_reason="top 10% of explore",
         motivation_embedding=unit(7),
         explore=StageMetrics(loss_curve=[6.1, 5.5, 5.2], eval_loss=5.2, mqar_accuracy=0.71, benchmark=0.71,
-                             benchmarks={"mqar": 0.71}),
-        verify=StageMetrics(loss_curve=[4.0], eval_loss=4.0, benchmark=0.33, benchmarks={"piqa": {"acc": 0.6}}),
-        fitness=0.61, fitness_parts={"loss": 0.7, "benchmark": 0.6, "judge": 0.53},
+                             benchmarks={"mqar": 0.71}, fitness=0.61,
+                             fitness_parts={"loss": 0.7, "benchmark": 0.6, "judge": 0.53}),
+        verify=StageMetrics(loss_curve=[4.0], eval_loss=4.0, benchmark=0.33, benchmarks={"piqa": {"acc": 0.6}},
+                            fitness=0.58, fitness_parts={"beats": {"deltanet": True}}),
+        reached_training=True, breakthrough=True,
         judge={"performance": 7, "innovation": 6, "complexity": 5}, judge_rationale="solid", analysis="gates help",
         check_report={"passed": True, "measurements": {"growth_exponent": 1.02}},
         repairs=[{"attempt": 1, "error": "shape", "fixed": True}], device_seconds=12.5, tokens_trained=1_000_000,
@@ -52,8 +60,9 @@ def test_a_candidate_round_trips_every_field(tmp_path):
     original = full_candidate()
     memory.upsert_candidates(original)
     loaded = memory.get_candidate("full")
-    for field in ("name", "code", "motivation", "parent_ids", "generation", "stage", "status", "status_reason",
-                  "explore", "verify", "fitness", "fitness_parts", "judge", "judge_rationale", "analysis",
+    for field in ("name", "code", "motivation", "parent_ids", "generation", "kind", "stage", "status", "status_reason",
+                  "explore", "verify", "fitness", "fitness_parts", "reached_training", "breakthrough", "judge",
+                  "judge_rationale", "analysis",
                   "check_report", "repairs", "device_seconds", "tokens_trained", "llm_usd"):
         assert getattr(loaded, field) == getattr(original, field), field
     np.testing.assert_allclose(loaded.motivation_embedding, original.motivation_embedding, rtol=1e-6)
@@ -66,11 +75,27 @@ def test_upsert_replaces_by_id_and_keeps_the_creation_time(tmp_path):
     memory = Memory(tmp_path / "mem")
     memory.upsert_candidates(scored(1, 0.5))
     first = memory.get_candidate("cand-001")
-    memory.update_candidate("cand-001", status="promoted", fitness=0.9)
+    memory.set_stage("cand-001", "explore", fitness=0.9, status="promoted")
     again = memory.get_candidate("cand-001")
     assert memory.count_candidates() == 1
-    assert (again.status, again.fitness) == ("promoted", 0.9)
+    assert (again.status, again.fitness, again.explore.fitness) == ("promoted", 0.9, 0.9)
     assert again.created_at == first.created_at and again.updated_at > first.updated_at
+
+
+def test_fitness_is_changed_per_stage(tmp_path):
+    memory = Memory(tmp_path / "mem")
+    memory.upsert_candidates(scored(1, 0.5))
+    for field in ("fitness", "fitness_parts"):
+        with pytest.raises(MemoryInputError, match=f"'{field}' belongs to a stage: use set_stage"):
+            memory.update_candidate("cand-001", **{field: 0.9})
+    memory.set_stage("cand-001", "verify", fitness=0.7, fitness_parts={"beats": {"deltanet": True}})
+    stored = memory.get_candidate("cand-001")
+    assert (stored.explore.fitness, stored.verify.fitness) == (0.5, 0.7)
+    assert stored.verify.fitness_parts == {"beats": {"deltanet": True}} and stored.fitness_parts == {}
+    with pytest.raises(MemoryInputError, match="unknown stage 'final'"):
+        memory.set_stage("cand-001", "final", fitness=0.1)
+    with pytest.raises(MemoryInputError, match="'colour' is neither a field of explore metrics nor a candidate field"):
+        memory.set_stage("cand-001", "explore", colour="red")
 
 
 def test_top_k_filters_and_orders(tmp_path):
@@ -117,7 +142,8 @@ def test_weighted_sampling_prefers_fit_designs_with_few_children(tmp_path):
 def test_lineage(tmp_path):
     memory = Memory(tmp_path / "mem")
     tree = {"a": [], "b": ["a"], "c": ["a"], "d": ["b"], "e": ["b", "c"], "f": ["e"]}
-    memory.upsert_candidates([Candidate(id=k, campaign="c1", name=k, parent_ids=v, fitness=ord(k) / 100) for k, v in tree.items()])
+    memory.upsert_candidates([Candidate(id=k, campaign="c1", name=k, parent_ids=v, explore=StageMetrics(fitness=ord(k) / 100))
+                              for k, v in tree.items()])
     assert [c.id for c in memory.ancestors("f")] == ["e", "b", "c", "a"]
     assert [c.id for c in memory.descendants("b")] == ["d", "e", "f"]
     assert [c.id for c in memory.siblings("e")] == ["d"]  # e's parents b, c: b's other child is d
@@ -181,7 +207,8 @@ def test_bad_records_are_refused_and_nothing_is_written(tmp_path):
         (Candidate(id="x", campaign="c1", name=""), "field 'name' must be a non-empty string"),
         (scored(4, 0.1, stage="final"), "field 'stage' must be one of"),
         (scored(5, 0.1, parent_ids=["cand-005"]), "names the candidate itself"),
-        (scored(6, "high"), "field 'fitness' must be a number"),
+        (scored(6, "high"), "field 'explore.fitness' must be a number"),
+        (scored(8, 0.1, kind="baseline"), "field 'kind' must be one of"),
     ]
     for bad, message in cases:
         with pytest.raises(MemoryInputError, match=message):
@@ -233,14 +260,54 @@ def test_schema_versions_newer_or_unknown_are_refused(tmp_path):
     Memory(tmp_path / "mem").upsert_candidates(scored(1, 0.5))
     meta = lancedb.connect(tmp_path / "mem").open_table("meta")
     meta.update(where="key = 'schema_version'", values={"value": "99"})
-    with pytest.raises(MemoryInputError, match="written with memory schema v99; this asiarch reads v1"):
+    with pytest.raises(MemoryInputError, match="written with memory schema v99; this asiarch reads v2"):
         Memory(tmp_path / "mem")
     meta.update(where="key = 'schema_version'", values={"value": "0"})
-    with pytest.raises(MemoryInputError, match="schema v0, older than v1, and no migration exists"):
+    with pytest.raises(MemoryInputError, match="schema v0, older than v2, and no migration exists"):
         Memory(tmp_path / "mem")
     meta.update(where="key = 'schema_version'", values={"value": "banana"})
     with pytest.raises(MemoryInputError, match="unknown schema version 'banana'"):
         Memory(tmp_path / "mem")
+
+
+def eight_d() -> FunctionEmbedder:
+    return FunctionEmbedder(lambda texts: np.ones((len(texts), 8), dtype=np.float32), 8)
+
+
+def schema_version_on_disk(path) -> str:
+    rows = lancedb.connect(path).open_table("meta").to_arrow().to_pylist()
+    return {row["key"]: row["value"] for row in rows}["schema_version"]
+
+
+def test_a_v1_memory_is_refused_read_only_and_migrated_when_opened_writable(tmp_path):
+    path = tmp_path / "memory"
+    shutil.copytree(MEMORY_V1, path)
+    with pytest.raises(MemoryInputError, match="uses memory schema v1, older than v2, and it cannot be migrated read-only"):
+        Memory(path, embedder=eight_d(), read_only=True)
+    assert schema_version_on_disk(path) == "1"  # the refused reader changed nothing
+
+    memory = Memory(path, embedder=eight_d())
+    assert memory.meta["schema_version"] == "2" and schema_version_on_disk(path) == "2"
+    seed = memory.get_candidate("campaign-v1-seed-deltanet")
+    assert (seed.kind, seed.explore.fitness, seed.verify.eval_loss) == ("seed", 0.5, 6.0)
+    assert "baseline" not in seed.explore.fitness_parts and seed.explore.fitness_parts["terms"] == {"loss": 0.5, "benchmark": 0.5}
+    winner = memory.get_candidate("c-verified")
+    assert (winner.kind, winner.stage, winner.status, winner.breakthrough) == ("candidate", "verify", "finished", True)
+    assert (winner.explore.fitness, winner.verify.fitness) == (0.7, 0.66)
+    assert winner.verify.fitness_parts["beats"] == {"deltanet": True}
+    assert not {"verify", "breakthrough"} & set(winner.explore.fitness_parts)
+    trained = {c.id: c.reached_training for c in memory.list_candidates(campaign="campaign-v1", kind="candidate")}
+    assert trained == {"c-stopped": True, "c-repaired": True, "c-verified": True, "c-proposed": False, "c-rejected": False}
+    counts = memory.campaign_counts("campaign-v1")
+    assert (counts.trained, counts.verified, counts.breakthroughs, counts.seeds, counts.proposals) == (3, 1, 1, 1, 5)
+    assert counts.best_fitness == 0.7
+
+    reader = Memory(path, embedder=eight_d(), read_only=True)  # migrated for good: readers open it now
+    assert reader.campaign_counts("campaign-v1") == counts
+    again = Memory(path, embedder=eight_d())  # a second writable open finds nothing to migrate
+    assert again.get_candidate("c-verified") == winner
+    again.update_candidate("c-repaired", status="training")  # migrated rows move on by the lifecycle's rules
+    assert again.campaign_counts("campaign-v1").trained == 3
 
 
 def test_embedding_size_must_match_the_database(tmp_path):

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import ray
 
-from asiarch.memory import Candidate, Memory, MemoryActor
+from asiarch.memory import Candidate, Memory, MemoryActor, StageMetrics
 
 WRITERS, WRITES = 4, 60
 SHARED_KEYS = 25
@@ -35,7 +35,8 @@ class Writer:
                 cid, fitness = f"shared-{(j // 2) % SHARED_KEYS}", float(self.index)
             else:
                 cid, fitness = f"writer{self.index}-{j}", float(j)
-            refs.append(self.memory.upsert_candidates.remote(Candidate(id=cid, campaign="c", name=cid, fitness=fitness)))
+            candidate = Candidate(id=cid, campaign="c", name=cid, explore=StageMetrics(fitness=fitness))
+            refs.append(self.memory.upsert_candidates.remote(candidate))
             if j % 8 == 0:
                 refs.append(self.memory.add_usage.remote("counter", tokens_trained=1, device_seconds=0.5))
         ray.get(refs)

@@ -35,18 +35,24 @@ def test_report_writes_the_figures_and_a_summary(campaign, tmp_path):
     check_figures(tmp_path / "report")
     text = report.read_text()
     memory = Memory(campaign / "memory", embedder=demo_embedder(), read_only=True)
-    ranked = [c for c in memory.top_k(20, campaign="demo") if not c.fitness_parts.get("baseline")]
+    ranked = memory.top_k(10, campaign="demo", kind="candidate")
     table = text.split("## Top", 1)[1].split("## Figures", 1)[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [row.split(" | ")[1] for row in rows] == [c.name for c in ranked[:10]]  # in fitness order
     assert f"`{ranked[0].id}`" in rows[0] and f"{ranked[0].fitness:.4f}" in rows[0]
+    for c, row in zip(ranked, rows):
+        assert f" {c.verify.fitness:.4f} |" in row if c.verify.fitness is not None else " | — | " in row
     for seed in ("deltanet", "gated_deltanet", "mamba2", "attention"):
         assert f"| seed | {seed} |" in table
     for name in FIGURES:
         assert f"]({name})" in text
     state = json.loads((campaign / "campaign.json").read_text())
-    summary = CampaignData(campaign).summary()
-    assert f"**{summary['breakthroughs']} breakthroughs**" in text and f"Status **{state['status']}**" in text
+    counts = memory.campaign_counts("demo")
+    assert counts.verified >= 1 and counts.trained > counts.verified
+    assert (f"{counts.proposals} candidates proposed; {counts.trained} trained (count toward the budget); "
+            f"{counts.verified} verified; **{counts.breakthroughs} breakthroughs**") in text
+    assert f"Status **{state['status']}**" in text
+    assert f"| candidates trained | {counts.trained} | {state['budget']['max_candidates']} |" in text
 
 
 def test_report_without_campaign_json_rebuilds_discovery_from_the_memory(tmp_path):

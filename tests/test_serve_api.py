@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import difflib
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import requests
+from ray import serve
 
-from asiarch.memory import Candidate, Memory, StageMetrics
+from asiarch.memory import Candidate, Memory, StageMetrics, lifecycle
+from asiarch.serve import build_app
 from asiarch.serve.data import layered_layout
 from asiarch.testing.demo import demo_embedder, make_demo_campaign
 from serve_harness import running_dashboards
@@ -43,7 +47,7 @@ def get(base: str, path: str, **params) -> requests.Response:
 
 
 def mine(memory: Memory) -> list[Candidate]:
-    return [c for c in memory.list_candidates(campaign="demo") if not c.fitness_parts.get("baseline")]
+    return memory.list_candidates(campaign="demo", kind="candidate")
 
 
 def test_summary_matches_the_memory(base, memory, campaign):
@@ -62,7 +66,14 @@ def test_summary_matches_the_memory(base, memory, campaign):
     state = json.loads((campaign / "campaign.json").read_text())
     assert summary["budget"] == state["budget"] and summary["status"] == state["status"]
     assert summary["used"]["device_hours"] == pytest.approx(sum(c.device_seconds for c in memory.list_candidates()) / 3600)
-    assert summary["breakthroughs"] == sum(1 for c in candidates if c.fitness_parts.get("breakthrough"))
+    assert summary["breakthroughs"] == sum(1 for c in candidates if lifecycle.is_breakthrough(c))
+    assert summary["verified"] == sum(1 for c in candidates if lifecycle.is_verified(c)) >= 1
+    assert summary["trained"] == summary["used"]["candidates"] == sum(1 for c in candidates if lifecycle.counts_toward_budget(c))
+    counts = memory.campaign_counts("demo")
+    assert (summary["counts"], summary["total"], summary["trained"], summary["verified"], summary["breakthroughs"],
+            summary["seeds"], summary["best_fitness"]) == (counts.by_status, counts.proposals, counts.trained,
+                                                          counts.verified, counts.breakthroughs, counts.seeds,
+                                                          counts.best_fitness)
 
 
 def test_paging_visits_every_candidate_once_in_fitness_order(base, memory):
@@ -96,6 +107,11 @@ def test_filters_and_sorting(base, memory):
     assert two["total"] == sum(1 for c in everything if c.status in ("finished", "stopped"))
     verify = get(base, "/api/candidates", stage="verify", baselines="false", limit=1000).json()
     assert {r["id"] for r in verify["items"]} == {c.id for c in candidates if c.stage == "verify"}
+    assert all(r["verified"] == (r["status"] == "finished") for r in verify["items"])
+    by_verify = get(base, "/api/candidates", sort="verify_fitness", order="desc", limit=1000).json()["items"]
+    verified = [c for c in candidates if c.verify.fitness is not None]
+    assert [r["id"] for r in by_verify[:len(verified)]] == [c.id for c in sorted(verified, key=lambda c: (-c.verify.fitness, c.id))]
+    assert all(r["verify_fitness"] is None for r in by_verify[len(verified):])
     by_name = get(base, "/api/candidates", sort="name", order="asc", limit=1000).json()["items"]
     assert [r["name"] for r in by_name] == sorted(r["name"] for r in by_name)
     by_loss = [r["explore_eval_loss"] for r in get(base, "/api/candidates", sort="explore_eval_loss", order="asc",
@@ -156,8 +172,15 @@ def test_one_candidate_with_its_parent_code_and_diff(base, memory):
     assert "motivation_embedding" not in body
     assert {c["id"] for c in body["children"]} == {c.id for c in memory.children(child.id)}
     assert len(body["baseline_curves"]) == 4
-    seed = get(base, f"/api/candidates/demo-seed-deltanet").json()
-    assert seed["baseline"] and seed["diff"] is None and seed["parent"] is None
+    assert body["fitness"] == child.explore.fitness and body["fitness_parts"] == child.explore.fitness_parts
+    assert not body["baseline"] and body["kind"] == "candidate"
+    seed = get(base, "/api/candidates/demo-seed-deltanet").json()
+    assert seed["baseline"] and seed["kind"] == "seed" and seed["diff"] is None and seed["parent"] is None
+    assert not seed["verified"] and not seed["breakthrough"]  # seeds are never counted as verified designs
+    winner = next(c for c in mine(memory) if lifecycle.is_verified(c))
+    shown = get(base, f"/api/candidates/{winner.id}").json()
+    assert shown["verified"] and shown["breakthrough"] == winner.breakthrough
+    assert shown["verify"]["fitness"] == winner.verify.fitness and "beats" in shown["verify"]["fitness_parts"]
 
 
 def test_lineage_of_a_candidate_and_of_the_campaign(base, memory):
@@ -174,8 +197,7 @@ def test_lineage_of_a_candidate_and_of_the_campaign(base, memory):
     top = get(base, "/api/lineage", top=5).json()
     fittest = [c.id for c in sorted((c for c in mine(memory) if c.fitness is not None), key=lambda c: -c.fitness)[:5]]
     assert set(fittest) <= {n["id"] for n in top["nodes"]} and len(top["nodes"]) < len(whole["nodes"])
-    seed = max((c for c in memory.list_candidates(campaign="demo") if c.fitness_parts.get("baseline")),
-               key=lambda c: len(memory.descendants(c.id)))
+    seed = max(memory.list_candidates(campaign="demo", kind="seed"), key=lambda c: len(memory.descendants(c.id)))
     assert len(memory.descendants(seed.id)) > 3
     capped = get(base, f"/api/candidates/{seed.id}/lineage", max_descendants=3).json()
     assert capped["truncated"] and len(capped["nodes"]) == 4  # the seed and its 3 nearest descendants
@@ -244,16 +266,30 @@ def test_layout_puts_parents_left_of_children():
     assert len({pos[i][1] for i in ids if pos[i][0] == 0}) == 3  # no two nodes of a column on one row
 
 
+def test_a_memory_that_needs_migrating_is_a_500_that_says_so(base, tmp_path):
+    """A campaign whose memory is schema v1: the read-only dashboard says why it cannot show it."""
+    old = tmp_path / "old"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "memory_v1", old / "memory")
+    serve.run(build_app(old), name="dash-v1", route_prefix="/v1")
+    try:
+        response = get(base, "/v1/api/summary")
+        assert response.status_code == 500
+        assert "memory schema v1, older than v2, and it cannot be migrated read-only" in response.json()["detail"]
+    finally:
+        serve.delete("dash-v1")
+
+
 def test_reads_follow_a_campaign_that_is_writing(base, campaign):
     """Last: it adds a candidate to the memory while the app serves it."""
     before = get(base, "/api/summary").json()
     writer = Memory(campaign / "memory", embedder=demo_embedder())
     writer.upsert_candidates(Candidate(id="demo-live-1", campaign="demo", name="late-arrival", code="x = 1\n",
                                        motivation="written while the dashboard serves", status="finished",
-                                       parent_ids=["demo-seed-deltanet"], generation=1, fitness=0.99,
-                                       explore=StageMetrics(loss_curve=[6.0, 5.0], eval_loss=4.5)))
+                                       parent_ids=["demo-seed-deltanet"], generation=1, reached_training=True,
+                                       explore=StageMetrics(loss_curve=[6.0, 5.0], eval_loss=4.5, fitness=0.99)))
     after = get(base, "/api/summary").json()
     assert after["total"] == before["total"] + 1 and after["version"] != before["version"]
+    assert after["trained"] == before["trained"] + 1 and after["counts"]["finished"] == before["counts"]["finished"] + 1
     assert after["best"]["id"] == "demo-live-1"
     first = get(base, "/api/candidates", limit=1).json()["items"][0]
     assert first["id"] == "demo-live-1"

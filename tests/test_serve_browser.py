@@ -63,7 +63,7 @@ def wait_for_table_change(browser: Chromium, old_first: str) -> None:
 def test_clicking_a_candidate_shows_it(base, browser, campaign):
     memory = Memory(campaign / "memory", embedder=demo_embedder(), read_only=True)
     everything = memory.list_candidates(campaign="demo")
-    mine = [c for c in everything if not c.fitness_parts.get("baseline")]
+    mine = [c for c in everything if c.kind == "candidate"]
 
     browser.navigate(base + "/")
     rows = browser.wait_for("document.body.dataset.ready === '1' && document.querySelectorAll('#candidate-table tbody tr').length")
@@ -121,6 +121,7 @@ def test_clicking_a_candidate_shows_it(base, browser, campaign):
     assert text(browser, "#cv-judge-rationale") == target.judge_rationale
     assert text(browser, '#cv-judge [data-score="performance"] .num') == f"{target.judge['performance']}/10"
     assert text(browser, "#cv-analysis") == target.analysis
+    assert text(browser, "#cv-fitness-parts").startswith(f"explore: formula {target.explore.fitness_parts['formula']}")
     # its lineage, with the candidate marked
     assert browser.evaluate(f"document.querySelector('#cv-lineage [data-id={json.dumps(target.id)}].node').classList.contains('selected')")
     assert browser.evaluate("document.querySelector('#candidate-table tbody tr.selected').dataset.id") == target.id

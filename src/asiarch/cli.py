@@ -17,6 +17,8 @@ from typing import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from asiarch.memory.lifecycle import is_breakthrough
+
 
 def _console() -> Console:
     console = Console()
@@ -59,7 +61,7 @@ def _top(args) -> int:
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for c in campaign.top(args.k):
         table.add_row(c.id, c.name, c.status, fmt(c.fitness), fmt(c.explore.eval_loss), fmt(c.explore.mqar_accuracy),
-                      fmt(c.verify.eval_loss), "yes" if c.fitness_parts.get("breakthrough") else "-")
+                      fmt(c.verify.eval_loss), "yes" if is_breakthrough(c) else "-")
     _console().print(table)
     return 0
 

@@ -1,9 +1,16 @@
 """Configuration: Hydra composes ``conf/``; dataclasses give the composed tree types.
 
-The YAML files in ``conf/`` (installed as the package ``asiarch.conf``) hold every default;
-nothing here repeats a number from them. ``compose`` reads them with Hydra overrides and
-``ScaleConfig.from_dict`` turns a scale section into checked dataclasses, naming any
-unknown or misspelt key.
+The dataclasses are the schema: which keys exist, their types, and the checks on their
+values. The YAML files in ``conf/`` (installed as the package ``asiarch.conf``) write every
+key out, so ``asiarch config`` shows them all. Because tests, benchmarks and examples also
+build the dataclasses directly, their defaults equal the default composition:
+``conf/config.yaml`` for its sections, the default scale ``cpu_tiny`` for the scale
+sections (the other scales set other values on purpose). ``tests/test_config_defaults.py``
+fails when the two disagree or a key is on one side only; it lists the few fields that are
+not settings (the model's ``vocab_size``, the API key) with their reason.
+
+``compose`` reads ``conf/`` with Hydra overrides and ``ScaleConfig.from_dict`` turns a scale
+section into checked dataclasses, naming any unknown or misspelt key.
 """
 
 from __future__ import annotations
@@ -17,13 +24,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from asiarch.arch.model import ModelConfig
 from asiarch.data.corpus import CorpusConfig
+from asiarch.data.downstream import TASKS
 from asiarch.data.mqar import MQARConfig
 from asiarch.train.trainer import TrainConfig
 
 
 @dataclass
 class DownstreamConfig:
-    tasks: list[str] = field(default_factory=list)
+    """The multiple-choice sets scored after training (``limit``: examples per set; None: all)."""
+
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))  # every set asiarch ships
     limit: int | None = 50
     max_len: int = 256
     batch_size: int = 16
@@ -46,9 +56,9 @@ def build_dataclass(cls: type, values: dict[str, Any] | None, where: str):
 class StagesConfig:
     """How a campaign's funnel uses this scale: explore budget, where and how long to verify."""
 
-    explore_steps: int | None = None  # train.steps of an explore trial (None: the scale's train.steps)
+    explore_steps: int | None = 64  # train.steps of an explore trial (None: the scale's train.steps)
     verify_scale: str | None = None  # scale name to verify at (None: this scale)
-    verify_steps: int | None = None  # train.steps of a verify trial (None: the verify scale's train.steps)
+    verify_steps: int | None = 192  # train.steps of a verify trial (None: the verify scale's train.steps)
     benchmark: str = "mqar"  # the fitness's benchmark term: "mqar" accuracy or the "downstream" mean
     reports_per_trial: int = 8  # evaluations per trial; ASHA rungs and PBT perturbations land on them
 
@@ -89,7 +99,9 @@ class ScaleConfig:
         if "name" not in values:
             raise ValueError("config section 'scale' needs a 'name'")
         built = {key: build_dataclass(kind, values.get(key), f"scale.{key}") for key, kind in sections.items()}
-        return cls(name=values["name"], torch_threads=int(values.get("torch_threads", 1)), **built)
+        if "torch_threads" in values:
+            built["torch_threads"] = int(values["torch_threads"])
+        return cls(name=values["name"], **built)
 
 
 _HYDRA_LOCK = threading.Lock()

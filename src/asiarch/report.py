@@ -4,6 +4,8 @@ The same views as the dashboard (fitness over time, the discovery curve, the lin
 loss curves of the best designs against the seeds, counts per status), drawn with
 matplotlib's Agg canvas so that it runs on a machine without a display or a network,
 and with no shared pyplot state, so reports of several campaigns can be written at once.
+Every number comes from ``CampaignData``, so the report, the dashboard and ``asiarch
+status`` count by the same rules (``asiarch.memory.lifecycle``).
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ def plot_fitness_over_time(fitness: dict[str, Any], path: Path, title: str = "")
     if not points:
         _empty(ax, "no scored candidates yet")
     else:
-        for stage, color, size, label in (("explore", "#5b8def", 14, "explore"), ("verify", "#7e57c2", 30, "verified")):
-            chosen = [p for p in points if p["stage"] == stage]
+        for verified, color, size, label in ((False, "#5b8def", 14, "explore"), (True, "#7e57c2", 30, "verified")):
+            chosen = [p for p in points if p["verified"] == verified]
             if chosen:
                 ax.scatter([p["number"] for p in chosen], [p["fitness"] for p in chosen], s=size if len(points) < 2000 else 4,
                            color=color, alpha=0.75, label=label, linewidths=0)
@@ -241,8 +243,8 @@ def write_report(campaign_dir: str | Path, out_dir: str | Path, top: int = 10) -
         + (f" (verify at {summary['verify_scale']})" if summary.get("verify_scale") else "")
         + f"; started {summary['started_at'] or '—'}, last updated {summary['updated_at'] or '—'}.",
         "",
-        f"{summary['total']} candidates proposed; {summary['verified']} verified; "
-        f"**{summary['breakthroughs']} breakthroughs** (beat every seed at verify scale). "
+        f"{summary['total']} candidates proposed; {summary['trained']} trained (count toward the budget); "
+        f"{summary['verified']} verified; **{summary['breakthroughs']} breakthroughs** (beat every seed at verify scale). "
         + (f"Best fitness **{summary['best']['fitness']:.4f}**: {_cell(summary['best']['name'])} (`{summary['best']['id']}`)."
            if summary["best"] else "No candidate has a fitness yet."),
         "",
@@ -262,17 +264,18 @@ def write_report(campaign_dir: str | Path, out_dir: str | Path, top: int = 10) -
         "",
         f"## Top {len(best_rows)} candidates against the seeds",
         "",
-        "| rank | name | id | status | stage | fitness | explore loss | explore bench | verify loss | verify bench | breakthrough |",
-        "|---:|---|---|---|---|---:|---:|---:|---:|---:|---|",
+        ("| rank | name | id | status | stage | fitness | explore loss | explore bench | verify loss | verify bench "
+         "| verify fitness | breakthrough |"),
+        "|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for rank, r in enumerate(best_rows, 1):
         lines.append(f"| {rank} | {_cell(r['name'])} | `{r['id']}` | {r['status']} | {r['stage']} | {_cell(r['fitness'])} | "
                      f"{_cell(r['explore_eval_loss'])} | {_cell(r['explore_benchmark'])} | {_cell(r['verify_eval_loss'])} | "
-                     f"{_cell(r['verify_benchmark'])} | {'★' if r['breakthrough'] else ''} |")
+                     f"{_cell(r['verify_benchmark'])} | {_cell(r['verify_fitness'])} | {'★' if r['breakthrough'] else ''} |")
     for s in seeds:
         lines.append(f"| seed | {_cell(s.name)} | `{s.id}` | {s.status} | {s.stage} | {_cell(s.fitness)} | "
                      f"{_cell(s.explore.eval_loss)} | {_cell(s.explore.benchmark)} | {_cell(s.verify.eval_loss)} | "
-                     f"{_cell(s.verify.benchmark)} | |")
+                     f"{_cell(s.verify.benchmark)} | {_cell(s.verify.fitness)} | |")
     if best:
         lines += ["", "### What the best candidate is", "", f"**{_cell(best[0].name)}**: {best[0].motivation.strip() or '—'}"]
         if best[0].judge_rationale:

@@ -10,7 +10,7 @@ from asiarch.checks import check_candidate
 from asiarch.llm.protocol import LLMBackend, Usage
 from asiarch.llm.schemas import ROLE_SCHEMAS, with_context
 from asiarch.llm.templates import render
-from asiarch.memory import Candidate, Insight, Memory, code_hash
+from asiarch.memory import Candidate, Insight, Memory, Status, code_hash
 
 
 @dataclass
@@ -52,8 +52,13 @@ def _summary(c: Candidate | None) -> dict[str, Any] | None:
     """What a role needs to know about a candidate (no vectors)."""
     if c is None:
         return None
-    return {"id": c.id, "name": c.name, "code": c.code, "motivation": c.motivation, "fitness": c.fitness,
-            "eval_loss": c.explore.eval_loss, "mqar_accuracy": c.explore.mqar_accuracy, "analysis": c.analysis}
+    summary = {"id": c.id, "name": c.name, "code": c.code, "motivation": c.motivation, "fitness": c.fitness,
+               "eval_loss": c.explore.eval_loss, "mqar_accuracy": c.explore.mqar_accuracy, "analysis": c.analysis}
+    if c.verify.eval_loss is not None:  # verified: the larger-scale result, against every seed
+        summary["verify"] = {"eval_loss": c.verify.eval_loss, "benchmark": c.verify.benchmark,
+                             "fitness": c.verify.fitness, "beats": c.verify.fitness_parts.get("beats"),
+                             "breakthrough": c.breakthrough}
+    return summary
 
 
 def _usage_fields(usage: Usage) -> dict[str, Any]:
@@ -116,7 +121,7 @@ class Researcher(_Role):
                 break
             notes.append(f"attempt {attempt + 1} was a duplicate ({duplicate_of}); re-planned")
             avoid.append(proposal["code"])
-        status = "rejected" if duplicate_of else "proposed"
+        status = Status.REJECTED if duplicate_of else Status.PROPOSED
         reason = f"still a duplicate after {max_replans} re-plans: {duplicate_of}" if duplicate_of else "; ".join(notes)
         candidate = Candidate(
             id=uuid.uuid4().hex[:12], campaign=self.campaign, name=proposal["name"],
@@ -167,7 +172,7 @@ class Engineer(_Role):
         return self.memory.write(
             "update_candidate", candidate_id, code=code, repairs=repairs,
             check_report=report.to_dict() if report is not None else candidate.check_report,
-            status="validated" if passed else "rejected",
+            status=Status.VALIDATED if passed else Status.REJECTED,
             status_reason="all checks passed" if passed else "; ".join(f"{f['check']}: {f['reason']}" for f in failures),
             llm_input_tokens=candidate.llm_input_tokens + usage.input_tokens,
             llm_output_tokens=candidate.llm_output_tokens + usage.output_tokens, llm_usd=candidate.llm_usd + usage.usd,

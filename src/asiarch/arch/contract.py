@@ -13,12 +13,14 @@ isolated worker (the sandbox and the trial processes), never in the driver.
 from __future__ import annotations
 
 import inspect
+import traceback
 import types
 
 from torch import nn
 
 CONSTRUCTOR_PARAMS = ("hidden_size", "num_heads", "layer_idx")
 FORWARD_PARAMS = ("hidden_states", "attention_mask")
+CANDIDATE_MODULE = "asiarch_candidate"
 
 
 class CandidateLoadError(ValueError):
@@ -67,7 +69,32 @@ def conforms(cls: type) -> bool:
     return not contract_violations(cls)
 
 
-def load_mixer_class(source: str, class_name: str | None = None, module_name: str = "asiarch_candidate") -> type[nn.Module]:
+def _source_filename(module_name: str) -> str:
+    """The file name the candidate's code objects carry: what tells its frames apart in a traceback."""
+    return f"<{module_name}>"
+
+
+def candidate_frames(err: BaseException, module_name: str = CANDIDATE_MODULE) -> list[traceback.FrameSummary]:
+    """The frames of ``err`` that ran candidate code loaded by ``load_mixer_class``.
+
+    The exceptions it was raised from (``__cause__``, ``__context__``) count too, root
+    cause first, so the last frame is where the candidate's code last ran. An error with
+    no such frame did not come through the candidate: the harness, the data or the
+    machine failed, and the candidate is not to blame.
+    """
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    filename = _source_filename(module_name)
+    return [frame for exc in reversed(chain) for frame in traceback.extract_tb(exc.__traceback__)
+            if frame.filename == filename]
+
+
+def load_mixer_class(source: str, class_name: str | None = None, module_name: str = CANDIDATE_MODULE) -> type[nn.Module]:
     """Execute candidate ``source`` in a fresh module and return its mixer class.
 
     With ``class_name`` that class is returned (after checking it). Otherwise the source
@@ -75,7 +102,7 @@ def load_mixer_class(source: str, class_name: str | None = None, module_name: st
     with other signatures are fine.
     """
     try:
-        code = compile(source, f"<{module_name}>", "exec")
+        code = compile(source, _source_filename(module_name), "exec")
     except SyntaxError as err:
         raise CandidateLoadError(f"candidate source does not parse: {err.msg} (line {err.lineno})") from err
     module = types.ModuleType(module_name)

@@ -17,14 +17,16 @@ from torch import nn
 
 @dataclass
 class ModelConfig:
-    vocab_size: int = 4096
+    """The language model around a mixer; the defaults equal ``scale.model`` of ``conf/scale/cpu_tiny.yaml``."""
+
+    vocab_size: int = 4096  # not in conf/: a campaign sets it from the tokenizer plus the MQAR tokens
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
     mlp_ratio: float = 4.0  # SwiGLU keeps ~the parameters of a 4x GELU MLP: hidden = 2/3 * ratio * d
     norm_eps: float = 1e-5
     init_std: float = 0.02
-    mixer_kwargs: dict[str, Any] = field(default_factory=dict)
+    mixer_kwargs: dict[str, Any] = field(default_factory=lambda: {"chunk_size": 64})  # passed to every mixer
 
     @property
     def mlp_hidden_size(self) -> int:

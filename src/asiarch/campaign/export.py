@@ -15,6 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from asiarch.memory.lifecycle import is_breakthrough
+
 OPS_ORDER = ("backend", "decay", "short_conv", "delta_rule", "ssd")  # each only imports earlier ones
 
 
@@ -68,7 +70,7 @@ def _plain(value: Any) -> Any:
 def export_candidate(candidate: Any, model_config: dict[str, Any]) -> str:
     """Source text of a standalone module for ``candidate`` (a ``Candidate``)."""
     results = {"explore": asdict(candidate.explore), "verify": asdict(candidate.verify), "fitness": candidate.fitness,
-               "breakthrough": bool(candidate.fitness_parts.get("breakthrough"))}
+               "breakthrough": is_breakthrough(candidate)}
     header = f'''"""{candidate.name}: a token mixer discovered by asiarch (candidate {candidate.id}).
 
 {candidate.motivation.strip()}

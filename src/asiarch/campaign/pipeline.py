@@ -21,12 +21,11 @@ from typing import Any
 
 import ray
 
-from asiarch.campaign.fitness import FitnessFn, coerce_fitness
-from asiarch.memory import Candidate, Memory, StageMetrics
+from asiarch.campaign import scoring
+from asiarch.campaign.fitness import FitnessFn
+from asiarch.memory import Candidate, CampaignCounts, Kind, Memory, Status
 
 log = logging.getLogger(__name__)
-
-TRAINED_STATUSES = ("training", "stopped", "finished", "failed", "promoted")
 
 
 @dataclass
@@ -43,25 +42,10 @@ class PipelineSettings:
     max_usd: float | None = None
     explore_lr: float = 3e-3
     explore_seed: int = 0
+    bench_key: str = "mqar_accuracy"  # the trial-summary key of the fitness's benchmark term
     crash_retries: int = 2  # new trials for a candidate whose trial Tune gave up on (explore.max_failures)
     check_options: dict[str, Any] = field(default_factory=dict)
     agents: Any = None  # AgentsConfig
-
-
-def baseline_id(campaign: str, seed: str) -> str:
-    return f"{campaign}-seed-{seed}"
-
-
-def is_baseline(c: Candidate) -> bool:
-    return c.fitness_parts.get("baseline") is True
-
-
-def counts_toward_budget(c: Candidate) -> bool:
-    """Did this candidate reach training? (A repaired one waiting to train again did.)"""
-    if is_baseline(c):
-        return False
-    return c.status in TRAINED_STATUSES or c.stage == "verify" or any(
-        f.get("check") == "training" for r in c.repairs for f in r.get("failures", []))
 
 
 @ray.remote(num_cpus=0, max_concurrency=32)
@@ -79,12 +63,9 @@ class CampaignPipeline:
         self.reader = Memory(settings.memory_uri, read_only=True)
         self.lock = threading.RLock()
         self.ready: collections.deque[str] = collections.deque()
-        self.trained: set[str] = set()
         self.in_flight = 0  # proposals being written or checked
         self.post_in_flight = 0  # finished trials being judged, scored, analysed or repaired
-        self.proposals = 0
-        self.device_seconds = 0.0
-        self.usd = 0.0
+        self.proposals = 0  # proposals started by this campaign (stored rows plus those being written)
         self.events: list[str] = []
         self.curves: dict[str, list[float]] = {}  # explore eval-loss curves of running trials
         self.done: set[str] = set()  # trials over: a late progress report must not overwrite the final write
@@ -102,17 +83,12 @@ class CampaignPipeline:
     # -- state recovered from the memory ------------------------------------------------
     def _recover(self) -> None:
         to_validate = []
-        for c in sorted(self.reader.list_candidates(campaign=self.s.campaign), key=lambda c: c.created_at):
-            if is_baseline(c):
-                continue
+        mine = self.reader.list_candidates(campaign=self.s.campaign, kind=Kind.CANDIDATE.value)
+        for c in sorted(mine, key=lambda c: c.created_at):
             self.proposals += 1
-            self.usd += c.llm_usd
-            self.device_seconds += c.device_seconds
-            if counts_toward_budget(c):
-                self.trained.add(c.id)
-            if c.status == "validated":
-                (self.ready.appendleft if c.id in self.trained else self.ready.append)(c.id)
-            elif c.status == "proposed":
+            if c.status == Status.VALIDATED:
+                (self.ready.appendleft if c.reached_training else self.ready.append)(c.id)
+            elif c.status == Status.PROPOSED:
                 to_validate.append(c.id)
         for cid in to_validate:  # the driver stopped while these were being checked
             self._start(self._validate, cid)
@@ -120,8 +96,8 @@ class CampaignPipeline:
     def requeue_orphans(self, ids_in_tune: list[str]) -> list[str]:
         """Candidates marked training that Tune's restored experiment does not know: train them again."""
         known = set(ids_in_tune)
-        orphans = [c.id for c in self.reader.list_candidates(campaign=self.s.campaign, status="training")
-                   if c.id not in known and not is_baseline(c)]
+        orphans = [c.id for c in self.reader.list_candidates(campaign=self.s.campaign, status=Status.TRAINING.value,
+                                                             kind=Kind.CANDIDATE.value) if c.id not in known]
         with self.lock:
             for cid in orphans:
                 if cid not in self.ready:
@@ -129,21 +105,28 @@ class CampaignPipeline:
         return orphans
 
     # -- proposing ahead of the trial slots ---------------------------------------------
-    def _budget_left(self) -> bool:
-        s = self.s
-        if s.max_device_seconds is not None and self.device_seconds >= s.max_device_seconds:
-            return False
-        return not (s.max_usd is not None and self.usd >= s.max_usd)
+    def _used(self) -> CampaignCounts:
+        """The budget used so far, read from the memory (the one account of it)."""
+        return self.reader.campaign_counts(self.s.campaign)
 
-    def _can_start_new(self) -> bool:
-        return len(self.trained) < self.s.max_candidates and self._budget_left() and not self.stopping
+    def _budget_left(self, used: CampaignCounts) -> bool:
+        s = self.s
+        if s.max_device_seconds is not None and used.device_seconds >= s.max_device_seconds:
+            return False
+        return not (s.max_usd is not None and used.usd >= s.max_usd)
+
+    def _can_start_new(self, used: CampaignCounts) -> bool:
+        return used.trained < self.s.max_candidates and self._budget_left(used) and not self.stopping
 
     def _wanted(self) -> int:
         with self.lock:
-            fresh_ready = sum(1 for cid in self.ready if cid not in self.trained)
-            still_trainable = self.s.max_candidates - len(self.trained) - fresh_ready - self.in_flight
+            if self.proposals >= self.s.max_proposals or self.stopping:
+                return 0
+            used = self._used()
+            fresh_ready = sum(1 for c in self.reader.get_candidates(list(self.ready)) if not c.reached_training)
+            still_trainable = self.s.max_candidates - used.trained - fresh_ready - self.in_flight
             room = self.s.lookahead - len(self.ready) - self.in_flight
-            if not self._can_start_new() or self.proposals >= self.s.max_proposals:
+            if not self._can_start_new(used):
                 return 0
             return max(0, min(still_trainable, room, self.s.max_proposals - self.proposals))
 
@@ -173,43 +156,39 @@ class CampaignPipeline:
 
     def _propose_and_validate(self, researcher) -> None:
         candidate: Candidate = ray.get(researcher.propose.remote(self.s.seed))
-        with self.lock:
-            self.usd += candidate.llm_usd
-        if candidate.status == "proposed":
+        if candidate.status == Status.PROPOSED:
             self._validate(candidate.id)
 
     def _validate(self, candidate_id: str) -> None:
         engineer = self.engineers[hash(candidate_id) % len(self.engineers)]
-        before = self.reader.get_candidate(candidate_id)
         candidate: Candidate = ray.get(engineer.validate.remote(candidate_id, self.scale, **self.s.check_options))
         with self.lock:
-            self.usd += candidate.llm_usd - (before.llm_usd if before else 0.0)
-            if candidate.status == "validated":
+            if candidate.status == Status.VALIDATED:
                 self.ready.append(candidate_id)
 
     # -- the Tune searcher's side ---------------------------------------------------------
     def take(self, live_trials: int) -> dict[str, Any] | str | None:
         """A validated candidate as a trial config; None: wait; "FINISHED": explore is over."""
         with self.lock:
+            used = self._used()
             for _ in range(len(self.ready)):
                 cid = self.ready.popleft()
-                retry = cid in self.trained
-                if (retry and self._budget_left()) or (not retry and self._can_start_new()):
-                    c = self.reader.get_candidate(cid)
-                    if c is None or c.status not in ("validated", "training"):
-                        continue
-                    self.trained.add(cid)
+                c = self.reader.get_candidate(cid)
+                if c is None or c.status not in (Status.VALIDATED, Status.TRAINING):
+                    continue
+                if (c.reached_training and self._budget_left(used)) or (not c.reached_training and self._can_start_new(used)):
                     self.curves[cid] = []
                     self.done.discard(cid)
-                    self.writer.update_candidate.remote(cid, status="training", status_reason="explore trial")
-                    return {"kind": "candidate", "design": cid, "name": c.name, "code": c.code, "stage": "explore",
-                            "training_seed": self.s.explore_seed, "lr": self.s.explore_lr}
-                self.ready.append(cid)
+                    # awaited: the next budget decision reads this candidate as trained
+                    ray.get(self.writer.update_candidate.remote(cid, status=Status.TRAINING, status_reason="explore trial"))
+                    return {"kind": Kind.CANDIDATE.value, "design": cid, "name": c.name, "code": c.code,
+                            "stage": "explore", "training_seed": self.s.explore_seed, "lr": self.s.explore_lr}
+                self.ready.appendleft(cid)
                 break
             exhausted = self.proposals >= self.s.max_proposals and self.in_flight == 0
-            no_retry_waiting = not any(cid in self.trained for cid in self.ready)
+            no_retry_waiting = not any(c.reached_training for c in self.reader.get_candidates(list(self.ready)))
             if live_trials == 0 and self.post_in_flight == 0 and self.in_flight == 0 and no_retry_waiting and (
-                    not self._can_start_new() or exhausted):
+                    not self._can_start_new(used) or exhausted):
                 return "FINISHED"
             return None
 
@@ -226,9 +205,9 @@ class CampaignPipeline:
             curve = self.curves[design]
             curve.append(float(result["eval_loss"]))
             curve = list(curve)
-        metrics = StageMetrics(loss_curve=curve, eval_loss=result["eval_loss"], mqar_accuracy=result.get("mqar_accuracy"),
-                               benchmark=result.get("mqar_accuracy"))
-        self.writer.update_candidate.remote(design, explore=metrics, tokens_trained=int(result.get("tokens_seen", 0)))
+        self.writer.set_stage.remote(design, "explore", loss_curve=curve, eval_loss=result["eval_loss"],
+                                     mqar_accuracy=result.get("mqar_accuracy"), benchmark=result.get(self.s.bench_key),
+                                     tokens_trained=int(result.get("tokens_seen", 0)))
 
     def trial_finished(self, design: str, result: dict[str, Any] | None, error: bool) -> None:
         with self.lock:
@@ -252,8 +231,6 @@ class CampaignPipeline:
             return
         seconds = float(result.get("time_total_s") or 0.0)
         c = self.reader.get_candidate(design)
-        with self.lock:
-            self.device_seconds += seconds
         spent = {"device_seconds": c.device_seconds + seconds, "tokens_trained": int(result.get("tokens_seen") or 0)}
         if error:
             # Tune ends a trial whose worker dies while two calls to it are in flight (a reused actor being
@@ -261,7 +238,7 @@ class CampaignPipeline:
             with self.lock:
                 crashes = self.crashes[design] = self.crashes.get(design, 0) + 1
             if crashes <= self.s.crash_retries:
-                ray.get(self.writer.update_candidate.remote(design, status="validated", status_reason=(
+                ray.get(self.writer.update_candidate.remote(design, status=Status.VALIDATED, status_reason=(
                     f"its trial crashed ({crashes} of {self.s.crash_retries} new trials used); training it again"),
                     **spent))
                 with self.lock:
@@ -269,15 +246,16 @@ class CampaignPipeline:
                     self.ready.appendleft(design)  # it already counts toward the budget
                 return
             ray.get(self.writer.update_candidate.remote(
-                design, status="failed", status_reason="the trial crashed on every retry (see Tune's trial log)", **spent))
+                design, status=Status.FAILED, status_reason="the trial crashed on every retry (see Tune's trial log)",
+                **spent))
             return
         if result.get("code_error"):
-            ray.get(self.writer.update_candidate.remote(design, status="failed",
+            ray.get(self.writer.update_candidate.remote(design, status=Status.FAILED,
                                                         status_reason=f"training failed: {result['code_error'][:2000]}", **spent))
             retrains = sum(1 for r in c.repairs if any(f.get("check") == "training" for f in r.get("failures", [])))
             limit = getattr(self.s.agents, "max_repairs", 3)
             if retrains >= limit:
-                ray.get(self.writer.update_candidate.remote(design, status="failed", status_reason=(
+                ray.get(self.writer.update_candidate.remote(design, status=Status.FAILED, status_reason=(
                     f"training failed after {retrains} repair attempt(s) (agents.max_repairs={limit}): "
                     f"{result['code_error'][:1500]}")))
                 return
@@ -285,8 +263,7 @@ class CampaignPipeline:
             repaired: Candidate = ray.get(engineer.repair_training_failure.remote(
                 design, result["code_error"], self.scale, **self.s.check_options))
             with self.lock:
-                self.usd += repaired.llm_usd - c.llm_usd
-                if repaired.status == "validated":
+                if repaired.status == Status.VALIDATED:
                     self.ready.appendleft(design)  # trains again first; it already counts toward the budget
             return
         step, total = int(result.get("step") or 0), int(result.get("total_steps") or 0)
@@ -296,12 +273,13 @@ class CampaignPipeline:
         history = list(c.explore.loss_curve if history is None else history)
         if result.get("eval_loss") is not None and (not history or history[-1] != result["eval_loss"]):
             history.append(float(result["eval_loss"]))  # its progress report may not have landed yet
-        metrics = StageMetrics(loss_curve=history, eval_loss=result.get("eval_loss"),
-                               mqar_accuracy=result.get("mqar_accuracy"), benchmark=result.get("mqar_accuracy"),
-                               benchmarks={"mqar": result.get("mqar_accuracy")})
-        status = "stopped" if early else "finished"
+        metrics = scoring.stage_metrics([result], self.s.bench_key, loss_curve=history)
+        status = Status.STOPPED if early else Status.FINISHED
         reason = f"ASHA stopped it at step {step}/{total}" if early else f"trained {step} steps"
-        ray.get(self.writer.update_candidate.remote(design, status=status, status_reason=reason, explore=metrics, **spent))
+        ray.get(self.writer.set_stage.remote(
+            design, "explore", loss_curve=metrics.loss_curve, eval_loss=metrics.eval_loss,
+            mqar_accuracy=metrics.mqar_accuracy, benchmark=metrics.benchmark, benchmarks=metrics.benchmarks,
+            status=status, status_reason=reason, **spent))
         self._judge_and_score(design, early, step, total)
 
     def set_baseline(self, baseline: dict[str, Any]) -> None:
@@ -319,13 +297,11 @@ class CampaignPipeline:
         except Exception as err:  # recorded as a missing fitness term, never a silent default
             judge_error = f"{type(err).__name__}: {err}"
         c = self.reader.get_candidate(design)
-        mine = {"name": c.name, "eval_loss": c.explore.eval_loss, "benchmark": c.explore.benchmark}
-        fitness = coerce_fitness(self.fitness_fn(mine, baseline, judge_score))
-        parts = dict(fitness.parts)
+        fitness = scoring.score(self.fitness_fn, c.name, c.explore, baseline, judge_score, "explore",
+                                early_stopped=early, reached_step=step, total_steps=total)
         if judge_error:
-            parts.setdefault("missing", {})["judge"] = f"the Judge failed: {judge_error}"
-        parts.update(stage="explore", early_stopped=early, reached_step=step, total_steps=total)
-        ray.get(self.writer.update_candidate.remote(design, fitness=fitness.value, fitness_parts=parts))
+            fitness.parts.setdefault("missing", {})["judge"] = f"the Judge failed: {judge_error}"
+        ray.get(self.writer.set_stage.remote(design, "explore", fitness=fitness.value, fitness_parts=fitness.parts))
         try:
             ray.get(self.analyst.analyse.remote(design))
         except Exception as err:
@@ -334,9 +310,10 @@ class CampaignPipeline:
     # -- what people and the driver see ------------------------------------------------------
     def status(self) -> dict[str, Any]:
         with self.lock:
+            used = self._used()
             return {"ready": len(self.ready), "proposing": self.in_flight, "scoring": self.post_in_flight,
-                    "trained": len(self.trained), "proposals": self.proposals, "device_seconds": self.device_seconds,
-                    "usd": self.usd, "events": list(self.events[-5:])}
+                    "trained": used.trained, "proposals": self.proposals, "device_seconds": used.device_seconds,
+                    "usd": used.usd, "events": list(self.events[-5:])}
 
     def stop(self) -> None:
         self.stopping = True

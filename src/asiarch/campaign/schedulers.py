@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import copy
+import math
+from typing import TYPE_CHECKING, Any, Callable
 
-from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.search.sample import Domain
+
+if TYPE_CHECKING:
+    from ray.tune.execution.tune_controller import TuneController
+
+GroupOf = Callable[[dict[str, Any]], str]
 
 
 def explore_scheduler(budget_tokens: int, grace_fraction: float, reduction_factor: int,
@@ -15,46 +23,121 @@ def explore_scheduler(budget_tokens: int, grace_fraction: float, reduction_facto
                          grace_period=max(1, int(grace_fraction * budget_tokens)), reduction_factor=reduction_factor)
 
 
-class DesignPBT(PopulationBasedTraining):
-    """Population-based training where a trial only exploits members of its own group.
+class DesignPBT(TrialScheduler):
+    """Population-based training in which a trial only exploits members of its own group.
 
-    In verify, the population holds several designs; copying the weights of one design
-    into another would be meaningless (and their state dicts differ), so the quantiles
-    are taken within the group of the trial that just reported (its design).
+    In verify the population holds several designs: copying one design's weights into
+    another would be meaningless (their state dicts differ). So this scheduler keeps one
+    stock ``PopulationBasedTraining`` per group (a design) and hands each Tune callback to
+    the PBT of the trial's group, with Tune's controller unchanged: quantiles, cloning
+    and perturbation all happen inside one design.
+
+    When a member clones another, PBT's new config is the clone's config with the mutated
+    hyperparameters perturbed. The member must keep everything else (its design, its
+    training seed), so every PBT gets ``custom_explore_fn=self._keep_own_identity``, which
+    puts the member's own config back around the perturbed hyperparameters. PBT calls it
+    while handling the result of the member that exploits (asynchronous PBT only exploits
+    the trial that just reported), which is how this scheduler knows whose config it is.
     """
 
-    def __init__(self, group_of: Callable[[dict[str, Any]], str], **kwargs: Any):
-        super().__init__(**kwargs)
+    def __init__(self, group_of: GroupOf, *, metric: str | None = None, mode: str | None = None,
+                 time_attr: str = "time_total_s", **pbt_options: Any):
+        if pbt_options.get("synch"):
+            raise ValueError("DesignPBT supports asynchronous PBT only (synch=False)")
+        if "custom_explore_fn" in pbt_options:
+            raise ValueError("DesignPBT sets custom_explore_fn itself (to keep each member's own config)")
+        super().__init__()
         self._group_of = group_of
-        self._current_group: str | None = None
+        self._metric, self._mode = metric, mode
+        self._time_attr = time_attr
+        self._pbt_options = pbt_options
+        self._mutated = tuple((pbt_options.get("hyperparam_mutations") or {}).keys())
+        self._populations: dict[str, PopulationBasedTraining] = {}
+        self._group: dict[Trial, str] = {}
+        self._progress: dict[Trial, float] = {}  # last time_attr reported, for fair time-sharing
+        self._reporting: Trial | None = None  # the trial whose result PBT is handling
 
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        self._current_group = self._group_of(trial.config)
+    def _population(self, trial: Trial) -> PopulationBasedTraining:
+        return self._populations[self._group[trial]]
+
+    def _keep_own_identity(self, perturbed: dict[str, Any]) -> dict[str, Any]:
+        """The exploiting member's own config, with only the mutated hyperparameters from PBT."""
+        if self._reporting is None:
+            raise RuntimeError("PBT explored outside a trial result; DesignPBT cannot tell whose config it is")
+        own = copy.deepcopy(self._reporting.config)
+        own.update({key: perturbed[key] for key in self._mutated})
+        return own
+
+    # -- Tune's scheduler interface ----------------------------------------------------------------
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        if (self._metric and metric) or (self._mode and mode):
+            return False
+        self._metric, self._mode = metric or self._metric, mode or self._mode
+        return all(pbt.set_search_properties(metric, mode, **spec) for pbt in self._populations.values())
+
+    def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
+        group = self._group.setdefault(trial, self._group_of(trial.config))
+        if group not in self._populations:
+            self._populations[group] = PopulationBasedTraining(
+                time_attr=self._time_attr, metric=self._metric, mode=self._mode,
+                custom_explore_fn=self._keep_own_identity, **self._pbt_options)
+        self._progress.setdefault(trial, 0.0)
+        self._populations[group].on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict) -> str:
+        if isinstance(result.get(self._time_attr), (int, float)):
+            self._progress[trial] = float(result[self._time_attr])
+        self._reporting = trial
         try:
-            return super().on_trial_result(tune_controller, trial, result)
+            return self._population(trial).on_trial_result(tune_controller, trial, result)
         finally:
-            self._current_group = None
+            self._reporting = None
 
-    def _get_new_config(self, trial, trial_to_clone):
-        """The clone's learning rate, perturbed; but this member keeps its own design and training seed."""
-        new_config, operations = super()._get_new_config(trial, trial_to_clone)
-        new_config = {**new_config, "run": trial.config["run"]}
-        return new_config, operations
+    def on_trial_complete(self, tune_controller: TuneController, trial: Trial, result: dict) -> None:
+        self._population(trial).on_trial_complete(tune_controller, trial, result)
 
-    def _quantiles(self):
-        if self._current_group is None:
-            return super()._quantiles()
-        everyone = self._trial_state
-        try:
-            self._trial_state = {t: s for t, s in everyone.items() if self._group_of(t.config) == self._current_group}
-            return super()._quantiles()
-        finally:
-            self._trial_state = everyone
+    def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
+        self._population(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
+        self._population(trial).on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
+        """PBT's rule across all designs: the waiting trial that has trained least runs first.
+
+        It also lets a member that just cloned another run before that other member
+        trains on (the clone is further along), so the cloned checkpoint is read soon.
+        """
+        waiting = [t for t in tune_controller.get_trials()
+                   if t.status in (Trial.PENDING, Trial.PAUSED) and t in self._group]
+        return min(waiting, key=lambda t: self._progress.get(t, 0.0), default=None)
+
+    def debug_string(self) -> str:
+        return "DesignPBT: " + "; ".join(f"{group}: {pbt.debug_string()}" for group, pbt in self._populations.items())
+
+
+def pbt_checkpoints_to_keep(perturbation_interval: float, report_interval: float) -> int:
+    """``CheckpointConfig.num_to_keep`` that never deletes a checkpoint PBT may still clone.
+
+    Tune deletes a trial's oldest registered checkpoints beyond ``num_to_keep``. A member
+    clones another's checkpoint from that member's last perturbation point and reads it
+    when it restarts. Until then the cloned member registers the same checkpoint up to
+    twice more (PBT's save, the pause), at most one interval of reports (it pauses at its
+    next perturbation point while anyone waits, and the cloning member, behind it,
+    restarts first) and two more at that point; one more for a result in flight. Ray 2.60
+    warns at ``num_to_keep <= 2`` with PBT, and 1 or 2 do lose clones' checkpoints.
+    """
+    per_interval = max(1, math.ceil(perturbation_interval / max(report_interval, 1e-12)))
+    return per_interval + 6
+
+
+def _design(config: dict[str, Any]) -> str:
+    return config["design"]
 
 
 def verify_scheduler(perturbation_tokens: int, lr_domain: Domain, metric: str = "eval_loss", mode: str = "min",
-                     group_of: Callable[[dict[str, Any]], str] | None = None) -> DesignPBT:
+                     group_of: GroupOf | None = None) -> DesignPBT:
     """PBT over the learning rate, perturbing every ``perturbation_tokens`` within each design."""
-    return DesignPBT(group_of=group_of or (lambda config: config["design"]), time_attr="tokens_seen", metric=metric,
-                     mode=mode, perturbation_interval=max(1, perturbation_tokens),
-                     hyperparam_mutations={"lr": lr_domain}, quantile_fraction=0.5, resample_probability=0.25)
+    return DesignPBT(group_of or _design, time_attr="tokens_seen", metric=metric, mode=mode,
+                     perturbation_interval=max(1, perturbation_tokens), hyperparam_mutations={"lr": lr_domain},
+                     quantile_fraction=0.5, resample_probability=0.25)

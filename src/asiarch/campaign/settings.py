@@ -1,17 +1,12 @@
-"""Typed views of the ``campaign``, ``explore``, ``verify`` and ``run`` sections of ``conf/``."""
+"""Typed views of the ``campaign``, ``explore``, ``verify`` and ``run`` sections of ``conf/``.
+
+Their defaults equal ``conf/config.yaml`` (see ``asiarch.config`` for the rule).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-
-@dataclass
-class BudgetSettings:
-    max_candidates: int = 8
-    max_device_hours: float | None = None
-    max_usd: float | None = None
-    max_wall_hours: float | None = None
 
 
 @dataclass

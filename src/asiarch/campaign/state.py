@@ -7,6 +7,7 @@ the newest campaign so that ``asiarch status`` and friends need no arguments.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import os
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 LATEST = "LATEST"
+STATE_FILE = "campaign.json"
+MEMORY_DIR = "memory"
 
 
 def now_iso() -> str:
@@ -23,15 +26,21 @@ def now_iso() -> str:
 
 @dataclass
 class CampaignPaths:
+    """The files of one campaign directory; every reader and the writer name them through this."""
+
     root: Path
 
     @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
     def state(self) -> Path:
-        return self.root / "campaign.json"
+        return self.root / STATE_FILE
 
     @property
     def memory(self) -> Path:
-        return self.root / "memory"
+        return self.root / MEMORY_DIR
 
     @property
     def tune(self) -> Path:
@@ -40,6 +49,10 @@ class CampaignPaths:
     @property
     def results(self) -> Path:
         return self.root / "results"
+
+    def started(self) -> bool:
+        """Whether the campaign has written anything yet: its record or its memory (the first write may be either)."""
+        return self.state.exists() or self.memory.is_dir()
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -73,6 +86,61 @@ def find_campaign(output_dir: str | Path = "runs", name: str | None = None) -> P
             raise FileNotFoundError(f"no campaign found under {output_dir.resolve()} (run `asiarch run` first, or pass --dir)")
         name = marker.read_text().strip()
     root = output_dir / name
-    if not (root / "campaign.json").exists():
+    if not CampaignPaths(root).state.exists():
         raise FileNotFoundError(f"no campaign named {name!r} under {output_dir.resolve()}")
     return root
+
+
+def resolve_campaign(path: str | Path) -> CampaignPaths:
+    """``path`` itself if it is a campaign directory, else the campaign its ``LATEST`` names.
+
+    For readers (dashboard, report) that take either ``runs/<name>`` or ``runs``; unlike
+    ``find_campaign`` it accepts a campaign that has written its memory but no record yet.
+    """
+    path = Path(path).expanduser().resolve()
+    if CampaignPaths(path).started():
+        return CampaignPaths(path)
+    marker = path / LATEST
+    if not marker.is_file():
+        raise FileNotFoundError(f"{path} is not a campaign directory (no {STATE_FILE} or {MEMORY_DIR}/) "
+                                f"and has no {LATEST} file")
+    name = marker.read_text().strip()
+    latest = CampaignPaths(path / name)
+    if not name or not latest.started():
+        raise FileNotFoundError(f"{marker} names campaign {name!r}, but {latest.root} holds no {STATE_FILE} or {MEMORY_DIR}/")
+    return latest
+
+
+class CampaignRecord:
+    """``campaign.json`` in memory: read and changed under one lock, written atomically on every change.
+
+    The driver's stages, the seed-baseline thread and the progress thread share it.
+    """
+
+    def __init__(self, path: Path, initial: dict[str, Any] | None = None):
+        import threading
+
+        self.path = path
+        self._lock = threading.Lock()
+        self._data: dict[str, Any] = dict(initial or {})
+
+    def get(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            return copy.deepcopy(self._data.get(key, default))
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(self._data)
+
+    def update(self, **changes: Any) -> None:
+        """Set top-level keys and write the record."""
+        with self._lock:
+            self._data.update(changes, updated_at=now_iso())
+            write_json_atomic(self.path, self._data)
+
+    def set_in(self, section: str, key: str, subkey: str, value: Any) -> None:
+        """``record[section][key][subkey] = value`` (e.g. a seed's baseline at one stage), then write."""
+        with self._lock:
+            self._data.setdefault(section, {}).setdefault(key, {})[subkey] = value
+            self._data["updated_at"] = now_iso()
+            write_json_atomic(self.path, self._data)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
 from rich.table import Table
 
-from asiarch.campaign.pipeline import is_baseline
-from asiarch.memory import Memory
+from asiarch.memory import Memory, is_breakthrough, is_seed, is_verified
+from asiarch.train.tables import cell
 
 COLUMNS = [
     # (header, key, format)
@@ -25,23 +24,17 @@ COLUMNS = [
 ]
 
 
-def _cell(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return fmt.format(value)
-
-
 def results_rows(memory: Memory, campaign: str, top: int = 10) -> list[dict[str, Any]]:
     """Seeds first, then candidates: verified ones by verify fitness, then the rest by explore fitness."""
     rows, seeds = [], []
     for c in memory.list_candidates(campaign=campaign):
-        row = {"id": c.id, "name": c.name, "kind": "seed" if is_baseline(c) else "candidate", "status": c.status,
-               "explore_fitness": None if is_baseline(c) else c.fitness, "explore_loss": c.explore.eval_loss,
+        row = {"id": c.id, "name": c.name, "kind": "seed" if is_seed(c) else "candidate", "status": c.status,
+               "explore_fitness": None if is_seed(c) else c.fitness, "explore_loss": c.explore.eval_loss,
                "explore_mqar": c.explore.mqar_accuracy, "verify_loss": c.verify.eval_loss,
-               "verify_mqar": c.verify.mqar_accuracy, "verify_fitness": (c.fitness_parts.get("verify") or {}).get("fitness"),
-               "breakthrough": "yes" if c.fitness_parts.get("breakthrough") else ("no" if c.stage == "verify" else None),
+               "verify_mqar": c.verify.mqar_accuracy, "verify_fitness": c.verify.fitness,
+               "breakthrough": "yes" if is_breakthrough(c) else ("no" if is_verified(c) else None),
                "parents": c.parent_ids}
-        (seeds if is_baseline(c) else rows).append(row)
+        (seeds if is_seed(c) else rows).append(row)
     rows = [r for r in rows if r["explore_fitness"] is not None or r["verify_loss"] is not None]
     rows.sort(key=lambda r: (r["verify_fitness"] is None, -(r["verify_fitness"] or 0.0), -(r["explore_fitness"] or 0.0)))
     seeds.sort(key=lambda r: r["name"])
@@ -55,7 +48,7 @@ def campaign_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
     for header, _, _ in COLUMNS:
         table.add_column(header, justify="right")
     for row in rows:
-        table.add_row(row["name"], row["kind"], *(_cell(row.get(key), fmt) for _, key, fmt in COLUMNS))
+        table.add_row(row["name"], row["kind"], *(cell(row.get(key), fmt) for _, key, fmt in COLUMNS))
     return table
 
 
@@ -63,7 +56,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     headers = ["design", "kind"] + [h for h, _, _ in COLUMNS]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
-        cells = [row["name"], row["kind"]] + [_cell(row.get(key), fmt) for _, key, fmt in COLUMNS]
+        cells = [row["name"], row["kind"]] + [cell(row.get(key), fmt) for _, key, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

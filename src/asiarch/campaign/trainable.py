@@ -3,8 +3,10 @@
 It runs in a Tune trial worker, never in the driver: the candidate's class is loaded from
 its source here. Every evaluation is a ``tune.report`` with a checkpoint of the full
 trainer state, so ASHA can stop it, PBT can clone it and a restarted campaign continues
-it. Errors in the candidate's code are reported as a result (``code_error``) instead of
-raised: retrying a deterministic bug would only burn compute, and the Engineer repairs it.
+it. An error raised through the candidate's own code is reported as a result
+(``code_error``) instead of raised: retrying a deterministic bug would only burn compute,
+and the Engineer repairs it. Any other error (data, Ray, memory, the harness) is raised, so
+Tune retries the trial as an infrastructure fault (``FailureConfig.max_failures``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def trial_scale(scale: ScaleConfig, config: dict[str, Any]) -> ScaleConfig:
 
 
 def _mixer_class(config: dict[str, Any]):
-    if config["kind"] == "baseline":
+    if config["kind"] != "candidate":  # a seed of the campaign
         from asiarch.arch import SEEDS
 
         return SEEDS[config["name"]]
@@ -55,6 +57,22 @@ def _already_trained(config: dict[str, Any], memory_uri: str | None) -> dict[str
             "tokens_seen": c.tokens_trained, "already_trained": True}
 
 
+def candidate_at_fault(err: BaseException) -> bool:
+    """Whether a training error is the candidate's: raised through its own code, memory aside.
+
+    The candidate's frames decide (``asiarch.arch.contract.candidate_frames``, the rule the
+    checks use too): a torch error inside a call the candidate made is the candidate's, an
+    error in data loading, Ray or the harness is not. Running out of memory never is: it
+    depends on what else shares the device, and the checks already bound the candidate's
+    memory.
+    """
+    from asiarch.arch.contract import CandidateLoadError, candidate_frames
+
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return False
+    return isinstance(err, CandidateLoadError) or bool(candidate_frames(err))
+
+
 def _data_seed(training_seed: int, step: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{training_seed}:{step}".encode()).digest()[:8], "little")
 
@@ -73,6 +91,8 @@ def run_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             saved = torch.load(os.path.join(folder, "trainer.pt"), map_location=scale.train.device, weights_only=False)
+        if saved.get("design", config.get("design")) != config.get("design"):  # PBT clones within a design only
+            raise RuntimeError(f"checkpoint of design {saved['design']!r} offered to design {config.get('design')!r}")
         state = saved["trainer"]
         if saved.get("training_seed") != scale.train.seed:
             # PBT cloned another member: keep its weights, but this member keeps its own data stream
@@ -82,18 +102,19 @@ def run_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict
 
     def report(metrics: dict[str, float]) -> None:
         with tempfile.TemporaryDirectory() as folder:
-            torch.save({"trainer": holder["trainer"].state_dict(), "training_seed": scale.train.seed},
-                       os.path.join(folder, "trainer.pt"))
+            torch.save({"trainer": holder["trainer"].state_dict(), "training_seed": scale.train.seed,
+                        "design": config.get("design")}, os.path.join(folder, "trainer.pt"))
             tune.report({**metrics, "total_steps": scale.train.steps}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
         mixer = _mixer_class(config)
         summary = train_mixer(mixer, scale, data[stage], report=report, downstream=downstream, state=state,
                               on_trainer=lambda trainer: holder.__setitem__("trainer", trainer))
-    except Exception as err:  # the candidate's code failed: a result for the Engineer, not a Tune retry
-        if config["kind"] == "baseline":
-            raise
-        tune.report({"code_error": f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=6)}",
+    except Exception as err:
+        if not candidate_at_fault(err):
+            raise  # an infrastructure fault: Tune retries the trial
+        # the candidate's code failed: a result for the Engineer, not a Tune retry
+        tune.report({"code_error": f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-8)}",
                      "tokens_seen": holder["trainer"].tokens_seen if "trainer" in holder else 0})
         return
     final = {k: summary.get(k) for k in ("eval_loss", "mqar_accuracy", "train_loss", "tokens_seen", "parameters",

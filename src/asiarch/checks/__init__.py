@@ -82,12 +82,16 @@ class CheckReport:
 
 @dataclass
 class CheckOptions:
-    """What the checks demand, and the sandbox's limits."""
+    """What the checks demand, and the sandbox's limits.
+
+    The defaults equal the ``checks`` section of ``conf/config.yaml`` (tests/test_config_defaults.py
+    holds them together), so a direct ``check_candidate`` call checks as a campaign does.
+    """
 
     allow_quadratic: bool = False  # the softmax-attention seed passes complexity only with this
     max_growth_exponent: float = 1.3
     complexity_base_length: int = 512
-    complexity_repeats: int = 5  # the fastest of 5 runs per length: load on the machine only adds time
+    complexity_repeats: int = 3  # the fastest of these runs per length: load on the machine only adds time
     param_band: tuple[float, float] = (0.5, 2.0)
     reference_seed: str = "deltanet"
     max_grad_norm: float = 1e4  # at initialisation, for mean(out^2) on unit inputs; seeds are below 10
@@ -97,12 +101,15 @@ class CheckOptions:
     rtol: float = 1e-4
     checks: Sequence[str] | None = None  # a subset of CHECK_ORDER; None runs all
     fail_fast: bool = False
-    check_timeout: float = 60.0  # wall seconds per check before the worker is killed
+    check_timeout: float = 120.0  # wall seconds per check before the worker is killed (generous: trials share the cores)
     startup_timeout: float = 60.0
     memory_mb: int = 3072  # address space the candidate may add to the worker's
     cpu_seconds: int = 600
     max_processes: int = 32  # threads count too (torch's pools); a fork bomb stops here
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+    def __post_init__(self) -> None:
+        self.param_band = tuple(self.param_band)  # YAML gives a list
 
 
 def _scale_shape(scale) -> tuple[int, int, dict[str, Any]]:

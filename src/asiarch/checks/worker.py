@@ -20,7 +20,6 @@ import signal
 import sys
 import tempfile
 import time
-import traceback
 from typing import Any
 
 CLONE_NEWNET = 0x40000000
@@ -124,7 +123,7 @@ def run(request: dict[str, Any], emit) -> int:
     import torch  # noqa: F401 - imported before the lock-down, like everything trusted
 
     torch.set_num_threads(1)
-    from asiarch.arch.contract import CandidateLoadError, load_mixer_class
+    from asiarch.arch.contract import CandidateLoadError, candidate_frames, load_mixer_class
     from asiarch.checks.executable import CHECK_ORDER, CHECKS, PREREQUISITES
     import asiarch.arch.model  # noqa: F401 - used by the training smoke check
     import asiarch.data.mqar  # noqa: F401
@@ -153,7 +152,7 @@ def run(request: dict[str, Any], emit) -> int:
         try:
             passed, reason, measurements = CHECKS[name](cls, options)
         except BaseException as err:  # noqa: BLE001 - the candidate's code raised inside the check
-            frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.startswith("<asiarch_candidate")]
+            frames = candidate_frames(err)
             where = f" (candidate line {frames[-1].lineno})" if frames else ""
             passed, reason, measurements = False, f"raised {type(err).__name__}: {err}{where}", {}
         emit({"check": name, "passed": passed, "reason": reason, "measurements": measurements,

@@ -366,12 +366,13 @@ class CorpusConfig:
     ``source`` is ``"python_docs"`` (offline default), ``"local"`` (``paths``: files or
     directories of ``*.txt``) or ``"huggingface"`` (``hf_*`` fields). ``val_fraction`` of the
     documents, chosen by a hash of (document index, ``seed``), form the validation split.
-    ``cache_dir`` defaults to ``$ASIARCH_CACHE`` or ``~/.cache/asiarch``.
+    ``cache_dir`` defaults to ``$ASIARCH_CACHE`` or ``~/.cache/asiarch``. The defaults equal
+    ``scale.corpus`` of ``conf/scale/cpu_tiny.yaml``.
     """
 
     source: str = "python_docs"
     paths: Sequence[str] = ()
-    val_fraction: float = 0.02
+    val_fraction: float = 0.05
     tokenizer_vocab_size: int = 4096
     cache_dir: str | None = None
     seed: int = 0

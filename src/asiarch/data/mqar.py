@@ -31,7 +31,10 @@ _CHUNK_ROWS = 8192  # rows generated at a time, to bound temporary memory for la
 
 @dataclass
 class MQARConfig:
-    """Shape and size of an MQAR dataset; ``seed`` fixes both the train and the test set."""
+    """Shape and size of an MQAR dataset; ``seed`` fixes both the train and the test set.
+
+    The defaults equal ``scale.mqar`` of ``conf/scale/cpu_tiny.yaml``.
+    """
 
     vocab_size: int = 512
     seq_len: int = 64

@@ -42,7 +42,7 @@ class Prices:
 
 @dataclass
 class AnthropicConfig:
-    """Mirrors ``conf/llm/anthropic.yaml``."""
+    """The defaults equal ``conf/llm/anthropic.yaml``, which sets every field but the secret ``api_key``."""
 
     model: str = "claude-sonnet-5"
     max_tokens: int = 8192

@@ -22,7 +22,6 @@ def backend_from_config(llm: dict[str, Any] | DictConfig | None) -> LLMBackend:
         if name == "offline":
             llm = {"name": "offline", **offline}
     if name == "offline":
-        from asiarch.config import build_dataclass
         from asiarch.proposer import OfflineBackend
 
         values = {k: v for k, v in llm.items() if k != "name"}

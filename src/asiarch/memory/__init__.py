@@ -2,10 +2,22 @@
 
 from asiarch.memory.actor import MemoryActor
 from asiarch.memory.embed import Embedder, FunctionEmbedder, MiniLMEmbedder
-from asiarch.memory.schema import (
-    SCHEMA_VERSION,
+from asiarch.memory.lifecycle import (
+    KINDS,
     STAGES,
     STATUSES,
+    CampaignCounts,
+    IllegalTransition,
+    Kind,
+    Status,
+    counts_toward_budget,
+    is_breakthrough,
+    is_seed,
+    is_verified,
+    seed_row_id,
+)
+from asiarch.memory.schema import (
+    SCHEMA_VERSION,
     Candidate,
     Insight,
     MemoryInputError,
@@ -15,6 +27,16 @@ from asiarch.memory.schema import (
 from asiarch.memory.store import Memory
 
 __all__ = [
+    "KINDS",
+    "CampaignCounts",
+    "IllegalTransition",
+    "Kind",
+    "Status",
+    "counts_toward_budget",
+    "is_breakthrough",
+    "is_seed",
+    "is_verified",
+    "seed_row_id",
     "SCHEMA_VERSION",
     "STAGES",
     "STATUSES",

@@ -38,6 +38,9 @@ class MemoryActor:
     def update_candidate(self, candidate_id: str, **changes: Any) -> Candidate:
         return self.memory.update_candidate(candidate_id, **changes)
 
+    def set_stage(self, candidate_id: str, stage: str, /, **changes: Any) -> Candidate:
+        return self.memory.set_stage(candidate_id, stage, **changes)
+
     def add_usage(self, candidate_id: str, **amounts: float) -> Candidate:
         return self.memory.add_usage(candidate_id, **amounts)
 
@@ -65,3 +68,6 @@ class MemoryActor:
 
     def counts_by_status(self, campaign: str | None = None) -> dict[str, int]:
         return self.memory.counts_by_status(campaign)
+
+    def campaign_counts(self, campaign: str | None = None):
+        return self.memory.campaign_counts(campaign)

@@ -22,11 +22,11 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+from asiarch.memory.lifecycle import KINDS, STAGES, STATUSES, Kind, Status
+
+SCHEMA_VERSION = 2  # v2: kind, reached_training and breakthrough columns; fitness per stage
 DEFAULT_EMBEDDING_DIM = 384
 
-STAGES = ("explore", "verify")
-STATUSES = ("proposed", "validated", "rejected", "training", "stopped", "finished", "failed", "promoted")
 INSIGHT_KINDS = ("paper", "experiment")
 
 
@@ -51,6 +51,8 @@ def _stage_fields(stage: str) -> list[pa.Field]:
         pa.field(f"{stage}_mqar_accuracy", pa.float64()),
         pa.field(f"{stage}_benchmark", pa.float64()),
         pa.field(f"{stage}_benchmarks_json", pa.string()),
+        pa.field(f"{stage}_fitness", pa.float64()),
+        pa.field(f"{stage}_fitness_parts_json", pa.string()),
     ]
 
 
@@ -62,6 +64,7 @@ def candidates_schema(dim: int) -> pa.Schema:
             pa.field("name", pa.string(), nullable=False),
             pa.field("parent_ids", pa.list_(pa.string())),
             pa.field("generation", pa.int32()),
+            pa.field("kind", pa.string(), nullable=False),
             pa.field("stage", pa.string(), nullable=False),
             pa.field("status", pa.string(), nullable=False),
             pa.field("status_reason", pa.string()),
@@ -71,8 +74,8 @@ def candidates_schema(dim: int) -> pa.Schema:
             pa.field("motivation_embedding", pa.list_(pa.float32(), dim)),
             *_stage_fields("explore"),
             *_stage_fields("verify"),
-            pa.field("fitness", pa.float64()),
-            pa.field("fitness_parts_json", pa.string()),
+            pa.field("reached_training", pa.bool_()),
+            pa.field("breakthrough", pa.bool_()),
             pa.field("judge_json", pa.string()),
             pa.field("judge_rationale", pa.string()),
             pa.field("analysis", pa.string()),
@@ -121,18 +124,24 @@ META_SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field(
 
 @dataclass
 class StageMetrics:
-    """What one stage (explore or verify) measured for a candidate."""
+    """What one stage (explore or verify) measured for a candidate, and the fitness scored from it."""
 
     loss_curve: list[float] = field(default_factory=list)
     eval_loss: float | None = None
     mqar_accuracy: float | None = None
     benchmark: float | None = None  # the benchmark term of the fitness (MQAR at cpu_tiny, downstream mean on GPUs)
     benchmarks: dict[str, Any] = field(default_factory=dict)  # per task
+    fitness: float | None = None
+    fitness_parts: dict[str, Any] = field(default_factory=dict)  # terms, missing terms and why, anchor, tests
 
 
 @dataclass
 class Candidate:
-    """One architecture: its code and everything learnt about it. ``id`` is the key."""
+    """One architecture: its code and everything learnt about it. ``id`` is the key.
+
+    ``status``, ``stage``, ``kind`` and ``reached_training`` follow the rules of
+    ``asiarch.memory.lifecycle``; each stage keeps its own metrics and fitness.
+    """
 
     id: str
     campaign: str
@@ -141,14 +150,15 @@ class Candidate:
     motivation: str = ""
     parent_ids: list[str] = field(default_factory=list)
     generation: int = 0
+    kind: str = Kind.CANDIDATE.value
     stage: str = "explore"
-    status: str = "proposed"
+    status: str = Status.PROPOSED.value
     status_reason: str = ""
     motivation_embedding: list[float] | None = None
     explore: StageMetrics = field(default_factory=StageMetrics)
     verify: StageMetrics = field(default_factory=StageMetrics)
-    fitness: float | None = None
-    fitness_parts: dict[str, Any] = field(default_factory=dict)
+    reached_training: bool = False  # set by the memory when it first enters training; never unset
+    breakthrough: bool = False  # set by verify scoring: beat every seed
     judge: dict[str, Any] = field(default_factory=dict)
     judge_rationale: str = ""
     analysis: str = ""
@@ -165,6 +175,15 @@ class Candidate:
     @property
     def code_hash(self) -> str:
         return code_hash(self.code)
+
+    @property
+    def fitness(self) -> float | None:
+        """The explore fitness: what candidates are ranked and parents drawn by."""
+        return self.explore.fitness
+
+    @property
+    def fitness_parts(self) -> dict[str, Any]:
+        return self.explore.fitness_parts
 
     @property
     def repair_attempts(self) -> int:
@@ -242,6 +261,12 @@ def validate_candidate(c: Candidate, dim: int) -> None:
     where = f"candidate {c.id!r}"
     for name in ("id", "campaign", "name"):
         _require_text(getattr(c, name), name, where)
+    if isinstance(c.status, Status):
+        c.status = c.status.value
+    if isinstance(c.kind, Kind):
+        c.kind = c.kind.value
+    if c.kind not in KINDS:
+        raise MemoryInputError(f"{where}: field 'kind' must be one of {KINDS}, got {c.kind!r}")
     if c.stage not in STAGES:
         raise MemoryInputError(f"{where}: field 'stage' must be one of {STAGES}, got {c.stage!r}")
     if c.status not in STATUSES:
@@ -253,13 +278,14 @@ def validate_candidate(c: Candidate, dim: int) -> None:
     if not isinstance(c.generation, int) or c.generation < 0:
         raise MemoryInputError(f"{where}: field 'generation' must be a non-negative int, got {c.generation!r}")
     c.motivation_embedding = _check_vector(c.motivation_embedding, dim, "motivation_embedding", where)
-    c.fitness = _finite_or_none(c.fitness, "fitness", where)
     for stage in STAGES:
         metrics = getattr(c, stage)
         if isinstance(metrics, dict):
             metrics = StageMetrics(**metrics)
             setattr(c, stage, metrics)
-        for name in ("eval_loss", "mqar_accuracy", "benchmark"):
+        if not isinstance(metrics.fitness_parts, dict):
+            raise MemoryInputError(f"{where}: field '{stage}.fitness_parts' must be a dict, got {metrics.fitness_parts!r}")
+        for name in ("eval_loss", "mqar_accuracy", "benchmark", "fitness"):
             setattr(metrics, name, _finite_or_none(getattr(metrics, name), f"{stage}.{name}", where))
 
 
@@ -286,10 +312,11 @@ def _unjson(text: str | None, empty: Any) -> Any:
 def candidate_to_row(c: Candidate) -> dict[str, Any]:
     row: dict[str, Any] = {
         "id": c.id, "campaign": c.campaign, "name": c.name, "parent_ids": list(c.parent_ids),
-        "generation": c.generation, "stage": c.stage, "status": c.status, "status_reason": c.status_reason,
+        "generation": c.generation, "kind": c.kind, "stage": c.stage, "status": c.status,
+        "status_reason": c.status_reason,
         "motivation": c.motivation, "code": c.code, "code_hash": c.code_hash,
         "motivation_embedding": c.motivation_embedding,
-        "fitness": c.fitness, "fitness_parts_json": _json(c.fitness_parts), "judge_json": _json(c.judge),
+        "reached_training": bool(c.reached_training), "breakthrough": bool(c.breakthrough), "judge_json": _json(c.judge),
         "judge_rationale": c.judge_rationale, "analysis": c.analysis, "check_report_json": _json(c.check_report),
         "repair_attempts": c.repair_attempts, "repairs_json": _json(c.repairs),
         "device_seconds": float(c.device_seconds), "tokens_trained": int(c.tokens_trained),
@@ -301,7 +328,8 @@ def candidate_to_row(c: Candidate) -> dict[str, Any]:
         row.update({
             f"{stage}_loss_curve": [float(x) for x in m.loss_curve], f"{stage}_eval_loss": m.eval_loss,
             f"{stage}_mqar_accuracy": m.mqar_accuracy, f"{stage}_benchmark": m.benchmark,
-            f"{stage}_benchmarks_json": _json(m.benchmarks),
+            f"{stage}_benchmarks_json": _json(m.benchmarks), f"{stage}_fitness": m.fitness,
+            f"{stage}_fitness_parts_json": _json(m.fitness_parts),
         })
     return row
 
@@ -311,7 +339,8 @@ def candidate_from_row(row: dict[str, Any]) -> Candidate:
         stage: StageMetrics(
             loss_curve=list(row.get(f"{stage}_loss_curve") or []), eval_loss=row.get(f"{stage}_eval_loss"),
             mqar_accuracy=row.get(f"{stage}_mqar_accuracy"), benchmark=row.get(f"{stage}_benchmark"),
-            benchmarks=_unjson(row.get(f"{stage}_benchmarks_json"), {}),
+            benchmarks=_unjson(row.get(f"{stage}_benchmarks_json"), {}), fitness=row.get(f"{stage}_fitness"),
+            fitness_parts=_unjson(row.get(f"{stage}_fitness_parts_json"), {}),
         )
         for stage in STAGES
     }
@@ -319,10 +348,11 @@ def candidate_from_row(row: dict[str, Any]) -> Candidate:
     return Candidate(
         id=row["id"], campaign=row["campaign"], name=row["name"], code=row.get("code") or "",
         motivation=row.get("motivation") or "", parent_ids=list(row.get("parent_ids") or []),
-        generation=int(row.get("generation") or 0), stage=row["stage"], status=row["status"],
+        generation=int(row.get("generation") or 0), kind=row.get("kind") or Kind.CANDIDATE.value,
+        stage=row["stage"], status=row["status"], reached_training=bool(row.get("reached_training")),
+        breakthrough=bool(row.get("breakthrough")),
         status_reason=row.get("status_reason") or "",
         motivation_embedding=None if embedding is None else [float(x) for x in embedding],
-        fitness=row.get("fitness"), fitness_parts=_unjson(row.get("fitness_parts_json"), {}),
         judge=_unjson(row.get("judge_json"), {}), judge_rationale=row.get("judge_rationale") or "",
         analysis=row.get("analysis") or "", check_report=_unjson(row.get("check_report_json"), {}),
         repairs=_unjson(row.get("repairs_json"), []), device_seconds=row.get("device_seconds") or 0.0,
@@ -353,6 +383,7 @@ def insight_from_row(row: dict[str, Any]) -> Insight:
 def candidate_as_dict(c: Candidate) -> dict[str, Any]:
     """JSON-ready form (export, API)."""
     out = asdict(c)
+    out["fitness"] = c.fitness  # the explore fitness, the ranking readers expect at the top
     for key in ("created_at", "updated_at"):
         out[key] = out[key].isoformat() if out[key] else None
     return out

@@ -24,13 +24,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from asiarch.memory import lifecycle
 from asiarch.memory.embed import Embedder, MiniLMEmbedder
+from asiarch.memory.lifecycle import FACT_COLUMNS, STAGES, STATUSES, CampaignCounts, Status
 from asiarch.memory.schema import (
     DEFAULT_EMBEDDING_DIM,
     META_SCHEMA,
     SCHEMA_VERSION,
-    STATUSES,
     Candidate,
+    StageMetrics,
     Insight,
     MemoryInputError,
     candidate_from_row,
@@ -46,8 +48,42 @@ from asiarch.memory.schema import (
 
 CANDIDATES, INSIGHTS, META = "candidates", "insights", "meta"
 REMOTE_SCHEMES = ("s3://", "gs://", "az://", "memory://", "db://")
+
+
+def _migrate_v1_to_v2(db) -> None:
+    """v1 kept seed-ness, breakthroughs and the verify fitness as keys of ``fitness_parts`` JSON.
+
+    v2 gives them typed columns (``kind``, ``breakthrough``, ``reached_training``) and
+    every stage its own fitness. The table is rewritten in one commit; a rerun after an
+    interruption finds the new columns and does nothing.
+    """
+    table = db.open_table(CANDIDATES)
+    if "kind" in table.schema.names:
+        return
+    dim = table.schema.field("motivation_embedding").type.list_size
+    rows = []
+    for row in table.to_arrow().to_pylist():
+        parts = json.loads(row.pop("fitness_parts_json") or "{}")
+        verify = parts.pop("verify", None) or {}
+        seed = parts.pop("baseline", None) is True
+        breakthrough = parts.pop("breakthrough", None) is True
+        repaired_after_training = any(f.get("check") == "training" for r in json.loads(row.get("repairs_json") or "[]")
+                                      for f in r.get("failures", []))
+        row.update(
+            kind="seed" if seed else "candidate", breakthrough=breakthrough,
+            reached_training=not seed and (row["status"] in ("training", "stopped", "finished", "failed", "promoted")
+                                           or row["stage"] == "verify" or repaired_after_training),
+            explore_fitness=row.pop("fitness"), explore_fitness_parts_json=json.dumps(parts) if parts else "",
+            verify_fitness=verify.pop("fitness", None), verify_fitness_parts_json=json.dumps(verify) if verify else "")
+        rows.append(row)
+    data = pa.Table.from_pylist(rows, schema=candidates_schema(dim))
+    migrated = db.create_table(CANDIDATES, data=data, schema=candidates_schema(dim), mode="overwrite")
+    migrated.create_index("id", config=BTree(), replace=True)
+    migrated.create_index("campaign", config=BTree(), replace=True)
+
+
 # version -> function(db) upgrading a database of that version to version + 1
-MIGRATIONS: dict[int, Any] = {}
+MIGRATIONS: dict[int, Any] = {1: _migrate_v1_to_v2}
 
 
 def _quote(value: str) -> str:
@@ -200,10 +236,24 @@ class Memory:
             self.optimize()
 
     def upsert_candidates(self, candidates: Candidate | Sequence[Candidate]) -> list[str]:
-        """Insert or replace candidates by id, atomically (all or none). Returns their ids."""
+        """Insert or replace candidates by id, atomically (all or none). Returns their ids.
+
+        A row that exists already may only move as ``asiarch.memory.lifecycle`` allows;
+        the first move into training sets ``reached_training`` for good.
+        """
+        return self._upsert_candidates(candidates, enforce_lifecycle=True)
+
+    def _upsert_candidates(self, candidates: Candidate | Sequence[Candidate], enforce_lifecycle: bool) -> list[str]:
         batch = self._batch(candidates, Candidate)
         for c in batch:
             validate_candidate(c, self.dim)
+        stored = self._lifecycle_of([c.id for c in batch])
+        for c in batch:
+            before = stored.get(c.id)
+            if before is not None and enforce_lifecycle:
+                lifecycle.check_move(c.id, before["status"], c.status, before["stage"], c.stage, before["kind"], c.kind)
+            c.reached_training = bool(c.reached_training or c.status == Status.TRAINING.value
+                                      or (before is not None and before["reached_training"]))
         missing = [c for c in batch if c.motivation_embedding is None and c.motivation.strip()]
         if missing:
             for c, vector in zip(missing, self.embedder.embed([c.motivation for c in missing])):
@@ -251,13 +301,44 @@ class Memory:
         return candidate
 
     def update_candidate(self, candidate_id: str, **changes: Any) -> Candidate:
-        """Read, change the named fields, write back. Serialise through the actor when concurrent."""
+        """Read, change the named fields, write back. Serialise through the actor when concurrent.
+
+        A stage's fields are changed one by one with ``set_stage``; ``reached_training``
+        is the memory's own to set.
+        """
         current = self.get_candidate(candidate_id)
         if current is None:
             raise MemoryInputError(f"no candidate with id {candidate_id!r}")
         for key, value in changes.items():
+            if key in ("fitness", "fitness_parts"):
+                raise MemoryInputError(f"{key!r} belongs to a stage: use set_stage(id, 'explore'|'verify', {key}=...)")
+            if key == "reached_training":
+                raise MemoryInputError("'reached_training' is set by the memory when a candidate enters training")
             if not hasattr(current, key):
                 raise MemoryInputError(f"candidate has no field {key!r}")
+            setattr(current, key, value)
+        self.upsert_candidates(current)
+        return current
+
+    def set_stage(self, candidate_id: str, stage: str, /, **fields_and_changes: Any) -> Candidate:
+        """Change named fields of one stage's metrics (e.g. ``fitness``, ``eval_loss``) and, with
+        them, top-level fields (``status``, ``status_reason``, ...) in one write."""
+        if stage not in STAGES:
+            raise MemoryInputError(f"unknown stage {stage!r}; use one of {STAGES}")
+        current = self.get_candidate(candidate_id)
+        if current is None:
+            raise MemoryInputError(f"no candidate with id {candidate_id!r}")
+        metric_names = {f for f in StageMetrics.__dataclass_fields__}
+        metrics = getattr(current, stage)
+        top = {}
+        for key, value in fields_and_changes.items():
+            if key in metric_names:
+                setattr(metrics, key, value)
+            else:
+                top[key] = value
+        for key, value in top.items():
+            if key == "reached_training" or not hasattr(current, key) or key in ("fitness", "fitness_parts"):
+                raise MemoryInputError(f"set_stage: {key!r} is neither a field of {stage} metrics nor a candidate field")
             setattr(current, key, value)
         self.upsert_candidates(current)
         return current
@@ -341,9 +422,28 @@ class Memory:
 
     # ------------------------------------------------------------------ reads
 
+    def _lifecycle_of(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored kind, status, stage and reached_training of the candidates that exist among ``ids``."""
+        if not ids:
+            return {}
+        rows = (self.candidates.search().where(f"id IN {_in_list(ids)}")
+                .select(["id", "kind", "status", "stage", "reached_training"]).limit(len(ids)).to_list())
+        return {row["id"]: row for row in rows}
+
     def _created_at(self, table, ids: Sequence[str]) -> dict[str, dt.datetime]:
         rows = table.search().where(f"id IN {_in_list(ids)}").select(["id", "created_at"]).limit(len(ids)).to_list()
         return {row["id"]: row["created_at"] for row in rows}
+
+    def scan_candidates(self, campaign: str | None = None, columns: list[str] | None = None) -> pa.Table:
+        """Every candidate row of ``campaign`` (or all) as an Arrow table, optionally only some columns.
+
+        For readers that summarise many rows (the dashboard): no code or vectors unless asked.
+        """
+        return self._scan(_where(campaign=campaign), columns)
+
+    def campaign_counts(self, campaign: str | None = None) -> CampaignCounts:
+        """Counts per status, budget used, verified and breakthroughs, by the lifecycle's rules."""
+        return lifecycle.count(self._scan(_where(campaign=campaign), FACT_COLUMNS).to_pylist())
 
     def _scan(self, where: str | None, columns: list[str] | None = None) -> pa.Table:
         """Every candidate row matching ``where`` (a plain query stops at 10 rows), optionally a few columns."""
@@ -376,8 +476,8 @@ class Memory:
         return [found[i] for i in ids if i in found]
 
     def list_candidates(self, campaign: str | None = None, stage: str | None = None, status: str | None = None,
-                        where: str | None = None) -> list[Candidate]:
-        clauses = [c for c in (_where(campaign=campaign, stage=stage, status=status), where) if c]
+                        where: str | None = None, kind: str | None = None) -> list[Candidate]:
+        clauses = [c for c in (_where(campaign=campaign, stage=stage, status=status, kind=kind), where) if c]
         return [candidate_from_row(r) for r in self._candidate_rows(" AND ".join(clauses) or None)]
 
     def count_candidates(self, campaign: str | None = None) -> int:
@@ -391,22 +491,24 @@ class Memory:
         return counts
 
     def _scored(self) -> pa.Table:
-        """(id, fitness, campaign, stage, status) of every scored candidate, best first.
+        """(id, fitness, campaign, stage, status, kind) of every scored row (explore fitness), best first.
 
         Cached per table version: a top-k or parent draw is then a filter over a small
         in-memory table, not a scan of the candidates on disk.
         """
         version = self.candidates.version
         if self._ranking is None or self._ranking[0] != version:
-            table = self._scan("fitness IS NOT NULL", ["id", "fitness", "campaign", "stage", "status"])
+            table = self._scan("explore_fitness IS NOT NULL", ["id", "explore_fitness", "campaign", "stage", "status", "kind"])
+            table = table.rename_columns(["fitness" if n == "explore_fitness" else n for n in table.column_names])
             self._ranking = (version, table.sort_by([("fitness", "descending"), ("id", "ascending")]))
         return self._ranking[1]
 
-    def _ranked(self, campaign: str | None, stage: str | None, status: str | Sequence[str] | None) -> pa.Table:
+    def _ranked(self, campaign: str | None, stage: str | None, status: str | Sequence[str] | None,
+                kind: str | None = None) -> pa.Table:
         """(id, fitness) of candidates with a fitness matching the filters, best first."""
         table = self._scored()
         mask = None
-        for column, wanted in (("campaign", campaign), ("stage", stage), ("status", status)):
+        for column, wanted in (("campaign", campaign), ("stage", stage), ("status", status), ("kind", kind)):
             if wanted is None:
                 continue
             values = [wanted] if isinstance(wanted, str) else list(wanted)
@@ -417,9 +519,9 @@ class Memory:
         return table.select(["id", "fitness"])
 
     def top_k(self, k: int, campaign: str | None = None, stage: str | None = None,
-              status: str | Sequence[str] | None = None) -> list[Candidate]:
-        """The ``k`` fittest candidates (ties broken by id), optionally filtered."""
-        ids = self._ranked(campaign, stage, status)["id"].to_pylist()[:k]
+              status: str | Sequence[str] | None = None, kind: str | None = None) -> list[Candidate]:
+        """The ``k`` fittest candidates by explore fitness (ties broken by id), optionally filtered."""
+        ids = self._ranked(campaign, stage, status, kind)["id"].to_pylist()[:k]
         return self.get_candidates(ids)
 
     def sample_parents(
@@ -500,6 +602,10 @@ class Memory:
         rows = [row for row in rows if row["_distance"] is not None and row["id"] != exclude_id][:k]
         return [(candidate_from_row(row), 1.0 - float(row["_distance"])) for row in rows]
 
+    def candidates_version(self) -> int:
+        """The candidates table's version: it changes on every write, so readers may cache per version."""
+        return self.candidates.version
+
     # ------------------------------------------------------------------ lineage
 
     def ancestors(self, candidate_id: str) -> list[Candidate]:
@@ -546,6 +652,16 @@ class Memory:
 
     def count_insights(self, kind: str | None = None) -> int:
         return self.insights.count_rows(_where(kind=kind))
+
+    def list_insights(self, kind: str | None = None, columns: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every insight (of ``kind``) as plain rows, optionally only some columns (no vectors unless asked)."""
+        query = self.insights.search()
+        where = _where(kind=kind)
+        if where:
+            query = query.where(where)
+        if columns:
+            query = query.select(columns)
+        return query.limit(max(1, self.count_insights(kind))).to_list()
 
     def search_insights(self, query: str, k: int = 5, mode: str = "hybrid", kind: str | None = None) -> list[tuple[Insight, float]]:
         """Insights for ``query`` by ``vector`` (embedded trigger patterns), ``fts`` (BM25) or ``hybrid`` (both, RRF)."""
@@ -630,7 +746,10 @@ class Memory:
                 (validate_candidate if table == CANDIDATES else validate_insight)(record, self.dim)
             except MemoryInputError as err:
                 raise MemoryInputError(f"{path}: row {number}: {err}; nothing was imported") from err
-        (self.upsert_candidates if table == CANDIDATES else self.upsert_insights)(records)
+        if table == CANDIDATES:  # an import restores rows as they were: no lifecycle moves to check
+            self._upsert_candidates(records, enforce_lifecycle=False)
+        else:
+            self.upsert_insights(records)
         return len(records)
 
 

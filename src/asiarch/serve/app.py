@@ -32,6 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from ray.serve.deployment import Application
 
+from asiarch.memory import MemoryInputError
 from asiarch.memory.embed import Embedder
 from asiarch.serve.data import BadRequest, CampaignData, NotFound, resolve_campaign_dir
 
@@ -130,6 +131,11 @@ def create_api(data: CampaignData, digest: str | None = None) -> FastAPI:
     @api.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> Response:
         return _JSON({"detail": str(exc)}, status_code=404)
+
+    @api.exception_handler(MemoryInputError)
+    async def unreadable_memory(request: Request, exc: MemoryInputError) -> Response:
+        """A memory this reader cannot open (e.g. an older schema that a writable open must migrate first)."""
+        return _JSON({"detail": f"the campaign's memory cannot be read: {exc}"}, status_code=500)
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:

@@ -1,11 +1,16 @@
 """A read-only view of one campaign directory, shared by the dashboard and the offline report.
 
-A campaign lives in ``runs/<name>/``: ``memory/`` (the LanceDB memory), ``campaign.json``
-(phase, budgets, baselines, the discovery curve) and ``tune/``. ``CampaignData`` reads
-both while the campaign may still be writing them: the memory is opened read-only with
-strongly consistent reads, and the small per-candidate summary that the table, the
-plots and the lineage need is read once per table version (a few columns, not the code)
-and kept until the next write, so paging through 10k candidates never rescans the disk.
+A campaign lives in ``runs/<name>/`` (``asiarch.campaign.state.CampaignPaths``): ``memory/``
+(the LanceDB memory), ``campaign.json`` (phase, budgets, baselines, the discovery curve)
+and ``tune/``. ``CampaignData`` reads both while the campaign may still be writing them:
+the memory is opened read-only with strongly consistent reads, and the small
+per-candidate summary that the table, the plots and the lineage need is read once per
+table version (a few columns, not the code) and kept until the next write, so paging
+through 10k candidates never rescans the disk.
+
+What counts as a seed, toward the budget, as verified or as a breakthrough is never
+decided here: every flag and count comes from ``asiarch.memory.lifecycle``, the rules the
+campaign and ``asiarch status`` use.
 """
 
 from __future__ import annotations
@@ -20,32 +25,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import pyarrow.compute as pc
-
-from asiarch.memory import STAGES, STATUSES, Memory, MemoryInputError
+from asiarch.campaign.state import CampaignPaths, resolve_campaign
+from asiarch.memory import STAGES, STATUSES, Memory, MemoryInputError, lifecycle
 from asiarch.memory.embed import Embedder
+from asiarch.memory.lifecycle import CampaignCounts
 from asiarch.memory.schema import candidate_as_dict
 
-LATEST = "LATEST"
-STATE_FILE = "campaign.json"
-MEMORY_DIR = "memory"
-# Statuses of candidates that reached training: they count against the candidate budget.
-TRAINED_STATUSES = ("training", "stopped", "finished", "failed", "promoted")
-
-# Columns of the per-candidate summary: everything but code, motivation, curves and vectors.
-_SUMMARY_COLUMNS = [
-    "id", "name", "status", "stage", "generation", "parent_ids", "fitness", "explore_eval_loss",
-    "explore_benchmark", "explore_mqar_accuracy", "verify_eval_loss", "verify_benchmark", "judge_json",
-    "fitness_parts_json", "device_seconds", "llm_usd", "repair_attempts", "created_at", "updated_at",
-]
-# What the candidate table may be sorted by (summary keys).
+# Columns of the per-candidate summary: everything but code, motivation, curves and vectors,
+# and every column the lifecycle's predicates read.
+SUMMARY_COLUMNS = list(dict.fromkeys([
+    "id", "name", "kind", "status", "stage", "generation", "parent_ids", "reached_training", "breakthrough",
+    "explore_fitness", "verify_fitness", "explore_eval_loss", "explore_benchmark", "explore_mqar_accuracy",
+    "verify_eval_loss", "verify_benchmark", "judge_json", "device_seconds", "llm_usd", "repair_attempts",
+    "created_at", "updated_at", *lifecycle.FACT_COLUMNS,
+]))
+# What the candidate table may be sorted by (summary keys); "fitness" is the explore fitness.
 SORT_KEYS = (
-    "fitness", "name", "status", "stage", "generation", "explore_eval_loss", "explore_benchmark",
+    "fitness", "verify_fitness", "name", "status", "stage", "generation", "explore_eval_loss", "explore_benchmark",
     "explore_mqar_accuracy", "verify_eval_loss", "verify_benchmark", "judge", "device_seconds", "created_at",
     "updated_at", "id",
 )
 _INSIGHT_COLUMNS = ["id", "kind", "source", "campaign", "title", "year", "arxiv_id", "design_insight",
                     "trigger_patterns", "motifs", "created_at"]
+# LanceDB keeps each table in "<name>.lance"; the memory writes its "meta" table last when it creates a database.
+_META_TABLE_DIR = "meta.lance"
 
 
 class NotFound(LookupError):
@@ -62,16 +65,14 @@ def resolve_campaign_dir(path: str | Path) -> Path:
     Lets ``asiarch serve runs`` and ``asiarch serve runs/campaign-x`` both work; a campaign
     that has only just started (memory not written yet) is accepted too.
     """
-    path = Path(path).expanduser().resolve()
-    if (path / STATE_FILE).exists() or (path / MEMORY_DIR).is_dir():
-        return path
-    marker = path / LATEST
-    if marker.is_file():
-        name = marker.read_text().strip()
-        if name and ((path / name / STATE_FILE).exists() or (path / name / MEMORY_DIR).is_dir()):
-            return path / name
-        raise NotFound(f"{marker} names campaign {name!r}, but {path / name} holds no {STATE_FILE} or {MEMORY_DIR}/")
-    raise NotFound(f"{path} is not a campaign directory (no {STATE_FILE} or {MEMORY_DIR}/) and has no {LATEST} file")
+    return _paths(path).root
+
+
+def _paths(path: str | Path) -> CampaignPaths:
+    try:
+        return resolve_campaign(path)
+    except FileNotFoundError as err:
+        raise NotFound(str(err)) from None
 
 
 def _iso(value: Any) -> str | None:
@@ -105,6 +106,7 @@ class _Index:
     rows: list[dict[str, Any]]
     by_id: dict[str, dict[str, Any]]
     children: dict[str, list[str]]
+    counts: CampaignCounts = field(default_factory=CampaignCounts)
     sorted_cache: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -116,7 +118,7 @@ class CampaignData:
     """
 
     def __init__(self, campaign_dir: str | Path, embedder: Embedder | None = None):
-        self.root = resolve_campaign_dir(campaign_dir)
+        self.paths = _paths(campaign_dir)
         self.embedder = embedder
         self._memory: Memory | None = None
         self._index: _Index | None = None
@@ -125,8 +127,12 @@ class CampaignData:
     # ------------------------------------------------------------------ sources
 
     @property
+    def root(self) -> Path:
+        return self.paths.root
+
+    @property
     def state_path(self) -> Path:
-        return self.root / STATE_FILE
+        return self.paths.state
 
     def state(self) -> dict[str, Any]:
         """``campaign.json`` as written last ({} before the campaign writes it)."""
@@ -140,17 +146,24 @@ class CampaignData:
 
     @property
     def name(self) -> str:
-        return str(self.state().get("name") or self.root.name)
+        return str(self.state().get("name") or self.paths.name)
 
     def memory(self) -> Memory | None:
-        """The campaign's memory, opened read-only once it exists (None before the first write)."""
+        """The campaign's memory, opened read-only once it exists (None before the first write).
+
+        A memory that is complete but cannot be read (an older schema that needs a
+        writable open to migrate, a newer one) raises its ``MemoryInputError``, so the
+        reader says why instead of showing an empty campaign.
+        """
         if self._memory is None:
-            path = self.root / MEMORY_DIR
+            path = self.paths.memory
             if not path.is_dir():
                 return None
             try:
                 self._memory = Memory(path, embedder=self.embedder, read_only=True)
             except MemoryInputError:
+                if (path / _META_TABLE_DIR).is_dir():
+                    raise
                 return None  # still being created by the campaign's writer
         return self._memory
 
@@ -159,15 +172,15 @@ class CampaignData:
         memory = self.memory()
         if memory is None:
             return _Index(-1, [], {}, {})
-        version = memory.candidates.version
+        version = memory.candidates_version()
         index = self._index
         if index is not None and index.version == version:
             return index
         with self._lock:
             if self._index is not None and self._index.version == version:
                 return self._index
-            table = memory._scan(f"campaign = {_sql_quote(self.name)}", _SUMMARY_COLUMNS)
-            rows = [self._summary_row(raw) for raw in table.to_pylist()]
+            scanned = memory.scan_candidates(self.name, SUMMARY_COLUMNS).to_pylist()
+            rows = [self._summary_row(raw) for raw in scanned]
             rows.sort(key=lambda r: (r["created_at"] or "", r["id"]))
             for number, row in enumerate(r for r in rows if not r["baseline"]):
                 row["number"] = number + 1  # proposal order: the x axis of "fitness over time"
@@ -176,29 +189,28 @@ class CampaignData:
             for r in rows:
                 for parent in r["parent_ids"]:
                     children[parent].append(r["id"])
-            self._index = _Index(version, rows, by_id, dict(children))
+            self._index = _Index(version, rows, by_id, dict(children), lifecycle.count(scanned))
             return self._index
 
     @staticmethod
     def _summary_row(raw: dict[str, Any]) -> dict[str, Any]:
-        parts = _loads(raw.pop("fitness_parts_json"))
-        judge = _loads(raw.pop("judge_json"))
-        row = {key: raw[key] for key in raw}
-        row["parent_ids"] = list(raw.get("parent_ids") or [])
-        for key in ("fitness", "explore_eval_loss", "explore_benchmark", "explore_mqar_accuracy",
-                    "verify_eval_loss", "verify_benchmark", "device_seconds", "llm_usd"):
-            row[key] = _finite(raw.get(key))
-        row["device_seconds"] = row["device_seconds"] or 0.0
-        row["llm_usd"] = row["llm_usd"] or 0.0
-        row["generation"] = int(raw.get("generation") or 0)
-        row["repair_attempts"] = int(raw.get("repair_attempts") or 0)
-        row["created_at"], row["updated_at"] = _iso(raw.get("created_at")), _iso(raw.get("updated_at"))
+        """One table row; the seed/verified/breakthrough flags are the lifecycle's verdicts on it."""
+        facts = lifecycle.facts(raw)
+        judge = _loads(raw.get("judge_json"))
         overall = judge.get("overall")
-        row["judge"] = _finite(overall) if isinstance(overall, (int, float)) else None
-        row["baseline"] = bool(parts.get("baseline"))
-        row["breakthrough"] = bool(parts.get("breakthrough"))
-        row["number"] = None
-        return row
+        return {
+            "id": raw["id"], "name": raw["name"], "kind": facts.kind, "status": raw["status"], "stage": raw["stage"],
+            "generation": int(raw.get("generation") or 0), "parent_ids": list(raw.get("parent_ids") or []),
+            "fitness": _finite(raw.get("explore_fitness")), "verify_fitness": _finite(raw.get("verify_fitness")),
+            **{key: _finite(raw.get(key)) for key in ("explore_eval_loss", "explore_benchmark", "explore_mqar_accuracy",
+                                                      "verify_eval_loss", "verify_benchmark")},
+            "judge": _finite(overall) if isinstance(overall, (int, float)) else None,
+            "device_seconds": facts.device_seconds, "llm_usd": facts.llm_usd,
+            "repair_attempts": int(raw.get("repair_attempts") or 0),
+            "created_at": _iso(raw.get("created_at")), "updated_at": _iso(raw.get("updated_at")),
+            "baseline": facts.is_seed, "trained": facts.counts_toward_budget, "verified": facts.is_verified,
+            "breakthrough": facts.is_breakthrough, "number": None,
+        }
 
     def rows(self) -> list[dict[str, Any]]:
         """Summary rows of every candidate (seed baselines included, flagged), in creation order."""
@@ -208,25 +220,22 @@ class CampaignData:
         """The memory's candidates-table version (-1 before the memory exists): changes on every write."""
         return self._summary_index().version
 
+    def counts(self) -> CampaignCounts:
+        """The campaign's counts by the lifecycle's rules, as ``Memory.campaign_counts`` gives them."""
+        return self._summary_index().counts
+
     # ------------------------------------------------------------------ overview
 
     def summary(self) -> dict[str, Any]:
         """Campaign record plus live counts per status, budget used and the best candidate."""
         state = self.state()
         index = self._summary_index()
-        mine = [r for r in index.rows if not r["baseline"]]
-        counts = {status: 0 for status in STATUSES}
-        for r in mine:
-            counts[r["status"]] = counts.get(r["status"], 0) + 1
-        scored = [r for r in mine if r["fitness"] is not None]
+        counts = index.counts
+        scored = [r for r in index.rows if not r["baseline"] and r["fitness"] is not None]
         best = max(scored, key=lambda r: (r["fitness"], r["id"]), default=None)
         used = dict(state.get("used") or {})
-        used.update({
-            "candidates": sum(1 for r in mine if r["status"] in TRAINED_STATUSES or r["stage"] == "verify"),
-            "device_hours": sum(r["device_seconds"] for r in index.rows) / 3600,
-            "usd": sum(r["llm_usd"] for r in index.rows),
-        })
-        used["device_seconds"] = used["device_hours"] * 3600
+        used.update({"candidates": counts.trained, "device_hours": counts.device_hours,
+                     "device_seconds": counts.device_seconds, "usd": counts.usd})
         memory = self.memory()
         return {
             "name": self.name,
@@ -237,12 +246,15 @@ class CampaignData:
             "verify_scale": state.get("verify_scale"),
             "started_at": state.get("started_at"),
             "updated_at": state.get("updated_at"),
-            "counts": counts,
-            "total": len(mine),
+            "counts": dict(counts.by_status),
+            "total": counts.proposals,
+            "trained": counts.trained,
+            "seeds": counts.seeds,
             "baselines": [{"id": r["id"], "name": r["name"], "fitness": r["fitness"]} for r in index.rows if r["baseline"]],
             "best": None if best is None else {"id": best["id"], "name": best["name"], "fitness": best["fitness"]},
-            "breakthroughs": sum(1 for r in mine if r["breakthrough"]),
-            "verified": sum(1 for r in mine if r["stage"] == "verify"),
+            "best_fitness": counts.best_fitness,
+            "breakthroughs": counts.breakthroughs,
+            "verified": counts.verified,
             "budget": dict(state.get("budget") or {}),
             "used": used,
             "insights": memory.count_insights() if memory is not None else 0,
@@ -312,8 +324,11 @@ class CampaignData:
         out["diff"] = None if first is None else unified_diff(first.code, found.code, first.name, found.name)
         out["children"] = [_brief(r["id"], r["name"], r["status"], r["fitness"])
                            for r in (index.by_id.get(c) for c in index.children.get(found.id, [])) if r]
-        out["baseline"] = bool(found.fitness_parts.get("baseline"))
-        out["breakthrough"] = bool(found.fitness_parts.get("breakthrough"))
+        facts = lifecycle.facts(found)
+        out["fitness_parts"] = found.explore.fitness_parts  # beside "fitness": both are the explore stage's
+        out["baseline"] = facts.is_seed
+        out["verified"] = facts.is_verified
+        out["breakthrough"] = facts.is_breakthrough
         seeds = memory.get_candidates([r["id"] for r in index.rows if r["baseline"] and r["id"] != found.id])
         out["baseline_curves"] = [
             {"id": s.id, "name": s.name, "explore_loss_curve": s.explore.loss_curve,
@@ -367,25 +382,25 @@ class CampaignData:
                               "fitness": r["fitness"], "generation": r["generation"], "baseline": r["baseline"],
                               "breakthrough": r["breakthrough"], "depth": x, "row": y})
         return {"root": candidate_id, "nodes": out_nodes, "edges": edges, "truncated": truncated,
-                "total": sum(1 for r in index.rows if not r["baseline"])}
+                "total": index.counts.proposals}
 
     # ------------------------------------------------------------------ curves
 
     def fitness_over_time(self) -> dict[str, Any]:
         """Fitness of every scored candidate in proposal order, the best so far, and the seeds' fitness."""
+        index = self._summary_index()
         points, best = [], None
-        for r in self.rows():
+        for r in index.rows:
             if r["baseline"]:
                 continue
             if r["fitness"] is not None:
                 best = r["fitness"] if best is None else max(best, r["fitness"])
                 points.append({"number": r["number"], "t": r["created_at"], "id": r["id"], "name": r["name"],
                                "fitness": r["fitness"], "best": best, "stage": r["stage"], "status": r["status"],
-                               "breakthrough": r["breakthrough"]})
+                               "verified": r["verified"], "breakthrough": r["breakthrough"]})
         baselines = [{"id": r["id"], "name": r["name"], "fitness": r["fitness"]}
-                     for r in self.rows() if r["baseline"] and r["fitness"] is not None]
-        return {"points": points, "baselines": baselines,
-                "proposals": sum(1 for r in self.rows() if not r["baseline"])}
+                     for r in index.rows if r["baseline"] and r["fitness"] is not None]
+        return {"points": points, "baselines": baselines, "proposals": index.counts.proposals}
 
     def discovery(self) -> dict[str, Any]:
         """Cumulative breakthroughs against device-hours spent (the paper's discovery curve).
@@ -438,10 +453,7 @@ class CampaignData:
             return {"query": q, "mode": None, "items": []}
         kind = kind or None
         if not q.strip():
-            table = memory.insights.search().select(_INSIGHT_COLUMNS)
-            if kind:
-                table = table.where(f"kind = {_sql_quote(kind)}")
-            rows = table.limit(max(1, memory.count_insights(kind))).to_list()
+            rows = memory.list_insights(kind, _INSIGHT_COLUMNS)
             rows.sort(key=lambda r: (r["kind"] != "experiment",  # the campaign's own insights first, newest first
                                      -(r["created_at"].timestamp() if r["created_at"] else 0), r["id"]))
             return {"query": q, "mode": "latest", "items": [_insight_row(r, None) for r in rows[:k]]}
@@ -452,15 +464,10 @@ class CampaignData:
                 continue
             return {"query": q, "mode": attempt, "items": [
                 _insight_row({c: getattr(i, c) for c in _INSIGHT_COLUMNS}, score) for i, score in found]}
-        table = memory.insights.search().select(_INSIGHT_COLUMNS + ["search_text"]).limit(max(1, memory.count_insights()))
-        data = table.to_arrow()
-        mask = pc.match_substring(data["search_text"], q, ignore_case=True)
-        rows = [r for r in data.filter(mask).to_pylist() if not kind or r["kind"] == kind][:k]
+        needle = q.lower()
+        rows = [r for r in memory.list_insights(kind, _INSIGHT_COLUMNS + ["search_text"])
+                if needle in (r["search_text"] or "").lower()][:k]
         return {"query": q, "mode": "substring", "items": [_insight_row(r, None) for r in rows]}
-
-
-def _sql_quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _split(value: str | None) -> list[str]:

@@ -3,10 +3,12 @@
 Nothing here is trained or judged: the candidates are the seed sources with lines added
 by a seeded random walk over design motifs, and their metrics follow a latent quality
 that drifts upward along the lineage. What is real is the layout: the rows are written
-through ``Memory`` exactly as a campaign writes them (seed baselines flagged in
-``fitness_parts``, verified candidates with ``breakthrough``, ASHA-stopped ones with
-status ``stopped``), next to a ``campaign.json`` of the same shape, so the dashboard and
-the report read it as they read a real campaign.
+through ``Memory`` as a campaign leaves them (seed baselines of kind ``seed``; every
+candidate that trained marked ``reached_training``; verified ones finished at stage
+verify with their verify fitness and ``breakthrough``; ASHA-stopped ones with status
+``stopped``), next to a ``campaign.json`` of the same shape, so the dashboard and the
+report read it as they read a real campaign. Rows are inserted with their final status
+at once, which the lifecycle allows for new rows.
 """
 
 from __future__ import annotations
@@ -23,7 +25,17 @@ from typing import Any, Sequence
 import numpy as np
 
 import asiarch
-from asiarch.memory import Candidate, FunctionEmbedder, Insight, Memory, StageMetrics
+from asiarch.campaign.state import CampaignPaths, set_latest
+from asiarch.memory import (
+    Candidate,
+    FunctionEmbedder,
+    Insight,
+    Kind,
+    Memory,
+    StageMetrics,
+    lifecycle,
+    seed_row_id,
+)
 from asiarch.memory.embed import Embedder
 
 SEEDS = ("deltanet", "gated_deltanet", "mamba2", "attention")
@@ -126,10 +138,10 @@ def make_demo_campaign(runs_dir: str | Path, n: int = 40, seed: int = 0, name: s
     Returns the campaign directory (``runs_dir/name``) and points ``runs_dir/LATEST`` at it.
     """
     rng = random.Random(seed)
-    root = Path(runs_dir) / name
-    root.mkdir(parents=True, exist_ok=True)
+    paths = CampaignPaths(Path(runs_dir) / name)
+    paths.root.mkdir(parents=True, exist_ok=True)
     embedder = embedder or demo_embedder()
-    memory = Memory(root / "memory", embedder=embedder)
+    memory = Memory(paths.memory, embedder=embedder)
     # the campaign started so that its last proposal was made about now: the page reads as live
     start = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=90 * n + 600)).replace(microsecond=0)
     anchor = {"eval_loss": 5.0, "benchmark": 0.40}
@@ -140,13 +152,13 @@ def make_demo_campaign(runs_dir: str | Path, n: int = 40, seed: int = 0, name: s
     for i, s in enumerate(SEEDS):
         q = seed_quality[s]
         explore = StageMetrics(loss_curve=_curve(rng, anchor["eval_loss"] - q, 20), eval_loss=anchor["eval_loss"] - q,
-                               mqar_accuracy=anchor["benchmark"] + q, benchmark=anchor["benchmark"] + q)
+                               mqar_accuracy=anchor["benchmark"] + q, benchmark=anchor["benchmark"] + q, fitness=0.5,
+                               fitness_parts={"stage": "explore", "terms": {"loss": 0.5, "benchmark": 0.5}})
         verify = StageMetrics(loss_curve=_curve(rng, 4.2 - q, 30), eval_loss=4.2 - q, mqar_accuracy=0.6 + q,
                               benchmark=0.33 + q / 2)
-        c = Candidate(id=f"{name}-seed-{s}", campaign=name, name=s, code=_seed_code(s),
+        c = Candidate(id=seed_row_id(name, s), campaign=name, name=s, code=_seed_code(s), kind=Kind.SEED.value,
                       motivation=f"seed architecture {s} (baseline)", stage="verify", status="finished",
-                      status_reason="seed baseline", explore=explore, verify=verify, fitness=0.5,
-                      fitness_parts={"baseline": True, "stage": "explore", "terms": {"loss": 0.5, "benchmark": 0.5}},
+                      status_reason="seed baseline", explore=explore, verify=verify,
                       check_report=_check_report(rng, None), device_seconds=90.0 + 600.0, tokens_trained=3_000_000,
                       created_at=start + dt.timedelta(seconds=i))
         rows.append(c)
@@ -185,7 +197,7 @@ def make_demo_campaign(runs_dir: str | Path, n: int = 40, seed: int = 0, name: s
             c.status_reason = f"{failing}: {c.check_report['results'][-1]['reason']}"
             c.repairs = [{"attempt": k + 1, "failures": [{"check": failing}], "fixed": False} for k in range(2)]
         elif fate < 0.13:
-            c.status, c.check_report = "failed", _check_report(rng, None)
+            c.status, c.check_report, c.reached_training = "failed", _check_report(rng, None), True
             c.status_reason = "training: loss became NaN at step 212"
             c.device_seconds = round(rng.uniform(10, 40), 1)
         else:
@@ -196,7 +208,7 @@ def make_demo_campaign(runs_dir: str | Path, n: int = 40, seed: int = 0, name: s
             c.explore = StageMetrics(loss_curve=_curve(rng, loss, 20)[:points], eval_loss=round(loss, 4),
                                      mqar_accuracy=round(bench, 4), benchmark=round(bench, 4), benchmarks={"mqar": round(bench, 4)})
             c.check_report = _check_report(rng, None)
-            c.status = "stopped" if stopped else "finished"
+            c.status, c.reached_training = ("stopped" if stopped else "finished"), True
             c.status_reason = "stopped by ASHA at rung 1" if stopped else "explore run finished"
             c.device_seconds = round(rng.uniform(20, 45) if stopped else rng.uniform(70, 110), 1)
             c.tokens_trained = points * 25_000
@@ -211,8 +223,8 @@ def make_demo_campaign(runs_dir: str | Path, n: int = 40, seed: int = 0, name: s
                           f"by {q - quality[parent.id]:+.3f} and MQAR accuracy by {q - quality[parent.id]:+.3f}.")
             terms = {"loss": _sigmoid_term(anchor["eval_loss"] - loss, anchor["eval_loss"]),
                      "benchmark": _sigmoid_term(bench - anchor["benchmark"], anchor["benchmark"]), "judge": overall}
-            c.fitness = round(sum(terms.values()) / 3, 5)
-            c.fitness_parts = {"terms": terms, "missing": {}, "formula": "asi_arch_eq2", "stage": "explore"}
+            c.explore.fitness = round(sum(terms.values()) / 3, 5)
+            c.explore.fitness_parts = {"terms": terms, "missing": {}, "formula": "asi_arch_eq2", "stage": "explore"}
             if rng.random() < 0.2:
                 c.repairs = [{"attempt": 1, "failures": [{"check": "shape"}], "fixed": True}]
         rows.append(c)
@@ -220,23 +232,28 @@ def make_demo_campaign(runs_dir: str | Path, n: int = 40, seed: int = 0, name: s
         if c.fitness is not None:
             scored.append(c)
     # the fittest tenth of the explored go to verify; a breakthrough beats every seed there
-    explored = sorted((c for c in rows if c.fitness is not None and not c.fitness_parts.get("baseline")),
-                      key=lambda c: -c.fitness)
-    best_seed_loss = min(b["eval_loss"] for b in baselines["verify"].values())
-    best_seed_bench = max(b["benchmark"] for b in baselines["verify"].values()) + 0.02
+    explored = sorted((c for c in rows if c.fitness is not None and not lifecycle.is_seed(c)), key=lambda c: -c.fitness)
+    verify_anchor = baselines["verify"][SEEDS[0]]
     for c in explored[:max(1, len(explored) // 10)]:
         q = quality[c.id]
         loss = round(4.2 - 0.3 * q + rng.gauss(0, 0.03), 4)  # explore gains carry over only in part
-        c.stage, c.status = "verify", "promoted"
+        c.stage, c.status = "verify", "finished"  # promoted, then trained to the end of verify
         c.verify = StageMetrics(loss_curve=_curve(rng, loss, 30), eval_loss=loss, mqar_accuracy=round(0.6 + q, 4),
                                 benchmark=round(0.33 + q / 2, 4))
         c.device_seconds += round(rng.uniform(500, 700), 1)
         c.tokens_trained += 2_500_000
         bench = round(0.33 + 0.2 * q + rng.gauss(0, 0.02), 4)
         c.verify.benchmark = bench
-        breakthrough = loss < best_seed_loss - 0.02 and bench > best_seed_bench  # beats every seed on both
-        c.fitness_parts = {**c.fitness_parts, "breakthrough": breakthrough}
-        c.status_reason = "breakthrough: beats every seed at verify scale" if breakthrough else "verified; does not beat every seed"
+        beats = {s: loss < b["eval_loss"] - 0.02 and bench > b["benchmark"] + 0.02 for s, b in baselines["verify"].items()}
+        terms = {"loss": _sigmoid_term(verify_anchor["eval_loss"] - loss, verify_anchor["eval_loss"]),
+                 "benchmark": _sigmoid_term(bench - verify_anchor["benchmark"], verify_anchor["benchmark"]),
+                 "judge": c.judge["overall"]}
+        c.verify.fitness = round(sum(terms.values()) / 3, 5)
+        c.verify.fitness_parts = {"terms": terms, "missing": {}, "formula": "asi_arch_eq2", "stage": "verify",
+                                  "beats": beats}
+        c.breakthrough = all(beats.values())  # beats every seed on both loss and benchmark
+        c.status_reason = ("breakthrough: beats every seed at verify scale" if c.breakthrough
+                           else f"verified; beats {sum(beats.values())}/{len(beats)} seed(s)")
     for first in range(0, len(rows), batch):
         memory.upsert_candidates(rows[first:first + batch])
     memory.upsert_insights([
@@ -247,31 +264,28 @@ def make_demo_campaign(runs_dir: str | Path, n: int = 40, seed: int = 0, name: s
     ])
     memory.optimize()
     # the state file, as the campaign writes it
-    events, hours, count, discovery = [], 0.0, 0, []
+    hours, count, discovery = 0.0, 0, []
     for c in sorted(rows, key=lambda c: c.created_at):
         hours += c.device_seconds / 3600
-        if c.stage == "verify" and not c.fitness_parts.get("baseline"):
-            count += int(bool(c.fitness_parts.get("breakthrough")))
+        if lifecycle.is_verified(c):
+            count += int(lifecycle.is_breakthrough(c))
             discovery.append({"device_hours": round(hours, 4), "breakthroughs": count, "candidate_id": c.id,
                               "at": c.created_at.isoformat(timespec="seconds")})
-    mine = [c for c in rows if not c.fitness_parts.get("baseline")]
-    counts: dict[str, int] = {}
-    for c in mine:
-        counts[c.status] = counts.get(c.status, 0) + 1
+    counts = lifecycle.count(rows)
+    running = any(c.status in ("proposed", "validated", "training") for c in rows if not lifecycle.is_seed(c))
     end = max(c.created_at for c in rows) + dt.timedelta(minutes=5)
     state = {
-        "name": name, "status": "running" if any(c.status in ("proposed", "validated", "training") for c in mine) else "finished",
+        "name": name, "status": "running" if running else "finished",
         "phase": "explore", "scale": "cpu_tiny", "verify_scale": "cpu_tiny", "seed": seed,
         "started_at": start.isoformat(timespec="seconds"), "updated_at": end.isoformat(timespec="seconds"),
         "budget": {"max_candidates": max(n, 1) + n // 4, "device_hours": round(hours * 1.5 + 1, 1), "usd": 50.0,
                    "wall_seconds": None},
-        "used": {"candidates": sum(1 for c in mine if c.status in ("stopped", "finished", "failed", "promoted")),
-                 "device_seconds": round(hours * 3600, 1), "usd": round(sum(c.llm_usd for c in rows), 4),
-                 "wall_seconds": (end - start).total_seconds()},
-        "counts": counts, "best_fitness": explored[0].fitness if explored else None,
+        "used": {"candidates": counts.trained, "device_seconds": round(counts.device_seconds, 1),
+                 "usd": round(counts.usd, 4), "wall_seconds": (end - start).total_seconds()},
+        "counts": counts.by_status, "best_fitness": counts.best_fitness,
         "baselines": baselines, "discovery": discovery,
     }
-    (root / "campaign.json").write_text(json.dumps(state, indent=2))
-    (Path(runs_dir) / "LATEST").write_text(name + "\n")
-    (root / "tune").mkdir(exist_ok=True)
-    return root
+    paths.state.write_text(json.dumps(state, indent=2))
+    set_latest(Path(runs_dir), name)
+    paths.tune.mkdir(exist_ok=True)
+    return paths.root

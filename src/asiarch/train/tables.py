@@ -21,7 +21,8 @@ COLUMNS = [
 ]
 
 
-def _cell(value: Any, fmt: str) -> str:
+def cell(value: Any, fmt: str) -> str:
+    """A table cell: ``-`` for a value that was not measured."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return fmt.format(value)
@@ -33,7 +34,7 @@ def results_table(rows: Sequence[dict[str, Any]], title: str = "Results") -> Tab
     for header, _, _ in COLUMNS:
         table.add_column(header, justify="right")
     for row in rows:
-        table.add_row(row.get("seed", row.get("mixer", "?")), *(_cell(row.get(key), fmt) for _, key, fmt in COLUMNS))
+        table.add_row(row.get("seed", row.get("mixer", "?")), *(cell(row.get(key), fmt) for _, key, fmt in COLUMNS))
     return table
 
 
@@ -47,8 +48,8 @@ def progress_table(latest: dict[str, dict[str, Any]], names: Sequence[str]) -> T
         step = f"{m.get('step', 0)}/{m['total_steps']}" if "total_steps" in m else "-"
         table.add_row(
             name, m.get("state", "queued"), step,
-            _cell(m.get("train_loss"), "{:.3f}"), _cell(m.get("eval_loss"), "{:.3f}"),
-            _cell(m.get("mqar_accuracy"), "{:.3f}"), _cell(m.get("tokens_per_second"), "{:,.0f}"),
+            cell(m.get("train_loss"), "{:.3f}"), cell(m.get("eval_loss"), "{:.3f}"),
+            cell(m.get("mqar_accuracy"), "{:.3f}"), cell(m.get("tokens_per_second"), "{:,.0f}"),
         )
     return table
 
@@ -57,7 +58,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     headers = ["seed"] + [h for h, _, _ in COLUMNS]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
-        cells = [row.get("seed", row.get("mixer", "?"))] + [_cell(row.get(key), fmt) for _, key, fmt in COLUMNS]
+        cells = [row.get("seed", row.get("mixer", "?"))] + [cell(row.get(key), fmt) for _, key, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -30,12 +30,14 @@ class StopReason(str, Enum):
 
 @dataclass
 class TrainConfig:
-    steps: int = 400
+    """How one model is trained; the defaults equal ``scale.train`` of ``conf/scale/cpu_tiny.yaml``."""
+
+    steps: int = 300
     batch_size: int = 16
     seq_len: int = 128
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 40  # capped at steps, so shortening a run for a smoke test needs no other change
+    warmup_steps: int = 30  # capped at steps, so shortening a run for a smoke test needs no other change
     schedule: str = "cosine"  # "cosine" or "wsd" (warmup-stable-decay)
     decay_fraction: float = 0.2  # WSD: the last fraction of steps decays linearly
     weight_decay: float = 0.1
@@ -47,7 +49,7 @@ class TrainConfig:
     report_every: int = 50
     eval_batches: int = 8
     eval_mqar_examples: int = 256
-    max_wall_seconds: float | None = None
+    max_wall_seconds: float | None = 600.0  # None: no time limit
     seed: int = 0
     device: str = "cpu"
 

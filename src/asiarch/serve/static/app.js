@@ -331,6 +331,7 @@ async function loadTable() {
     h("td", { text: r.stage }),
     h("td", { class: "num", text: r.generation }),
     h("td", { class: "num", "data-col": "fitness", text: fmt(r.fitness) }),
+    h("td", { class: "num", "data-col": "verify_fitness", text: fmt(r.verify_fitness) }),
     h("td", { class: "num", text: fmt(r.explore_eval_loss) }),
     h("td", { class: "num", text: fmt(r.explore_benchmark) }),
     h("td", { class: "num", text: fmt(r.verify_eval_loss) }),
@@ -338,7 +339,7 @@ async function loadTable() {
     h("td", { class: "num", text: fmtSeconds(r.device_seconds) }),
     h("td", { class: "muted", title: r.created_at || "", text: fmtShort(r.created_at) }),
   )));
-  if (!page.items.length) body.append(h("tr", {}, h("td", { colspan: 11, class: "muted", text: "no candidates match" })));
+  if (!page.items.length) body.append(h("tr", {}, h("td", { colspan: 12, class: "muted", text: "no candidates match" })));
   for (const th of document.querySelectorAll("#candidate-table th[data-sort]")) {
     th.setAttribute("aria-sort", th.dataset.sort === state.sort ? (state.order === "asc" ? "ascending" : "descending") : "none");
   }
@@ -408,11 +409,12 @@ function renderCandidate(c, lineage) {
   $("cv-flags").replaceChildren(...[
     h("span", { class: "tag", text: c.stage }),
     c.baseline ? h("span", { class: "tag", text: "seed baseline" }) : null,
+    c.verified && !c.breakthrough ? h("span", { class: "tag", text: "verified" }) : null,
     c.breakthrough ? h("span", { class: "tag star", text: "★ breakthrough" }) : null].filter(Boolean));
   $("cv-sub").textContent = [c.id, `generation ${c.generation}`, c.number ? `proposal #${c.number}` : null,
     `created ${fmtTime(c.created_at)}`, `updated ${relTime(c.updated_at)}`].filter(Boolean).join(" · ");
   const numbers = [
-    ["fitness", fmt(c.fitness)], ["explore loss", fmt(c.explore.eval_loss)], ["explore bench", fmt(c.explore.benchmark)],
+    ["fitness", fmt(c.explore.fitness)], ["verify fitness", fmt(c.verify.fitness)], ["explore loss", fmt(c.explore.eval_loss)], ["explore bench", fmt(c.explore.benchmark)],
     ["verify loss", fmt(c.verify.eval_loss)], ["verify bench", fmt(c.verify.benchmark)],
     ["device", fmtSeconds(c.device_seconds)], ["tokens", fmtInt(c.tokens_trained)], ["LLM", `$${fmt(c.llm_usd, 3)}`],
   ];
@@ -481,11 +483,16 @@ function renderCandidate(c, lineage) {
       h("span", { class: "num", text: fmt(judge.overall, 2) })) : h("div", { class: "muted", text: "not judged yet" }));
   $("cv-judge-rationale").textContent = c.judge_rationale || "";
 
-  const parts = c.fitness_parts || {};
-  const terms = Object.entries(parts.terms || {}).map(([k, v]) => `${k} ${fmt(v)}`).join(" · ");
-  const missing = Object.entries(parts.missing || {}).map(([k, v]) => `${k}: ${v}`).join("; ");
-  $("cv-fitness-parts").textContent = [parts.formula && `formula ${parts.formula}`, terms && `terms: ${terms}`,
-    missing && `missing: ${missing}`].filter(Boolean).join(" — ") || "no fitness yet";
+  const describeParts = (parts) => {
+    const terms = Object.entries(parts.terms || {}).map(([k, v]) => `${k} ${fmt(v)}`).join(" · ");
+    const missing = Object.entries(parts.missing || {}).map(([k, v]) => `${k}: ${v}`).join("; ");
+    return [parts.formula && `formula ${parts.formula}`, terms && `terms: ${terms}`, missing && `missing: ${missing}`]
+      .filter(Boolean).join(" — ");
+  };
+  $("cv-fitness-parts").textContent = ["explore", "verify"]
+    .filter((stage) => c[stage].fitness !== null && c[stage].fitness !== undefined)
+    .map((stage) => `${stage}: ${describeParts(c[stage].fitness_parts || {}) || fmt(c[stage].fitness)}`)
+    .join(" | ") || "no fitness yet";
   $("cv-analysis").textContent = c.analysis || "no analysis yet";
   drawTree($("cv-lineage"), lineage, { selected: c.id, labels: true });
   if (lineage.truncated) $("cv-lineage").append(h("div", { class: "muted", text: "descendants truncated to the nearest ones" }));
@@ -535,12 +542,12 @@ function route() {
 
 async function loadFitness() {
   const data = await api("api/fitness");
-  const byStage = (stage) => data.points.filter((p) => p.stage === stage)
-    .map((p) => [p.number, p.fitness, p.id, `#${p.number} ${p.name}: ${fmt(p.fitness)} (${p.status})`]);
+  const pick = (verified) => data.points.filter((p) => p.verified === verified)
+    .map((p) => [p.number, p.fitness, p.id, `#${p.number} ${p.name}: ${fmt(p.fitness)} (${p.status}, ${p.stage})`]);
   const series = [
     ...data.baselines.slice(0, 1).map((b) => ({ kind: "hline", y: b.fitness, color: "#888", label: "seed fitness" })),
-    { kind: "points", points: byStage("explore"), color: "#5b8def", r: data.points.length > 2000 ? 1.6 : 3, label: "explore" },
-    { kind: "points", points: byStage("verify"), color: "#7e57c2", r: 4, label: "verified" },
+    { kind: "points", points: pick(false), color: "#5b8def", r: data.points.length > 2000 ? 1.6 : 3, label: "explore" },
+    { kind: "points", points: pick(true), color: "#7e57c2", r: 4, label: "verified" },
     { kind: "step", points: data.points.map((p) => [p.number, p.best]), color: "#e0a100", width: 2.2, label: "best so far",
       extendTo: data.proposals },
   ];

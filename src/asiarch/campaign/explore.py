@@ -1,0 +1,131 @@
+"""The explore stage: candidates from the pipeline → Tune + ASHA → scored → Judge and Analyst.
+
+The ``CampaignPipeline`` actor keeps validated candidates ready; the ``CandidateSearcher``
+hands them to Tune as trial slots free; ASHA stops weak ones at rungs measured in
+tokens. After each trial the pipeline scores it (``scoring``: the one path), asks the
+Judge and the Analyst, and writes through the memory. Meanwhile the anchor seed trains
+once at the same scale, outside Tune, and anchors the fitness.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import threading
+import time
+from typing import Any
+
+import ray
+
+from asiarch.arch import SEEDS
+from asiarch.campaign.pipeline import CampaignPipeline, PipelineSettings
+from asiarch.campaign.stage import NAMESPACE, StageContext, tokens_per_step, trial_name
+from asiarch.config import ScaleConfig
+from asiarch.train.protocol import TrialData, train_mixer
+
+
+@ray.remote(max_retries=2)
+def _train_seed(seed: str, scale: ScaleConfig, data: TrialData, downstream: bool) -> dict[str, Any]:
+    """One seed trained outside Tune (the explore anchor trains while candidates are proposed)."""
+    return train_mixer(SEEDS[seed], scale, data, downstream=downstream)
+
+
+def _fork_backend(backend: Any, index: int) -> Any:
+    """Each agent gets its own copy; a seeded offline proposer gets its own random stream."""
+    forked = copy.deepcopy(backend)
+    if isinstance(getattr(forked, "rng", None), random.Random):
+        forked.rng = random.Random(f"{forked.rng.random()}-{index}")
+    return forked
+
+
+class ExploreStage:
+    """Runs (or resumes) explore to the end of the candidate budget."""
+
+    def __init__(self, ctx: StageContext, scale: ScaleConfig, verify_scale: ScaleConfig, data: dict[str, TrialData],
+                 callbacks: list[Any] | None = None):
+        self.ctx, self.scale, self.verify_scale, self.data = ctx, scale, verify_scale, data
+        self.callbacks = list(callbacks or [])
+        self.pipeline = None
+
+    def _start_anchor(self) -> threading.Thread | None:
+        """Train the anchor seed at explore scale (once) and hand its result to the pipeline."""
+        ctx = self.ctx
+        if ctx.seed_result(ctx.anchor_seed, "explore") is not None:
+            return None
+        options = {"num_cpus": ctx.run.cpus_per_trial, "num_gpus": ctx.run.gpus_per_trial}
+        ref = _train_seed.options(**options, name=f"baseline:{ctx.anchor_seed}").remote(
+            ctx.anchor_seed, self.scale, self.data["explore"], False)  # as explore trials: no downstream evaluation
+
+        def wait() -> None:
+            anchor = ctx.store_seed_result(ctx.anchor_seed, "explore", [ray.get(ref)])
+            self.pipeline.set_baseline.remote(anchor)
+
+        thread = threading.Thread(target=wait, daemon=True)
+        thread.start()
+        return thread
+
+    def _pipeline_settings(self, slots: int) -> PipelineSettings:
+        ctx, s = self.ctx, self.ctx.settings
+        return PipelineSettings(
+            campaign=ctx.name, seed=s.seed, memory_uri=ctx.memory_uri, max_candidates=s.max_candidates,
+            lookahead=s.lookahead or slots + 1, researchers=s.researchers, engineers=s.engineers,
+            max_proposals=s.max_proposals or 5 * max(1, s.max_candidates),
+            max_device_seconds=None if s.max_device_hours is None else s.max_device_hours * 3600,
+            max_usd=s.max_usd, explore_lr=self.scale.train.lr, explore_seed=self.scale.train.seed,
+            bench_key=ctx.bench_key,
+            crash_retries=ctx.explore.max_failures if ctx.explore.max_failures >= 0 else 10**6,
+            check_options=ctx.check_options, agents=ctx.agents)
+
+    def _tuner(self, slots: int):
+        from ray import tune
+
+        from asiarch.campaign.schedulers import explore_scheduler
+        from asiarch.campaign.searcher import CandidateSearcher
+        from asiarch.campaign.trainable import run_trial
+
+        ctx, e = self.ctx, self.ctx.explore
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, scales={"explore": self.scale, "verify": self.verify_scale}, data=self.data,
+                                 memory_uri=ctx.memory_uri, downstream=False),
+            ctx.resources())
+        path = ctx.paths.tune / "explore"
+        if tune.Tuner.can_restore(str(path)):
+            tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+            in_tune = [r.config.get("design") for r in tuner.get_results() if r.config]
+            orphans = ray.get(self.pipeline.requeue_orphans.remote(in_tune))
+            ctx.console.print(f"explore: restored Tune experiment with {len(in_tune)} trial(s); "
+                              f"{len(orphans)} candidate(s) Tune never saw go back to the queue")
+            return tuner
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=CandidateSearcher(f"asiarch-pipeline-{ctx.name}", NAMESPACE, metric=e.metric),
+                scheduler=explore_scheduler(self.scale.train.steps * tokens_per_step(self.scale), e.grace_fraction,
+                                            e.reduction_factor, metric=e.metric),
+                num_samples=-1, max_concurrent_trials=slots, time_budget_s=ctx.wall_left(),
+                reuse_actors=True,  # no actor start-up between candidates
+                trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+            run_config=tune.RunConfig(
+                name="explore", storage_path=str(ctx.paths.tune.resolve()), verbose=0, callbacks=self.callbacks,
+                failure_config=tune.FailureConfig(max_failures=e.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        )
+
+    def run(self) -> None:
+        ctx = self.ctx
+        slots = ctx.slots()
+        self.pipeline = CampaignPipeline.options(name=f"asiarch-pipeline-{ctx.name}", namespace=NAMESPACE).remote(
+            self._pipeline_settings(slots), _fork_backend(ctx.backend, 0), ctx.writer, self.scale, ctx.fitness_fn,
+            ctx.seed_result(ctx.anchor_seed, "explore"))
+        waiter = self._start_anchor()
+        tuner = self._tuner(slots)
+        ctx.console.print(f"explore: {ctx.settings.max_candidates} candidate(s) at {self.scale.name}, "
+                          f"{self.scale.train.steps} steps, {slots} trial slot(s), ASHA rungs from "
+                          f"{ctx.explore.grace_fraction:.0%} of the budget")
+        tuner.fit()
+        if waiter is not None:
+            waiter.join()
+        # let the last judgements and analyses land before promotion reads the memory
+        while ray.get(self.pipeline.status.remote())["scoring"]:
+            time.sleep(0.5)
+        ray.get(self.pipeline.stop.remote())

@@ -1,0 +1,203 @@
+"""The verify stage: promoted candidates and every seed → Tune + PBT per design → scored → Analyst.
+
+The top ``verify.top_fraction`` of explore's finishers are promoted; they and every seed
+train at the verify scale on each of ``verify.training_seeds``, with PBT over the
+learning rate within each design (or a learning-rate grid). Each design's result is the
+mean over its training seeds at its best learning rate; ``scoring`` gives the verify
+fitness against the anchor seed and which seeds it beats; the Analyst reads the result.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import ray
+
+from asiarch.campaign import scoring
+from asiarch.campaign.stage import StageContext, tokens_per_step, trial_name
+from asiarch.campaign.state import now_iso
+from asiarch.config import ScaleConfig
+from asiarch.memory import Candidate, Kind, Status
+from asiarch.train.protocol import TrialData
+
+
+def _design_of(config: dict[str, Any]) -> str:
+    return config["run"]["design"]
+
+
+def _run_verify_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict[str, TrialData],
+                      downstream: bool = False) -> None:
+    from asiarch.campaign.trainable import run_trial
+
+    flat = {**config["run"], "stage": "verify", "lr": config["lr"]}
+    run_trial(flat, scales, data, memory_uri=None, downstream=downstream)
+
+
+class VerifyStage:
+    """Runs (or resumes) verify for the promoted candidates and the seeds."""
+
+    def __init__(self, ctx: StageContext, scale: ScaleConfig, data: dict[str, TrialData],
+                 callbacks: list[Any] | None = None):
+        self.ctx, self.scale, self.data = ctx, scale, data
+        self.callbacks = list(callbacks or [])
+
+    # -- set up ----------------------------------------------------------------------------------
+    def promote(self) -> list[Candidate]:
+        """The candidates to verify: those promoted before a restart, else the top of explore's finishers."""
+        ctx, memory = self.ctx, self.ctx.memory()
+        mine = memory.list_candidates(campaign=ctx.name, kind=Kind.CANDIDATE.value)
+        promoted = [c for c in mine if c.status == Status.PROMOTED or c.stage == "verify"]
+        if promoted:
+            return promoted
+        eligible = sorted((c for c in mine if c.status == Status.FINISHED and c.fitness is not None),
+                          key=lambda c: (-c.fitness, c.id))
+        if not eligible:
+            return []
+        n = min(len(eligible), max(ctx.verify.min_promoted, math.ceil(ctx.verify.top_fraction * len(eligible))))
+        for c in eligible[:n]:
+            ray.get(ctx.writer.update_candidate.remote(
+                c.id, status=Status.PROMOTED, status_reason=f"explore fitness {c.fitness:.3f}: top {n} of {len(eligible)}"))
+        return memory.get_candidates([c.id for c in eligible[:n]])
+
+    def _tuner(self, runs: list[dict[str, Any]]):
+        from ray import tune
+
+        from asiarch.campaign.schedulers import pbt_checkpoints_to_keep, verify_scheduler
+
+        ctx, v, scale = self.ctx, self.ctx.verify, self.scale
+        lr = scale.train.lr
+        if v.search == "sweep":
+            param_space = {"run": tune.grid_search(runs), "stage": "verify",
+                           "lr": tune.grid_search([lr * m for m in v.lr_multipliers])}
+            scheduler = None
+        else:
+            param_space = {"run": tune.grid_search(runs), "stage": "verify", "lr": lr}
+            scheduler = verify_scheduler(int(v.perturbation_fraction * scale.train.steps) * tokens_per_step(scale),
+                                         tune.loguniform(lr * v.lr_bounds[0], lr * v.lr_bounds[1]),
+                                         group_of=_design_of)
+        trainable = tune.with_resources(
+            tune.with_parameters(_run_verify_trial, scales={"verify": scale}, data={"verify": self.data["verify"]},
+                                 downstream=ctx.scale.stages.benchmark == "downstream"),
+            ctx.resources())
+        path = ctx.paths.tune / "verify"
+        if tune.Tuner.can_restore(str(path)):
+            return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        return tune.Tuner(
+            trainable, param_space=param_space,
+            tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=ctx.slots(),
+                                        trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+                                        time_budget_s=ctx.wall_left(), reuse_actors=True,
+                                        metric=None if scheduler else "eval_loss", mode=None if scheduler else "min"),
+            run_config=tune.RunConfig(
+                name="verify", storage_path=str(ctx.paths.tune.resolve()), verbose=0, callbacks=self.callbacks,
+                failure_config=tune.FailureConfig(max_failures=ctx.explore.max_failures),
+                # PBT clones members' checkpoints: keep enough of them; the progress callback deletes a
+                # finished trial's checkpoints
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=pbt_checkpoints_to_keep(
+                    int(v.perturbation_fraction * scale.train.steps), scale.train.report_every) if scheduler else 1)),
+        )
+
+    def run(self) -> None:
+        ctx, v = self.ctx, self.ctx.verify
+        promoted = self.promote()
+        if not promoted:
+            ctx.console.print("verify: no candidate finished explore with a fitness; nothing to verify")
+            return
+        runs = [{"kind": Kind.CANDIDATE.value, "design": c.id, "name": c.name, "code": c.code} for c in promoted]
+        runs += [{"kind": Kind.SEED.value, "design": seed, "name": seed, "code": ""} for seed in ctx.seeds]
+        runs = [{**r, "training_seed": t} for r in runs for t in v.training_seeds]
+        tuner = self._tuner(runs)
+        ctx.console.print(f"verify: {len(promoted)} candidate(s) and {len(ctx.seeds)} seed(s) x "
+                          f"{len(v.training_seeds)} training seed(s) at {self.scale.name}, {self.scale.train.steps} steps, "
+                          f"{'PBT over the learning rate' if v.search == 'pbt' else 'learning-rate sweep'}")
+        grid = tuner.fit()
+        self.record(grid, promoted)
+
+    # -- results ----------------------------------------------------------------------------------
+    def _runs_by_design(self, grid) -> dict[str, dict[Any, list[dict[str, Any]]]]:
+        """Each design's finished runs, grouped by learning rate (one group under PBT)."""
+        by_design: dict[str, dict[Any, list[dict[str, Any]]]] = {}
+        for result in grid:
+            if result.config is None or not result.metrics:
+                continue
+            run = result.config["run"]
+            lr_key = result.config["lr"] if self.ctx.verify.search == "sweep" else "pbt"
+            metrics = dict(result.metrics)
+            frame = result.metrics_dataframe
+            metrics["history"] = [{"eval_loss": m} for m in (frame["eval_loss"].dropna().tolist()
+                                                             if frame is not None and "eval_loss" in frame else [])]
+            metrics["train_seconds"] = metrics.get("time_total_s", 0.0)
+            by_design.setdefault(run["design"], {}).setdefault(lr_key, []).append(metrics)
+        return by_design
+
+    @staticmethod
+    def _best_runs(groups: dict[Any, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """The runs of the learning rate with the lowest mean eval loss."""
+        finite = {k: rs for k, rs in groups.items() if scoring.mean([r.get("eval_loss") for r in rs]) is not None}
+        if not finite:
+            return []
+        return finite[min(finite, key=lambda k: scoring.mean([r.get("eval_loss") for r in finite[k]]))]
+
+    def record(self, grid, promoted: list[Candidate]) -> None:
+        """Verify metrics and fitness per design; which seeds each beats; breakthroughs; the discovery curve."""
+        ctx = self.ctx
+        by_design = self._runs_by_design(grid)
+        seed_metrics = {}
+        for seed in ctx.seeds:
+            runs = self._best_runs(by_design.get(seed, {}))
+            if runs:
+                ctx.store_seed_result(seed, "verify", runs)
+                seed_metrics[seed] = scoring.stage_metrics(runs, ctx.bench_key)
+        anchor = ctx.seed_result(ctx.anchor_seed, "verify")
+        memory = ctx.memory()
+        explore_hours = sum(c.device_seconds for c in memory.list_candidates(campaign=ctx.name)) / 3600
+        events = []
+        for c in memory.get_candidates([c.id for c in promoted]):
+            if c.stage == "verify" and c.status != Status.PROMOTED:
+                continue  # recorded before a restart
+            runs = self._best_runs(by_design.get(c.id, {}))
+            seconds = sum(float(r.get("time_total_s") or 0.0) for rs in by_design.get(c.id, {}).values() for r in rs)
+            if not runs:
+                ray.get(ctx.writer.update_candidate.remote(c.id, stage="verify", status=Status.FAILED,
+                                                           status_reason="no verify run finished"))
+                continue
+            metrics = scoring.stage_metrics(runs, ctx.bench_key)
+            beaten = scoring.beats(metrics, seed_metrics)
+            breakthrough = scoring.is_breakthrough(beaten, ctx.seeds)
+            fitness = scoring.score(ctx.fitness_fn, c.name, metrics, anchor, c.judge.get("overall"), "verify",
+                                    beats=beaten)
+            ray.get(ctx.writer.set_stage.remote(
+                c.id, "verify", loss_curve=metrics.loss_curve, eval_loss=metrics.eval_loss,
+                mqar_accuracy=metrics.mqar_accuracy, benchmark=metrics.benchmark, benchmarks=metrics.benchmarks,
+                fitness=fitness.value, fitness_parts=fitness.parts, stage="verify", status=Status.FINISHED,
+                breakthrough=breakthrough, device_seconds=c.device_seconds + seconds,
+                status_reason="breakthrough: beats every seed at verify scale" if breakthrough else
+                f"verified; beats {sum(beaten.values())}/{len(beaten)} seed(s)"))
+            finished_at = max(float(r.get("timestamp") or 0) for r in runs)
+            events.append((finished_at, seconds, c.id, breakthrough))
+        self._analyse([cid for _, _, cid, _ in events])
+        discovery, hours, count = list(ctx.record.get("discovery") or []), explore_hours, 0
+        if not discovery:
+            for finished_at, seconds, cid, breakthrough in sorted(events):
+                hours += seconds / 3600
+                count += int(breakthrough)
+                discovery.append({"device_hours": hours, "breakthroughs": count, "candidate_id": cid, "at": now_iso()})
+        ctx.record.update(discovery=discovery)
+
+    def _analyse(self, candidate_ids: list[str]) -> None:
+        """The Analyst reads each verified result (its insights feed the next proposals)."""
+        if not candidate_ids:
+            return
+        from asiarch.agents import AnalystActor
+
+        ctx = self.ctx
+        analyst = AnalystActor.remote(backend=ctx.backend, uri=ctx.memory_uri, writer=ctx.writer, campaign=ctx.name,
+                                      config=ctx.agents)
+        for cid in candidate_ids:
+            try:
+                ray.get(analyst.analyse.remote(cid))
+            except Exception as err:  # an analysis is advice: its failure is reported, the results stand
+                ctx.console.print(f"verify: the Analyst failed on {cid}: {type(err).__name__}: {err}", markup=False)
+        ray.kill(analyst)
+

@@ -1,0 +1,170 @@
+"""Verify's PBT on a real local Ray: members clone only within their design and keep their identity.
+
+Two designs with two members each (training seeds 0 and 1) share two CPUs, so PBT also
+time-shares them (four trials, two running). A member's loss is its weight plus its training seed, so seed 1 is
+always the weaker member of its design and clones seed 0 at every perturbation. The
+trainable writes its design and seed into each checkpoint and refuses to restore another
+design's. The campaign's progress callback follows the run and deletes the checkpoints; Tune keeps
+as few per trial as ``pbt_checkpoints_to_keep`` allows.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import ray
+from pyarrow import fs as pafs
+from ray import cloudpickle, tune
+from ray.tune.experiment import Trial
+
+from asiarch.campaign.schedulers import DesignPBT, pbt_checkpoints_to_keep, verify_scheduler
+from asiarch.campaign.tune_progress import StageProgress, TrialProgress
+
+STEPS = 12
+TOKENS_PER_STEP = 100
+PERTURB_EVERY = 2  # steps
+
+
+def member(config: dict) -> None:
+    """A stand-in for a verify trial: one weight that decays at the learning rate."""
+    run = config["run"]
+    step, weight, cloned = 0, 1.0, 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            saved = json.loads(Path(folder, "state.json").read_text())
+        if saved["design"] != run["design"]:
+            raise AssertionError(f"{run['design']} was given the weights of {saved['design']}")
+        step, weight = saved["step"], saved["weight"]
+        cloned = int(saved["training_seed"] != run["training_seed"])
+    while True:  # like the campaign's trainable, it reports once more at the end, even right after a restore
+        final = step >= STEPS
+        if not final:
+            step += 1
+            weight *= 1.0 - config["lr"]
+            time.sleep(0.05)
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, "state.json").write_text(json.dumps(
+                {"design": run["design"], "training_seed": run["training_seed"], "step": step, "weight": weight}))
+            tune.report({"eval_loss": weight + run["training_seed"], "tokens_seen": step * TOKENS_PER_STEP,
+                         "step": step, "total_steps": STEPS, "cloned": cloned},
+                        checkpoint=tune.Checkpoint.from_directory(folder))
+        cloned = 0
+        if final:
+            return
+
+
+def design_of(config: dict) -> str:
+    return config["run"]["design"]
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_pbt_clones_within_a_design_and_members_keep_their_identity(local_ray, tmp_path):
+    started = time.monotonic()
+    runs = [{"design": design, "training_seed": seed} for design in ("alpha", "beta") for seed in (0, 1)]
+    scheduler = verify_scheduler(PERTURB_EVERY * TOKENS_PER_STEP, tune.loguniform(0.02, 0.5), group_of=design_of)
+    assert isinstance(scheduler, DesignPBT)
+    progress = TrialProgress("verify", delete_checkpoints=True)
+    tuner = tune.Tuner(
+        tune.with_resources(member, {"cpu": 1}),
+        param_space={"run": tune.grid_search(runs), "lr": 0.1},
+        tune_config=tune.TuneConfig(scheduler=scheduler, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name="pbt", storage_path=str(tmp_path), verbose=0, callbacks=[progress],
+            failure_config=tune.FailureConfig(max_failures=2),  # a worker lost to the machine is retried, as in verify
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=pbt_checkpoints_to_keep(PERTURB_EVERY, 1))),
+    )
+    grid = tuner.fit()
+
+    assert not grid.errors, grid.errors  # a restore of another design's checkpoint raises in the trainable
+    # every member ends with its own design and training seed, and its learning rate was explored
+    assert sorted((r.config["run"]["design"], r.config["run"]["training_seed"]) for r in grid) == sorted(
+        (run["design"], run["training_seed"]) for run in runs)
+    clones = {r.config["run"]["design"]: int(r.metrics_dataframe["cloned"].sum()) for r in grid
+              if r.config["run"]["training_seed"] == 1}
+    assert clones["alpha"] > 0 and clones["beta"] > 0, clones  # the weaker member of each design cloned the other
+    policy = [json.loads(line) for line in (tmp_path / "pbt" / "pbt_global.txt").read_text().splitlines()]
+    assert policy
+    for _, _, _, _, source, new in policy:
+        assert source["run"]["design"] == new["run"]["design"]
+        assert (new["run"]["training_seed"], source["run"]["training_seed"]) == (1, 0)
+
+    summary = progress.summary()
+    assert (summary.done, summary.running, summary.errored, summary.total) == (4, 0, 0, 4)
+    assert progress.line() == "verify trials: 4/4 done, 0 running"
+    assert not list((tmp_path / "pbt").glob("*/checkpoint_*")), "finished trials left checkpoints behind"
+    assert time.monotonic() - started < 90
+
+
+def test_progress_line_names_the_running_trials_step():
+    progress = StageProgress("verify", total=10, started=5, running=2, done=3, steps={"a": (30, 192), "b": (50, 192)})
+    assert progress.line() == "verify trials: 3/10 done, 2 running at step 40/192"
+
+
+def test_the_progress_callback_pickles_as_its_configuration():
+    """Tune pickles callbacks into ``tuner.pkl``; the copy starts empty (its lock is not pickled)."""
+    progress = TrialProgress("explore", total=3)
+    copy = cloudpickle.loads(cloudpickle.dumps(progress))
+    assert (copy.stage, copy.total, copy.delete_checkpoints) == ("explore", 3, False)
+    assert copy.line() == ""  # until Tune sets it up
+    copy.setup(total_num_samples=3)
+    assert copy.line() == "explore trials: 0/3 done, 0 running"
+
+
+def fake_trial(root: Path, trial_id: str, status: str, checkpoint_in: str | None = None) -> SimpleNamespace:
+    """What the callback reads of a Tune trial: id, status, folder and latest checkpoint."""
+    folder = root / trial_id
+    (folder / "checkpoint_000000").mkdir(parents=True, exist_ok=True)
+    latest = root / (checkpoint_in or trial_id) / "checkpoint_000000"
+    return SimpleNamespace(trial_id=trial_id, status=status, path=str(folder),
+                           checkpoint=tune.Checkpoint(str(latest), filesystem=pafs.LocalFileSystem()))
+
+
+def test_checkpoints_go_only_when_tune_finished_the_trial_and_no_clone_needs_them(tmp_path):
+    progress = TrialProgress("verify", delete_checkpoints=True)
+    progress.setup(total_num_samples=3)
+    a = fake_trial(tmp_path, "a", Trial.RUNNING)
+    b = fake_trial(tmp_path, "b", Trial.PAUSED, checkpoint_in="a")  # b cloned a and has not restarted yet
+    c = fake_trial(tmp_path, "c", Trial.RUNNING)
+    trials = [a, b, c]
+    progress.on_step_end(1, trials)
+    a.status = Trial.TERMINATED
+    progress.on_trial_complete(2, trials, a)
+    assert (tmp_path / "a" / "checkpoint_000000").exists()  # b restarts from it
+    b.checkpoint = tune.Checkpoint(str(tmp_path / "b" / "checkpoint_000000"), filesystem=pafs.LocalFileSystem())
+    progress.on_trial_save(3, trials, b)
+    assert not (tmp_path / "a" / "checkpoint_000000").exists() and (tmp_path / "a").exists()
+    # an interrupted experiment: Tune marks the live trials terminated, then ends the experiment
+    b.status = c.status = Trial.TERMINATED
+    progress.on_experiment_end(trials)
+    assert (tmp_path / "b" / "checkpoint_000000").exists() and (tmp_path / "c" / "checkpoint_000000").exists()
+    assert progress.line() == "verify trials: 3/3 done, 0 running"
+
+
+def test_an_errored_trial_keeps_its_checkpoints_until_every_trial_finished(tmp_path):
+    progress = TrialProgress("verify", delete_checkpoints=True)
+    progress.setup()
+    failed, other = fake_trial(tmp_path, "x", Trial.RUNNING), fake_trial(tmp_path, "y", Trial.RUNNING)
+    trials = [failed, other]
+    failed.status = Trial.ERROR
+    progress.on_trial_error(1, trials, failed)
+    assert (tmp_path / "x" / "checkpoint_000000").exists()  # a restore with resume_errored needs it
+    other.status = Trial.TERMINATED
+    progress.on_trial_complete(2, trials, other)
+    assert not list(tmp_path.glob("*/checkpoint_*"))
+    assert progress.line() == "verify trials: 1/2 done, 0 running, 1 errored"
