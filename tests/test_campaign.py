@@ -23,7 +23,8 @@ import pytest
 from ray import cloudpickle
 
 from asiarch.arch import seed_source
-from asiarch.campaign import Campaign, asi_arch_fitness, relative_sigmoid
+from asiarch.campaign import Campaign, asi_arch_fitness, relative_sigmoid, scoring
+from asiarch.campaign.fitness import noise_aware_fitness
 from asiarch.proposer import OfflineBackend
 from asiarch.memory import Memory
 
@@ -32,7 +33,7 @@ TINY = [
     "scale.mqar.num_train=500", "scale.mqar.num_test=100", "scale.train.eval_mqar_examples=64",
     "scale.stages.explore_steps=12", "scale.stages.verify_steps=12", "scale.stages.reports_per_trial=4",
     "scale.train.warmup_steps=2", "seeds=[deltanet]", "llm=offline", "checks.complexity_repeats=2",
-    "run.max_parallel_trials=2",
+    "run.max_parallel_trials=2", "verify.training_seeds=[0,1]",
 ]
 FAULT = "RuntimeError('planted fault: raises only in training batches')"
 
@@ -143,9 +144,12 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
         parts = c.fitness_parts
         anchor = seeds[0].explore
         assert parts["anchor"]["eval_loss"] == pytest.approx(anchor.eval_loss)  # anchored on this campaign's seed run
-        recomputed = asi_arch_fitness({"eval_loss": c.explore.eval_loss, "benchmark": c.explore.benchmark},
-                                      {"eval_loss": anchor.eval_loss, "benchmark": anchor.benchmark}, c.judge["overall"])
+        # the default fitness reads deltas against the anchor's spread over its three explore training seeds
+        assert len(anchor.benchmarks["runs"]) == 3 and parts["formula"] == "noise_aware"
+        recomputed = scoring.score(noise_aware_fitness, c.name, c.explore, scoring.anchor_of("deltanet", anchor),
+                                   c.judge["overall"], "explore", chance=scoring.benchmark_chance(campaign.scale))
         assert c.fitness == pytest.approx(recomputed.value)
+        assert parts["noise_sd"].get("loss") == pytest.approx(scoring.std([r["eval_loss"] for r in anchor.benchmarks["runs"]]))
         assert parts["early_stopped"] == (c.status == "stopped" or parts["reached_step"] < parts["total_steps"])
     stopped = [c for c in trained if c.fitness_parts["early_stopped"]]
     assert all("ASHA stopped it" in c.status_reason for c in stopped if c.status == "stopped")
@@ -157,6 +161,10 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
         assert c.verify.eval_loss == pytest.approx(sum(r["eval_loss"] for r in runs) / 2)
         assert c.status == "finished" and c.verify.fitness_parts["stage"] == "verify"
         assert set(c.verify.fitness_parts["beats"]) == {"deltanet"}
+        test = c.verify.fitness_parts["tests"]["deltanet"]
+        assert test["loss"]["n"] == [2, 2] and test["benchmark"]["n"] == [2, 2]
+        assert test["beats"] == (test["loss"]["p"] is not None and test["loss"]["p"] < 0.05
+                                 and test["benchmark"]["p"] is not None and test["benchmark"]["p"] < 0.05)
         assert c.breakthrough == all(c.verify.fitness_parts["beats"].values())
         assert c.verify.fitness_parts["anchor"]["eval_loss"] == pytest.approx(seeds[0].verify.eval_loss)
     assert campaign.status()["verified"] == len(verified)
@@ -234,3 +242,20 @@ def test_progress_line_follows_the_verify_trials(campaign_run):
     assert "verify trials" not in Campaign.load(campaign.name, campaign.output_dir).progress_line()  # not running
     assert campaign._trial_progress["verify"].line() == "verify trials: 4/4 done, 0 running"
     assert not list((campaign.paths.tune / "verify").glob("*/checkpoint_*")), "finished verify trials keep checkpoints"
+
+
+def test_a_second_campaign_at_the_same_scale_trains_no_seed(campaign_run):
+    """The anchor seed's explore run is cached under the output directory; the next campaign reuses it.
+
+    Runs last in this module: it makes the second campaign the latest one.
+    """
+    campaign, _, _, root = campaign_run
+    cached = list((root / "runs" / "baselines").glob("deltanet-*.json"))
+    assert len(cached) == 3  # explore.anchor_seeds
+    again = Campaign(overrides=[*TINY, "campaign.max_candidates=0", f"run.output_dir={root / 'runs'}",
+                                "campaign.resume=never"], llm=OfflineBackend(seed=1))
+    summary = again.run()
+    assert again.name != campaign.name and summary["trained"] == 0
+    (seed,) = Memory(again.memory_uri, read_only=True).list_candidates(campaign=again.name, kind="seed")
+    (first,) = Memory(campaign.memory_uri, read_only=True).list_candidates(campaign=campaign.name, kind="seed")
+    assert seed.explore.eval_loss == first.explore.eval_loss and seed.device_seconds == 0.0  # not trained again

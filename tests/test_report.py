@@ -46,6 +46,12 @@ def test_report_writes_the_figures_and_a_summary(campaign, tmp_path):
         assert f"| seed | {seed} |" in table
     for name in FIGURES:
         assert f"]({name})" in text
+    tested = [c for c in ranked[:10] if c.verify.fitness_parts.get("tests")]
+    if tested:  # each verified candidate against each seed, with intervals and p-values
+        section = text.split("### Against each seed", 1)[1].split("##", 1)[0]
+        for c in tested:
+            for seed, test in c.verify.fitness_parts["tests"].items():
+                assert f"| {c.name} | {seed} | {test['loss']['diff']:+.4f}" in section
     state = json.loads((campaign / "campaign.json").read_text())
     counts = memory.campaign_counts("demo")
     assert counts.verified >= 1 and counts.trained > counts.verified

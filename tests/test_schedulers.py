@@ -168,3 +168,12 @@ def test_an_errored_trial_keeps_its_checkpoints_until_every_trial_finished(tmp_p
     progress.on_trial_complete(2, trials, other)
     assert not list(tmp_path.glob("*/checkpoint_*"))
     assert progress.line() == "verify trials: 1/2 done, 0 running, 1 errored"
+
+
+def test_the_first_asha_rung_lands_after_the_warm_up():
+    from asiarch.campaign.schedulers import first_rung_step
+
+    assert first_rung_step(64, 0.125, warmup_steps=30, report_every=8) == 32  # not step 8, inside the warm-up
+    assert first_rung_step(400, 0.125, warmup_steps=30, report_every=50) == 50  # the first evaluation after it
+    assert first_rung_step(64, 0.5, warmup_steps=4, report_every=8) == 32  # past the warm-up: the grace fraction
+    assert first_rung_step(12, 0.125, warmup_steps=30, report_every=3) == 12  # never beyond the budget

@@ -122,6 +122,8 @@ def test_clicking_a_candidate_shows_it(base, browser, campaign):
     assert text(browser, '#cv-judge [data-score="performance"] .num') == f"{target.judge['performance']}/10"
     assert text(browser, "#cv-analysis") == target.analysis
     assert text(browser, "#cv-fitness-parts").startswith(f"explore: formula {target.explore.fitness_parts['formula']}")
+    tests = target.verify.fitness_parts.get("tests") or {}  # verified: one line per seed with its tests
+    assert [line.split(":")[0] for line in texts(browser, "#cv-tests div")] == [f"vs {seed}" for seed in tests]
     # its lineage, with the candidate marked
     assert browser.evaluate(f"document.querySelector('#cv-lineage [data-id={json.dumps(target.id)}].node').classList.contains('selected')")
     assert browser.evaluate("document.querySelector('#candidate-table tbody tr.selected').dataset.id") == target.id

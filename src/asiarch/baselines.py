@@ -1,11 +1,16 @@
-"""Train the seed architectures at one scale, in parallel on Ray, and tabulate them.
+"""Train the seed architectures at one scale, in parallel on Ray, tabulate them, and cache them.
 
-Today this is what ``asiarch run`` does; the campaign reuses it to anchor fitness on the
-seeds measured in the same run (never on hard-coded numbers).
+``asiarch baselines`` runs this; every run lands in the ``BaselineCache`` of the output
+directory, where campaigns at the same scale find their anchor seed instead of training
+it again (never a hard-coded number: a measurement of the same code at the same scale).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +21,54 @@ from rich.console import Console
 from rich.live import Live
 
 from asiarch.arch import SEEDS
-from asiarch.config import ScaleConfig
+from asiarch.config import ScaleConfig, stage_scale
 from asiarch.train.tables import progress_table, results_table, write_results
 from asiarch.train.protocol import TrialData, prepare_data, train_mixer
+
+
+class BaselineCache:
+    """Seed runs kept once per measurement, for every campaign under one output directory.
+
+    A seed trained at a scale is the same measurement in every campaign that uses that
+    scale: the key is the scale's fingerprint (model, trainer with its steps and training
+    seed, data; not its name), the seed's code and whether downstream sets were scored.
+    Entries are JSON files written atomically under ``<output_dir>/baselines/``.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @staticmethod
+    def key(seed: str, scale: ScaleConfig, downstream: bool) -> str:
+        from asiarch.arch import seed_source
+        from asiarch.memory import code_hash
+
+        measured = dataclasses.asdict(scale)
+        measured.pop("name", None)
+        measured.pop("stages", None)  # how a campaign uses the scale, not what a run measures
+        text = json.dumps({"scale": measured, "code": code_hash(seed_source(seed)), "downstream": downstream},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def path(self, seed: str, scale: ScaleConfig, downstream: bool) -> Path:
+        return self.root / f"{seed}-s{scale.train.seed}-{scale.train.steps}steps-{self.key(seed, scale, downstream)}.json"
+
+    def get(self, seed: str, scale: ScaleConfig, downstream: bool) -> dict[str, Any] | None:
+        path = self.path(seed, scale, downstream)
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:
+            return None  # a damaged entry is trained again and rewritten
+
+    def put(self, seed: str, scale: ScaleConfig, downstream: bool, summary: dict[str, Any]) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.path(seed, scale, downstream)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, default=str))
+        os.replace(tmp, path)
+        return path
 
 
 @ray.remote
@@ -63,13 +113,23 @@ def _print_new_reports(console: Console, latest: dict[str, dict[str, Any]], prin
         console.print("  ".join(parts), highlight=False)
 
 
-def run_seed_baselines(cfg: DictConfig, console: Console | None = None) -> tuple[list[dict[str, Any]], Path]:
-    """Train ``cfg.seeds`` at ``cfg.scale``; write results under ``cfg.run.output_dir``; return them."""
+def run_seed_baselines(cfg: DictConfig, console: Console | None = None,
+                       stage: str = "scale") -> tuple[list[dict[str, Any]], Path]:
+    """Train ``cfg.seeds`` at ``cfg.scale``; write results under ``cfg.run.output_dir``; return them.
+
+    ``stage="explore"`` trains them as a campaign's explore anchor is trained (the scale's
+    explore steps, no downstream evaluation), so campaigns at this scale find them cached.
+    """
     console = console or Console()
     unknown = [name for name in cfg.seeds if name not in SEEDS]
     if unknown:
         raise ValueError(f"unknown seed(s) {unknown}; known seeds: {sorted(SEEDS)}")
+    if stage not in ("scale", "explore"):
+        raise ValueError(f"stage must be 'scale' or 'explore', got {stage!r}")
     scale = ScaleConfig.from_dict(cfg.scale)
+    downstream = bool(cfg.run.downstream) and stage == "scale"
+    if stage == "explore":
+        scale = stage_scale(scale, scale.stages.explore_steps)
     out_dir = Path(cfg.run.output_dir) / f"seeds-{scale.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
@@ -88,7 +148,7 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None) -> tuple
         data_ref = ray.put(data)
         options = {"num_cpus": cfg.run.cpus_per_trial, "num_gpus": cfg.run.gpus_per_trial}
         pending = {
-            train_seed.options(**options, name=f"train:{name}").remote(name, scale, data_ref, board, cfg.run.downstream): name
+            train_seed.options(**options, name=f"train:{name}").remote(name, scale, data_ref, board, downstream): name
             for name in cfg.seeds
         }
         summaries: dict[str, dict[str, Any]] = {}
@@ -110,6 +170,10 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None) -> tuple
         if started_ray:
             ray.shutdown()
     ordered = [summaries[name] for name in cfg.seeds]
+    cache = BaselineCache(Path(cfg.run.output_dir) / "baselines")
+    for summary in ordered:
+        if summary.get("stop_reason") not in ("error", None):
+            cache.put(summary["seed"], scale, downstream, summary)
     write_results(out_dir, ordered, title=f"Seed baselines at {scale.name}")
     console.print(results_table(ordered, title=f"Seed baselines at {scale.name}"))
     console.print(f"results: {out_dir}")

@@ -108,7 +108,7 @@ def _baselines(args) -> int:
     from asiarch.baselines import run_seed_baselines
     from asiarch.config import compose
 
-    rows, _ = run_seed_baselines(compose(args.overrides), _console())
+    rows, _ = run_seed_baselines(compose(args.overrides), _console(), stage=args.stage)
     failed = [row["seed"] for row in rows if row.get("stop_reason") not in ("completed", "wall_time")]
     if failed:
         print(f"asiarch baselines: these seeds did not finish training: {failed}", file=sys.stderr)
@@ -178,7 +178,9 @@ def _parser() -> argparse.ArgumentParser:
     campaign_args(p)
     p.add_argument("--out", default=None, help="output folder (default: runs/<campaign>/report)")
     p.set_defaults(fn=_report)
-    p = sub.add_parser("baselines", help="train the seed architectures at a scale and print their table")
+    p = sub.add_parser("baselines", help="train the seed architectures at a scale, print and cache their results")
+    p.add_argument("--stage", choices=("scale", "explore"), default="scale",
+                   help="explore: as a campaign's explore anchor (explore steps, no downstream), filling the cache")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(fn=_baselines)
     p = sub.add_parser("config", help="print the composed configuration")

@@ -212,6 +212,33 @@ def _budget_line(label: str, used: Any, cap: Any, digits: int = 2) -> str:
     return f"| {label} | {shown} | {limit} |"
 
 
+def _interval(test: dict[str, Any]) -> str:
+    """``diff [low, high]`` of a one-sided test against a seed, or why there is no test."""
+    if test.get("diff") is None:
+        return "—"
+    ci = test.get("ci")
+    shown = f"{test['diff']:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")
+    return shown + (f", d={test['effect_size']:+.2f}" if test.get("effect_size") is not None else "")
+
+
+def _significance_lines(verified: Sequence[Candidate]) -> list[str]:
+    """Each verified candidate against each seed: the loss and benchmark differences with their
+    95 % intervals, effect sizes and one-sided Welch p-values over the training runs."""
+    if not verified:
+        return []
+    alpha = verified[0].verify.fitness_parts.get("significance", 0.05)
+    lines = ["", f"### Against each seed at verify scale (one-sided Welch t-tests over training runs, alpha {alpha})", "",
+             "| candidate | seed | Δ loss [95 % CI], effect | p (lower loss) | Δ bench [95 % CI], effect "
+             "| p (higher bench) | beats |",
+             "|---|---|---|---:|---|---:|---|"]
+    for c in verified:
+        for seed, test in sorted(c.verify.fitness_parts["tests"].items()):
+            loss, bench = test["loss"], test["benchmark"]
+            lines.append(f"| {_cell(c.name)} | {seed} | {_interval(loss)} | {_cell(loss.get('p'))} | {_interval(bench)} "
+                         f"| {_cell(bench.get('p'))} | {'yes' if test['beats'] else 'no'} |")
+    return lines
+
+
 def write_report(campaign_dir: str | Path, out_dir: str | Path, top: int = 10) -> Path:
     """Write the campaign's figures (PNG) and ``report.md`` into ``out_dir``; returns the Markdown file.
 
@@ -276,6 +303,7 @@ def write_report(campaign_dir: str | Path, out_dir: str | Path, top: int = 10) -
         lines.append(f"| seed | {_cell(s.name)} | `{s.id}` | {s.status} | {s.stage} | {_cell(s.fitness)} | "
                      f"{_cell(s.explore.eval_loss)} | {_cell(s.explore.benchmark)} | {_cell(s.verify.eval_loss)} | "
                      f"{_cell(s.verify.benchmark)} | {_cell(s.verify.fitness)} | |")
+    lines += _significance_lines([c for c in best if c.verify.fitness_parts.get("tests")])
     if best:
         lines += ["", "### What the best candidate is", "", f"**{_cell(best[0].name)}**: {best[0].motivation.strip() or '—'}"]
         if best[0].judge_rationale:

@@ -6,11 +6,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from asiarch.arch.identity import seed_twin
 from asiarch.checks import check_candidate
 from asiarch.llm.protocol import LLMBackend, Usage
 from asiarch.llm.schemas import ROLE_SCHEMAS, with_context
 from asiarch.llm.templates import render
 from asiarch.memory import Candidate, Insight, Memory, Status, code_hash
+from asiarch.proposer.render import seed_of_genome
 
 
 @dataclass
@@ -110,6 +112,12 @@ class Researcher(_Role):
                      if s >= novelty_threshold] if existing else []
             close += [(c, 1.0) for c in existing if c.code_hash == code_hash(proposal["code"])]
             duplicate_of = None
+            twin = seed_twin(proposal["code"]) or seed_of_genome(proposal["code"])
+            if twin is not None:  # a seed under another name is never a new design: re-plan, no LLM needed
+                duplicate_of = f"it is the seed {twin} (same code up to names and comments, or the same genome)"
+                notes.append(f"attempt {attempt + 1} was the seed {twin}; re-planned")
+                avoid.append(proposal["code"])
+                continue
             if close:
                 verdict = self.ask("novelty", render("novelty"), {
                     "code_hash": code_hash(proposal["code"]),

@@ -10,6 +10,7 @@ once at the same scale, outside Tune, and anchors the fitness.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import threading
 import time
@@ -18,7 +19,10 @@ from typing import Any
 import ray
 
 from asiarch.arch import SEEDS
+from asiarch.baselines import BaselineCache
+from asiarch.campaign import scoring
 from asiarch.campaign.pipeline import CampaignPipeline, PipelineSettings
+from asiarch.campaign.schedulers import first_rung_step
 from asiarch.campaign.stage import NAMESPACE, StageContext, tokens_per_step, trial_name
 from asiarch.config import ScaleConfig
 from asiarch.train.protocol import TrialData, train_mixer
@@ -48,19 +52,40 @@ class ExploreStage:
         self.pipeline = None
 
     def _start_anchor(self) -> threading.Thread | None:
-        """Train the anchor seed at explore scale (once) and hand its result to the pipeline."""
-        ctx = self.ctx
-        if ctx.seed_result(ctx.anchor_seed, "explore") is not None:
+        """The anchor seed at explore scale on each of ``explore.anchor_seeds``: each run from the
+        baseline cache, else trained once (and cached); their mean anchors the fitness, their
+        spread is the noise the fitness reads deltas against."""
+        ctx, seed = self.ctx, self.ctx.anchor_seed
+        if ctx.seed_result(seed, "explore") is not None:
             return None
+        cache = BaselineCache(ctx.paths.root.parent / "baselines")
+        scales = [dataclasses.replace(self.scale, train=dataclasses.replace(self.scale.train, seed=s))
+                  for s in ctx.explore.anchor_seeds]
+        cached = [cache.get(seed, scale, downstream=False) for scale in scales]  # as explore trials: no downstream
         options = {"num_cpus": ctx.run.cpus_per_trial, "num_gpus": ctx.run.gpus_per_trial}
-        ref = _train_seed.options(**options, name=f"baseline:{ctx.anchor_seed}").remote(
-            ctx.anchor_seed, self.scale, self.data["explore"], False)  # as explore trials: no downstream evaluation
+        refs = {i: _train_seed.options(**options, name=f"baseline:{seed}:s{scale.train.seed}").remote(
+                    seed, scale, self.data["explore"], False)
+                for i, (scale, hit) in enumerate(zip(scales, cached)) if hit is None}
+        if len(refs) < len(scales):
+            ctx.console.print(f"explore: anchor seed {seed}: {len(scales) - len(refs)} of {len(scales)} run(s) from the "
+                              f"baseline cache ({cache.root})", markup=False, highlight=False)
 
-        def wait() -> None:
-            anchor = ctx.store_seed_result(ctx.anchor_seed, "explore", [ray.get(ref)])
-            self.pipeline.set_baseline.remote(anchor)
+        def finish() -> None:
+            summaries = []
+            for i, (scale, hit) in enumerate(zip(scales, cached)):
+                if hit is not None:
+                    summaries.append({**hit, "train_seconds": 0.0})  # trained by an earlier campaign
+                    continue
+                summary = ray.get(refs[i])
+                if summary.get("stop_reason") in ("completed", "wall_time"):
+                    cache.put(seed, scale, False, summary)
+                summaries.append(summary)
+            self.pipeline.set_baseline.remote(ctx.store_seed_result(seed, "explore", summaries))
 
-        thread = threading.Thread(target=wait, daemon=True)
+        if not refs:
+            finish()
+            return None
+        thread = threading.Thread(target=finish, daemon=True)
         thread.start()
         return thread
 
@@ -72,7 +97,7 @@ class ExploreStage:
             max_proposals=s.max_proposals or 5 * max(1, s.max_candidates),
             max_device_seconds=None if s.max_device_hours is None else s.max_device_hours * 3600,
             max_usd=s.max_usd, explore_lr=self.scale.train.lr, explore_seed=self.scale.train.seed,
-            bench_key=ctx.bench_key,
+            bench_key=ctx.bench_key, bench_chance=scoring.benchmark_chance(self.scale),
             crash_retries=ctx.explore.max_failures if ctx.explore.max_failures >= 0 else 10**6,
             check_options=ctx.check_options, agents=ctx.agents)
 
@@ -101,7 +126,8 @@ class ExploreStage:
             tune_config=tune.TuneConfig(
                 search_alg=CandidateSearcher(f"asiarch-pipeline-{ctx.name}", NAMESPACE, metric=e.metric),
                 scheduler=explore_scheduler(self.scale.train.steps * tokens_per_step(self.scale), e.grace_fraction,
-                                            e.reduction_factor, metric=e.metric),
+                                            e.reduction_factor, metric=e.metric,
+                                            first_rung_tokens=self.first_rung() * tokens_per_step(self.scale)),
                 num_samples=-1, max_concurrent_trials=slots, time_budget_s=ctx.wall_left(),
                 reuse_actors=True,  # no actor start-up between candidates
                 trial_name_creator=trial_name, trial_dirname_creator=trial_name),
@@ -110,6 +136,11 @@ class ExploreStage:
                 failure_config=tune.FailureConfig(max_failures=e.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
+
+    def first_rung(self) -> int:
+        """The explore step of ASHA's first rung (after the warm-up)."""
+        t = self.scale.train
+        return first_rung_step(t.steps, self.ctx.explore.grace_fraction, t.warmup_steps, t.report_every)
 
     def run(self) -> None:
         ctx = self.ctx
@@ -120,8 +151,9 @@ class ExploreStage:
         waiter = self._start_anchor()
         tuner = self._tuner(slots)
         ctx.console.print(f"explore: {ctx.settings.max_candidates} candidate(s) at {self.scale.name}, "
-                          f"{self.scale.train.steps} steps, {slots} trial slot(s), ASHA rungs from "
-                          f"{ctx.explore.grace_fraction:.0%} of the budget")
+                          f"{self.scale.train.steps} steps, {slots} trial slot(s), ASHA's first rung at step "
+                          f"{self.first_rung()} (after the {self.scale.train.warmup_steps}-step warm-up), then x"
+                          f"{ctx.explore.reduction_factor}")
         tuner.fit()
         if waiter is not None:
             waiter.join()

@@ -1,10 +1,15 @@
-"""The fitness of a trained candidate: ASI-Arch's Eq. 2, anchored on the campaign's own seed.
+"""The fitness of a trained candidate, anchored on the campaign's own seed at the same scale.
 
-``fitness = mean(sigma(d_loss), sigma(d_benchmark), judge)`` with
-``sigma(d) = sigmoid(slope * clip(d / (relative_scale * baseline), -1, 1))``. The baseline
-is the seed trained in the same campaign at the same scale; a term that cannot be
-computed is left out *and named* in ``parts["missing"]`` with its reason, never filled
-with a default. Any callable with the signature of ``asi_arch_fitness`` can replace it.
+``fitness = mean(sigma(d_loss), sigma(d_benchmark), judge)``, two ways to read a delta:
+
+- ``noise_aware_fitness`` (the default): ``sigma(d) = sigmoid(slope * clip(d / (k * sd), -1, 1))``
+  with ``sd`` the anchor's run-to-run standard deviation measured over training seeds: a
+  difference inside the noise scores near 0.5.
+- ``asi_arch_fitness``: ASI-Arch's Eq. 2 exactly, ``sigma(d) = sigmoid(slope * clip(d / (0.1 *
+  baseline), -1, 1))``: a fixed 10 % scale, whatever the noise (``fitness=eq2`` in conf).
+
+A term that cannot be computed is left out *and named* in ``parts["missing"]`` with its
+reason, never filled with a default. Any callable with the same signature can replace them.
 """
 
 from __future__ import annotations
@@ -60,6 +65,44 @@ def asi_arch_fitness(candidate: Mapping[str, Any], baseline: Mapping[str, Any], 
     value = sum(terms.values()) / len(terms) if terms else None
     parts = {"terms": terms, "missing": missing, "formula": "asi_arch_eq2", "slope": slope,
              "relative_scale": relative_scale,
+             "anchor": {k: baseline.get(k) for k in ("name", "eval_loss", "benchmark")}}
+    return Fitness(value, parts)
+
+
+def noise_aware_fitness(candidate: Mapping[str, Any], baseline: Mapping[str, Any], judge: float | None,
+                        slope: float = 6.0, noise_multiple: float = 3.0) -> Fitness:
+    """Eq. 2's shape, with each delta read against the anchor seed's measured run-to-run noise.
+
+    ``sigma(d) = sigmoid(slope * clip(d / (noise_multiple * sd), -1, 1))`` where ``sd`` is the
+    anchor's standard deviation of that measurement over training seeds at this scale
+    (``eval_loss_std`` / ``benchmark_std`` in ``baseline``). A difference inside the noise
+    stays near 0.5 instead of being stretched to 0 or 1 by Eq. 2's fixed 10 % scale; one of
+    ``noise_multiple`` standard deviations saturates. A term whose noise is unknown (an
+    anchor trained on one seed) is named missing, never scaled by a guess.
+    """
+    terms: dict[str, float] = {}
+    missing: dict[str, str] = {}
+    noise: dict[str, float] = {}
+    for term, key, sign in (("loss", "eval_loss", -1.0), ("benchmark", "benchmark", 1.0)):
+        mine, theirs, sd = candidate.get(key), baseline.get(key), baseline.get(f"{key}_std")
+        if not _finite(mine):
+            missing[term] = f"the candidate has no finite {key} ({mine!r})"
+        elif not _finite(theirs):
+            missing[term] = f"the seed baseline has no finite {key} ({theirs!r})"
+        elif not _finite(sd) or sd <= 0:
+            missing[term] = (f"the anchor's run-to-run spread of {key} is unknown ({sd!r}): train it on two or more "
+                             "seeds (explore.anchor_seeds) or use asi_arch_fitness")
+        else:
+            ratio = max(-1.0, min(1.0, sign * (mine - theirs) / (noise_multiple * sd)))
+            terms[term] = 1.0 / (1.0 + math.exp(-slope * ratio))
+            noise[term] = float(sd)
+    if judge is None or not _finite(judge):
+        missing["judge"] = "no judge score (the Judge failed or was not asked)"
+    else:
+        terms["judge"] = float(min(1.0, max(0.0, judge)))
+    value = sum(terms.values()) / len(terms) if terms else None
+    parts = {"terms": terms, "missing": missing, "formula": "noise_aware", "slope": slope,
+             "noise_multiple": noise_multiple, "noise_sd": noise,
              "anchor": {k: baseline.get(k) for k in ("name", "eval_loss", "benchmark")}}
     return Fitness(value, parts)
 

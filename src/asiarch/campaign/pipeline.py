@@ -43,6 +43,7 @@ class PipelineSettings:
     explore_lr: float = 3e-3
     explore_seed: int = 0
     bench_key: str = "mqar_accuracy"  # the trial-summary key of the fitness's benchmark term
+    bench_chance: Any = None  # scoring.Chance of the benchmark at explore (None: not gated)
     crash_retries: int = 2  # new trials for a candidate whose trial Tune gave up on (explore.max_failures)
     check_options: dict[str, Any] = field(default_factory=dict)
     agents: Any = None  # AgentsConfig
@@ -298,7 +299,7 @@ class CampaignPipeline:
             judge_error = f"{type(err).__name__}: {err}"
         c = self.reader.get_candidate(design)
         fitness = scoring.score(self.fitness_fn, c.name, c.explore, baseline, judge_score, "explore",
-                                early_stopped=early, reached_step=step, total_steps=total)
+                                chance=self.s.bench_chance, early_stopped=early, reached_step=step, total_steps=total)
         if judge_error:
             fitness.parts.setdefault("missing", {})["judge"] = f"the Judge failed: {judge_error}"
         ray.get(self.writer.set_stage.remote(design, "explore", fitness=fitness.value, fitness_parts=fitness.parts))

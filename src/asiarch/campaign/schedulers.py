@@ -16,11 +16,24 @@ if TYPE_CHECKING:
 GroupOf = Callable[[dict[str, Any]], str]
 
 
+def first_rung_step(steps: int, grace_fraction: float, warmup_steps: int, report_every: int) -> int:
+    """The step of ASHA's first rung: ``grace_fraction`` of the steps, but never inside the warm-up.
+
+    During the learning-rate warm-up every design's loss is still close to its initial
+    value, so a comparison there separates nothing; the rung moves to the first
+    evaluation after the warm-up (evaluations land every ``report_every`` steps).
+    """
+    step = max(grace_fraction * steps, warmup_steps + 1)
+    return int(min(steps, math.ceil(step / report_every) * report_every))
+
+
 def explore_scheduler(budget_tokens: int, grace_fraction: float, reduction_factor: int,
-                      metric: str = "eval_loss", mode: str = "min") -> ASHAScheduler:
-    """ASHA whose rungs are fractions of the explore token budget (``tokens_seen``)."""
+                      metric: str = "eval_loss", mode: str = "min", first_rung_tokens: int | None = None) -> ASHAScheduler:
+    """ASHA whose rungs are fractions of the explore token budget (``tokens_seen``), the first at
+    ``first_rung_tokens`` when given (see ``first_rung_step``)."""
+    grace = first_rung_tokens if first_rung_tokens is not None else int(grace_fraction * budget_tokens)
     return ASHAScheduler(time_attr="tokens_seen", metric=metric, mode=mode, max_t=budget_tokens,
-                         grace_period=max(1, int(grace_fraction * budget_tokens)), reduction_factor=reduction_factor)
+                         grace_period=max(1, grace), reduction_factor=reduction_factor)
 
 
 class DesignPBT(TrialScheduler):

@@ -3,20 +3,23 @@
 Trials report summaries (one per training seed); ``stage_metrics`` averages them into the
 stage's ``StageMetrics`` the same way for every design. ``score`` turns a design's
 metrics and the anchor seed's into the stage fitness with the campaign's fitness
-function, naming any term it could not compute. ``beats`` and ``is_breakthrough`` say
-which seeds a verified design beats on both loss and benchmark.
+function, naming any term it could not compute. ``compare_with_seeds`` tests, over the
+training runs, whether a verified design beats each seed on loss and on benchmark
+(one-sided Welch t-tests, with effect sizes and confidence intervals); a breakthrough
+beats every seed on both.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from asiarch.campaign.fitness import Fitness, FitnessFn, coerce_fitness
 from asiarch.config import ScaleConfig
 from asiarch.memory import StageMetrics
 
-RUN_KEYS = ("eval_loss", "mqar_accuracy", "downstream_mean", "lr")  # kept per training run in the stage's benchmarks
+RUN_KEYS = ("eval_loss", "mqar_accuracy", "downstream_mean", "lr", "benchmark")  # kept per run in the stage's benchmarks
 
 
 def benchmark_key(scale: ScaleConfig) -> str:
@@ -47,32 +50,122 @@ def stage_metrics(summaries: Sequence[Mapping[str, Any]], bench_key: str,
         loss_curve=[float(x) for x in curve], eval_loss=mean([s.get("eval_loss") for s in summaries]),
         mqar_accuracy=mean([s.get("mqar_accuracy") for s in summaries]),
         benchmark=mean([s.get(bench_key) for s in summaries]),
-        benchmarks={"runs": [{k: s.get(k) for k in RUN_KEYS if s.get(k) is not None} for s in summaries],
+        benchmarks={"runs": [{k: v for k, v in {**s, "benchmark": s.get(bench_key)}.items()
+                              if k in RUN_KEYS and v is not None} for s in summaries],
                     "eval_loss_std": std([s.get("eval_loss") for s in summaries])})
+
+
+@dataclass(frozen=True)
+class Chance:
+    """A benchmark's chance level and how many independent trials one measurement is over."""
+
+    level: float
+    trials: int
+
+    def p_above(self, accuracy: float) -> float:
+        """One-sided binomial p-value that ``accuracy`` over ``trials`` beats guessing."""
+        from scipy import stats
+
+        hits = round(accuracy * self.trials)
+        return float(stats.binom.sf(hits - 1, self.trials, self.level))
+
+
+def benchmark_chance(scale: ScaleConfig) -> Chance | None:
+    """MQAR's chance: one of the V/2 value tokens, over every query of the evaluated examples.
+
+    None for the downstream mean, whose chance differs per task (not gated here).
+    """
+    if scale.stages.benchmark != "mqar":
+        return None
+    m = scale.mqar
+    examples = min(scale.train.eval_mqar_examples, m.num_test)
+    return Chance(level=1.0 / (m.vocab_size - m.vocab_size // 2), trials=examples * m.num_kv_pairs)
 
 
 def anchor_of(name: str, metrics: StageMetrics) -> dict[str, Any]:
     """What a fitness function reads of a design: its name, loss and benchmark."""
     return {"name": name, "eval_loss": metrics.eval_loss, "benchmark": metrics.benchmark,
-            "mqar_accuracy": metrics.mqar_accuracy}
+            "mqar_accuracy": metrics.mqar_accuracy, "eval_loss_std": std(run_values(metrics, "eval_loss")),
+            "benchmark_std": std(run_values(metrics, "benchmark"))}
 
 
 def score(fitness_fn: FitnessFn, name: str, metrics: StageMetrics, anchor: Mapping[str, Any] | None,
-          judge: float | None, stage: str, **notes: Any) -> Fitness:
-    """The stage fitness of ``metrics`` against the anchor seed's; a missing anchor is named, not guessed."""
+          judge: float | None, stage: str, chance: Chance | None = None, alpha: float = 0.05, **notes: Any) -> Fitness:
+    """The stage fitness of ``metrics`` against the anchor seed's; a missing anchor is named, not guessed.
+
+    With ``chance``, the benchmark term is left out (and named missing) when neither the
+    design nor the anchor is above the benchmark's chance level (binomial p >= ``alpha``):
+    a comparison of two guesses would only add noise to the fitness.
+    """
     if anchor is None:
         return Fitness(None, {"missing": {"baseline": f"the anchor seed has no {stage} result"}, "stage": stage, **notes})
-    fitness = coerce_fitness(fitness_fn(anchor_of(name, metrics), anchor, judge))
-    return Fitness(fitness.value, {**fitness.parts, "stage": stage, **notes})
+    mine, theirs = anchor_of(name, metrics), dict(anchor)
+    at_chance = None
+    if chance is not None and None not in (mine["benchmark"], theirs.get("benchmark")):
+        p_mine, p_theirs = chance.p_above(mine["benchmark"]), chance.p_above(theirs["benchmark"])
+        if p_mine >= alpha and p_theirs >= alpha:
+            at_chance = (f"the benchmark is at chance for both the design ({mine['benchmark']:.4f}, p={p_mine:.2f}) and "
+                         f"the anchor ({theirs['benchmark']:.4f}, p={p_theirs:.2f}): chance {chance.level:.4f} over "
+                         f"{chance.trials} queries")
+            mine["benchmark"], theirs["benchmark"] = None, None
+    fitness = coerce_fitness(fitness_fn(mine, theirs, judge))
+    parts = {**fitness.parts, "stage": stage, **notes}
+    if at_chance:
+        parts["missing"] = {**(parts.get("missing") or {}), "benchmark": at_chance}
+    return Fitness(fitness.value, parts)
 
 
-def beats(mine: StageMetrics, seeds: Mapping[str, StageMetrics]) -> dict[str, bool]:
-    """Per seed: lower loss AND higher benchmark than that seed (False when either is unmeasured)."""
+def run_values(metrics: StageMetrics, key: str) -> list[float]:
+    """One measurement of every training run behind ``metrics`` (finite values only)."""
+    values = [r.get(key) for r in metrics.benchmarks.get("runs", [])]
+    return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+def one_sided_test(mine: Sequence[float], theirs: Sequence[float], higher_is_better: bool,
+                   confidence: float = 0.95) -> dict[str, Any]:
+    """Welch's t-test that ``mine`` is better than ``theirs`` (one-sided), with the effect and its interval.
+
+    ``diff`` is mean(mine) - mean(theirs); ``ci`` its two-sided ``confidence`` interval
+    (Welch-Satterthwaite degrees of freedom); ``effect_size`` is Cohen's d (pooled sd).
+    Fewer than two runs on either side, or no spread at all, give ``p = None``: no test.
+    """
+    from scipy import stats
+
+    out: dict[str, Any] = {"n": [len(mine), len(theirs)], "p": None, "ci": None, "effect_size": None,
+                           "diff": (mean(mine) - mean(theirs)) if mine and theirs else None}
+    if len(mine) < 2 or len(theirs) < 2:
+        out["why_no_test"] = "fewer than two training runs on a side"
+        return out
+    var_a, var_b = std(mine) ** 2, std(theirs) ** 2
+    se = math.sqrt(var_a / len(mine) + var_b / len(theirs))
+    if se == 0:
+        out["why_no_test"] = "no spread between training runs"
+        return out
+    df = se ** 4 / ((var_a / len(mine)) ** 2 / (len(mine) - 1) + (var_b / len(theirs)) ** 2 / (len(theirs) - 1))
+    t = out["diff"] / se
+    out["p"] = float(stats.t.sf(t, df) if higher_is_better else stats.t.cdf(t, df))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    out["ci"] = [out["diff"] - half, out["diff"] + half]
+    pooled = math.sqrt(((len(mine) - 1) * var_a + (len(theirs) - 1) * var_b) / (len(mine) + len(theirs) - 2))
+    out["effect_size"] = out["diff"] / pooled if pooled else None
+    out["df"] = df
+    return out
+
+
+def compare_with_seeds(mine: StageMetrics, seeds: Mapping[str, StageMetrics], alpha: float) -> dict[str, dict[str, Any]]:
+    """Per seed: one-sided tests on loss (lower is better) and benchmark (higher), and whether both pass at ``alpha``."""
     out = {}
     for seed, theirs in seeds.items():
-        known = None not in (mine.eval_loss, mine.benchmark, theirs.eval_loss, theirs.benchmark)
-        out[seed] = bool(known and mine.eval_loss < theirs.eval_loss and mine.benchmark > theirs.benchmark)
+        loss = one_sided_test(run_values(mine, "eval_loss"), run_values(theirs, "eval_loss"), higher_is_better=False)
+        bench = one_sided_test(run_values(mine, "benchmark"), run_values(theirs, "benchmark"), higher_is_better=True)
+        significant = all(t["p"] is not None and t["p"] < alpha for t in (loss, bench))
+        out[seed] = {"loss": loss, "benchmark": bench, "beats": significant}
     return out
+
+
+def beats(comparisons: Mapping[str, Mapping[str, Any]]) -> dict[str, bool]:
+    """Per seed: beaten significantly on both loss and benchmark."""
+    return {seed: bool(c["beats"]) for seed, c in comparisons.items()}
 
 
 def is_breakthrough(beaten: Mapping[str, bool], all_seeds: Sequence[str]) -> bool:

@@ -44,8 +44,11 @@ class ExploreSettings:
     grace_fraction: float = 0.125
     reduction_factor: int = 3
     max_failures: int = 2
+    anchor_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # the explore anchor's training seeds
 
     def __post_init__(self) -> None:
+        if len(self.anchor_seeds) < 1 or len(set(self.anchor_seeds)) != len(self.anchor_seeds):
+            raise ValueError(f"explore.anchor_seeds must be distinct and non-empty, got {self.anchor_seeds}")
         if not 0 < self.grace_fraction <= 1:
             raise ValueError(f"explore.grace_fraction must be in (0, 1], got {self.grace_fraction}")
         if self.reduction_factor < 2:
@@ -56,7 +59,8 @@ class ExploreSettings:
 class VerifySettings:
     top_fraction: float = 0.25
     min_promoted: int = 1
-    training_seeds: list[int] = field(default_factory=lambda: [0, 1])
+    training_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    significance: float = 0.05  # a breakthrough beats each seed with one-sided p below this, on loss and benchmark
     search: str = "pbt"
     lr_multipliers: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     perturbation_fraction: float = 0.25
@@ -69,6 +73,8 @@ class VerifySettings:
             raise ValueError(f"verify.top_fraction must be in [0, 1], got {self.top_fraction}")
         if len(self.training_seeds) < 1 or len(set(self.training_seeds)) != len(self.training_seeds):
             raise ValueError(f"verify.training_seeds must be distinct and non-empty, got {self.training_seeds}")
+        if not 0 < self.significance < 1:
+            raise ValueError(f"verify.significance must be in (0, 1), got {self.significance}")
 
 
 @dataclass

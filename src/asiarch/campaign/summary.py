@@ -1,4 +1,9 @@
-"""The end of a campaign in a form people read: a table of the best candidates against the seeds."""
+"""The end of a campaign in a form people read: a table of the best candidates against the seeds.
+
+Verify numbers are means over the training runs with their standard deviation; ``worst p``
+is the largest one-sided p-value of the candidate's tests against the seeds (loss and
+benchmark, each seed): a breakthrough needs it below ``verify.significance``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any, Sequence
 
 from rich.table import Table
 
+from asiarch.campaign import scoring
 from asiarch.memory import Memory, is_breakthrough, is_seed, is_verified
 from asiarch.train.tables import cell
 
@@ -16,9 +22,11 @@ COLUMNS = [
     ("explore fitness", "explore_fitness", "{:.3f}"),
     ("explore loss", "explore_loss", "{:.3f}"),
     ("explore MQAR", "explore_mqar", "{:.3f}"),
-    ("verify loss", "verify_loss", "{:.3f}"),
-    ("verify MQAR", "verify_mqar", "{:.3f}"),
+    ("verify loss ± sd", "verify_loss_text", "{}"),
+    ("verify MQAR ± sd", "verify_mqar_text", "{}"),
+    ("runs", "verify_runs", "{}"),
     ("verify fitness", "verify_fitness", "{:.3f}"),
+    ("worst p", "worst_p", "{:.3f}"),
     ("breakthrough", "breakthrough", "{}"),
     ("status", "status", "{}"),
 ]
@@ -33,7 +41,7 @@ def results_rows(memory: Memory, campaign: str, top: int = 10) -> list[dict[str,
                "explore_mqar": c.explore.mqar_accuracy, "verify_loss": c.verify.eval_loss,
                "verify_mqar": c.verify.mqar_accuracy, "verify_fitness": c.verify.fitness,
                "breakthrough": "yes" if is_breakthrough(c) else ("no" if is_verified(c) else None),
-               "parents": c.parent_ids}
+               "parents": c.parent_ids, **_spread(c)}
         (seeds if is_seed(c) else rows).append(row)
     rows = [r for r in rows if r["explore_fitness"] is not None or r["verify_loss"] is not None]
     rows.sort(key=lambda r: (r["verify_fitness"] is None, -(r["verify_fitness"] or 0.0), -(r["explore_fitness"] or 0.0)))
@@ -41,8 +49,24 @@ def results_rows(memory: Memory, campaign: str, top: int = 10) -> list[dict[str,
     return seeds + rows[:top]
 
 
+def _spread(c) -> dict[str, Any]:
+    """Verify means with their spread over training runs, and the weakest of the tests against the seeds."""
+    loss, mqar = scoring.run_values(c.verify, "eval_loss"), scoring.run_values(c.verify, "mqar_accuracy")
+
+    def text(values: list[float]) -> str | None:
+        if not values:
+            return None
+        sd = scoring.std(values)
+        return f"{scoring.mean(values):.3f}" + ("" if sd is None else f" ± {sd:.3f}")
+
+    ps = [t[k]["p"] for t in (c.verify.fitness_parts.get("tests") or {}).values() for k in ("loss", "benchmark")]
+    return {"verify_loss_text": text(loss), "verify_mqar_text": text(mqar), "verify_runs": len(loss) or None,
+            "worst_p": None if not ps else (None if None in ps else max(ps))}
+
+
 def campaign_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, caption="verify: mean ± sd over training runs; worst p: the largest one-sided "
+                  "p-value against any seed (loss or benchmark); '-': not measured or not testable")
     table.add_column("design")
     table.add_column("kind")
     for header, _, _ in COLUMNS:

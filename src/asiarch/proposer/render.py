@@ -12,7 +12,7 @@ import json
 
 import re
 
-from asiarch.proposer.genome import DELTA_OPS, Genome, name_for
+from asiarch.proposer.genome import DELTA_OPS, Genome, name_for, seed_genome
 
 __all__ = ["class_name_for", "render"]
 
@@ -47,6 +47,17 @@ def genome_from_source(source: str) -> Genome | None:
                 return Genome.from_dict(json.loads(line.split(GENOME_MARKER, 1)[1]))
             except (ValueError, TypeError):
                 return None
+    return None
+
+
+def seed_of_genome(source: str) -> str | None:
+    """The seed whose genome a rendered source carries (None for other genomes or other code)."""
+    genome = genome_from_source(source)
+    if genome is None:
+        return None
+    for name in ("deltanet", "gated_deltanet", "mamba2"):
+        if genome.normalised() == seed_genome(name).normalised():
+            return name
     return None
 
 

@@ -249,8 +249,14 @@ def make_demo_campaign(runs_dir: str | Path, n: int = 40, seed: int = 0, name: s
                  "benchmark": _sigmoid_term(bench - verify_anchor["benchmark"], verify_anchor["benchmark"]),
                  "judge": c.judge["overall"]}
         c.verify.fitness = round(sum(terms.values()) / 3, 5)
+        tests = {s: {"beats": beats[s], "loss": {"diff": loss - b["eval_loss"], "ci": [loss - b["eval_loss"] - 0.03,
+                                                                              loss - b["eval_loss"] + 0.03],
+                                                 "p": 0.01 if beats[s] else 0.4, "effect_size": -2.0, "n": [3, 3]},
+                     "benchmark": {"diff": bench - b["benchmark"], "ci": None, "p": 0.02 if beats[s] else 0.3,
+                                   "effect_size": None, "n": [3, 3]}}
+                 for s, b in baselines["verify"].items()}  # synthetic, like every number of the demo
         c.verify.fitness_parts = {"terms": terms, "missing": {}, "formula": "asi_arch_eq2", "stage": "verify",
-                                  "beats": beats}
+                                  "beats": beats, "tests": tests, "significance": 0.05}
         c.breakthrough = all(beats.values())  # beats every seed on both loss and benchmark
         c.status_reason = ("breakthrough: beats every seed at verify scale" if c.breakthrough
                            else f"verified; beats {sum(beats.values())}/{len(beats)} seed(s)")

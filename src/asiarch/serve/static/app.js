@@ -493,6 +493,15 @@ function renderCandidate(c, lineage) {
     .filter((stage) => c[stage].fitness !== null && c[stage].fitness !== undefined)
     .map((stage) => `${stage}: ${describeParts(c[stage].fitness_parts || {}) || fmt(c[stage].fitness)}`)
     .join(" | ") || "no fitness yet";
+  // verify: each seed, tested one-sided over the training runs (difference, 95 % interval, p)
+  const interval = (t) => (t.diff === null || t.diff === undefined) ? "—"
+    : `${t.diff >= 0 ? "+" : ""}${t.diff.toFixed(4)}` + (t.ci ? ` [${t.ci[0].toFixed(4)}, ${t.ci[1].toFixed(4)}]` : "")
+      + (t.p === null || t.p === undefined ? ` (no test: ${t.why_no_test || "?"})` : ` p=${t.p.toFixed(3)}`);
+  const tests = (c.verify.fitness_parts || {}).tests || {};
+  $("cv-tests").replaceChildren(...Object.entries(tests).map(([seed, t]) => h("div", {
+    class: t.beats ? "" : "muted",
+    text: `vs ${seed}: loss ${interval(t.loss)}; bench ${interval(t.benchmark)} — ${t.beats ? "beats it" : "not significantly better"}`,
+  })));
   $("cv-analysis").textContent = c.analysis || "no analysis yet";
   drawTree($("cv-lineage"), lineage, { selected: c.id, labels: true });
   if (lineage.truncated) $("cv-lineage").append(h("div", { class: "muted", text: "descendants truncated to the nearest ones" }));

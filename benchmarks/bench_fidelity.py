@@ -1,0 +1,283 @@
+"""Fidelity of a scale: can its explore and verify budgets tell designs apart beyond training noise?
+
+A fixed ladder of designs (the four seeds and four controls from ``asiarch.arch.layers.controls``)
+is trained on several training seeds at the scale's explore budget and at its verify budget,
+with the campaign's own training protocol (``train_mixer``). Printed, and written as JSON with
+``--out``:
+
+- mean Kendall tau of the design ranking (by eval loss, and by MQAR accuracy) between every
+  pair of training seeds, at each fidelity;
+- Spearman correlation of the explore means with the verify means;
+- how many of the verify top 3 the explore ASHA rungs would keep (successive halving over the
+  ladder at the campaign's rungs: the first after the warm-up, then x ``explore.reduction_factor``);
+- every known pair (a design that must beat another, by construction or from the literature)
+  and whether it is ordered correctly on every training seed;
+- MQAR accuracy against its chance level, and explore cost per design as a fraction of verify cost.
+
+Goals (issue 12): tau >= 0.8 at verify, >= 0.7 at explore; Spearman >= 0.8; known pairs all
+correct; explore <= 1/3 of verify cost.
+
+    .venv/bin/python benchmarks/bench_fidelity.py [--scale cpu_tiny] [--seeds 0 1 2] [--workers 2]
+        [--set scale.stages.explore_steps=96 ...] [--out fidelity.json] [--runs runs.jsonl]
+
+``--runs`` keeps every finished training run in a JSON-lines file and reuses it on the next
+invocation, so an interrupted calibration continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from asiarch.campaign.schedulers import first_rung_step
+from asiarch.campaign.scoring import benchmark_chance
+from asiarch.config import ScaleConfig, compose, stage_scale
+
+LADDER = ["attention", "gated_deltanet", "deltanet", "mamba2",  # the seeds
+          "deltanet_noconv", "linear_attention", "causal_mean", "no_mixing"]  # the controls
+# (better, worse, metric, why): orders known by construction or from the literature
+KNOWN_PAIRS = [
+    ("attention", "no_mixing", "eval_loss", "no_mixing sees no context (construction)"),
+    ("deltanet", "no_mixing", "eval_loss", "no_mixing sees no context (construction)"),
+    ("linear_attention", "no_mixing", "eval_loss", "no_mixing sees no context (construction)"),
+    ("attention", "no_mixing", "mqar_accuracy", "recall needs context (construction)"),
+    ("deltanet", "no_mixing", "mqar_accuracy", "recall needs context (construction)"),
+    ("deltanet", "causal_mean", "mqar_accuracy", "a uniform average cannot match keys (construction)"),
+    ("attention", "linear_attention", "mqar_accuracy", "Zoology (Arora et al., 2023)"),
+    ("deltanet", "linear_attention", "mqar_accuracy", "DeltaNet (Yang et al., 2024)"),
+    ("deltanet", "deltanet_noconv", "eval_loss", "DeltaNet's short-convolution ablation"),
+]
+METRICS = ("eval_loss", "mqar_accuracy")
+LOWER_IS_BETTER = {"eval_loss": True, "mqar_accuracy": False}
+
+
+def mixer_class(design: str):
+    from asiarch.arch import SEEDS
+    from asiarch.arch.layers.controls import CONTROLS
+
+    return SEEDS.get(design) or CONTROLS[design]
+
+
+def scale_fingerprint(scale: ScaleConfig) -> str:
+    return hashlib.sha256(json.dumps(dataclasses.asdict(scale), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def train_one(design: str, scale: ScaleConfig, training_seed: int) -> dict[str, Any]:
+    """One training run in a worker process; returns the measurements the tables need."""
+    from asiarch.train.protocol import prepare_data, train_mixer
+
+    scale = dataclasses.replace(scale, train=dataclasses.replace(scale.train, seed=training_seed))
+    summary = train_mixer(mixer_class(design), scale, prepare_data(scale), downstream=False)
+    keep = ("eval_loss", "mqar_accuracy", "train_seconds", "steps", "stop_reason", "parameters")
+    return {**{k: summary.get(k) for k in keep},
+            "history": [{k: h.get(k) for k in ("step", "tokens_seen", "eval_loss", "mqar_accuracy")}
+                        for h in summary.get("history") or []]}
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-a of two score lists over the same items."""
+    pairs = list(itertools.combinations(range(len(a)), 2))
+    concordant = sum(math.copysign(1, (a[i] - a[j]) * (b[i] - b[j])) if (a[i] - a[j]) * (b[i] - b[j]) else 0
+                     for i, j in pairs)
+    return concordant / len(pairs)
+
+
+def ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2
+        i = j + 1
+    return out
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    return cov / math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def std(values: list[float]) -> float:
+    m = mean(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / max(1, len(values) - 1))
+
+
+def asha_survivors(runs: dict[str, dict[str, Any]], rung_steps: list[int], reduction_factor: int) -> set[str]:
+    """Designs that successive halving over the ladder keeps through every rung (eval loss at the rung's step)."""
+    alive = set(runs)
+    for step in rung_steps:
+        at_rung = {}
+        for design in alive:
+            reached = [h for h in runs[design]["history"] if h["step"] <= step and h.get("eval_loss") is not None]
+            at_rung[design] = reached[-1]["eval_loss"] if reached else math.inf
+        keep = max(1, math.ceil(len(alive) / reduction_factor))
+        alive = set(sorted(alive, key=lambda d: (at_rung[d], d))[:keep])
+    return alive
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", default="cpu_tiny")
+    parser.add_argument("--set", nargs="*", default=[], help="Hydra overrides, e.g. scale.stages.explore_steps=96")
+    parser.add_argument("--designs", nargs="*", default=LADDER)
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="training seeds")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--runs", type=Path, help="JSON-lines file of finished runs, reused when it matches")
+    args = parser.parse_args()
+    console = Console(width=160)
+
+    cfg = compose([f"scale={args.scale}", *args.set])
+    base = ScaleConfig.from_dict(cfg.scale)
+    fidelities = {"explore": stage_scale(base, base.stages.explore_steps),
+                  "verify": stage_scale(base, base.stages.verify_steps)}
+    grace, rf = float(cfg.explore.grace_fraction), int(cfg.explore.reduction_factor)
+
+    done: dict[tuple[str, str, int, str], dict[str, Any]] = {}
+    if args.runs and args.runs.exists():
+        for line in args.runs.read_text().splitlines():
+            row = json.loads(line)
+            done[(row["design"], row["fidelity"], row["seed"], row["fingerprint"])] = row["result"]
+    jobs = [(d, f, s) for f in fidelities for d in args.designs for s in args.seeds
+            if (d, f, s, scale_fingerprint(fidelities[f])) not in done]
+    console.print(f"bench_fidelity: {len(args.designs)} designs x {len(args.seeds)} seeds at {args.scale} "
+                  f"(explore {fidelities['explore'].train.steps} steps, verify {fidelities['verify'].train.steps}); "
+                  f"{len(jobs)} run(s) to train, {args.workers} worker(s)", highlight=False)
+    started = time.monotonic()
+    if jobs:
+        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(train_one, d, fidelities[f], s): (d, f, s) for d, f, s in jobs}
+            for n, future in enumerate(as_completed(futures), 1):
+                d, f, s = futures[future]
+                result = future.result()
+                key = (d, f, s, scale_fingerprint(fidelities[f]))
+                done[key] = result
+                if args.runs:
+                    with args.runs.open("a") as out:
+                        out.write(json.dumps({"design": d, "fidelity": f, "seed": s, "fingerprint": key[3],
+                                              "result": result}) + "\n")
+                console.print(f"  [{n}/{len(jobs)}, {time.monotonic() - started:.0f}s] {f} {d} seed {s}: "
+                              f"loss {result['eval_loss']:.3f}, MQAR {result['mqar_accuracy']:.3f}, "
+                              f"{result['train_seconds']:.0f}s", highlight=False)
+
+    def run(design: str, fidelity: str, seed: int) -> dict[str, Any]:
+        return done[(design, fidelity, seed, scale_fingerprint(fidelities[fidelity]))]
+
+    designs, seeds = args.designs, args.seeds
+    report: dict[str, Any] = {"scale": args.scale, "overrides": args.set, "designs": designs, "seeds": seeds,
+                              "steps": {f: s.train.steps for f, s in fidelities.items()}, "fidelity": {}}
+    chances = {f: benchmark_chance(s) for f, s in fidelities.items()}  # the campaign's own gate of the MQAR term
+    chance = 1.0 / (base.mqar.vocab_size - base.mqar.vocab_size // 2)  # values are drawn from [V/2, V)
+    for fidelity in fidelities:
+        entry: dict[str, Any] = {"per_design": {}}
+        for design in designs:
+            values = {m: [run(design, fidelity, s)[m] for s in seeds] for m in METRICS}
+            entry["per_design"][design] = {
+                **{f"{m}_mean": mean(values[m]) for m in METRICS}, **{f"{m}_std": std(values[m]) for m in METRICS},
+                "seconds_mean": mean([run(design, fidelity, s)["train_seconds"] for s in seeds])}
+        for m in METRICS:
+            taus = [kendall_tau([run(d, fidelity, a)[m] for d in designs], [run(d, fidelity, b)[m] for d in designs])
+                    for a, b in itertools.combinations(seeds, 2)]
+            entry[f"kendall_tau_{m}"] = mean(taus) if taus else None
+        entry["mqar_above_chance"] = {  # on every training seed, by the binomial test the fitness uses
+            d: all(chances[fidelity].p_above(run(d, fidelity, s)["mqar_accuracy"]) < 0.05 for s in seeds)
+            for d in designs} if chances[fidelity] else {}
+        report["fidelity"][fidelity] = entry
+    explore, verify = report["fidelity"]["explore"]["per_design"], report["fidelity"]["verify"]["per_design"]
+    report["mqar_chance"] = chance
+    report["spearman_explore_verify"] = {m: spearman([explore[d][f"{m}_mean"] for d in designs],
+                                                     [verify[d][f"{m}_mean"] for d in designs]) for m in METRICS}
+    et = fidelities["explore"].train
+    rung_steps, rung = [], first_rung_step(et.steps, grace, et.warmup_steps, et.report_every)  # as the campaign's ASHA
+    while rung < et.steps:
+        rung_steps.append(int(rung))
+        rung *= rf
+    verify_top3 = sorted(designs, key=lambda d: verify[d]["eval_loss_mean"])[:3]
+    kept = [len(set(verify_top3) & asha_survivors({d: run(d, "explore", s) for d in designs}, rung_steps, rf))
+            for s in seeds]
+    report["asha"] = {"rung_steps": rung_steps, "reduction_factor": rf, "verify_top3": verify_top3,
+                      "kept_per_seed": kept, "kept_mean": mean(kept)}
+    pairs = []
+    for better, worse, metric, why in KNOWN_PAIRS:
+        if better not in designs or worse not in designs:
+            continue
+        for fidelity in fidelities:
+            sign = -1 if LOWER_IS_BETTER[metric] else 1
+            per_seed = [sign * (run(better, fidelity, s)[metric] - run(worse, fidelity, s)[metric]) > 0 for s in seeds]
+            pairs.append({"better": better, "worse": worse, "metric": metric, "fidelity": fidelity, "why": why,
+                          "correct_on_seeds": sum(per_seed), "of": len(seeds), "all_correct": all(per_seed)})
+    report["known_pairs"] = pairs
+    report["explore_cost_fraction"] = {d: explore[d]["seconds_mean"] / verify[d]["seconds_mean"] for d in designs}
+
+    # ------------------------------------------------------------------ tables
+    table = Table(title=f"Designs at {args.scale}: mean ± std over training seeds {seeds}")
+    for header in ("design", "explore loss", "explore MQAR", "verify loss", "verify MQAR", "explore/verify cost"):
+        table.add_column(header, justify="left" if header == "design" else "right")
+    for d in sorted(designs, key=lambda d: verify[d]["eval_loss_mean"]):
+        cells = [f"{p[f'{m}_mean']:.3f} ± {p[f'{m}_std']:.3f}" for p in (explore[d], verify[d]) for m in METRICS]
+        table.add_row(d, *cells, f"{report['explore_cost_fraction'][d]:.2f}")
+    console.print(table)
+    goals = Table(title="Fidelity against the goals")
+    for header in ("measure", "value", "goal", "met"):
+        goals.add_column(header)
+    rows = [
+        ("Kendall tau between seeds, verify, by loss", report["fidelity"]["verify"]["kendall_tau_eval_loss"], 0.8),
+        ("Kendall tau between seeds, explore, by loss", report["fidelity"]["explore"]["kendall_tau_eval_loss"], 0.7),
+        ("Kendall tau between seeds, verify, by MQAR", report["fidelity"]["verify"]["kendall_tau_mqar_accuracy"], None),
+        ("Kendall tau between seeds, explore, by MQAR", report["fidelity"]["explore"]["kendall_tau_mqar_accuracy"], None),
+        ("Spearman explore vs verify means, loss", report["spearman_explore_verify"]["eval_loss"], 0.8),
+        ("Spearman explore vs verify means, MQAR", report["spearman_explore_verify"]["mqar_accuracy"], None),
+        ("verify top 3 kept by ASHA (mean over seeds)", report["asha"]["kept_mean"], 3),
+        ("explore cost / verify cost (max over designs)", max(report["explore_cost_fraction"].values()), -1 / 3),
+    ]
+    for name, value, goal in rows:
+        met = "" if goal is None else ("yes" if (value <= -goal if goal < 0 else value >= goal) else "NO")
+        goal_text = "-" if goal is None else (f"<= {-goal:.2f}" if goal < 0 else f">= {goal}")
+        goals.add_row(name, "-" if value is None else f"{value:.3f}", goal_text, met)
+    console.print(goals)
+    known = Table(title=f"Known pairs (correct on how many of {len(seeds)} training seeds); MQAR chance = {chance:.4f}")
+    for header in ("better", "worse", "metric", "fidelity", "correct", "why"):
+        known.add_column(header)
+    for p in pairs:
+        known.add_row(p["better"], p["worse"], p["metric"], p["fidelity"], f"{p['correct_on_seeds']}/{p['of']}"
+                      + ("" if p["all_correct"] else " NO"), p["why"])
+    console.print(known)
+    above = {f: [d for d, ok in report["fidelity"][f]["mqar_above_chance"].items() if ok] for f in fidelities}
+    console.print(f"MQAR above chance {chance:.4f} on every seed (binomial p < 0.05 over "
+                  f"{chances['explore'].trials if chances['explore'] else '?'} queries): explore {above['explore'] or 'none'}; "
+                  f"verify {above['verify'] or 'none'}", highlight=False)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2))
+        console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

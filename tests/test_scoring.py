@@ -1,0 +1,93 @@
+"""The one scoring path: stage metrics over training runs, fitness against the anchor, significance against seeds."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats
+
+from asiarch.campaign import asi_arch_fitness, scoring
+
+
+def runs(losses, benches):
+    return [{"eval_loss": loss, "mqar_accuracy": bench, "history": [{"eval_loss": loss + 1}, {"eval_loss": loss}]}
+            for loss, bench in zip(losses, benches)]
+
+
+def test_stage_metrics_average_the_runs_and_keep_each():
+    m = scoring.stage_metrics(runs([5.0, 5.2, 5.4], [0.1, 0.2, 0.3]), "mqar_accuracy")
+    assert m.eval_loss == pytest.approx(5.2) and m.benchmark == pytest.approx(0.2)
+    assert [r["benchmark"] for r in m.benchmarks["runs"]] == [0.1, 0.2, 0.3]
+    assert m.benchmarks["eval_loss_std"] == pytest.approx(0.2)
+    assert m.loss_curve == [6.0, 5.0]  # the first run's curve
+
+
+def test_welch_test_matches_scipy_and_reports_effect_and_interval():
+    mine, theirs = [4.8, 4.9, 5.0], [5.3, 5.1, 5.4]
+    test = scoring.one_sided_test(mine, theirs, higher_is_better=False)
+    expected = stats.ttest_ind(mine, theirs, equal_var=False, alternative="less").pvalue
+    assert test["p"] == pytest.approx(expected, rel=1e-9)
+    assert test["diff"] == pytest.approx(sum(mine) / 3 - sum(theirs) / 3)
+    low, high = test["ci"]
+    assert low < test["diff"] < high < 0  # clearly better: the whole interval is below zero
+    assert test["effect_size"] < -1
+    worse = scoring.one_sided_test(theirs, mine, higher_is_better=False)
+    assert worse["p"] == pytest.approx(1 - test["p"])
+
+
+def test_no_test_without_two_runs_or_without_spread():
+    assert scoring.one_sided_test([5.0], [5.1, 5.2], higher_is_better=False)["p"] is None
+    flat = scoring.one_sided_test([5.0, 5.0], [5.1, 5.1], higher_is_better=False)
+    assert flat["p"] is None and "spread" in flat["why_no_test"]
+
+
+def test_beating_a_seed_needs_both_loss_and_benchmark_to_be_significant():
+    seed = scoring.stage_metrics(runs([5.3, 5.1, 5.4], [0.10, 0.12, 0.11]), "mqar_accuracy")
+    clear = scoring.stage_metrics(runs([4.8, 4.9, 5.0], [0.30, 0.32, 0.31]), "mqar_accuracy")
+    noisy_recall = scoring.stage_metrics(runs([4.8, 4.9, 5.0], [0.05, 0.30, 0.12]), "mqar_accuracy")
+    tests = scoring.compare_with_seeds(clear, {"deltanet": seed}, alpha=0.05)
+    assert tests["deltanet"]["beats"] and scoring.is_breakthrough(scoring.beats(tests), ["deltanet"])
+    tests = scoring.compare_with_seeds(noisy_recall, {"deltanet": seed}, alpha=0.05)
+    assert noisy_recall.benchmark > seed.benchmark  # better on average ...
+    assert not tests["deltanet"]["beats"]  # ... but not beyond the noise
+    assert not scoring.is_breakthrough({"deltanet": True}, ["deltanet", "mamba2"])  # every seed must be beaten
+
+
+def test_score_names_a_missing_anchor_and_otherwise_uses_the_fitness_function():
+    m = scoring.stage_metrics(runs([5.0, 5.2], [0.2, 0.2]), "mqar_accuracy")
+    missing = scoring.score(asi_arch_fitness, "x", m, None, 0.5, "verify")
+    assert missing.value is None and "baseline" in missing.parts["missing"]
+    anchor = scoring.anchor_of("deltanet", scoring.stage_metrics(runs([5.5, 5.5], [0.1, 0.1]), "mqar_accuracy"))
+    scored = scoring.score(asi_arch_fitness, "x", m, anchor, 0.5, "verify", note=1)
+    assert scored.value == pytest.approx(asi_arch_fitness({"eval_loss": 5.1, "benchmark": 0.2}, anchor, 0.5).value)
+    assert scored.parts["stage"] == "verify" and scored.parts["note"] == 1 and math.isfinite(scored.value)
+
+
+def test_a_benchmark_at_chance_for_both_sides_is_named_missing_not_scored():
+    chance = scoring.Chance(level=1 / 256, trials=1024)
+    assert chance.p_above(0.004) > 0.05 and chance.p_above(0.05) < 1e-6
+    guess = scoring.stage_metrics(runs([5.0], [0.002]), "mqar_accuracy")
+    anchor = scoring.anchor_of("deltanet", scoring.stage_metrics(runs([5.1], [0.006]), "mqar_accuracy"))
+    gated = scoring.score(asi_arch_fitness, "x", guess, anchor, 0.5, "explore", chance=chance)
+    assert "benchmark" not in gated.parts["terms"] and "at chance" in gated.parts["missing"]["benchmark"]
+    ungated = scoring.score(asi_arch_fitness, "x", guess, anchor, 0.5, "explore")
+    assert "benchmark" in ungated.parts["terms"]  # without the gate, Eq. 2 turns the two guesses into a term
+    recalls = scoring.stage_metrics(runs([5.0], [0.20]), "mqar_accuracy")
+    kept = scoring.score(asi_arch_fitness, "x", recalls, anchor, 0.5, "explore", chance=chance)
+    assert "benchmark" in kept.parts["terms"]  # one side recalls: the comparison carries signal
+
+
+def test_noise_aware_fitness_reads_deltas_against_the_anchor_spread():
+    from asiarch.campaign.fitness import noise_aware_fitness
+
+    anchor = {"name": "deltanet", "eval_loss": 5.0, "benchmark": 0.2, "eval_loss_std": 0.05, "benchmark_std": 0.01}
+    within = noise_aware_fitness({"eval_loss": 4.98, "benchmark": 0.2}, anchor, None)
+    assert 0.5 < within.parts["terms"]["loss"] < 0.75  # 0.4 sd: a small push, not a verdict
+    eq2 = asi_arch_fitness({"eval_loss": 4.98, "benchmark": 0.2}, anchor, None)
+    assert eq2.parts["terms"]["loss"] == pytest.approx(1 / (1 + math.exp(-6 * 0.02 / 0.5)))  # Eq. 2 kept exactly
+    beyond = noise_aware_fitness({"eval_loss": 4.80, "benchmark": 0.2}, anchor, None)
+    assert beyond.parts["terms"]["loss"] == pytest.approx(1 / (1 + math.exp(-6)))  # 4 sd > 3 sd: saturated
+    unknown = noise_aware_fitness({"eval_loss": 4.8, "benchmark": 0.3}, {**anchor, "eval_loss_std": None}, 0.5)
+    assert "loss" not in unknown.parts["terms"] and "spread" in unknown.parts["missing"]["loss"]
+    assert unknown.parts["formula"] == "noise_aware" and unknown.value is not None
