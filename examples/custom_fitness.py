@@ -4,8 +4,10 @@
 
 A fitness is any callable ``(candidate, baseline, judge) -> Fitness`` (or a number, or a
 ``(value, parts)`` pair). ``candidate`` and ``baseline`` hold ``eval_loss`` and ``benchmark``;
-``baseline`` is the seed trained in the same campaign at the same scale. The same function
-can be named in conf instead: ``fitness._target_=my_module.recall_first``.
+``baseline`` is the anchor seed measured at the same scale (its mean over ``explore.anchor_seeds``;
+``eval_loss_std`` and ``benchmark_std`` give its run-to-run spread). A benchmark at chance on
+both sides arrives as None. The same function can be named in conf instead:
+``fitness._target_=my_module.recall_first``.
 """
 
 from __future__ import annotations

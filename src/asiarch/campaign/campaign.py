@@ -26,7 +26,7 @@ from asiarch.arch import SEEDS
 from asiarch.campaign.fitness import FitnessFn
 from asiarch.campaign.settings import CampaignSettings, ExploreSettings, RunSettings, VerifySettings, section
 from asiarch.campaign.explore import ExploreStage
-from asiarch.campaign.stage import NAMESPACE, StageContext
+from asiarch.campaign.stage import NAMESPACE, StageContext, StageInterrupted
 from asiarch.campaign.tune_progress import TrialProgress
 from asiarch.campaign.verify import VerifyStage
 from asiarch.campaign.state import CampaignPaths, CampaignRecord, find_campaign, now_iso, read_state, set_latest
@@ -237,6 +237,12 @@ class Campaign:
             self._save_state(status="finished", counts=summary["counts"], best_fitness=summary["best_fitness"],
                              used=self._used(started))
             self._print_results()
+            return self.status()
+        except StageInterrupted as err:
+            stop_progress.set()
+            self._save_state(status="interrupted", used=self._used(started))
+            self.console.print(f"{err}: nothing part-trained was scored. Run the same command again (or "
+                               f"`asiarch resume`) to continue campaign {self.name}.", markup=False, highlight=False)
             return self.status()
         except KeyboardInterrupt:
             self._save_state(status="interrupted", used=self._used(started))

@@ -23,7 +23,8 @@ from asiarch.baselines import BaselineCache
 from asiarch.campaign import scoring
 from asiarch.campaign.pipeline import CampaignPipeline, PipelineSettings
 from asiarch.campaign.schedulers import first_rung_step
-from asiarch.campaign.stage import NAMESPACE, StageContext, tokens_per_step, trial_name
+from asiarch.campaign.stage import NAMESPACE, StageContext, StageInterrupted, tokens_per_step, trial_name
+from asiarch.memory import Status
 from asiarch.config import ScaleConfig
 from asiarch.train.protocol import TrialData, train_mixer
 
@@ -155,9 +156,16 @@ class ExploreStage:
                           f"{self.first_rung()} (after the {self.scale.train.warmup_steps}-step warm-up), then x"
                           f"{ctx.explore.reduction_factor}")
         tuner.fit()
-        if waiter is not None:
-            waiter.join()
         # let the last judgements and analyses land before promotion reads the memory
         while ray.get(self.pipeline.status.remote())["scoring"]:
             time.sleep(0.5)
+        left = ctx.wall_left()
+        if not ray.get(self.pipeline.explore_over.remote()) and (left is None or left > 1.0):
+            ray.get(self.pipeline.stop.remote())  # Tune stopped early (Ctrl-C, a stop request), not the budget
+            raise StageInterrupted("explore stopped before its candidate budget was spent")
         ray.get(self.pipeline.stop.remote())
+        if waiter is not None:
+            waiter.join()
+        training = ctx.memory().list_candidates(campaign=ctx.name, status=Status.TRAINING.value)
+        if training:  # Tune stopped under running trials: they continue on the next run
+            raise StageInterrupted(f"explore stopped with {len(training)} candidate(s) still training")

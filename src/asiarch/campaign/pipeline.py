@@ -76,6 +76,7 @@ class CampaignPipeline:
         if baseline is not None:
             self.baseline_ready.set()
         self.stopping = False
+        self.finished = False  # explore's candidate budget is spent and nothing can come back
         self.workers = ThreadPoolExecutor(max_workers=settings.researchers + settings.engineers + 4)
         self._recover()
         self.filler = threading.Thread(target=self._fill_loop, daemon=True)
@@ -138,7 +139,7 @@ class CampaignPipeline:
                     self.proposals += 1
                     researcher = self.researchers[self.proposals % len(self.researchers)]
                 self._start(self._propose_and_validate, researcher)
-            time.sleep(0.2)
+            time.sleep(0.5)  # each pass reads the budget from the memory
 
     def _start(self, fn, *args) -> None:
         with self.lock:
@@ -186,12 +187,23 @@ class CampaignPipeline:
                             "stage": "explore", "training_seed": self.s.explore_seed, "lr": self.s.explore_lr}
                 self.ready.appendleft(cid)
                 break
-            exhausted = self.proposals >= self.s.max_proposals and self.in_flight == 0
-            no_retry_waiting = not any(c.reached_training for c in self.reader.get_candidates(list(self.ready)))
-            if live_trials == 0 and self.post_in_flight == 0 and self.in_flight == 0 and no_retry_waiting and (
-                    not self._can_start_new(used) or exhausted):
+            if self._over(live_trials, used):
+                self.finished = True
                 return "FINISHED"
             return None
+
+    def _over(self, live_trials: int, used: CampaignCounts) -> bool:
+        """Explore is complete: nothing runs or is being scored or checked, nothing can come back for
+        another trial, and no new candidate may start (budget spent) or be proposed."""
+        exhausted = self.proposals >= self.s.max_proposals and self.in_flight == 0
+        no_retry_waiting = not any(c.reached_training for c in self.reader.get_candidates(list(self.ready)))
+        return live_trials == 0 and self.post_in_flight == 0 and self.in_flight == 0 and no_retry_waiting and (
+            not self._can_start_new(used) or exhausted)
+
+    def explore_over(self) -> bool:
+        """Asked once Tune has stopped: did explore complete, or was Tune stopped under it?"""
+        with self.lock:
+            return self.finished or self._over(0, self._used())
 
     def trial_progress(self, design: str, result: dict[str, Any]) -> None:
         """Live loss curve of a running explore trial, for people watching the memory."""
@@ -312,7 +324,8 @@ class CampaignPipeline:
     def status(self) -> dict[str, Any]:
         with self.lock:
             used = self._used()
-            return {"ready": len(self.ready), "proposing": self.in_flight, "scoring": self.post_in_flight,
+            return {"finished": self.finished, "ready": len(self.ready), "proposing": self.in_flight,
+                    "scoring": self.post_in_flight,
                     "trained": used.trained, "proposals": self.proposals, "device_seconds": used.device_seconds,
                     "usd": used.usd, "events": list(self.events[-5:])}
 

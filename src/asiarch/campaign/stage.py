@@ -23,6 +23,10 @@ from asiarch.memory import Candidate, Kind, Memory, Status, seed_row_id
 NAMESPACE = "asiarch"
 
 
+class StageInterrupted(Exception):
+    """Tune stopped before the stage's trials finished (Ctrl-C, a stop request): nothing partial is scored."""
+
+
 @dataclass
 class StageContext:
     """The campaign as its stages see it."""

@@ -15,7 +15,7 @@ from typing import Any
 import ray
 
 from asiarch.campaign import scoring
-from asiarch.campaign.stage import StageContext, tokens_per_step, trial_name
+from asiarch.campaign.stage import StageContext, StageInterrupted, tokens_per_step, trial_name
 from asiarch.campaign.state import now_iso
 from asiarch.config import ScaleConfig
 from asiarch.memory import Candidate, Kind, Status
@@ -112,6 +112,10 @@ class VerifyStage:
                           f"{len(v.training_seeds)} training seed(s) at {self.scale.name}, {self.scale.train.steps} steps, "
                           f"{'PBT over the learning rate' if v.search == 'pbt' else 'learning-rate sweep'}")
         grid = tuner.fit()
+        unfinished = [r for r in grid if r.error is None and not (r.metrics or {}).get("final")
+                      and not (r.metrics or {}).get("code_error")]
+        if unfinished:  # scoring part-trained runs would report numbers that do not mean what they say
+            raise StageInterrupted(f"verify stopped with {len(unfinished)} of {len(grid)} trial(s) unfinished")
         self.record(grid, promoted)
 
     # -- results ----------------------------------------------------------------------------------
