@@ -195,7 +195,7 @@ def main() -> None:
     report: dict[str, Any] = {"scale": args.scale, "overrides": args.set, "designs": designs, "seeds": seeds,
                               "steps": {f: s.train.steps for f, s in fidelities.items()}, "fidelity": {}}
     chances = {f: benchmark_chance(s) for f, s in fidelities.items()}  # the campaign's own gate of the MQAR term
-    chance = 1.0 / (base.mqar.vocab_size - base.mqar.vocab_size // 2)  # values are drawn from [V/2, V)
+    chance = chances["explore"].level if chances["explore"] else float("nan")
     for fidelity in fidelities:
         entry: dict[str, Any] = {"per_design": {}}
         for design in designs:

@@ -91,3 +91,12 @@ def test_noise_aware_fitness_reads_deltas_against_the_anchor_spread():
     unknown = noise_aware_fitness({"eval_loss": 4.8, "benchmark": 0.3}, {**anchor, "eval_loss_std": None}, 0.5)
     assert "loss" not in unknown.parts["terms"] and "spread" in unknown.parts["missing"]["loss"]
     assert unknown.parts["formula"] == "noise_aware" and unknown.value is not None
+
+
+def test_mqar_chance_is_a_bag_of_values_guess_not_a_vocabulary_guess():
+    from asiarch.config import load_scale
+
+    scale = load_scale("cpu_tiny")
+    chance = scoring.benchmark_chance(scale)
+    assert chance.level == pytest.approx(1 / scale.mqar.num_kv_pairs)  # 1/K = 0.25 > 2/V = 0.0039 at cpu_tiny
+    assert chance.trials == min(scale.train.eval_mqar_examples, scale.mqar.num_test) * scale.mqar.num_kv_pairs
