@@ -40,8 +40,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from scipy import stats
 
 from asiarch.campaign.schedulers import first_rung_step
+from asiarch.campaign import scoring
 from asiarch.campaign.scoring import benchmark_chance
 from asiarch.config import ScaleConfig, compose, stage_scale
 
@@ -90,41 +92,25 @@ def train_one(design: str, scale: ScaleConfig, training_seed: int) -> dict[str, 
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
-    """Kendall's tau-a of two score lists over the same items."""
+    """Kendall's tau-a of two score lists over the same items: tied pairs count as neither (MQAR
+    accuracies of designs at chance tie; scipy's tau-b would rescale them away)."""
     pairs = list(itertools.combinations(range(len(a)), 2))
     concordant = sum(math.copysign(1, (a[i] - a[j]) * (b[i] - b[j])) if (a[i] - a[j]) * (b[i] - b[j]) else 0
                      for i, j in pairs)
     return concordant / len(pairs)
 
 
-def ranks(values: list[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2
-        i = j + 1
-    return out
-
-
 def spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    return cov / math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+    return scoring.mean(values)
 
 
 def std(values: list[float]) -> float:
-    m = mean(values)
-    return math.sqrt(sum((v - m) ** 2 for v in values) / max(1, len(values) - 1))
+    """Sample standard deviation over training seeds (0 for a single seed)."""
+    return scoring.std(values) or 0.0
 
 
 def asha_survivors(runs: dict[str, dict[str, Any]], rung_steps: list[int], reduction_factor: int) -> set[str]:

@@ -108,16 +108,16 @@ class Researcher(_Role):
             result = self.ask("researcher", render("researcher", parent=parent_info["name"]), context)
             usage += result.usage
             proposal = result.data
-            close = [(c, s) for c, s in reader.neighbours(text=proposal["motivation"], k=3, campaign=self.campaign)
-                     if s >= novelty_threshold] if existing else []
-            close += [(c, 1.0) for c in existing if c.code_hash == code_hash(proposal["code"])]
-            duplicate_of = None
             twin = seed_twin(proposal["code"]) or seed_of_genome(proposal["code"])
             if twin is not None:  # a seed under another name is never a new design: re-plan, no LLM needed
                 duplicate_of = f"it is the seed {twin} (same code up to names and comments, or the same genome)"
                 notes.append(f"attempt {attempt + 1} was the seed {twin}; re-planned")
                 avoid.append(proposal["code"])
                 continue
+            close = [(c, s) for c, s in reader.neighbours(text=proposal["motivation"], k=3, campaign=self.campaign)
+                     if s >= novelty_threshold] if existing else []
+            close += [(c, 1.0) for c in existing if c.code_hash == code_hash(proposal["code"])]
+            duplicate_of = None
             if close:
                 verdict = self.ask("novelty", render("novelty"), {
                     "code_hash": code_hash(proposal["code"]),

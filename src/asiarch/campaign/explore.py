@@ -81,7 +81,7 @@ class ExploreStage:
                 if summary.get("stop_reason") in ("completed", "wall_time"):
                     cache.put(seed, scale, False, summary)
                 summaries.append(summary)
-            self.pipeline.set_baseline.remote(ctx.store_seed_result(seed, "explore", summaries))
+            self.pipeline.set_baseline.remote(scoring.anchor_of(seed, ctx.store_seed_result(seed, "explore", summaries)))
 
         if not refs:
             finish()

@@ -30,14 +30,43 @@ class Fitness:
 FitnessFn = Callable[[Mapping[str, Any], Mapping[str, Any], "float | None"], Fitness]
 
 
+def clipped_sigmoid(ratio: float, slope: float = 6.0) -> float:
+    """``sigmoid(slope * clip(ratio, -1, 1))``: the shape of every delta term; 0.5 means no difference."""
+    return 1.0 / (1.0 + math.exp(-slope * max(-1.0, min(1.0, ratio))))
+
+
 def relative_sigmoid(delta: float, baseline: float, slope: float = 6.0, relative_scale: float = 0.1) -> float:
     """``sigmoid(slope * clip(delta / (relative_scale * |baseline|), -1, 1))``: 0.5 means equal to the baseline."""
-    ratio = max(-1.0, min(1.0, delta / (relative_scale * abs(baseline))))
-    return 1.0 / (1.0 + math.exp(-slope * ratio))
+    return clipped_sigmoid(delta / (relative_scale * abs(baseline)), slope)
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+DELTA_TERMS = (("loss", "eval_loss", -1.0), ("benchmark", "benchmark", 1.0))  # (term, key, sign: higher is better)
+
+
+def _measured(key: str, candidate: Mapping[str, Any], baseline: Mapping[str, Any]) -> str | None:
+    """Why a delta term cannot be computed (None when both sides measured it)."""
+    mine, theirs = candidate.get(key), baseline.get(key)
+    if not _finite(mine):
+        return f"the candidate has no finite {key} ({mine!r})"
+    if not _finite(theirs):
+        return f"the seed baseline has no finite {key} ({theirs!r})"
+    return None
+
+
+def _with_judge(terms: dict[str, float], missing: dict[str, str], judge: float | None, parts: dict[str, Any],
+                baseline: Mapping[str, Any]) -> Fitness:
+    """Add the judge term (or name it missing) and average what was computed."""
+    if judge is None or not _finite(judge):
+        missing["judge"] = "no judge score (the Judge failed or was not asked)"
+    else:
+        terms["judge"] = float(min(1.0, max(0.0, judge)))
+    value = sum(terms.values()) / len(terms) if terms else None
+    return Fitness(value, {"terms": terms, "missing": missing, **parts,
+                           "anchor": {k: baseline.get(k) for k in ("name", "eval_loss", "benchmark")}})
 
 
 def asi_arch_fitness(candidate: Mapping[str, Any], baseline: Mapping[str, Any], judge: float | None,
@@ -48,25 +77,16 @@ def asi_arch_fitness(candidate: Mapping[str, Any], baseline: Mapping[str, Any], 
     """
     terms: dict[str, float] = {}
     missing: dict[str, str] = {}
-    for term, key, sign in (("loss", "eval_loss", -1.0), ("benchmark", "benchmark", 1.0)):
-        mine, theirs = candidate.get(key), baseline.get(key)
-        if not _finite(mine):
-            missing[term] = f"the candidate has no finite {key} ({mine!r})"
-        elif not _finite(theirs):
-            missing[term] = f"the seed baseline has no finite {key} ({theirs!r})"
-        elif theirs == 0:
-            missing[term] = f"the seed baseline's {key} is 0, so a relative change is undefined"
+    for term, key, sign in DELTA_TERMS:
+        why = _measured(key, candidate, baseline)
+        if why is None and baseline[key] == 0:
+            why = f"the seed baseline's {key} is 0, so a relative change is undefined"
+        if why is not None:
+            missing[term] = why
         else:
-            terms[term] = relative_sigmoid(sign * (mine - theirs), theirs, slope, relative_scale)
-    if judge is None or not _finite(judge):
-        missing["judge"] = "no judge score (the Judge failed or was not asked)"
-    else:
-        terms["judge"] = float(min(1.0, max(0.0, judge)))
-    value = sum(terms.values()) / len(terms) if terms else None
-    parts = {"terms": terms, "missing": missing, "formula": "asi_arch_eq2", "slope": slope,
-             "relative_scale": relative_scale,
-             "anchor": {k: baseline.get(k) for k in ("name", "eval_loss", "benchmark")}}
-    return Fitness(value, parts)
+            terms[term] = relative_sigmoid(sign * (candidate[key] - baseline[key]), baseline[key], slope, relative_scale)
+    return _with_judge(terms, missing, judge, {"formula": "asi_arch_eq2", "slope": slope,
+                                               "relative_scale": relative_scale}, baseline)
 
 
 def noise_aware_fitness(candidate: Mapping[str, Any], baseline: Mapping[str, Any], judge: float | None,
@@ -83,28 +103,18 @@ def noise_aware_fitness(candidate: Mapping[str, Any], baseline: Mapping[str, Any
     terms: dict[str, float] = {}
     missing: dict[str, str] = {}
     noise: dict[str, float] = {}
-    for term, key, sign in (("loss", "eval_loss", -1.0), ("benchmark", "benchmark", 1.0)):
-        mine, theirs, sd = candidate.get(key), baseline.get(key), baseline.get(f"{key}_std")
-        if not _finite(mine):
-            missing[term] = f"the candidate has no finite {key} ({mine!r})"
-        elif not _finite(theirs):
-            missing[term] = f"the seed baseline has no finite {key} ({theirs!r})"
-        elif not _finite(sd) or sd <= 0:
-            missing[term] = (f"the anchor's run-to-run spread of {key} is unknown ({sd!r}): train it on two or more "
-                             "seeds (explore.anchor_seeds) or use asi_arch_fitness")
+    for term, key, sign in DELTA_TERMS:
+        why, sd = _measured(key, candidate, baseline), baseline.get(f"{key}_std")
+        if why is None and (not _finite(sd) or sd <= 0):
+            why = (f"the anchor's run-to-run spread of {key} is unknown ({sd!r}): train it on two or more "
+                   "seeds (explore.anchor_seeds) or use asi_arch_fitness")
+        if why is not None:
+            missing[term] = why
         else:
-            ratio = max(-1.0, min(1.0, sign * (mine - theirs) / (noise_multiple * sd)))
-            terms[term] = 1.0 / (1.0 + math.exp(-slope * ratio))
+            terms[term] = clipped_sigmoid(sign * (candidate[key] - baseline[key]) / (noise_multiple * sd), slope)
             noise[term] = float(sd)
-    if judge is None or not _finite(judge):
-        missing["judge"] = "no judge score (the Judge failed or was not asked)"
-    else:
-        terms["judge"] = float(min(1.0, max(0.0, judge)))
-    value = sum(terms.values()) / len(terms) if terms else None
-    parts = {"terms": terms, "missing": missing, "formula": "noise_aware", "slope": slope,
-             "noise_multiple": noise_multiple, "noise_sd": noise,
-             "anchor": {k: baseline.get(k) for k in ("name", "eval_loss", "benchmark")}}
-    return Fitness(value, parts)
+    return _with_judge(terms, missing, judge, {"formula": "noise_aware", "slope": slope,
+                                               "noise_multiple": noise_multiple, "noise_sd": noise}, baseline)
 
 
 def coerce_fitness(result: Any) -> Fitness:

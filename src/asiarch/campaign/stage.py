@@ -18,7 +18,7 @@ from asiarch.campaign.fitness import FitnessFn
 from asiarch.campaign.settings import CampaignSettings, ExploreSettings, RunSettings, VerifySettings
 from asiarch.campaign.state import CampaignPaths, CampaignRecord
 from asiarch.config import ScaleConfig
-from asiarch.memory import Candidate, Kind, Memory, Status, seed_row_id
+from asiarch.memory import Candidate, Kind, Memory, StageMetrics, Status, seed_row_id
 
 NAMESPACE = "asiarch"
 
@@ -80,8 +80,8 @@ class StageContext:
             return None
         return scoring.anchor_of(seed, getattr(stored, stage))
 
-    def store_seed_result(self, seed: str, stage: str, summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        """A seed's stage result (mean over training seeds) as a memory row and as a fitness anchor."""
+    def store_seed_result(self, seed: str, stage: str, summaries: Sequence[Mapping[str, Any]]) -> StageMetrics:
+        """A seed's stage result (mean over training seeds), written as its memory row and returned."""
         metrics = scoring.stage_metrics(summaries, self.bench_key)
         anchor = scoring.anchor_of(seed, metrics)
         if stage == "explore":  # the seed scored against itself: where a candidate equal to it would land
@@ -98,7 +98,7 @@ class StageContext:
         row.device_seconds += sum(float(s.get("train_seconds") or s.get("time_total_s") or 0.0) for s in summaries)
         ray.get(self.writer.upsert_candidates.remote(row))
         self.record.set_in("baselines", stage, seed, {k: anchor[k] for k in ("eval_loss", "benchmark", "mqar_accuracy")})
-        return anchor
+        return metrics
 
 
 def trial_name(trial) -> str:

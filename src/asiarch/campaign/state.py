@@ -11,6 +11,7 @@ import copy
 import datetime as dt
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,6 @@ class CampaignRecord:
     """
 
     def __init__(self, path: Path, initial: dict[str, Any] | None = None):
-        import threading
-
         self.path = path
         self._lock = threading.Lock()
         self._data: dict[str, Any] = dict(initial or {})

@@ -151,9 +151,9 @@ class VerifyStage:
         for seed in ctx.seeds:
             runs = self._best_runs(by_design.get(seed, {}))
             if runs:
-                ctx.store_seed_result(seed, "verify", runs)
-                seed_metrics[seed] = scoring.stage_metrics(runs, ctx.bench_key)
-        anchor = ctx.seed_result(ctx.anchor_seed, "verify")
+                seed_metrics[seed] = ctx.store_seed_result(seed, "verify", runs)
+        anchor = (scoring.anchor_of(ctx.anchor_seed, seed_metrics[ctx.anchor_seed]) if ctx.anchor_seed in seed_metrics
+                  else ctx.seed_result(ctx.anchor_seed, "verify"))
         memory = ctx.memory()
         explore_hours = sum(c.device_seconds for c in memory.list_candidates(campaign=ctx.name)) / 3600
         events = []

@@ -247,7 +247,9 @@ class Memory:
         batch = self._batch(candidates, Candidate)
         for c in batch:
             validate_candidate(c, self.dim)
-        stored = self._lifecycle_of([c.id for c in batch])
+        # one read of what is stored: the lifecycle checks below and _merge's creation times
+        stored = self._stored(self.candidates, [c.id for c in batch],
+                              ["created_at", "kind", "status", "stage", "reached_training"])
         for c in batch:
             before = stored.get(c.id)
             if before is not None and enforce_lifecycle:
@@ -261,7 +263,7 @@ class Memory:
         now = utcnow()
         for c in batch:
             c.updated_at = now
-        return self._merge(self.candidates, batch, candidate_to_row, now)
+        return self._merge(self.candidates, batch, candidate_to_row, now, stored)
 
     def _batch(self, records, kind: type) -> list:
         """The records as a list with unique ids, after checking this memory may be written."""
@@ -272,14 +274,16 @@ class Memory:
             raise MemoryInputError(f"duplicate ids in one upsert: {sorted({i for i in ids if ids.count(i) > 1})}")
         return batch
 
-    def _merge(self, table, batch: list, to_row, now) -> list[str]:
-        """One atomic merge of validated records on ``id``, keeping each row's first creation time."""
+    def _merge(self, table, batch: list, to_row, now, stored: dict[str, dict[str, Any]] | None = None) -> list[str]:
+        """One atomic merge of validated records on ``id``, keeping each row's first creation time
+        (from ``stored`` rows already read, else read here)."""
         if not batch:
             return []
         ids = [r.id for r in batch]
-        created = self._created_at(table, ids)
+        if stored is None:
+            stored = self._stored(table, ids, ["created_at"])
         for record in batch:
-            record.created_at = created.get(record.id) or record.created_at or now
+            record.created_at = (stored.get(record.id) or {}).get("created_at") or record.created_at or now
         data = pa.Table.from_pylist([to_row(r) for r in batch], schema=table.schema)
         # vectors were checked by the validators; on_bad_vectors="null" only lets rows without one through
         table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data, on_bad_vectors="null")
@@ -337,7 +341,7 @@ class Memory:
             else:
                 top[key] = value
         for key, value in top.items():
-            if key == "reached_training" or not hasattr(current, key) or key in ("fitness", "fitness_parts"):
+            if key == "reached_training" or not hasattr(current, key):
                 raise MemoryInputError(f"set_stage: {key!r} is neither a field of {stage} metrics nor a candidate field")
             setattr(current, key, value)
         self.upsert_candidates(current)
@@ -422,17 +426,12 @@ class Memory:
 
     # ------------------------------------------------------------------ reads
 
-    def _lifecycle_of(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Stored kind, status, stage and reached_training of the candidates that exist among ``ids``."""
+    def _stored(self, table, ids: Sequence[str], columns: list[str]) -> dict[str, dict[str, Any]]:
+        """``columns`` of the rows of ``table`` that exist among ``ids``, by id."""
         if not ids:
             return {}
-        rows = (self.candidates.search().where(f"id IN {_in_list(ids)}")
-                .select(["id", "kind", "status", "stage", "reached_training"]).limit(len(ids)).to_list())
+        rows = table.search().where(f"id IN {_in_list(ids)}").select(["id", *columns]).limit(len(ids)).to_list()
         return {row["id"]: row for row in rows}
-
-    def _created_at(self, table, ids: Sequence[str]) -> dict[str, dt.datetime]:
-        rows = table.search().where(f"id IN {_in_list(ids)}").select(["id", "created_at"]).limit(len(ids)).to_list()
-        return {row["id"]: row["created_at"] for row in rows}
 
     def scan_candidates(self, campaign: str | None = None, columns: list[str] | None = None) -> pa.Table:
         """Every candidate row of ``campaign`` (or all) as an Arrow table, optionally only some columns.
