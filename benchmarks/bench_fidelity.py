@@ -53,7 +53,8 @@ LADDER = ["attention", "gated_deltanet", "deltanet", "mamba2",  # the seeds
 KNOWN_PAIRS = [
     ("attention", "no_mixing", "eval_loss", "no_mixing sees no context (construction)"),
     ("deltanet", "no_mixing", "eval_loss", "no_mixing sees no context (construction)"),
-    ("linear_attention", "no_mixing", "eval_loss", "no_mixing sees no context (construction)"),
+    ("attention", "linear_attention", "eval_loss", "softmax over linear attention (Katharopoulos et al., 2020)"),
+    ("deltanet", "linear_attention", "eval_loss", "the delta rule over linear attention (Yang et al., 2024)"),
     ("attention", "no_mixing", "mqar_accuracy", "recall needs context (construction)"),
     ("deltanet", "no_mixing", "mqar_accuracy", "recall needs context (construction)"),
     ("deltanet", "causal_mean", "mqar_accuracy", "a uniform average cannot match keys (construction)"),
@@ -111,6 +112,21 @@ def mean(values: list[float]) -> float:
 def std(values: list[float]) -> float:
     """Sample standard deviation over training seeds (0 for a single seed)."""
     return scoring.std(values) or 0.0
+
+
+def settling(designs: list[str], seeds: list[int], explore_run) -> list[dict[str, Any]]:
+    """How well the ranking at each explore report step predicts the final explore ranking (by loss):
+    mean Kendall tau over training seeds. ASHA's first rung belongs where this is high."""
+    rows = []
+    steps = sorted({h["step"] for h in explore_run(designs[0], seeds[0])["history"] if h.get("eval_loss") is not None})
+    for step in steps:
+        taus = []
+        for s in seeds:
+            at = [next((h["eval_loss"] for h in explore_run(d, s)["history"] if h["step"] == step), math.inf)
+                  for d in designs]
+            taus.append(kendall_tau(at, [explore_run(d, s)["eval_loss"] for d in designs]))
+        rows.append({"step": step, "kendall_tau_to_final": mean(taus)})
+    return rows
 
 
 def asha_survivors(runs: dict[str, dict[str, Any]], rung_steps: list[int], reduction_factor: int) -> set[str]:
@@ -221,6 +237,7 @@ def main() -> None:
             pairs.append({"better": better, "worse": worse, "metric": metric, "fidelity": fidelity, "why": why,
                           "correct_on_seeds": sum(per_seed), "of": len(seeds), "all_correct": all(per_seed)})
     report["known_pairs"] = pairs
+    report["settling"] = settling(designs, seeds, lambda d, s: run(d, "explore", s))
     report["explore_cost_fraction"] = {d: explore[d]["seconds_mean"] / verify[d]["seconds_mean"] for d in designs}
 
     # ------------------------------------------------------------------ tables
@@ -245,10 +262,17 @@ def main() -> None:
         ("explore cost / verify cost (max over designs)", max(report["explore_cost_fraction"].values()), -1 / 3),
     ]
     for name, value, goal in rows:
-        met = "" if goal is None else ("yes" if (value <= -goal if goal < 0 else value >= goal) else "NO")
+        met = "" if goal is None or value is None else ("yes" if (value <= -goal if goal < 0 else value >= goal) else "NO")
         goal_text = "-" if goal is None else (f"<= {-goal:.2f}" if goal < 0 else f">= {goal}")
         goals.add_row(name, "-" if value is None else f"{value:.3f}", goal_text, met)
     console.print(goals)
+    settle = Table(title="Explore ranking at each report step against its final ranking (by loss)")
+    for header in ("step", "fraction of explore", "Kendall tau to final (mean over seeds)"):
+        settle.add_column(header, justify="right")
+    for row in report["settling"]:
+        settle.add_row(str(row["step"]), f"{row['step'] / fidelities['explore'].train.steps:.3f}",
+                       f"{row['kendall_tau_to_final']:.3f}")
+    console.print(settle)
     known = Table(title=f"Known pairs (correct on how many of {len(seeds)} training seeds); MQAR chance = {chance:.4f}")
     for header in ("better", "worse", "metric", "fidelity", "correct", "why"):
         known.add_column(header)

@@ -31,9 +31,10 @@ from asiarch.memory import Memory
 TINY = [
     "scale.train.eval_batches=1", "scale.corpus.max_documents=80", "scale.corpus.tokenizer_vocab_size=512",
     "scale.mqar.num_train=500", "scale.mqar.num_test=100", "scale.train.eval_mqar_examples=64",
-    "scale.stages.explore_steps=12", "scale.stages.verify_steps=12", "scale.stages.reports_per_trial=4",
+    "scale.stages.explore_steps=12", "scale.stages.verify_steps=12",
     "scale.train.warmup_steps=2", "seeds=[deltanet]", "llm=offline", "checks.complexity_repeats=2",
-    "run.max_parallel_trials=2", "verify.training_seeds=[0,1]",
+    "run.max_parallel_trials=2",  # verify.training_seeds: the default three (PBT gets a population per design)
+    "scale.stages.reports_per_trial=12",  # a report (a PBT decision) every step: exploits happen despite races
 ]
 FAULT = "RuntimeError('planted fault: raises only in training batches')"
 
@@ -157,12 +158,12 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
     assert len(verified) >= 1
     for c in verified:
         runs = c.verify.benchmarks["runs"]
-        assert len(runs) == 2  # training seeds 0 and 1
-        assert c.verify.eval_loss == pytest.approx(sum(r["eval_loss"] for r in runs) / 2)
+        assert len(runs) == 3  # training seeds 0, 1 and 2
+        assert c.verify.eval_loss == pytest.approx(sum(r["eval_loss"] for r in runs) / 3)
         assert c.status == "finished" and c.verify.fitness_parts["stage"] == "verify"
         assert set(c.verify.fitness_parts["beats"]) == {"deltanet"}
         test = c.verify.fitness_parts["tests"]["deltanet"]
-        assert test["loss"]["n"] == [2, 2] and test["benchmark"]["n"] == [2, 2]
+        assert test["loss"]["n"] == [3, 3] and test["benchmark"]["n"] == [3, 3]
         assert test["beats"] == (test["loss"]["p"] is not None and test["loss"]["p"] < 0.05
                                  and test["benchmark"]["p"] is not None and test["benchmark"]["p"] < 0.05)
         assert c.breakthrough == all(c.verify.fitness_parts["beats"].values())
@@ -180,14 +181,14 @@ def test_pbt_exploits_only_within_a_design(campaign_run):
     verify = campaign.paths.tune / "verify"
     runs = [json.loads(p.read_text())["run"] for p in verify.glob("*/params.json")]
     assert sorted((r["name"], r["training_seed"]) for r in runs) == sorted(
-        (name, seed) for name in ("deltanet", campaign.top(1, stage="verify")[0].name) for seed in (0, 1))
+        (name, seed) for name in ("deltanet", campaign.top(1, stage="verify")[0].name) for seed in (0, 1, 2))
     policy = verify / "pbt_global.txt"
     assert policy.exists(), "PBT never exploited: the test would not show grouping"
     lines = [json.loads(line) for line in policy.read_text().splitlines()]
     assert lines
     for target_tag, source_tag, _, _, source_config, new_config in lines:
         assert source_config["run"]["design"] == new_config["run"]["design"], "PBT cloned across designs"
-        # the member keeps its own training seed: two seeds stay two seeds
+        # the member keeps its own training seed: its data stream stays its own
         assert target_tag.endswith(f"training_seed_{new_config['run']['training_seed']}")
 
 
@@ -240,22 +241,29 @@ def test_progress_line_follows_the_verify_trials(campaign_run):
     """The status line follows verify's trials through Tune's callback (not Tune's files)."""
     campaign, *_ = campaign_run
     assert "verify trials" not in Campaign.load(campaign.name, campaign.output_dir).progress_line()  # not running
-    assert campaign._trial_progress["verify"].line() == "verify trials: 4/4 done, 0 running"
+    assert campaign._trial_progress["verify"].line() == "verify trials: 6/6 done, 0 running"
     assert not list((campaign.paths.tune / "verify").glob("*/checkpoint_*")), "finished verify trials keep checkpoints"
 
 
 def test_a_second_campaign_at_the_same_scale_trains_no_seed(campaign_run):
-    """The anchor seed's explore run is cached under the output directory; the next campaign reuses it.
+    """The seeds' explore and verify runs are cached under the output directory; the next campaign reuses them.
 
     Runs last in this module: it makes the second campaign the latest one.
     """
     campaign, _, _, root = campaign_run
-    cached = list((root / "runs" / "baselines").glob("deltanet-*.json"))
+    cached = list((root / "runs" / "baselines").glob("deltanet-s*.json"))
     assert len(cached) == 3  # explore.anchor_seeds
-    again = Campaign(overrides=[*TINY, "campaign.max_candidates=0", f"run.output_dir={root / 'runs'}",
-                                "campaign.resume=never"], llm=OfflineBackend(seed=1))
+    (verify_entry,) = (root / "runs" / "baselines").glob("deltanet-verify-*.json")
+    assert len(json.loads(verify_entry.read_text())) == 3  # verify.training_seeds
+    again = Campaign(overrides=[*TINY, "campaign.max_candidates=1", f"run.output_dir={root / 'runs'}",
+                                "campaign.resume=never", "explore.grace_fraction=1.0"], llm=OfflineBackend(seed=1))
     summary = again.run()
-    assert again.name != campaign.name and summary["trained"] == 0
+    assert again.name != campaign.name and summary["trained"] == 1
     (seed,) = Memory(again.memory_uri, read_only=True).list_candidates(campaign=again.name, kind="seed")
     (first,) = Memory(campaign.memory_uri, read_only=True).list_candidates(campaign=campaign.name, kind="seed")
     assert seed.explore.eval_loss == first.explore.eval_loss and seed.device_seconds == 0.0  # not trained again
+    assert seed.verify.eval_loss == first.verify.eval_loss and seed.verify.benchmarks == first.verify.benchmarks
+    trials = [json.loads(p.read_text())["run"] for p in (again.paths.tune / "verify").glob("*/params.json")]
+    assert trials and {t["kind"] for t in trials} == {"candidate"}  # verify trained the candidate only
+    (verified,) = Memory(again.memory_uri, read_only=True).list_candidates(campaign=again.name, kind="candidate")
+    assert verified.stage == "verify" and set(verified.verify.fitness_parts["tests"]) == {"deltanet"}

@@ -26,7 +26,7 @@ def run_cli(args, tmp_path, timeout=300):
 
 
 def test_baselines_trains_the_seeds_and_writes_results(tmp_path):
-    proc = run_cli(["baselines", *SMALL, "seeds=[deltanet,attention]"], tmp_path)
+    proc = run_cli(["baselines", *SMALL, "seeds=[deltanet,attention]", "run.downstream=true"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Seed baselines at cpu_tiny" in proc.stdout
     (out_dir,) = (tmp_path / "runs").glob("seeds-cpu_tiny-*")

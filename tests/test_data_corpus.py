@@ -101,14 +101,15 @@ def test_missing_python_docs_says_how_to_install(tmp_path: Path) -> None:
 
 def test_docs_corpus_tokens_and_round_trip(docs_corpus: TokenCorpus) -> None:
     tok = docs_corpus.tokenizer
-    assert docs_corpus.vocab_size == 4096
+    vocab = CorpusConfig().tokenizer_vocab_size  # the default scale's
+    assert docs_corpus.vocab_size == vocab
     assert tok.token_to_id("<|endoftext|>") == EOT_ID == 0
     for s in ROUND_TRIP:
         assert tok.decode(tok.encode(s).ids) == s
     assert docs_corpus.num_tokens("train") > 1_000_000
     assert docs_corpus.num_tokens("val") > 10_000
     train = docs_corpus.tokens("train")
-    assert train.dtype == np.uint16 and int(train.max()) < 4096
+    assert train.dtype == np.uint16 and int(train.max()) < vocab
     assert (train == EOT_ID).sum() > 400  # one separator per document
 
 

@@ -31,6 +31,8 @@ TINY = [
     "run.max_parallel_trials=2", "campaign.max_candidates=3",
     "explore.grace_fraction=1.0",  # no early stops: the third candidate is still training when the first finishes
     "verify.top_fraction=0", "verify.min_promoted=0",  # the verify stage is tested in test_campaign.py
+    # explore's benchmark is the downstream mean (as at paper_20m): anchor and trials must both measure it
+    "scale.stages.benchmark=downstream", "scale.downstream.tasks=[piqa,arc_easy]", "scale.downstream.limit=12",
 ]
 DONE = ("stopped", "finished", "promoted")
 
@@ -144,3 +146,9 @@ def test_job_submit_stop_and_resubmit_continues_the_campaign(head, tmp_path):
         trials_per_design[design] = trials_per_design.get(design, 0) + 1
     for cid in before:
         assert trials_per_design.get(cid) == 1, f"{cid} was trained in {trials_per_design.get(cid)} trials"
+    (seed,) = [c for c in Memory(str(root / "memory"), read_only=True).list_candidates() if c.kind == "seed"]
+    assert all(run.get("downstream_mean") is not None for run in seed.explore.benchmarks["runs"])
+    for c in trained:  # the benchmark term is measured on both sides; at most gated as chance, never absent
+        assert c.explore.benchmark is not None and seed.explore.benchmark is not None
+        why = (c.fitness_parts.get("missing") or {}).get("benchmark")
+        assert why is None or "at chance" in why, why

@@ -100,3 +100,37 @@ def test_mqar_chance_is_a_bag_of_values_guess_not_a_vocabulary_guess():
     chance = scoring.benchmark_chance(scale)
     assert chance.level == pytest.approx(1 / scale.mqar.num_kv_pairs)  # 1/K = 0.25 > 2/V = 0.0039 at cpu_tiny
     assert chance.trials == min(scale.train.eval_mqar_examples, scale.mqar.num_test) * scale.mqar.num_kv_pairs
+
+
+def test_downstream_chance_follows_the_choices_of_the_scored_sets():
+    """The downstream mean is gated like MQAR: its level is the mean of 1/choices over the sets scored."""
+    import dataclasses
+
+    from asiarch.config import load_scale
+    from asiarch.data.downstream import load_task
+
+    base = load_scale("paper_20m")
+    two = dataclasses.replace(base.downstream, tasks=["piqa", "lambada"], limit=20)
+    chance = scoring.benchmark_chance(dataclasses.replace(base, downstream=two))
+    assert {len(d.continuations) for d in load_task("piqa", 20)} == {2}
+    assert chance.level == pytest.approx((1 / 2 + 0.0) / 2) and chance.trials == 40  # LAMBADA has no guessing level
+    arc = scoring.benchmark_chance(dataclasses.replace(base, downstream=dataclasses.replace(two, tasks=["arc_easy"])))
+    arc_docs = load_task("arc_easy", 20)
+    assert arc.level == pytest.approx(sum(1 / len(d.continuations) for d in arc_docs) / len(arc_docs))
+    none = dataclasses.replace(base, downstream=dataclasses.replace(two, tasks=[]))
+    assert scoring.benchmark_chance(none) is None
+
+
+def test_scores_downstream_where_the_fitness_reads_it():
+    import dataclasses
+
+    from asiarch.config import load_scale
+
+    tiny, paper = load_scale("cpu_tiny"), load_scale("paper_20m")
+    assert paper.stages.benchmark == "downstream" and tiny.stages.benchmark == "mqar"
+    assert scoring.scores_downstream(paper, "explore") and scoring.scores_downstream(paper, "verify")
+    assert not scoring.scores_downstream(tiny, "explore") and not scoring.scores_downstream(tiny, "verify")
+    assert scoring.scores_downstream(tiny, "verify", also_at_verify=True)  # run.downstream: extra results
+    assert not scoring.scores_downstream(tiny, "explore", also_at_verify=True)
+    with pytest.raises(ValueError, match="stage must be"):
+        scoring.scores_downstream(dataclasses.replace(tiny), "scale")

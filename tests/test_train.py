@@ -127,7 +127,9 @@ def test_each_task_trains_on_its_own_vocabulary_slice(corpus, mqar):
 def test_mqar_is_learnt_alongside_the_lm(corpus, mqar):
     cfg = config(steps=200, report_every=100, lr=1e-2, mqar_batch_size=32, eval_mqar_examples=200)
     torch.manual_seed(0)
-    model_cfg = ModelConfig(vocab_size=640, hidden_size=64, num_layers=2, num_heads=2, mixer_kwargs={"chunk_size": 32})
+    # unscaled embeddings: at hidden 64 and 200 steps they learn recall faster (0.2-0.3 scaled)
+    model_cfg = ModelConfig(vocab_size=640, hidden_size=64, num_layers=2, num_heads=2, mixer_kwargs={"chunk_size": 32},
+                            scale_embeddings=False)
     result = Trainer(LanguageModel(model_cfg, SEEDS["deltanet"]), cfg, corpus, mqar).train()
     assert result.final["mqar_accuracy"] > 0.5  # chance is 1/64: values are half of the 128 MQAR ids
 

@@ -39,22 +39,28 @@ class BaselineCache:
         self.root = Path(root)
 
     @staticmethod
-    def key(seed: str, scale: ScaleConfig, downstream: bool) -> str:
+    def key(seed: str, scale: ScaleConfig, downstream: bool, protocol: dict[str, Any] | None = None) -> str:
+        """``protocol``: how a stage ran the seed beyond the scale (verify: its training seeds and
+        learning-rate search); its runs then set their own training seeds, so the scale's is left out."""
         from asiarch.arch import seed_source
         from asiarch.memory import code_hash
 
         measured = dataclasses.asdict(scale)
         measured.pop("name", None)
         measured.pop("stages", None)  # how a campaign uses the scale, not what a run measures
-        text = json.dumps({"scale": measured, "code": code_hash(seed_source(seed)), "downstream": downstream},
-                          sort_keys=True, default=str)
+        if protocol is not None:
+            measured["train"].pop("seed", None)
+        text = json.dumps({"scale": measured, "code": code_hash(seed_source(seed)), "downstream": downstream,
+                           **({"protocol": protocol} if protocol is not None else {})}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def path(self, seed: str, scale: ScaleConfig, downstream: bool) -> Path:
-        return self.root / f"{seed}-s{scale.train.seed}-{scale.train.steps}steps-{self.key(seed, scale, downstream)}.json"
+    def path(self, seed: str, scale: ScaleConfig, downstream: bool, protocol: dict[str, Any] | None = None) -> Path:
+        run = f"s{scale.train.seed}" if protocol is None else "verify"
+        return self.root / f"{seed}-{run}-{scale.train.steps}steps-{self.key(seed, scale, downstream, protocol)}.json"
 
-    def get(self, seed: str, scale: ScaleConfig, downstream: bool) -> dict[str, Any] | None:
-        path = self.path(seed, scale, downstream)
+    def get(self, seed: str, scale: ScaleConfig, downstream: bool, protocol: dict[str, Any] | None = None) -> Any:
+        """The cached summary (a list of runs where ``protocol`` is given), or None."""
+        path = self.path(seed, scale, downstream, protocol)
         try:
             return json.loads(path.read_text())
         except FileNotFoundError:
@@ -62,10 +68,11 @@ class BaselineCache:
         except json.JSONDecodeError:
             return None  # a damaged entry is trained again and rewritten
 
-    def put(self, seed: str, scale: ScaleConfig, downstream: bool, summary: dict[str, Any]) -> Path:
+    def put(self, seed: str, scale: ScaleConfig, downstream: bool, summary: Any,
+            protocol: dict[str, Any] | None = None) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.path(seed, scale, downstream)
-        tmp = path.with_suffix(".tmp")
+        path = self.path(seed, scale, downstream, protocol)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(summary, default=str))
         os.replace(tmp, path)
         return path
@@ -86,16 +93,17 @@ class ProgressBoard:
 
 
 @ray.remote
-def train_seed(name: str, scale: ScaleConfig, data: TrialData, board, downstream: bool) -> dict[str, Any]:
-    total_steps = scale.train.steps
+def train_seed(name: str, scale: ScaleConfig, data: TrialData, board, downstream: bool,
+               label: str | None = None) -> dict[str, Any]:
+    total_steps, label = scale.train.steps, label or name
 
     def report(metrics: dict[str, float]) -> None:
-        board.update.remote(name, {**metrics, "total_steps": total_steps, "state": "training"})
+        board.update.remote(label, {**metrics, "total_steps": total_steps, "state": "training"})
 
-    board.update.remote(name, {"step": 0, "total_steps": total_steps, "state": "starting"})
+    board.update.remote(label, {"step": 0, "total_steps": total_steps, "state": "starting"})
     summary = train_mixer(SEEDS[name], scale, data, report=report, downstream=downstream)
     last = summary["history"][-1] if summary["history"] else {}
-    board.update.remote(name, {**last, "total_steps": total_steps, "state": summary["stop_reason"]})
+    board.update.remote(label, {**last, "total_steps": total_steps, "state": summary["stop_reason"]})
     return {"seed": name, **summary}
 
 
@@ -115,30 +123,42 @@ def _print_new_reports(console: Console, latest: dict[str, dict[str, Any]], prin
 
 def run_seed_baselines(cfg: DictConfig, console: Console | None = None,
                        stage: str = "scale") -> tuple[list[dict[str, Any]], Path]:
-    """Train ``cfg.seeds`` at ``cfg.scale``; write results under ``cfg.run.output_dir``; return them.
+    """Train seeds at ``cfg.scale``; write results under ``cfg.run.output_dir``; return them.
 
-    ``stage="explore"`` trains them as a campaign's explore anchor is trained (the scale's
-    explore steps, no downstream evaluation), so campaigns at this scale find them cached.
+    ``stage="scale"`` trains every seed of ``cfg.seeds`` once, at the scale's full steps.
+    ``stage="explore"`` trains what a campaign's explore anchor trains: ``campaign.seed`` at
+    the scale's explore steps on each of ``explore.anchor_seeds``, measuring what explore
+    trials measure, so campaigns at this scale find every anchor run cached.
     """
+    from asiarch.campaign.scoring import scores_downstream
+
     console = console or Console()
     unknown = [name for name in cfg.seeds if name not in SEEDS]
     if unknown:
         raise ValueError(f"unknown seed(s) {unknown}; known seeds: {sorted(SEEDS)}")
     if stage not in ("scale", "explore"):
         raise ValueError(f"stage must be 'scale' or 'explore', got {stage!r}")
-    scale = ScaleConfig.from_dict(cfg.scale)
-    downstream = bool(cfg.run.downstream) and stage == "scale"
+    base = ScaleConfig.from_dict(cfg.scale)
     if stage == "explore":
-        scale = stage_scale(scale, scale.stages.explore_steps)
-    out_dir = Path(cfg.run.output_dir) / f"seeds-{scale.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        base = stage_scale(base, base.stages.explore_steps)
+        downstream = scores_downstream(base, "explore")
+        jobs = [(str(cfg.campaign.seed), int(s)) for s in cfg.explore.anchor_seeds]
+    else:
+        downstream = scores_downstream(base, "verify", bool(cfg.run.downstream))
+        jobs = [(str(name), base.train.seed) for name in cfg.seeds]
+    if stage == "explore" and jobs[0][0] not in SEEDS:
+        raise ValueError(f"campaign.seed {jobs[0][0]!r} is not a seed; known seeds: {sorted(SEEDS)}")
+    scales = {t: dataclasses.replace(base, train=dataclasses.replace(base.train, seed=t)) for _, t in jobs}
+    labels = [name if stage == "scale" else f"{name}:s{t}" for name, t in jobs]
+    out_dir = Path(cfg.run.output_dir) / f"seeds-{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
     with console.status("preparing data: tokenizer, token cache, MQAR"):
-        data = prepare_data(scale)
+        data = prepare_data(base)
     console.print(
         f"data: {data.corpus.num_tokens('train'):,} train / {data.corpus.num_tokens('val'):,} val tokens, "
-        f"vocab {data.corpus.vocab_size}; MQAR {scale.mqar.num_kv_pairs} pairs in {scale.mqar.seq_len} tokens"
+        f"vocab {data.corpus.vocab_size}; MQAR {base.mqar.num_kv_pairs} pairs in {base.mqar.seq_len} tokens"
     )
     started_ray = not ray.is_initialized()
     if started_ray:
@@ -148,33 +168,37 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None,
         data_ref = ray.put(data)
         options = {"num_cpus": cfg.run.cpus_per_trial, "num_gpus": cfg.run.gpus_per_trial}
         pending = {
-            train_seed.options(**options, name=f"train:{name}").remote(name, scale, data_ref, board, downstream): name
-            for name in cfg.seeds
+            train_seed.options(**options, name=f"train:{label}").remote(name, scales[t], data_ref, board, downstream,
+                                                                       label=label): label
+            for (name, t), label in zip(jobs, labels)
         }
         summaries: dict[str, dict[str, Any]] = {}
         printed: dict[str, tuple] = {}
-        with Live(progress_table({}, list(cfg.seeds)), console=console, refresh_per_second=2) as live:
+        with Live(progress_table({}, labels), console=console, refresh_per_second=2) as live:
             while pending:
                 done, _ = ray.wait(list(pending), timeout=1.0)
                 for ref in done:
-                    name = pending.pop(ref)
+                    label = pending.pop(ref)
                     try:
-                        summaries[name] = ray.get(ref)
+                        summaries[label] = ray.get(ref)
                     except ray.exceptions.RayTaskError as err:
-                        summaries[name] = {"seed": name, "stop_reason": "error", "stop_message": str(err.cause)}
+                        summaries[label] = {"seed": label.split(":")[0], "stop_reason": "error",
+                                            "stop_message": str(err.cause)}
                 latest = ray.get(board.snapshot.remote())
-                live.update(progress_table(latest, list(cfg.seeds)))
+                live.update(progress_table(latest, labels))
                 if not console.is_terminal:  # logs and `ray job logs`: one line per new report
                     _print_new_reports(console, latest, printed)
     finally:
         if started_ray:
             ray.shutdown()
-    ordered = [summaries[name] for name in cfg.seeds]
+    ordered = [summaries[label] for label in labels]
     cache = BaselineCache(Path(cfg.run.output_dir) / "baselines")
-    for summary in ordered:
-        if summary.get("stop_reason") not in ("error", None):
-            cache.put(summary["seed"], scale, downstream, summary)
-    write_results(out_dir, ordered, title=f"Seed baselines at {scale.name}")
-    console.print(results_table(ordered, title=f"Seed baselines at {scale.name}"))
+    for (name, t), summary in zip(jobs, ordered):
+        if summary.get("stop_reason") in ("completed", "wall_time"):
+            cache.put(name, scales[t], downstream, summary)
+    title = f"Seed baselines at {base.name}" + (" (explore anchor)" if stage == "explore" else "")
+    rows = [{**summary, "seed": label} for label, summary in zip(labels, ordered)]
+    write_results(out_dir, rows, title=title)
+    console.print(results_table(rows, title=title))
     console.print(f"results: {out_dir}")
     return ordered, out_dir

@@ -180,7 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_report)
     p = sub.add_parser("baselines", help="train the seed architectures at a scale, print and cache their results")
     p.add_argument("--stage", choices=("scale", "explore"), default="scale",
-                   help="explore: as a campaign's explore anchor (explore steps, no downstream), filling the cache")
+                   help="explore: the runs of a campaign's explore anchor (campaign.seed on each of explore.anchor_seeds, "
+                        "at the explore steps), filling the cache")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(fn=_baselines)
     p = sub.add_parser("config", help="print the composed configuration")

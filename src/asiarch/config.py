@@ -56,9 +56,9 @@ def build_dataclass(cls: type, values: dict[str, Any] | None, where: str):
 class StagesConfig:
     """How a campaign's funnel uses this scale: explore budget, where and how long to verify."""
 
-    explore_steps: int | None = 64  # train.steps of an explore trial (None: the scale's train.steps)
+    explore_steps: int | None = 192  # train.steps of an explore trial (None: the scale's train.steps)
     verify_scale: str | None = None  # scale name to verify at (None: this scale)
-    verify_steps: int | None = 192  # train.steps of a verify trial (None: the verify scale's train.steps)
+    verify_steps: int | None = 768  # train.steps of a verify trial (None: the verify scale's train.steps)
     benchmark: str = "mqar"  # the fitness's benchmark term: "mqar" accuracy or the "downstream" mean
     reports_per_trial: int = 8  # evaluations per trial; ASHA rungs and PBT perturbations land on them
 

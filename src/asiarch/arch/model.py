@@ -26,6 +26,11 @@ class ModelConfig:
     mlp_ratio: float = 4.0  # SwiGLU keeps ~the parameters of a 4x GELU MLP: hidden = 2/3 * ratio * d
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    # Multiply the (tied, init_std-sized) token embeddings by sqrt(hidden_size), as Gemma does.
+    # Unscaled, a mixer's output of its context swamps the token's own embedding early in
+    # training, and a design that mixes nothing out-learns every mixer for hundreds of steps
+    # (measured at 1M parameters: bench_fidelity, docs/fidelity_cpu_research.txt).
+    scale_embeddings: bool = True
     mixer_kwargs: dict[str, Any] = field(default_factory=lambda: {"chunk_size": 64})  # passed to every mixer
 
     @property
@@ -93,6 +98,8 @@ class LanguageModel(nn.Module):
         vocab_range: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         x = self.embed(input_ids)
+        if self.config.scale_embeddings:
+            x = x * math.sqrt(self.config.hidden_size)
         for block in self.blocks:
             x = block(x, attention_mask)
         x = self.norm(x)

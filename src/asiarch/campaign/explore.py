@@ -19,7 +19,6 @@ from typing import Any
 import ray
 
 from asiarch.arch import SEEDS
-from asiarch.baselines import BaselineCache
 from asiarch.campaign import scoring
 from asiarch.campaign.pipeline import CampaignPipeline, PipelineSettings
 from asiarch.campaign.schedulers import first_rung_step
@@ -59,13 +58,14 @@ class ExploreStage:
         ctx, seed = self.ctx, self.ctx.anchor_seed
         if ctx.seed_result(seed, "explore") is not None:
             return None
-        cache = BaselineCache(ctx.paths.root.parent / "baselines")
+        cache = ctx.baselines
         scales = [dataclasses.replace(self.scale, train=dataclasses.replace(self.scale.train, seed=s))
                   for s in ctx.explore.anchor_seeds]
-        cached = [cache.get(seed, scale, downstream=False) for scale in scales]  # as explore trials: no downstream
+        downstream = scoring.scores_downstream(self.scale, "explore")  # as the explore trials measure
+        cached = [cache.get(seed, scale, downstream) for scale in scales]
         options = {"num_cpus": ctx.run.cpus_per_trial, "num_gpus": ctx.run.gpus_per_trial}
         refs = {i: _train_seed.options(**options, name=f"baseline:{seed}:s{scale.train.seed}").remote(
-                    seed, scale, self.data["explore"], False)
+                    seed, scale, self.data["explore"], downstream)
                 for i, (scale, hit) in enumerate(zip(scales, cached)) if hit is None}
         if len(refs) < len(scales):
             ctx.console.print(f"explore: anchor seed {seed}: {len(scales) - len(refs)} of {len(scales)} run(s) from the "
@@ -79,7 +79,7 @@ class ExploreStage:
                     continue
                 summary = ray.get(refs[i])
                 if summary.get("stop_reason") in ("completed", "wall_time"):
-                    cache.put(seed, scale, False, summary)
+                    cache.put(seed, scale, downstream, summary)
                 summaries.append(summary)
             self.pipeline.set_baseline.remote(scoring.anchor_of(seed, ctx.store_seed_result(seed, "explore", summaries)))
 
@@ -112,7 +112,8 @@ class ExploreStage:
         ctx, e = self.ctx, self.ctx.explore
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, scales={"explore": self.scale, "verify": self.verify_scale}, data=self.data,
-                                 memory_uri=ctx.memory_uri, downstream=False),
+                                 memory_uri=ctx.memory_uri,
+                                 downstream=scoring.scores_downstream(self.scale, "explore")),
             ctx.resources())
         path = ctx.paths.tune / "explore"
         if tune.Tuner.can_restore(str(path)):

@@ -27,6 +27,15 @@ def benchmark_key(scale: ScaleConfig) -> str:
     return "mqar_accuracy" if scale.stages.benchmark == "mqar" else "downstream_mean"
 
 
+def scores_downstream(scale: ScaleConfig, stage: str, also_at_verify: bool = False) -> bool:
+    """Whether a run of ``stage`` at ``scale`` scores the multiple-choice sets: always where the
+    fitness's benchmark is their mean (anchor and candidates alike, or the term would be
+    missing), and at verify also when ``run.downstream`` asks for them as extra results."""
+    if stage not in ("explore", "verify"):
+        raise ValueError(f"stage must be 'explore' or 'verify', got {stage!r}")
+    return scale.stages.benchmark == "downstream" or (stage == "verify" and also_at_verify)
+
+
 def mean(values: Sequence[Any]) -> float | None:
     finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     return sum(finite) / len(finite) if finite else None
@@ -71,16 +80,23 @@ class Chance:
 
 
 def benchmark_chance(scale: ScaleConfig) -> Chance | None:
-    """MQAR's chance: what a design that binds no key to its value scores, over every evaluated query.
+    """The fitness benchmark's chance level at ``scale``, and over how many trials it is measured.
 
-    Guessing among the V/2 value tokens scores 2/V; but a design that only knows WHICH values
-    appear in the context (a bag of tokens: a running mean does that) picks one of the K
-    values and scores 1/K, far above 2/V (measured: a causal mean reaches 0.12 at
+    MQAR: guessing among the V/2 value tokens scores 2/V; but a design that only knows WHICH
+    values appear in the context (a bag of tokens: a running mean does that) picks one of the
+    K values and scores 1/K, far above 2/V (measured: a causal mean reaches 0.12 at
     ``cpu_tiny``, K=4). Recall means binding, so the level is the larger of the two.
-    None for the downstream mean, whose chance differs per task (not gated here).
+
+    Downstream: the mean over the scored sets of 1/choices (``data.downstream.chance_level``),
+    over every scored document. None when no set is scored.
     """
-    if scale.stages.benchmark != "mqar":
-        return None
+    if scale.stages.benchmark == "downstream":
+        if not scale.downstream.tasks:
+            return None
+        from asiarch.data.downstream import chance_level
+
+        level, documents = chance_level(scale.downstream.tasks, scale.downstream.limit)
+        return Chance(level=level, trials=documents)
     m = scale.mqar
     examples = min(scale.train.eval_mqar_examples, m.num_test)
     level = max(1.0 / (m.vocab_size - m.vocab_size // 2), 1.0 / m.num_kv_pairs)
@@ -111,7 +127,7 @@ def score(fitness_fn: FitnessFn, name: str, metrics: StageMetrics, anchor: Mappi
         if p_mine >= alpha and p_theirs >= alpha:
             at_chance = (f"the benchmark is at chance for both the design ({mine['benchmark']:.4f}, p={p_mine:.2f}) and "
                          f"the anchor ({theirs['benchmark']:.4f}, p={p_theirs:.2f}): chance {chance.level:.4f} over "
-                         f"{chance.trials} queries")
+                         f"{chance.trials} questions")
             mine["benchmark"], theirs["benchmark"] = None, None
     fitness = coerce_fitness(fitness_fn(mine, theirs, judge))
     parts = {**fitness.parts, "stage": stage, **notes}

@@ -83,7 +83,7 @@ class RunSettings:
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
     max_parallel_trials: int | None = None
-    downstream: bool = True
+    downstream: bool = False  # verify also scores the multiple-choice sets (see scoring.scores_downstream)
 
 
 def section(cfg: Any, key: str, kind: type) -> Any:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 import ray
 
 from asiarch.arch import seed_source
+from asiarch.baselines import BaselineCache
 from asiarch.campaign import scoring
 from asiarch.campaign.fitness import FitnessFn
 from asiarch.campaign.settings import CampaignSettings, ExploreSettings, RunSettings, VerifySettings
@@ -60,6 +61,11 @@ class StageContext:
 
     def memory(self) -> Memory:
         return Memory(self.memory_uri, read_only=True, embedder=self.embedder)
+
+    @property
+    def baselines(self) -> BaselineCache:
+        """Seed runs shared by every campaign under the same output directory."""
+        return BaselineCache(self.paths.root.parent / "baselines")
 
     def resources(self) -> dict[str, float]:
         return {"cpu": self.run.cpus_per_trial, "gpu": self.run.gpus_per_trial}

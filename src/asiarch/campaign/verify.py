@@ -78,7 +78,7 @@ class VerifyStage:
                                          group_of=_design_of)
         trainable = tune.with_resources(
             tune.with_parameters(_run_verify_trial, scales={"verify": scale}, data={"verify": self.data["verify"]},
-                                 downstream=ctx.scale.stages.benchmark == "downstream"),
+                                 downstream=scoring.scores_downstream(scale, "verify", ctx.run.downstream)),
             ctx.resources())
         path = ctx.paths.tune / "verify"
         if tune.Tuner.can_restore(str(path)):
@@ -98,17 +98,46 @@ class VerifyStage:
                     int(v.perturbation_fraction * scale.train.steps), scale.train.report_every) if scheduler else 1)),
         )
 
+    # -- seeds from the baseline cache -----------------------------------------------------------
+    def _protocol(self) -> dict[str, Any]:
+        """What besides the scale makes a seed's verify runs the same measurement in another campaign."""
+        v = self.ctx.verify
+        search = ({"lr_multipliers": list(v.lr_multipliers)} if v.search == "sweep" else
+                  {"perturbation_fraction": v.perturbation_fraction, "lr_bounds": list(v.lr_bounds)})
+        return {"stage": "verify", "training_seeds": list(v.training_seeds), "search": v.search, **search}
+
+    def _downstream(self) -> bool:
+        return scoring.scores_downstream(self.scale, "verify", self.ctx.run.downstream)
+
+    def cached_seeds(self) -> dict[str, list[dict[str, Any]]]:
+        """Seeds whose verify runs another campaign under this output directory already trained."""
+        found = {seed: self.ctx.baselines.get(seed, self.scale, self._downstream(), self._protocol())
+                 for seed in self.ctx.seeds}
+        return {seed: runs for seed, runs in found.items() if runs}
+
+    def _cache_seed(self, seed: str, runs: list[dict[str, Any]]) -> None:
+        if len(runs) != len(self.ctx.verify.training_seeds):
+            return  # only a complete measurement is reused
+        keep = (*scoring.RUN_KEYS, "history", "train_seconds", "timestamp")
+        self.ctx.baselines.put(seed, self.scale, self._downstream(),
+                               [{k: r[k] for k in keep if k in r} for r in runs], self._protocol())
+
     def run(self) -> None:
         ctx, v = self.ctx, self.ctx.verify
         promoted = self.promote()
         if not promoted:
             ctx.console.print("verify: no candidate finished explore with a fitness; nothing to verify")
             return
+        cached = self.cached_seeds()
+        if cached:
+            ctx.console.print(f"verify: seed(s) {', '.join(cached)} from the baseline cache ({ctx.baselines.root}): "
+                              f"not trained again", markup=False, highlight=False)
+        to_train = [seed for seed in ctx.seeds if seed not in cached]
         runs = [{"kind": Kind.CANDIDATE.value, "design": c.id, "name": c.name, "code": c.code} for c in promoted]
-        runs += [{"kind": Kind.SEED.value, "design": seed, "name": seed, "code": ""} for seed in ctx.seeds]
+        runs += [{"kind": Kind.SEED.value, "design": seed, "name": seed, "code": ""} for seed in to_train]
         runs = [{**r, "training_seed": t} for r in runs for t in v.training_seeds]
         tuner = self._tuner(runs)
-        ctx.console.print(f"verify: {len(promoted)} candidate(s) and {len(ctx.seeds)} seed(s) x "
+        ctx.console.print(f"verify: {len(promoted)} candidate(s) and {len(to_train)} seed(s) x "
                           f"{len(v.training_seeds)} training seed(s) at {self.scale.name}, {self.scale.train.steps} steps, "
                           f"{'PBT over the learning rate' if v.search == 'pbt' else 'learning-rate sweep'}")
         grid = tuner.fit()
@@ -116,7 +145,7 @@ class VerifyStage:
                       and not (r.metrics or {}).get("code_error")]
         if unfinished:  # scoring part-trained runs would report numbers that do not mean what they say
             raise StageInterrupted(f"verify stopped with {len(unfinished)} of {len(grid)} trial(s) unfinished")
-        self.record(grid, promoted)
+        self.record(grid, promoted, cached)
 
     # -- results ----------------------------------------------------------------------------------
     def _runs_by_design(self, grid) -> dict[str, dict[Any, list[dict[str, Any]]]]:
@@ -143,13 +172,19 @@ class VerifyStage:
             return []
         return finite[min(finite, key=lambda k: scoring.mean([r.get("eval_loss") for r in finite[k]]))]
 
-    def record(self, grid, promoted: list[Candidate]) -> None:
-        """Verify metrics and fitness per design; which seeds each beats; breakthroughs; the discovery curve."""
-        ctx = self.ctx
+    def record(self, grid, promoted: list[Candidate], cached: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        """Verify metrics and fitness per design; which seeds each beats; breakthroughs; the discovery curve.
+
+        ``cached``: seeds' runs from the baseline cache, used where this grid did not train the seed."""
+        ctx, cached = self.ctx, cached or {}
         by_design = self._runs_by_design(grid)
         seed_metrics = {}
         for seed in ctx.seeds:
             runs = self._best_runs(by_design.get(seed, {}))
+            if runs:
+                self._cache_seed(seed, runs)
+            elif seed in cached:  # trained by an earlier campaign: no device time in this one
+                runs = [{**r, "train_seconds": 0.0, "time_total_s": 0.0} for r in cached[seed]]
             if runs:
                 seed_metrics[seed] = ctx.store_seed_result(seed, "verify", runs)
         anchor = (scoring.anchor_of(ctx.anchor_seed, seed_metrics[ctx.anchor_seed]) if ctx.anchor_seed in seed_metrics

@@ -373,7 +373,7 @@ class CorpusConfig:
     source: str = "python_docs"
     paths: Sequence[str] = ()
     val_fraction: float = 0.05
-    tokenizer_vocab_size: int = 4096
+    tokenizer_vocab_size: int = 1024
     cache_dir: str | None = None
     seed: int = 0
     max_documents: int | None = None

@@ -98,6 +98,25 @@ def task_file(name: str) -> Path:
     return path
 
 
+def chance_level(tasks: Sequence[str], limit: int | None = None) -> tuple[float, int]:
+    """What guessing scores on the mean of ``tasks``, and over how many documents: ``(level, n)``.
+
+    Per task the level is the mean of 1/choices over its documents (read from the same files
+    the evaluation scores, so it follows the data); LAMBADA's greedy exact match has no
+    guessing level (0). The mean over tasks is then compared with a binomial at the mean
+    level over all ``n`` documents, which is conservative: its variance is at least that of
+    the sum of per-task guesses.
+    """
+    levels, count = [], 0
+    for name in tasks:
+        docs = load_task(name, limit)
+        levels.append(float(np.mean([1.0 / len(d.continuations) if len(d.continuations) > 1 else 0.0 for d in docs])))
+        count += len(docs)
+    if not levels:
+        raise ValueError("chance_level needs at least one task")
+    return float(np.mean(levels)), count
+
+
 def load_task(name: str, limit: int | None = None, seed: int = 0) -> list[MCDoc]:
     """The documents of task ``name``; with ``limit``, the first ``limit`` of a seeded shuffle.
 

@@ -36,9 +36,9 @@ class MQARConfig:
     The defaults equal ``scale.mqar`` of ``conf/scale/cpu_tiny.yaml``.
     """
 
-    vocab_size: int = 512
+    vocab_size: int = 128
     seq_len: int = 64
-    num_kv_pairs: int = 4
+    num_kv_pairs: int = 8
     power_a: float = 0.01
     num_train: int = 20000
     num_test: int = 1000

@@ -84,7 +84,19 @@ def train_mixer(
     torch.set_num_threads(scale.torch_threads)
     started = time.monotonic()
     model = build_model(scale, mixer_cls, data)
-    trainer = Trainer(model, scale.train, data.corpus, data.mqar, report=report)
+    wanted = downstream and bool(scale.downstream.tasks)
+    scores: dict[str, Any] = {}
+
+    def score_downstream(trained: nn.Module) -> dict[str, float]:
+        cfg = scale.downstream
+        scores.update(evaluate_downstream(
+            VocabView(trained, (0, data.corpus.vocab_size)), data.corpus.tokenizer, tasks=cfg.tasks, limit=cfg.limit,
+            max_len=cfg.max_len, batch_size=cfg.batch_size, device=scale.train.device))
+        trained.train()
+        return {"downstream_mean": scores["mean"]}
+
+    trainer = Trainer(model, scale.train, data.corpus, data.mqar, report=report,
+                      final_metrics=score_downstream if wanted else None)
     if state is not None:
         trainer.load_state_dict(state)
     if on_trainer is not None:
@@ -107,12 +119,9 @@ def train_mixer(
     if result.history:
         rates = [h["tokens_per_second"] for h in result.history]
         summary["tokens_per_second"] = sum(rates) / len(rates)
-    if downstream and scale.downstream.tasks:
-        cfg = scale.downstream
-        scores = evaluate_downstream(
-            VocabView(model, (0, data.corpus.vocab_size)), data.corpus.tokenizer, tasks=cfg.tasks, limit=cfg.limit, max_len=cfg.max_len,
-            batch_size=cfg.batch_size, device=scale.train.device,
-        )
-        summary["downstream"] = scores
+    if wanted and not scores:  # stopped before the last step (wall time): scored as it stands
+        score_downstream(model)
+    if scores:
+        summary["downstream"] = dict(scores)
         summary["downstream_mean"] = scores["mean"]
     return summary

@@ -35,16 +35,16 @@ class TrainConfig:
     steps: int = 300
     batch_size: int = 16
     seq_len: int = 128
-    lr: float = 3e-3
+    lr: float = 6e-3
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 30  # capped at steps, so shortening a run for a smoke test needs no other change
+    warmup_steps: int = 16  # capped at steps, so shortening a run for a smoke test needs no other change
     schedule: str = "cosine"  # "cosine" or "wsd" (warmup-stable-decay)
     decay_fraction: float = 0.2  # WSD: the last fraction of steps decays linearly
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     mqar_every: int = 1  # an MQAR batch joins every k-th step (0: LM only)
-    mqar_batch_size: int = 32
+    mqar_batch_size: int = 16
     mqar_weight: float = 1.0
     report_every: int = 50
     eval_batches: int = 8
@@ -129,13 +129,16 @@ class Trainer:
         lm_data: LMData,
         mqar: RecallData | None = None,
         report: Callable[[dict[str, float]], bool | None] | None = None,
+        final_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
     ):
+        """``final_metrics(model)``: measurements taken once, after the last step, that ride on
+        the last report (a scheduler may stop the trial on that report, before anything after it)."""
         if cfg.mqar_every and mqar is None:
             raise ValueError("TrainConfig.mqar_every > 0 needs an MQAR dataset (or set mqar_every=0)")
         self.cfg = cfg
         self.device = torch.device(cfg.device)
         self.model = model.to(self.device)
-        self.lm_data, self.mqar, self.report = lm_data, mqar, report
+        self.lm_data, self.mqar, self.report, self.final_metrics = lm_data, mqar, report, final_metrics
         self._lm_range = (0, lm_data.vocab_size)
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
@@ -227,6 +230,8 @@ class Trainer:
                     "tokens_per_second": window_tokens / max(elapsed, 1e-9),
                     **self.evaluate(),
                 }
+                if self.step == cfg.steps and self.final_metrics is not None:
+                    metrics.update(self.final_metrics(self.model))
                 self.history.append(metrics)
                 if self.report is not None and self.report(metrics) is False:
                     return self._stop(StopReason.REQUESTED, f"the report callback asked to stop at step {self.step}")
