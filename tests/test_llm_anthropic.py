@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -156,3 +157,13 @@ def test_prompt_templates_need_every_field():
     assert "tool `submit_x`" in render("repair_output", errors="- e", tool="submit_x")
     with pytest.raises(KeyError, match="needs a value for 'tool'"):
         render("repair_output", errors="- e")
+
+
+def test_no_secret_leaves_in_a_request(server, monkeypatch):
+    """A prompt quoting a candidate's error text goes out with the API key and environment secrets redacted."""
+    monkeypatch.setenv("CLOUD_SECRET_TOKEN", "tok-0123456789abcdef")
+    server.script(Step(tool_input=GOOD))
+    leak = "training failed: KeyError('test-key') while reading tok-0123456789abcdef"
+    backend(server).complete("engineer", "system prompt", [{"role": "user", "content": leak}], PROPOSAL)
+    sent = json.dumps(server.requests[-1]["messages"])
+    assert "tok-0123456789abcdef" not in sent and "test-key" not in sent and sent.count("[redacted]") == 2

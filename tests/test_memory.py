@@ -368,3 +368,22 @@ def test_insert_unique_suffixes_names_and_never_overwrites(tmp_path):
     with pytest.raises(MemoryInputError, match="already exists"):
         memory.insert_unique(Candidate(id="id0", campaign="c1", name="new"))
     assert memory.get_candidate("id0").name == "gated-delta" and memory.count_candidates() == 4
+
+
+def test_secrets_and_runaway_text_never_reach_stored_rows(tmp_path, monkeypatch):
+    """A candidate's error text can quote the environment: the memory stores it scrubbed and bounded."""
+    from asiarch.memory.redact import REDACTED
+
+    monkeypatch.setenv("MY_SERVICE_API_KEY", "s3cr3t-value-1234")
+    monkeypatch.setenv("HARMLESS_SETTING", "s3cr3t-looking-but-not-secret")  # name not secret-looking: kept
+    memory = Memory(tmp_path / "m", embedder=FunctionEmbedder(lambda texts: [unit(len(t)) for t in texts], 384))
+    leak = "RuntimeError: key=s3cr3t-value-1234 and sk-ant-api03-abcdefghijklmnop " + "x" * 20_000
+    memory.upsert_candidates(scored(1, 0.5, status_reason=leak, motivation="uses s3cr3t-value-1234",
+                                    check_report={"failures": [{"reason": "env: s3cr3t-value-1234"}]},
+                                    repairs=[{"error": "sk-ant-api03-abcdefghijklmnop"}]))
+    stored = memory.get_candidate("cand-001")
+    text = json.dumps([stored.status_reason, stored.motivation, stored.check_report, stored.repairs])
+    assert "s3cr3t-value-1234" not in text and "sk-ant-api03" not in text and text.count(REDACTED) == 5
+    assert len(stored.status_reason) < 8100 and stored.status_reason.endswith("more characters cut]")
+    memory.upsert_candidates(scored(2, 0.5, status_reason="s3cr3t-looking-but-not-secret"))
+    assert memory.get_candidate("cand-002").status_reason == "s3cr3t-looking-but-not-secret"

@@ -173,3 +173,41 @@ def test_weight_decay_skips_norms_biases_and_marked_parameters():
     assert id(mixer.A_log) in no_decay_ids and id(mixer.dt_bias) in no_decay_ids
     assert id(model.norm.weight) in no_decay_ids
     assert id(mixer.q_proj.weight) in {id(p) for p in decay["params"]}
+
+
+class _Payload:
+    """What a hostile mixer could hide in its checkpoint: unpickling it would call ``__reduce__``'s target."""
+
+    def __reduce__(self):
+        return (print, ("payload ran",))
+
+
+class ExtraStateMixer(nn.Module):
+    """The DeltaNet seed, plus extra state that is an arbitrary picklable object."""
+
+    def __init__(self, hidden_size, num_heads, layer_idx=None, **kwargs):
+        super().__init__()
+        self.inner = SEEDS["deltanet"](hidden_size, num_heads, layer_idx=layer_idx, **kwargs)
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        return self.inner(hidden_states, attention_mask=attention_mask)
+
+    def get_extra_state(self):
+        return _Payload()
+
+    def set_extra_state(self, state):
+        pass
+
+
+def test_a_checkpoint_never_unpickles_objects_a_candidate_chose(corpus, mqar, tmp_path, capsys):
+    trainer = Trainer(tiny_model(ExtraStateMixer), config(steps=2), corpus, mqar)
+    trainer.train()
+    trainer.save(tmp_path / "state.pt")
+    fresh = Trainer(tiny_model(ExtraStateMixer), config(steps=2), corpus, mqar)
+    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+        fresh.restore(tmp_path / "state.pt")
+    assert "payload ran" not in capsys.readouterr().out
+    plain = Trainer(tiny_model(), config(steps=2), corpus, mqar)  # an ordinary model's state loads weights-only
+    plain.train()
+    plain.save(tmp_path / "plain.pt")
+    Trainer(tiny_model(), config(steps=2), corpus, mqar).restore(tmp_path / "plain.pt")

@@ -90,7 +90,8 @@ def run_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            saved = torch.load(os.path.join(folder, "trainer.pt"), map_location=scale.train.device, weights_only=False)
+            saved = torch.load(os.path.join(folder, "trainer.pt"), map_location=scale.train.device,
+                               weights_only=True)  # never unpickle objects a candidate chose (get_extra_state)
         if saved.get("design", config.get("design")) != config.get("design"):  # PBT clones within a design only
             raise RuntimeError(f"checkpoint of design {saved['design']!r} offered to design {config.get('design')!r}")
         state = saved["trainer"]

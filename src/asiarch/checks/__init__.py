@@ -11,10 +11,16 @@ files, processes, the network, dynamic code or interpreter internals. Layer 2, t
 runs with an address-space limit, a CPU-time limit, a zero file-size limit, no core
 dumps, an empty read-only working directory and, when started as root, an empty network
 namespace and the unprivileged ``nobody`` user with a small process limit; the caller
-kills its whole process group at a wall-time limit per check. What this does not stop: a
-bug in CPython, torch or the kernel that lets pure tensor code escape, reading
-world-readable files through an escape the policy missed, or CPU and memory use up to the
-limits. Run campaigns on machines that hold nothing the candidate must not read, and use
+kills its whole process group at a wall-time limit per check. Around both: checkpoints
+are loaded weights-only (a candidate's ``get_extra_state`` cannot smuggle a pickled
+payload), and text a candidate can influence (errors, check reasons) is scrubbed of the
+environment's secrets and cut to length before the memory stores it or a prompt quotes it
+(``asiarch.memory.redact``). What this does not stop: a bug in CPython, torch or the kernel
+that lets pure tensor code escape, reading world-readable files through an escape the
+policy missed, or CPU and memory use up to the limits. NOT YET CONTAINED: Tune trials
+(explore and verify training) load the candidate in an ordinary Ray worker process, with
+that worker's environment, files and network; only the policy stands in front of them.
+Run campaigns on machines that hold nothing the candidate must not read, and use
 containers or VMs for stronger isolation.
 """
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 import anthropic
 
 from asiarch.llm.templates import render
+from asiarch.memory.redact import Redactor
 from asiarch.llm.protocol import BudgetExceeded, LLMError, LLMResult, MalformedOutput, Usage, schema_errors
 
 RETRYABLE_STATUS = (408, 409, 429, 500, 502, 503, 504, 529)
@@ -98,6 +100,8 @@ class AnthropicBackend:
             api_key=cfg.api_key, base_url=cfg.base_url, timeout=cfg.timeout_s, max_retries=0
         )
         self.budget = UsdBudget(cfg.budget_usd)
+        # prompts quote candidates' errors: no secret leaves in a request (no length cut here)
+        self._redactor = Redactor.from_environment(max_chars=sys.maxsize).with_secrets(cfg.api_key)
         self._slots = threading.Semaphore(cfg.max_concurrency)
         self._rng = random.Random()
 
@@ -116,7 +120,7 @@ class AnthropicBackend:
 
     def complete(self, role: str, system: str, messages: list[dict[str, Any]], schema: dict[str, Any]) -> LLMResult:
         tool = {"name": f"submit_{role}", "description": f"Submit the {role}'s answer.", "input_schema": schema}
-        conversation = list(messages)
+        system, conversation = self._redactor.text(system), list(self._redactor.value(list(messages)))
         usage = Usage()
         response, call_usage = self._create(system, conversation, tool)
         usage += call_usage

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from asiarch.memory import lifecycle
 from asiarch.memory.embed import Embedder, MiniLMEmbedder
 from asiarch.memory.lifecycle import FACT_COLUMNS, STAGES, STATUSES, CampaignCounts, Status
+from asiarch.memory.redact import Redactor
 from asiarch.memory.schema import (
     DEFAULT_EMBEDDING_DIM,
     META_SCHEMA,
@@ -116,8 +117,12 @@ class Memory:
         ann_min_rows: int = 20_000,
         ann_nprobes: int = 32,
         ann_refine_factor: int = 10,
+        redactor: Redactor | None = None,
     ):
+        """``redactor``: what scrubs text a candidate can influence before it is stored
+        (default: this process's secret environment values and key-shaped strings)."""
         self.uri = str(uri)
+        self.redactor = redactor or Redactor.from_environment()
         self.read_only = read_only
         self.optimize_every = optimize_every
         self.keep_versions_for = keep_versions_for  # readers holding an older version keep working this long
@@ -247,6 +252,10 @@ class Memory:
         batch = self._batch(candidates, Candidate)
         for c in batch:
             validate_candidate(c, self.dim)
+            # text a candidate's code or its failures can reach: no secrets, bounded length
+            c.status_reason, c.analysis, c.judge_rationale, c.motivation = (
+                self.redactor.text(t) for t in (c.status_reason, c.analysis, c.judge_rationale, c.motivation))
+            c.check_report, c.repairs, c.judge = (self.redactor.value(v) for v in (c.check_report, c.repairs, c.judge))
         # one read of what is stored: the lifecycle checks below and _merge's creation times
         stored = self._stored(self.candidates, [c.id for c in batch],
                               ["created_at", "kind", "status", "stage", "reached_training"])

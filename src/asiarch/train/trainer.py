@@ -270,4 +270,6 @@ class Trainer:
         os.replace(tmp, path)
 
     def restore(self, path) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        # weights only: a candidate controls what its modules save (get_extra_state), so loading
+        # must never run pickled code
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))

@@ -1,0 +1,24 @@
+# expect: policy
+# why: Evaluates a string annotation with typing.get_type_hints: code that never appears as an expression.
+import torch
+import typing
+from torch import nn
+
+
+def probe(x: "__import__('os').system('touch /tmp/asiarch_hostile_71')"):
+    return x
+
+
+class CumulativeMixer(nn.Module):
+    def __init__(self, hidden_size, num_heads, layer_idx=None, **kwargs):
+        super().__init__()
+        self.q = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.v = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.o = nn.Linear(hidden_size, hidden_size, bias=False)
+        typing.get_type_hints(probe)
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        v = self.v(hidden_states)
+        steps = torch.arange(1, hidden_states.shape[1] + 1, dtype=v.dtype, device=v.device)
+        mixed = v.cumsum(1) / steps[None, :, None]
+        return self.o(mixed * torch.sigmoid(self.q(hidden_states)))

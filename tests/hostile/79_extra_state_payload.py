@@ -1,0 +1,24 @@
+# expect: policy
+# why: get_extra_state puts an arbitrary object into every checkpoint; unpickling it would run code.
+import torch
+from torch import nn
+
+
+class CumulativeMixer(nn.Module):
+    def __init__(self, hidden_size, num_heads, layer_idx=None, **kwargs):
+        super().__init__()
+        self.q = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.v = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.o = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        v = self.v(hidden_states)
+        steps = torch.arange(1, hidden_states.shape[1] + 1, dtype=v.dtype, device=v.device)
+        mixed = v.cumsum(1) / steps[None, :, None]
+        return self.o(mixed * torch.sigmoid(self.q(hidden_states)))
+
+    def get_extra_state(self):
+        return {'note': torch.arange(3)}
+
+    def set_extra_state(self, state):
+        pass
