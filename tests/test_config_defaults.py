@@ -146,10 +146,10 @@ def test_seeds_are_known_architectures():
 
 def test_the_walk_catches_a_disagreement_a_missing_field_and_an_unknown_key():
     values = _section([], "explore")
-    values["grace_fraction"] = 0.5
+    values["grace_fraction"] = 0.25
     values["grace_fractoin"] = 0.5
     values.pop("metric")
     problems = "\n".join(dataclass_problems(ExploreSettings, values, "explore"))
-    assert "explore.grace_fraction: conf/ sets 0.5, ExploreSettings defaults to 0.125" in problems
+    assert "explore.grace_fraction: conf/ sets 0.25, ExploreSettings defaults to 0.5" in problems
     assert "explore.grace_fractoin: set in conf/ but ExploreSettings has no such field" in problems
     assert "explore.metric: ExploreSettings field missing from conf/" in problems

@@ -41,7 +41,7 @@ class CampaignSettings:
 @dataclass
 class ExploreSettings:
     metric: str = "eval_loss"
-    grace_fraction: float = 0.125
+    grace_fraction: float = 0.5
     reduction_factor: int = 3
     max_failures: int = 2
     anchor_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # the explore anchor's training seeds
