@@ -45,7 +45,7 @@ from scipy import stats
 from asiarch.campaign.schedulers import first_rung_step
 from asiarch.campaign import scoring
 from asiarch.campaign.scoring import benchmark_chance
-from asiarch.config import ScaleConfig, compose, stage_scale
+from asiarch.config import ScaleConfig, compose, seeded_scale, stage_scale
 
 LADDER = ["attention", "gated_deltanet", "deltanet", "mamba2",  # the seeds
           "deltanet_noconv", "linear_attention", "causal_mean", "no_mixing"]  # the controls
@@ -81,7 +81,7 @@ def train_one(design: str, scale: ScaleConfig, training_seed: int) -> dict[str, 
     """One training run in a worker process; returns the measurements the tables need."""
     from asiarch.train.protocol import prepare_data, train_mixer
 
-    scale = dataclasses.replace(scale, train=dataclasses.replace(scale.train, seed=training_seed))
+    scale = seeded_scale(scale, training_seed)
     summary = train_mixer(mixer_class(design), scale, prepare_data(scale), downstream=False)
     keep = ("eval_loss", "mqar_accuracy", "train_seconds", "steps", "stop_reason", "parameters")
     return {**{k: summary.get(k) for k in keep},

@@ -44,11 +44,9 @@ def test_baselines_trains_the_seeds_and_writes_results(tmp_path):
 
 def test_baselines_explore_stage_fills_the_entries_a_campaign_looks_up(tmp_path):
     """`--stage explore` trains campaign.seed on every explore.anchor_seeds, cached under the keys explore reads."""
-    import dataclasses
-
     from asiarch.baselines import BaselineCache
     from asiarch.campaign.scoring import scores_downstream
-    from asiarch.config import ScaleConfig, compose, stage_scale
+    from asiarch.config import ScaleConfig, compose, seeded_scale, stage_scale
 
     overrides = [*SMALL, "scale.stages.explore_steps=4", "scale.stages.reports_per_trial=2", "explore.anchor_seeds=[0,1]"]
     proc = run_cli(["baselines", "--stage", "explore", *overrides], tmp_path)
@@ -58,7 +56,7 @@ def test_baselines_explore_stage_fills_the_entries_a_campaign_looks_up(tmp_path)
     base = stage_scale(ScaleConfig.from_dict(compose(overrides).scale), 4)
     cache = BaselineCache(tmp_path / "runs" / "baselines")
     for seed in (0, 1):  # what ExploreStage._start_anchor computes for each anchor run
-        scale = dataclasses.replace(base, train=dataclasses.replace(base.train, seed=seed))
+        scale = seeded_scale(base, seed)
         entry = cache.get("deltanet", scale, scores_downstream(scale, "explore"))
         assert entry is not None and entry["steps"] == 4 and entry["stop_reason"] == "completed"
 

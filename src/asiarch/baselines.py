@@ -21,9 +21,10 @@ from rich.console import Console
 from rich.live import Live
 
 from asiarch.arch import SEEDS
-from asiarch.config import ScaleConfig, stage_scale
+from asiarch.config import ScaleConfig, seeded_scale, stage_scale
 from asiarch.train.tables import progress_table, results_table, write_results
 from asiarch.train.protocol import TrialData, prepare_data, train_mixer
+from asiarch.train.trainer import MEASURED_STOPS
 
 
 class BaselineCache:
@@ -148,7 +149,7 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None,
         jobs = [(str(name), base.train.seed) for name in cfg.seeds]
     if stage == "explore" and jobs[0][0] not in SEEDS:
         raise ValueError(f"campaign.seed {jobs[0][0]!r} is not a seed; known seeds: {sorted(SEEDS)}")
-    scales = {t: dataclasses.replace(base, train=dataclasses.replace(base.train, seed=t)) for _, t in jobs}
+    scales = {t: seeded_scale(base, t) for _, t in jobs}
     labels = [name if stage == "scale" else f"{name}:s{t}" for name, t in jobs]
     out_dir = Path(cfg.run.output_dir) / f"seeds-{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +195,7 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None,
     ordered = [summaries[label] for label in labels]
     cache = BaselineCache(Path(cfg.run.output_dir) / "baselines")
     for (name, t), summary in zip(jobs, ordered):
-        if summary.get("stop_reason") in ("completed", "wall_time"):
+        if summary.get("stop_reason") in MEASURED_STOPS:
             cache.put(name, scales[t], downstream, summary)
     title = f"Seed baselines at {base.name}" + (" (explore anchor)" if stage == "explore" else "")
     rows = [{**summary, "seed": label} for label, summary in zip(labels, ordered)]

@@ -107,9 +107,10 @@ def _show_config(args) -> int:
 def _baselines(args) -> int:
     from asiarch.baselines import run_seed_baselines
     from asiarch.config import compose
+    from asiarch.train.trainer import MEASURED_STOPS
 
     rows, _ = run_seed_baselines(compose(args.overrides), _console(), stage=args.stage)
-    failed = [row["seed"] for row in rows if row.get("stop_reason") not in ("completed", "wall_time")]
+    failed = [row["seed"] for row in rows if row.get("stop_reason") not in MEASURED_STOPS]
     if failed:
         print(f"asiarch baselines: these seeds did not finish training: {failed}", file=sys.stderr)
         return 1

@@ -125,6 +125,11 @@ def load_scale(name_or_overrides: str | Sequence[str] = ()) -> ScaleConfig:
     return ScaleConfig.from_dict(compose(overrides).scale)
 
 
+def seeded_scale(scale: ScaleConfig, training_seed: int) -> ScaleConfig:
+    """``scale`` trained on ``training_seed`` (its initialisation and data order)."""
+    return dataclasses.replace(scale, train=dataclasses.replace(scale.train, seed=training_seed))
+
+
 def stage_scale(scale: ScaleConfig, steps: int | None) -> ScaleConfig:
     """``scale`` trained for ``steps`` (None: unchanged), reporting ``stages.reports_per_trial`` times."""
     steps = steps or scale.train.steps

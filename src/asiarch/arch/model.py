@@ -29,7 +29,7 @@ class ModelConfig:
     # Multiply the (tied, init_std-sized) token embeddings by sqrt(hidden_size), as Gemma does.
     # Unscaled, a mixer's output of its context swamps the token's own embedding early in
     # training, and a design that mixes nothing out-learns every mixer for hundreds of steps
-    # (measured at 1M parameters: bench_fidelity, docs/fidelity_cpu_research.txt).
+    # (measured at cpu_tiny: bench_fidelity, docs/fidelity_cpu_tiny.txt and the README).
     scale_embeddings: bool = True
     mixer_kwargs: dict[str, Any] = field(default_factory=lambda: {"chunk_size": 64})  # passed to every mixer
 

@@ -10,7 +10,6 @@ once at the same scale, outside Tune, and anchors the fitness.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import random
 import threading
 import time
@@ -24,8 +23,9 @@ from asiarch.campaign.pipeline import CampaignPipeline, PipelineSettings
 from asiarch.campaign.schedulers import first_rung_step
 from asiarch.campaign.stage import NAMESPACE, StageContext, StageInterrupted, tokens_per_step, trial_name
 from asiarch.memory import Status
-from asiarch.config import ScaleConfig
+from asiarch.config import ScaleConfig, seeded_scale
 from asiarch.train.protocol import TrialData, train_mixer
+from asiarch.train.trainer import MEASURED_STOPS
 
 
 @ray.remote(max_retries=2)
@@ -51,6 +51,9 @@ class ExploreStage:
         self.callbacks = list(callbacks or [])
         self.pipeline = None
 
+    def _downstream(self) -> bool:
+        return scoring.scores_downstream(self.scale, "explore")
+
     def _start_anchor(self) -> threading.Thread | None:
         """The anchor seed at explore scale on each of ``explore.anchor_seeds``: each run from the
         baseline cache, else trained once (and cached); their mean anchors the fitness, their
@@ -59,9 +62,8 @@ class ExploreStage:
         if ctx.seed_result(seed, "explore") is not None:
             return None
         cache = ctx.baselines
-        scales = [dataclasses.replace(self.scale, train=dataclasses.replace(self.scale.train, seed=s))
-                  for s in ctx.explore.anchor_seeds]
-        downstream = scoring.scores_downstream(self.scale, "explore")  # as the explore trials measure
+        scales = [seeded_scale(self.scale, s) for s in ctx.explore.anchor_seeds]
+        downstream = self._downstream()  # as the explore trials measure
         cached = [cache.get(seed, scale, downstream) for scale in scales]
         options = {"num_cpus": ctx.run.cpus_per_trial, "num_gpus": ctx.run.gpus_per_trial}
         refs = {i: _train_seed.options(**options, name=f"baseline:{seed}:s{scale.train.seed}").remote(
@@ -78,7 +80,7 @@ class ExploreStage:
                     summaries.append({**hit, "train_seconds": 0.0})  # trained by an earlier campaign
                     continue
                 summary = ray.get(refs[i])
-                if summary.get("stop_reason") in ("completed", "wall_time"):
+                if summary.get("stop_reason") in MEASURED_STOPS:
                     cache.put(seed, scale, downstream, summary)
                 summaries.append(summary)
             self.pipeline.set_baseline.remote(scoring.anchor_of(seed, ctx.store_seed_result(seed, "explore", summaries)))
@@ -112,8 +114,7 @@ class ExploreStage:
         ctx, e = self.ctx, self.ctx.explore
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, scales={"explore": self.scale, "verify": self.verify_scale}, data=self.data,
-                                 memory_uri=ctx.memory_uri,
-                                 downstream=scoring.scores_downstream(self.scale, "explore")),
+                                 memory_uri=ctx.memory_uri, downstream=self._downstream()),
             ctx.resources())
         path = ctx.paths.tune / "explore"
         if tune.Tuner.can_restore(str(path)):

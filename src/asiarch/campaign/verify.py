@@ -78,7 +78,7 @@ class VerifyStage:
                                          group_of=_design_of)
         trainable = tune.with_resources(
             tune.with_parameters(_run_verify_trial, scales={"verify": scale}, data={"verify": self.data["verify"]},
-                                 downstream=scoring.scores_downstream(scale, "verify", ctx.run.downstream)),
+                                 downstream=self._downstream()),
             ctx.resources())
         path = ctx.paths.tune / "verify"
         if tune.Tuner.can_restore(str(path)):

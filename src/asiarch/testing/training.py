@@ -9,6 +9,7 @@ import ray
 from asiarch.config import ScaleConfig
 from asiarch.memory import StageMetrics
 from asiarch.train.protocol import TrialData, train_mixer
+from asiarch.train.trainer import MEASURED_STOPS
 
 
 @ray.remote(num_cpus=1, max_retries=0)
@@ -25,7 +26,7 @@ def explore_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     metrics = StageMetrics(loss_curve=[h["eval_loss"] for h in history], eval_loss=summary.get("eval_loss"),
                            mqar_accuracy=summary.get("mqar_accuracy"), benchmark=summary.get("mqar_accuracy"),
                            benchmarks={"mqar": summary.get("mqar_accuracy")})
-    finished = summary.get("stop_reason") in ("completed", "wall_time")
+    finished = summary.get("stop_reason") in MEASURED_STOPS
     return {"explore": metrics, "status": "finished" if finished else "failed",
             "status_reason": summary.get("stop_message", ""), "tokens_trained": summary.get("tokens_seen", 0),
             "device_seconds": summary.get("train_seconds", 0.0)}

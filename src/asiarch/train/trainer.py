@@ -28,6 +28,9 @@ class StopReason(str, Enum):
     REQUESTED = "requested"  # the report callback returned False
 
 
+# stop reasons whose results are a measurement of the design: trained to the end, or for the whole wall-time budget
+MEASURED_STOPS = (StopReason.COMPLETED.value, StopReason.WALL_TIME.value)
+
 @dataclass
 class TrainConfig:
     """How one model is trained; the defaults equal ``scale.train`` of ``conf/scale/cpu_tiny.yaml``."""
