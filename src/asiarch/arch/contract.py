@@ -132,3 +132,19 @@ def load_mixer_class(source: str, class_name: str | None = None, module_name: st
         details = "; ".join(p for cls in own_modules for p in contract_violations(cls))
         raise CandidateLoadError(f"no class satisfies the mixer contract: {details}")
     return conforming[0]
+
+
+def candidate_at_fault(err: BaseException) -> bool:
+    """Whether a training error is the candidate's: raised through its own code, memory aside.
+
+    The candidate's frames decide (``asiarch.arch.contract.candidate_frames``, the rule the
+    checks use too): a torch error inside a call the candidate made is the candidate's, an
+    error in data loading, Ray or the harness is not. Running out of memory never is: it
+    depends on what else shares the device, and the checks already bound the candidate's
+    memory.
+    """
+    import torch
+
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return False
+    return isinstance(err, CandidateLoadError) or bool(candidate_frames(err))

@@ -8,38 +8,28 @@ Threat model (defence in depth, not a virtual machine): candidate code is writte
 LLM or a proposer and may be wrong or, through prompt injection, hostile. Layer 1, the
 policy, refuses imports outside an allowlist and every builtin or attribute that reaches
 files, processes, the network, dynamic code or interpreter internals. Layer 2, the worker,
-runs with an address-space limit, a CPU-time limit, a zero file-size limit, no core
-dumps, an empty read-only working directory and, when started as root, an empty network
-namespace and the unprivileged ``nobody`` user with a small process limit; the caller
-kills its whole process group at a wall-time limit per check. Around both: checkpoints
+runs in ``asiarch.sandbox`` (own PID, mount and network namespaces, private /tmp, the
+``nobody`` user, resource limits, no secrets in its environment) with a zero file-size
+limit and an empty read-only working directory; the caller kills it at a wall-time limit
+per check. Around both: checkpoints
 are loaded weights-only (a candidate's ``get_extra_state`` cannot smuggle a pickled
 payload), and text a candidate can influence (errors, check reasons) is scrubbed of the
 environment's secrets and cut to length before the memory stores it or a prompt quotes it
 (``asiarch.memory.redact``). What this does not stop: a bug in CPython, torch or the kernel
 that lets pure tensor code escape, reading world-readable files through an escape the
-policy missed, or CPU and memory use up to the limits. NOT YET CONTAINED: Tune trials
-(explore and verify training) load the candidate in an ordinary Ray worker process, with
-that worker's environment, files and network; only the policy stands in front of them.
-Run campaigns on machines that hold nothing the candidate must not read, and use
-containers or VMs for stronger isolation.
+policy missed, or CPU and memory use up to the limits. Tune trials train a candidate in
+the same sandbox (``asiarch.train.worker``) and verify its final evaluation outside it.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import queue
 import secrets
-import signal
-import subprocess
-import sys
-import threading
 import time
-import warnings
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
+from asiarch import sandbox
 from asiarch.checks.executable import CHECK_ORDER
 from asiarch.checks.policy import PolicyConfig, check_policy
 
@@ -181,92 +171,38 @@ def check_candidate(source: str, scale="cpu_tiny", **options: Any) -> CheckRepor
 
 def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[CheckResult], list[str]]:
     """Start the worker, follow its protocol lines, enforce per-check wall time, explain how it ended."""
-    env = {key: os.environ[key] for key in ("PATH", "LANG", "LC_ALL", "PYTHONPATH") if key in os.environ}
-    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
-                "HF_HUB_OFFLINE": "1", "HOME": "/nonexistent", "PYTHONWARNINGS": "ignore"})
-    with warnings.catch_warnings():  # fork+exec runs no LanceDB code in the child; its fork warning does not apply
-        warnings.filterwarnings("ignore", message="lancedb fork support")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "asiarch.checks.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=env, start_new_session=True, text=True,
-        )
-    lines: queue.Queue[str | None] = queue.Queue()
-    stderr_tail: deque[str] = deque(maxlen=40)
-
-    def pump(stream, sink) -> None:
-        for line in stream:
-            sink(line)
-        if stream is proc.stdout:
-            lines.put(None)
-
-    threading.Thread(target=pump, args=(proc.stdout, lines.put), daemon=True).start()
-    threading.Thread(target=pump, args=(proc.stderr, stderr_tail.append), daemon=True).start()
-    proc.stdin.write(json.dumps(request))
-    proc.stdin.close()
-
+    proc = sandbox.launch("asiarch.checks.worker", request)
+    reader = sandbox.Reader(proc, request["nonce"])
     results: list[CheckResult] = []
     gaps: list[str] = []
-    running, deadline, timeout = "startup", time.monotonic() + opts.startup_timeout, opts.startup_timeout
-    ended_cleanly = False
+    running = "startup"
     try:
+        records = reader.records(timeout=opts.startup_timeout)
         while True:
             try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                record = next(records)
+            except StopIteration:
+                break
             except queue.Empty:
-                _kill(proc)
-                reason = f"timed out: no result after {timeout:.0f}s (the worker was killed)"
+                sandbox.kill(proc)
+                reason = f"timed out: no result after {reader.timeout:.0f}s (the worker was killed)"
                 results.append(CheckResult(_check_name(running), False, reason))
                 return results, gaps
-            if line is None:
-                ended_cleanly = True
-                break
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(record, dict) or record.pop("nonce", None) != request["nonce"]:
-                continue  # not from the worker's protocol channel
-            if record.get("done"):
-                ended_cleanly = True
-                break
             if "sandbox" in record:
                 gaps = list(record["sandbox"])
             elif "start" in record:
-                running, timeout = record["start"], opts.check_timeout
-                deadline = time.monotonic() + timeout
+                running, reader.timeout = record["start"], opts.check_timeout
             elif "check" in record:
                 results.append(CheckResult(record["check"], bool(record["passed"]), str(record["reason"]),
                                            record.get("measurements") or {}, float(record.get("seconds", 0.0))))
                 running = None
+        if running is not None:  # the worker ended in the middle of a check
+            results.append(CheckResult(_check_name(running), False, reader.died()))
     finally:
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        _kill(proc)  # and whatever the candidate left running in its process group
-    if ended_cleanly and running is not None:
-        code = proc.returncode
-        if code is not None and code < 0:
-            cause = f"killed by signal {signal.Signals(-code).name}"
-            if -code == signal.SIGXCPU:
-                cause += " (CPU-time limit)"
-            elif -code == signal.SIGKILL:
-                cause += " (likely the memory limit)"
-        else:
-            cause = f"exited with status {code}"
-        detail = "".join(list(stderr_tail)[-3:]).strip()
-        results.append(CheckResult(_check_name(running), False, f"the worker died: {cause}" + (f"; {detail[-300:]}" if detail else "")))
+        sandbox.kill(proc)  # and whatever the candidate left running in its process group
     return results, gaps
 
 
 def _check_name(running: str | None) -> str:
     """The check to blame; before the worker starts the first check, the sandbox itself failed."""
     return "sandbox" if running in (None, "startup") else running
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()

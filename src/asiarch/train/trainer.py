@@ -97,6 +97,45 @@ class RecallData(Protocol):
     def test_set(self) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+MQAR_CHUNK = 64  # MQAR test examples per evaluation forward pass
+
+
+def eval_sets(cfg: TrainConfig, lm_data: LMData, mqar: RecallData | None):
+    """The fixed evaluation sets: ``cfg.eval_batches`` validation batches and the first
+    ``cfg.eval_mqar_examples`` MQAR test examples (None without MQAR)."""
+    val = lm_data.val_batches(cfg.batch_size, cfg.seq_len, cfg.eval_batches)
+    if mqar is None:
+        return val, None
+    inputs, labels = mqar.test_set()
+    return val, (inputs[: cfg.eval_mqar_examples], labels[: cfg.eval_mqar_examples])
+
+
+@torch.no_grad()
+def score_outputs(outputs: dict[str, list[torch.Tensor]], val, mqar_test, lm_range: tuple[int, int],
+                  mqar_range: tuple[int, int] | None) -> dict[str, float]:
+    """Eval loss and MQAR accuracy of ``eval_outputs``' logits against ``eval_sets``' targets.
+
+    A pure function of tensors, so a parent process can score a sandboxed trial's outputs
+    with its own, untouched torch.
+    """
+    losses = []
+    for logits, (_, targets) in zip(outputs["lm"], val, strict=True):
+        targets = torch.where(targets == -100, targets, targets - lm_range[0])
+        losses.append(F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100).item())
+    metrics = {"eval_loss": sum(losses) / len(losses)}
+    if mqar_test is not None and mqar_range is not None:
+        labels = mqar_test[1]
+        correct = total = 0
+        for i, logits in enumerate(outputs["mqar"]):
+            y = labels[i * MQAR_CHUNK : (i + 1) * MQAR_CHUNK]
+            pred = logits.argmax(-1) + mqar_range[0]
+            mask = y != -100
+            correct += (pred[mask] == y[mask]).sum().item()
+            total += mask.sum().item()
+        metrics["mqar_accuracy"] = correct / max(1, total)
+    return metrics
+
+
 @dataclass
 class TrainResult:
     stop_reason: StopReason
@@ -151,11 +190,7 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.history: list[dict[str, float]] = []
-        self._val = lm_data.val_batches(cfg.batch_size, cfg.seq_len, cfg.eval_batches)
-        self._mqar_test = None
-        if mqar is not None:
-            inputs, labels = mqar.test_set()
-            self._mqar_test = (inputs[: cfg.eval_mqar_examples], labels[: cfg.eval_mqar_examples])
+        self._val, self._mqar_test = eval_sets(cfg, lm_data, mqar)
 
     def _autocast(self):
         if self.device.type == "cuda":
@@ -174,24 +209,26 @@ class Trainer:
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Validation LM loss on fixed batches and MQAR accuracy on a fixed test slice."""
+    def eval_outputs(self) -> dict[str, list[torch.Tensor]]:
+        """The raw logits of the evaluation sets (``eval_sets``), on the CPU: what ``score_outputs`` scores.
+
+        A sandboxed trial hands these to its parent, which scores them itself: a metric
+        computed in the candidate's own process could be forged there.
+        """
         was_training = self.model.training
         self.model.eval()
-        metrics = {"eval_loss": sum(self._loss(x, y, self._lm_range).item() for x, y in self._val) / len(self._val)}
+        outputs = {"lm": [self._logits(x, self._lm_range).cpu() for x, _ in self._val], "mqar": []}
         if self._mqar_test is not None:
-            inputs, labels = self._mqar_test
-            lo, hi = self.mqar.vocab_range
-            correct = total = 0
-            for start in range(0, len(inputs), 64):
-                x, y = inputs[start : start + 64], labels[start : start + 64].to(self.device)
-                pred = self._logits(x, (lo, hi)).argmax(-1) + lo
-                mask = y != -100
-                correct += (pred[mask] == y[mask]).sum().item()
-                total += mask.sum().item()
-            metrics["mqar_accuracy"] = correct / max(1, total)
+            inputs = self._mqar_test[0]
+            outputs["mqar"] = [self._logits(inputs[i : i + MQAR_CHUNK], self.mqar.vocab_range).cpu()
+                               for i in range(0, len(inputs), MQAR_CHUNK)]
         self.model.train(was_training)
-        return metrics
+        return outputs
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation LM loss on fixed batches and MQAR accuracy on a fixed test slice."""
+        return score_outputs(self.eval_outputs(), self._val, self._mqar_test, self._lm_range,
+                             self.mqar.vocab_range if self.mqar is not None else None)
 
     def train(self) -> TrainResult:
         """Run until ``cfg.steps`` (or a stop condition); safe to call again after a restore."""

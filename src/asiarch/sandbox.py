@@ -1,0 +1,291 @@
+"""Process isolation for candidate code: what every process that runs it enters first.
+
+A candidate's source is hostile input. It runs only in worker processes started with
+``launch`` (the checks' worker and the training trial's worker), never in the driver, an
+agent or a Tune trainable. A worker calls ``isolate()`` as its first act and
+``lock_down()`` after importing what it trusts and before the candidate's code loads:
+
+- ``launch`` starts it in its own session with an environment that holds no secrets (no
+  API keys, no cloud credentials: only PATH, locale and PYTHONPATH pass).
+- ``isolate`` (as root) moves it into new PID, mount, network, IPC and UTS namespaces
+  behind a PID-1 reaper: when the worker ends, the kernel kills every process it left
+  behind, ``setsid`` or not; a worker whose parent dies dies too.
+- ``lock_down`` mounts a fresh /proc (the host's processes are invisible), private tmpfs
+  over every shared writable directory (/tmp, /var/tmp, /dev/shm, /run), bind-mounts the
+  worker's own scratch directory as its only persistent writable path, sets resource
+  limits (address space, CPU time, file size, processes, no core dumps, no new
+  privileges) and switches to the unprivileged ``nobody`` user.
+
+Without root (a laptop), the namespaces and the user switch are not available; the
+worker says so (``gaps``) and keeps the resource limits and the clean environment.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import queue
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x1000, 0x4000, 0x40000
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+O_PATH = getattr(os, "O_PATH", 0o10000000)
+NOBODY = 65534
+PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run")  # world-writable on the host: replaced by empty tmpfs
+SCRATCH = "/tmp/asiarch-scratch"  # where the worker sees its scratch directory inside the mount namespace
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "PYTHONPATH")
+PARENT_ENV = "ASIARCH_SANDBOX_PARENT"
+
+
+@dataclass
+class SandboxOptions:
+    """Limits of a sandboxed training trial and how its final evaluation is audited.
+
+    The defaults equal the ``sandbox`` section of ``conf/config.yaml`` (tests/test_config_defaults.py).
+    The checks' worker has its own, smaller limits in ``asiarch.checks.CheckOptions``.
+    """
+
+    memory_mb: int = 8192  # address space the candidate may add to the trial worker's
+    scratch_mb: int = 2048  # the largest file the worker may write (its checkpoints)
+    max_processes: int = 64  # threads count too (torch's pools)
+    startup_timeout: float = 120.0  # seconds for the worker to import and lock down
+    audit_rows: int = 4  # LM rows (and half as many MQAR rows) re-run in a fresh process for the causality audit
+    audit_tolerance: float = 1e-3  # largest logit difference a causal design shows between the two processes
+
+    def limits(self, cpu_seconds: int) -> dict[str, int]:
+        return {"memory_mb": self.memory_mb, "cpu_seconds": cpu_seconds, "max_processes": self.max_processes,
+                "file_mb": self.scratch_mb}
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def clean_env() -> dict[str, str]:
+    """The worker's environment: nothing the candidate could steal, one thread per pool."""
+    env = {key: os.environ[key] for key in PASSED_ENV if key in os.environ}
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
+                "HF_HUB_OFFLINE": "1", "HOME": "/nonexistent", "PYTHONWARNINGS": "ignore", PARENT_ENV: str(os.getpid())})
+    return env
+
+
+def launch(module: str, request: dict[str, Any]) -> subprocess.Popen:
+    """Start ``python -m module`` as a sandbox worker and hand it ``request`` (JSON on stdin)."""
+    with warnings.catch_warnings():  # fork+exec runs no LanceDB code in the child; its fork warning does not apply
+        warnings.filterwarnings("ignore", message="lancedb fork support")
+        proc = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=clean_env(), start_new_session=True, text=True)
+    proc.stdin.write(json.dumps(request))
+    proc.stdin.close()
+    return proc
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """Kill the worker's whole process group (the namespace's reaper takes the rest with it)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def exit_cause(code: int | None) -> str:
+    """How a worker ended, in words; the reaper reports a signal death as 128 + signal."""
+    if code is not None and code > 128 and code - 128 in signal.valid_signals():
+        code = -(code - 128)
+    if code is not None and code < 0:
+        cause = f"killed by signal {signal.Signals(-code).name}"
+        if -code == signal.SIGXCPU:
+            cause += " (CPU-time limit)"
+        elif -code == signal.SIGKILL:
+            cause += " (likely the memory limit)"
+        return cause
+    return f"exited with status {code}"
+
+
+class Reader:
+    """The parent's side of the protocol: the worker's stamped lines, its stderr tail, and EOF."""
+
+    def __init__(self, proc: subprocess.Popen, nonce: str):
+        self.proc, self.nonce = proc, nonce
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr_tail: deque[str] = deque(maxlen=40)
+        threading.Thread(target=self._pump, args=(proc.stdout, self.lines.put, True), daemon=True).start()
+        threading.Thread(target=self._pump, args=(proc.stderr, self.stderr_tail.append, False), daemon=True).start()
+
+    def _pump(self, stream, sink, is_protocol: bool) -> None:
+        for line in stream:
+            sink(line)
+        if is_protocol:
+            self.lines.put(None)
+
+    def records(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Protocol records until the worker says ``done`` or its stdout closes; ``queue.Empty`` after
+        ``timeout`` seconds without one (the caller may change ``self.timeout`` between records)."""
+        self.timeout = timeout
+        while True:
+            line = self.lines.get(timeout=self.timeout)
+            if line is None:
+                return
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(record, dict) or record.pop("nonce", None) != self.nonce:
+                continue  # not from the worker's protocol channel
+            if record.get("done"):
+                return
+            yield record
+
+    def died(self) -> str:
+        """Why the worker ended without saying done, with the last lines it wrote to stderr."""
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        detail = "".join(list(self.stderr_tail)[-3:]).strip()
+        return f"the worker died: {exit_cause(self.proc.poll())}" + (f"; {detail[-300:]}" if detail else "")
+
+
+class Channel:
+    """The worker's protocol stream: a private duplicate of stdout, each line stamped with the run's nonce.
+
+    The candidate's own prints go to stderr (stdout is redirected there), and it cannot
+    forge a line the parent accepts without the nonce, which only this object holds.
+    """
+
+    def __init__(self, nonce: str):
+        self.stream = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+        self.nonce = nonce
+
+    def emit(self, record: dict[str, Any]) -> None:
+        self.stream.write(json.dumps({**record, "nonce": self.nonce}, default=float) + "\n")
+        self.stream.flush()
+
+
+def _die_with_parent(parent: int | None) -> None:
+    _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)  # the parent died before the signal was armed
+
+
+def _reap_until(pid: int) -> int:
+    """Wait for ``pid``, reaping any other child meanwhile; its exit code, or 128 + the killing signal."""
+    while True:
+        try:
+            done, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 1
+        if done == pid:
+            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def isolate() -> list[str]:
+    """A worker's first act: new namespaces behind a PID-1 reaper. Returns what was not available.
+
+    Only the process that returns runs on; the two above it (the one in the host's PID
+    namespace and the reaper) wait, relay the exit status and never return.
+    """
+    parent = os.environ.get(PARENT_ENV)
+    _die_with_parent(int(parent) if parent else None)
+    if os.geteuid() != 0:
+        return ["PID, mount and network namespaces, private /tmp and the user switch (not root)"]
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    libc = _libc()
+    if libc.unshare(flags) != 0:
+        return [f"PID, mount and network namespaces (unshare: errno {ctypes.get_errno()})"]
+    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:  # nothing mounted here reaches the host
+        return [f"a private mount namespace (errno {ctypes.get_errno()})"]
+    sys.stdout.flush()
+    reaper = os.fork()
+    if reaper:
+        os._exit(_reap_until(reaper))  # in the host's namespace: relay how the sandbox ended
+    _die_with_parent(None)  # PID 1 of the new namespace; its death ends every process in it
+    worker = os.fork()
+    if worker:
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(worker, signal.SIGKILL))
+        os._exit(_reap_until(worker))
+    _die_with_parent(None)
+    return []
+
+
+def readable_by_others(path: str) -> bool:
+    """Whether a user with no rights of its own can reach and read ``path`` (o+rx on every directory)."""
+    current = os.path.realpath(path)
+    while True:
+        if os.stat(current).st_mode & 0o005 != 0o005:
+            return False
+        parent = os.path.dirname(current)
+        if parent == current:
+            return True
+        current = parent
+
+
+def _mount(source: bytes, target: str, kind: bytes | None, flags: int, data: bytes | None = None) -> None:
+    libc = _libc()
+    if libc.mount(source, target.encode(), kind, flags, data) != 0:
+        raise OSError(ctypes.get_errno(), f"mount {target}: {os.strerror(ctypes.get_errno())}")
+
+
+def lock_down(limits: dict[str, Any], scratch: str | None = None, isolated: bool = False) -> tuple[str, list[str]]:
+    """Restrict this process before candidate code loads; returns (working directory, gaps).
+
+    ``scratch``: a directory the worker may write (the parent reads results from it);
+    without one the working directory is empty and read-only. ``isolated``: whether
+    ``isolate()`` succeeded, so the mount namespace is ours to change.
+    """
+    gaps: list[str] = []
+    root = os.geteuid() == 0
+    if isolated:
+        keep = os.open(scratch, O_PATH | os.O_DIRECTORY) if scratch else None
+        _mount(b"proc", "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        for folder in PRIVATE_DIRS:
+            if os.path.isdir(folder) and not os.path.islink(folder):
+                _mount(b"tmpfs", folder, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64m,mode=1777")
+        if keep is not None:
+            os.mkdir(SCRATCH, 0o700)
+            _mount(f"/proc/self/fd/{keep}".encode(), SCRATCH, None, MS_BIND)
+            os.close(keep)
+            scratch = SCRATCH
+    workdir = scratch or tempfile.mkdtemp(prefix="asiarch-sandbox-")  # before the file-size limit: tempfile probes by writing
+    if scratch is None:
+        os.chmod(workdir, 0o555)
+    os.chdir(workdir)
+    vm_kib = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0])
+    address_space = vm_kib * 1024 + limits["memory_mb"] * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_seconds"], limits["cpu_seconds"]))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write then fails with an error instead of killing us
+    file_bytes = int(limits.get("file_mb", 0)) * 2**20
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
+    _libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if not root:
+        gaps.append("user switch (not root)")
+        return workdir, gaps
+    hidden = [p for p in (sys.prefix, os.path.dirname(os.path.dirname(__file__))) if not readable_by_others(p)]
+    if hidden:
+        # 'nobody' could not even import lazily from here; keep root, say so in the report
+        gaps.append(f"user switch and process limit skipped: {hidden[0]} is not readable by others")
+        return workdir, gaps
+    if scratch is not None:
+        os.chown(workdir, NOBODY, NOBODY)
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)  # from here on: no root, no writes to root's files
+    resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"], limits["max_processes"]))
+    _die_with_parent(None)  # the credential change disarmed it
+    return workdir, gaps

@@ -1,0 +1,275 @@
+"""Train a candidate without running it here: the parent's side of ``asiarch.train.worker``.
+
+``train_in_sandbox`` writes the trial's inputs to a fresh scratch directory, starts the
+worker in the sandbox, and turns its lines into reports. It trusts nothing the worker
+computed about the final evaluation:
+
+- the worker's checkpoints and outputs are read weights-only, by names the parent checks
+  (no paths, no links), so a file can carry tensors and nothing else;
+- the final evaluation arrives as raw logits, and this process scores them with its own
+  torch (``trainer.score_outputs``): replacing the loss function in the candidate's
+  process changes nothing here, and a claimed loss that disagrees with its own outputs is
+  reported as tampering;
+- a causality audit re-runs a few evaluation rows through the saved weights in a second,
+  fresh sandbox, with every token after a secret position replaced: the logits up to that
+  position must equal the ones the trial reported. A design that saw the future in the
+  trial (only after N calls, only in one process, only at some batch size) cannot
+  reproduce them.
+
+Intermediate reports (the ASHA rungs) carry the worker's own numbers, marked
+``verified: 0``; the final report's are the parent's, marked ``verified: 1``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import random
+import re
+import secrets
+import shutil
+import tempfile
+from typing import Any, Callable
+
+import torch
+
+from asiarch import sandbox
+from asiarch.config import ScaleConfig
+from asiarch.sandbox import SandboxOptions
+from asiarch.train.protocol import TrialData
+from asiarch.train.trainer import MQAR_CHUNK, eval_sets, score_outputs
+
+# what a worker's report may carry; anything else it sends is dropped
+REPORTED = ("step", "tokens_seen", "train_loss", "lr", "grad_norm", "tokens_per_second", "eval_loss",
+            "mqar_accuracy", "downstream_mean")
+SUMMARY = ("steps", "tokens_seen", "train_loss", "eval_loss", "mqar_accuracy", "parameters",
+           "non_embedding_parameters", "tokens_per_second", "downstream_mean", "train_seconds")
+CLAIM_TOLERANCE = 1e-4  # the worker's own loss of its outputs equals ours up to float summation order
+
+
+class SandboxError(RuntimeError):
+    """The trial's harness failed inside the sandbox (not the candidate): Tune retries it."""
+
+
+def _cpu_budget(scale: ScaleConfig) -> int:
+    wall = scale.train.max_wall_seconds
+    return 10**7 if wall is None else int(2 * wall * max(1, scale.torch_threads) + 600)
+
+
+def _scratch_file(scratch: str, name: Any, pattern: str) -> str:
+    """A file the worker named: a plain file directly in its scratch directory, never a link or a path."""
+    if not isinstance(name, str) or not re.fullmatch(pattern, name):
+        raise ValueError(f"the worker named an unexpected file {str(name)[:80]!r}")
+    path = os.path.join(scratch, name)
+    if os.path.islink(path) or not os.path.isfile(path):
+        raise ValueError(f"{name} is not a plain file")
+    return path
+
+
+def _load(path: str) -> Any:
+    """Tensors, lists, dicts and numbers only: a file from the sandbox cannot run code here."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        return torch.load(f, map_location="cpu", weights_only=True)
+
+
+def _numbers(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for key in keys:
+        value = record.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[key] = value
+    return out
+
+
+class _Trial:
+    def __init__(self, source: str, design: str | None, scale: ScaleConfig, data: TrialData,
+                 options: SandboxOptions):
+        self.source, self.design, self.scale, self.data, self.options = source, design, scale, data, options
+        self.val, self.mqar_test = eval_sets(scale.train, data.corpus, data.mqar)
+        self.ranges = {"lm": (0, data.corpus.vocab_size), "mqar": tuple(data.mqar.vocab_range)}
+        self.gaps: list[str] = []
+
+    def _start(self, mode: str, scratch: str, inputs: dict[str, Any], **request: Any) -> sandbox.Reader:
+        path = os.path.join(scratch, "inputs.pt")
+        torch.save(inputs, path)
+        nonce = secrets.token_hex(16)
+        proc = sandbox.launch("asiarch.train.worker", {
+            "mode": mode, "source": self.source, "design": self.design, "inputs": path, "scratch": scratch,
+            "limits": self.options.limits(_cpu_budget(self.scale)), "nonce": nonce, **request})
+        return sandbox.Reader(proc, nonce)
+
+    def _records(self, reader: sandbox.Reader):
+        """The worker's records; a silent worker is killed after the start-up timeout, then after
+        its wall-time budget between two records."""
+        wall = self.scale.train.max_wall_seconds
+        records = reader.records(timeout=self.options.startup_timeout)
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                return
+            except queue.Empty:
+                sandbox.kill(reader.proc)
+                yield {"code_error": f"the sandboxed worker went silent for {reader.timeout:.0f}s and was killed"}
+                return
+            if "sandbox" in record:
+                self.gaps = [str(g) for g in record["sandbox"]][:10]
+                reader.timeout = None if wall is None else 1.5 * wall + 300
+                continue
+            yield record
+
+    def train(self, state: dict[str, Any] | None, downstream: bool,
+              on_report: Callable[[dict[str, float], str], None]) -> dict[str, Any]:
+        scratch = tempfile.mkdtemp(prefix="asiarch-trial-")
+        try:
+            reader = self._start("train", scratch, {"scale": self.scale, "data": self.data, "state": state},
+                                 downstream=downstream)
+            try:
+                return self._follow(reader, scratch, on_report)
+            finally:
+                sandbox.kill(reader.proc)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _follow(self, reader: sandbox.Reader, scratch: str,
+                on_report: Callable[[dict[str, float], str], None]) -> dict[str, Any]:
+        checkpoint, verified = None, None
+        for record in self._records(reader):
+            if "infra_error" in record:
+                raise SandboxError(f"the trial's harness failed in the sandbox: {str(record['infra_error'])[:2000]}\n"
+                                   f"{str(record.get('traceback', ''))[:4000]}")
+            if "code_error" in record:
+                return {"code_error": str(record["code_error"]), "tokens_seen": _numbers(record, ("tokens_seen",))
+                        .get("tokens_seen", 0)}
+            try:
+                if "report" in record:
+                    checkpoint = _scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt")
+                    _load(checkpoint)  # refuses a checkpoint that carries anything but tensors
+                    metrics = _numbers(record["report"] if isinstance(record["report"], dict) else {}, REPORTED)
+                    if "outputs" in record:
+                        verified = self._verify(scratch, record["outputs"], checkpoint, claimed=metrics)
+                        metrics.update(verified)
+                    else:
+                        metrics["verified"] = 0
+                elif "final" in record:
+                    final = record["final"] if isinstance(record["final"], dict) else {}
+                    summary = _numbers(final, SUMMARY)
+                    summary["stop_reason"] = str(final.get("stop_reason", ""))[:40]
+                    summary["stop_message"] = str(final.get("stop_message", ""))[:300]
+                    if "outputs" in record:  # stopped early: scored as it stands
+                        checkpoint = _scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt")
+                        verified = self._verify(scratch, record["outputs"], checkpoint, claimed=None)
+                    summary.update(verified or {"verified": 0})
+                    return {"final": summary}
+            except SandboxError:
+                raise
+            except _Rejected as rejected:
+                return {"code_error": str(rejected), "tokens_seen": 0}
+            except (ValueError, RuntimeError, OSError, EOFError, KeyError, TypeError) as err:
+                # a file the worker wrote could not be read as plain tensors: the candidate's doing
+                return {"code_error": f"the trial's results could not be read safely: {type(err).__name__}: "
+                                      f"{str(err)[:300]}", "tokens_seen": 0}
+            if "report" in record:
+                on_report(metrics, checkpoint)  # outside the try: a failure to report is not the candidate's
+        return {"code_error": f"the sandboxed trial ended without a result: {reader.died()}", "tokens_seen": 0}
+
+    def _verify(self, scratch: str, name: Any, checkpoint: str, claimed: dict[str, float] | None) -> dict[str, float]:
+        """Score the final evaluation's raw logits here, compare with what the worker claimed, audit causality."""
+        outputs = _load(_scratch_file(scratch, name, r"outputs-\d{1,9}\.pt"))
+        lm, mqar = (outputs.get("lm"), outputs.get("mqar")) if isinstance(outputs, dict) else (None, None)
+        vocab = self.ranges["lm"][1]
+        if (not isinstance(lm, list) or len(lm) != len(self.val)
+                or any(not isinstance(t, torch.Tensor) or tuple(t.shape) != (*y.shape, vocab) for t, (_, y) in zip(lm, self.val))):
+            raise _Rejected("the final evaluation's outputs do not have the shape of the evaluation set")
+        if self.mqar_test is not None:
+            width = self.ranges["mqar"][1] - self.ranges["mqar"][0]
+            chunks = [self.mqar_test[1][i : i + MQAR_CHUNK] for i in range(0, len(self.mqar_test[1]), MQAR_CHUNK)]
+            if (not isinstance(mqar, list) or len(mqar) != len(chunks)
+                    or any(not isinstance(t, torch.Tensor) or tuple(t.shape) != (*y.shape, width) for t, y in zip(mqar, chunks))):
+                raise _Rejected("the final evaluation's MQAR outputs do not have the shape of the test set")
+        scores = score_outputs(outputs, self.val, self.mqar_test, self.ranges["lm"],
+                               self.ranges["mqar"] if self.mqar_test is not None else None)
+        if not math.isfinite(scores["eval_loss"]):
+            raise _Rejected(f"the final evaluation's loss is {scores['eval_loss']}")
+        if claimed is not None and "eval_loss" in claimed:
+            gap = abs(claimed["eval_loss"] - scores["eval_loss"])
+            if gap > CLAIM_TOLERANCE * max(1.0, abs(scores["eval_loss"])):
+                raise _Rejected(f"metric tampering: the trial reported eval loss {claimed['eval_loss']:.4f}, but its own "
+                                f"outputs score {scores['eval_loss']:.4f} outside its process")
+        self._audit(outputs, checkpoint)
+        return {**scores, "verified": 1}
+
+    def _audit(self, outputs: dict[str, list[torch.Tensor]], checkpoint: str) -> None:
+        """Re-run a few rows, each with its tokens after a secret position replaced, in a fresh sandbox."""
+        rng = random.Random(secrets.randbits(64))
+        generator = torch.Generator().manual_seed(rng.getrandbits(63))
+        picks: dict[str, list[tuple[torch.Tensor, int]]] = {"lm": [], "mqar": []}  # (claimed logits, position)
+        rows: dict[str, list[torch.Tensor]] = {"lm": [], "mqar": []}
+        lm_rows = [(b, r) for b, (x, _) in enumerate(self.val) for r in range(x.shape[0])]
+        mqar_rows = list(range(len(self.mqar_test[0]))) if self.mqar_test is not None else []
+        plan = [("lm", i) for i in rng.sample(lm_rows, min(self.options.audit_rows, len(lm_rows)))]
+        plan += [("mqar", i) for i in rng.sample(mqar_rows, min(max(1, self.options.audit_rows // 2), len(mqar_rows)))]
+        for task, index in plan:
+            if task == "lm":
+                b, r = index
+                x, claimed = self.val[b][0][r], outputs["lm"][b][r]
+            else:
+                x, claimed = self.mqar_test[0][index], outputs["mqar"][index // MQAR_CHUNK][index % MQAR_CHUNK]
+            position = rng.randrange(0, x.shape[0] - 1)
+            lo, hi = self.ranges[task]
+            perturbed = x.clone()
+            perturbed[position + 1 :] = torch.randint(lo, hi, (x.shape[0] - position - 1,), generator=generator)
+            rows[task].append(perturbed)
+            picks[task].append((claimed, position))
+        scratch = tempfile.mkdtemp(prefix="asiarch-audit-")
+        try:
+            inputs = {"scale": self.scale, "vocab_size": self.data.vocab_size, "ranges": self.ranges,
+                      "rows": {task: torch.stack(r) if r else torch.zeros(0, 1, dtype=torch.long) for task, r in rows.items()}}
+            reader = self._start("audit", scratch, inputs, checkpoint=checkpoint)
+            try:
+                logits = None
+                for record in self._records(reader):
+                    if "audit" in record:
+                        logits = _load(_scratch_file(scratch, record["audit"], r"audit\.pt"))
+                    elif "code_error" in record:
+                        raise _Rejected(f"causality audit: {str(record['code_error'])[:500]}")
+                    elif "infra_error" in record:
+                        raise SandboxError(f"the causality audit's harness failed: {str(record['infra_error'])[:2000]}")
+                if logits is None:
+                    raise _Rejected(f"causality audit: the worker ended without a result: {reader.died()}")
+            finally:
+                sandbox.kill(reader.proc)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        for task, task_picks in picks.items():
+            for j, (claimed, position) in enumerate(task_picks):
+                got = logits.get(task) if isinstance(logits, dict) else None
+                if not isinstance(got, torch.Tensor) or got.shape[0] <= j or got.shape[1:] != claimed.shape:
+                    raise _Rejected("causality audit: the re-run returned logits of the wrong shape")
+                head, again = claimed[: position + 1], got[j][: position + 1]
+                diff = (head - again).abs().max().item()
+                tolerance = self.options.audit_tolerance * max(1.0, head.abs().max().item())
+                if not diff <= tolerance:
+                    raise _Rejected(
+                        f"causality audit failed: re-run in a fresh process with every {task} token after position "
+                        f"{position} replaced, the logits up to position {position} differ from the trial's by {diff:.3g} "
+                        f"(tolerance {tolerance:.3g}): the trial's outputs depended on later tokens or on state the "
+                        f"weights do not hold")
+
+
+class _Rejected(Exception):
+    """The parent refuses the trial's results: the candidate's fault."""
+
+
+def train_in_sandbox(source: str, design: str | None, scale: ScaleConfig, data: TrialData, *,
+                     on_report: Callable[[dict[str, float], str], None], state: dict[str, Any] | None = None,
+                     downstream: bool = False, options: SandboxOptions | None = None) -> dict[str, Any]:
+    """Train candidate ``source`` at ``scale`` in the sandbox; ``on_report(metrics, checkpoint_file)`` per evaluation.
+
+    Returns ``{"final": summary}`` (its eval loss and MQAR accuracy scored and audited here)
+    or ``{"code_error": reason, "tokens_seen": n}`` when the candidate's code failed or its
+    results were refused. Raises ``SandboxError`` when the harness itself failed.
+    """
+    return _Trial(source, design, scale, data, options or SandboxOptions()).train(state, downstream, on_report)
