@@ -24,6 +24,7 @@ from asiarch.arch import SEEDS
 from asiarch.arch.model import ModelConfig
 from asiarch.campaign.settings import CampaignSettings, ExploreSettings, RunSettings, VerifySettings
 from asiarch.checks import CheckOptions
+from asiarch.sandbox import SandboxOptions
 from asiarch.config import ScaleConfig, compose
 from asiarch.llm.anthropic_backend import AnthropicConfig
 from asiarch.proposer import OfflineBackend
@@ -43,6 +44,7 @@ SECTIONS: dict[str, type] = {
     "run": RunSettings,
     "agents": AgentsConfig,
     "checks": CheckOptions,
+    "sandbox": SandboxOptions,
     "scale": ScaleConfig,
 }
 # The sections typed by a function's keyword arguments, or checked by hand below.

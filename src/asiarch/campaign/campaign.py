@@ -32,6 +32,7 @@ from asiarch.campaign.verify import VerifyStage
 from asiarch.campaign.state import CampaignPaths, CampaignRecord, find_campaign, now_iso, read_state, set_latest
 from asiarch.config import ScaleConfig, build_dataclass, compose, load_scale, stage_scale
 from asiarch.memory import Candidate, Kind, Memory, MemoryActor
+from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import prepare_data
 
 PROGRESS_EVERY_S = 15.0
@@ -75,6 +76,7 @@ class Campaign:
         self.verify_settings: VerifySettings = section(config, "verify", VerifySettings)
         self.run_settings: RunSettings = section(config, "run", RunSettings)
         self.agents_config: AgentsConfig = section(config, "agents", AgentsConfig)
+        self.sandbox_options: SandboxOptions = section(config, "sandbox", SandboxOptions)
         self.scale = ScaleConfig.from_dict(config.scale)
         seeds = list(config.seeds)
         unknown = [s for s in [self.settings.seed, *seeds] if s not in SEEDS]
@@ -273,7 +275,8 @@ class Campaign:
             name=self.name, paths=self.paths, record=self.record, writer=self.writer, memory_uri=self.memory_uri,
             settings=self.settings, explore=self.explore_settings, verify=self.verify_settings, run=self.run_settings,
             agents=self.agents_config, seeds=self.seeds, scale=self.scale, fitness_fn=self.fitness_fn,
-            backend=self._backend(), check_options=self.check_options, console=self.console, embedder=self._embedder,
+            backend=self._backend(), check_options=self.check_options, sandbox=self.sandbox_options,
+            console=self.console, embedder=self._embedder,
             wall_left=self._wall_left)
 
     @property

@@ -114,7 +114,7 @@ class ExploreStage:
         ctx, e = self.ctx, self.ctx.explore
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, scales={"explore": self.scale, "verify": self.verify_scale}, data=self.data,
-                                 memory_uri=ctx.memory_uri, downstream=self._downstream()),
+                                 memory_uri=ctx.memory_uri, downstream=self._downstream(), sandbox=ctx.sandbox),
             ctx.resources())
         path = ctx.paths.tune / "explore"
         if tune.Tuner.can_restore(str(path)):

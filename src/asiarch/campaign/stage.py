@@ -47,6 +47,7 @@ class StageContext:
     fitness_fn: FitnessFn
     backend: Any  # the LLM backend the agents use
     check_options: dict[str, Any]
+    sandbox: Any  # asiarch.sandbox.SandboxOptions: the limits candidates train under
     console: Any
     embedder: Any
     wall_left: Callable[[], float | None]

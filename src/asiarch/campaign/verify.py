@@ -19,6 +19,7 @@ from asiarch.campaign.stage import StageContext, StageInterrupted, tokens_per_st
 from asiarch.campaign.state import now_iso
 from asiarch.config import ScaleConfig
 from asiarch.memory import Candidate, Kind, Status
+from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import TrialData
 
 
@@ -27,11 +28,11 @@ def _design_of(config: dict[str, Any]) -> str:
 
 
 def _run_verify_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict[str, TrialData],
-                      downstream: bool = False) -> None:
+                      downstream: bool = False, sandbox: SandboxOptions | None = None) -> None:
     from asiarch.campaign.trainable import run_trial
 
     flat = {**config["run"], "stage": "verify", "lr": config["lr"]}
-    run_trial(flat, scales, data, memory_uri=None, downstream=downstream)
+    run_trial(flat, scales, data, memory_uri=None, downstream=downstream, sandbox=sandbox)
 
 
 class VerifyStage:
@@ -78,7 +79,7 @@ class VerifyStage:
                                          group_of=_design_of)
         trainable = tune.with_resources(
             tune.with_parameters(_run_verify_trial, scales={"verify": scale}, data={"verify": self.data["verify"]},
-                                 downstream=self._downstream()),
+                                 downstream=self._downstream(), sandbox=ctx.sandbox),
             ctx.resources())
         path = ctx.paths.tune / "verify"
         if tune.Tuner.can_restore(str(path)):

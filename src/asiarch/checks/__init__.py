@@ -108,14 +108,15 @@ class CheckOptions:
         self.param_band = tuple(self.param_band)  # YAML gives a list
 
 
-def _scale_shape(scale) -> tuple[int, int, dict[str, Any]]:
+def _scale_shape(scale) -> tuple[int, int, dict[str, Any], int, int]:
     from asiarch.config import ScaleConfig, load_scale
 
     if isinstance(scale, str):
         scale = load_scale(scale)
     if not isinstance(scale, ScaleConfig):
         raise TypeError(f"scale must be a scale name or a ScaleConfig, got {type(scale).__name__}")
-    return scale.model.hidden_size, scale.model.num_heads, dict(scale.model.mixer_kwargs)
+    return (scale.model.hidden_size, scale.model.num_heads, dict(scale.model.mixer_kwargs), scale.train.batch_size,
+            scale.train.seq_len)
 
 
 def _reference_parameters(seed: str, hidden_size: int, num_heads: int, mixer_kwargs: dict[str, Any]) -> int:
@@ -147,7 +148,7 @@ def check_candidate(source: str, scale="cpu_tiny", **options: Any) -> CheckRepor
         return CheckReport([result], time.monotonic() - started)
     results = [CheckResult("policy", True, "no forbidden imports, names or attributes")]
 
-    hidden, heads, mixer_kwargs = _scale_shape(scale)
+    hidden, heads, mixer_kwargs, train_batch, train_len = _scale_shape(scale)
     request = {
         "source": source,
         "preload": policy.modules,
@@ -161,7 +162,8 @@ def check_candidate(source: str, scale="cpu_tiny", **options: Any) -> CheckRepor
             "complexity_base_length": opts.complexity_base_length, "complexity_repeats": opts.complexity_repeats,
             "param_band": list(opts.param_band), "smoke_steps": opts.smoke_steps,
             "smoke_min_improvement": opts.smoke_min_improvement, "atol": opts.atol, "rtol": opts.rtol,
-            "max_grad_norm": opts.max_grad_norm,
+            "max_grad_norm": opts.max_grad_norm, "train_batch_size": train_batch, "train_seq_len": train_len,
+            "causality_seed": secrets.randbelow(2**31),  # a shape and positions the candidate cannot know beforehand
             "reference_parameters": _reference_parameters(opts.reference_seed, hidden, heads, mixer_kwargs),
         },
     }

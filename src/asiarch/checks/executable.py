@@ -8,6 +8,7 @@ the earlier ones passed (a class that cannot be built has no shape to check).
 from __future__ import annotations
 
 import math
+import random
 import time
 from typing import Any, Callable
 
@@ -64,22 +65,49 @@ def check_shape(cls, opts) -> Result:
     return True, "[2, 64, D] -> [2, 64, D], finite", {"output_std": out.std().item()}
 
 
+def _forward(mixer: nn.Module, x: torch.Tensor, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)  # the same random stream for both runs of a comparison (dropout in train mode)
+    return mixer(x)
+
+
 def check_causality(cls, opts) -> Result:
-    mixer = _build(cls, opts).eval()
-    length = 128  # a multiple of common chunk sizes: odd lengths are odd_lengths' business
-    x = _inputs(2, length, opts["hidden_size"], 2)
+    """Outputs up to k must not change when only later tokens do, in train and eval mode, at a
+    fixed shape, at the training batch size and length and at a random shape drawn per run; and
+    the outputs for a prefix must not depend on how long the whole sequence is."""
+    rng = random.Random(opts.get("causality_seed", 0))
+    train_batch, train_len = opts.get("train_batch_size", 2), opts.get("train_seq_len", 128)
+    shapes = [("eval", 2, 128), ("train", train_batch, train_len), ("eval", train_batch, train_len),
+              (rng.choice(("train", "eval")), rng.randint(1, 5), 16 * rng.randint(2, max(2, train_len // 8)))]
+    mixer = _build(cls, opts)
     worst = 0.0
     with torch.no_grad():
-        base = mixer(x)
-        for k in (0, 37, 63, 100):
-            perturbed = x.clone()
-            perturbed[:, k + 1 :] = _inputs(2, length - k - 1, opts["hidden_size"], 3 + k)
-            ok, diff = _close(base[:, : k + 1], mixer(perturbed)[:, : k + 1], opts)
+        for n, (mode, batch, length) in enumerate(shapes):
+            mixer.train(mode == "train")
+            x = _inputs(batch, length, opts["hidden_size"], 2 + n)
+            base = _forward(mixer, x, n)
+            for k in sorted({0, length // 2, length - 2, rng.randrange(length - 1)}):
+                perturbed = x.clone()
+                perturbed[:, k + 1 :] = _inputs(batch, length - k - 1, opts["hidden_size"], 100 + 7 * n + k)
+                ok, diff = _close(base[:, : k + 1], _forward(mixer, perturbed, n)[:, : k + 1], opts)
+                worst = max(worst, diff)
+                if not ok:
+                    return False, (f"{mode} mode, batch {batch}, length {length}: outputs up to position {k} changed by "
+                                   f"{diff:.3g} when only tokens after {k} changed"), {"max_leak": diff, "position": k,
+                                                                                    "mode": mode, "shape": [batch, length]}
+        mixer.eval()
+        full_length = max(4 * train_len, 2 * opts["complexity_base_length"])
+        x = _inputs(1, full_length, opts["hidden_size"], 50)
+        full = mixer(x)
+        # lengths in multiples of 16, like the fixed shapes: lengths no chunk size divides are odd_lengths' business
+        for prefix in sorted({max(16, train_len // 32 * 16), train_len, 16 * rng.randint(1, full_length // 16 - 1)}):
+            ok, diff = _close(full[:, :prefix], mixer(x[:, :prefix]), opts)
             worst = max(worst, diff)
             if not ok:
-                return False, f"outputs up to position {k} changed by {diff:.3g} when only tokens after {k} changed", {
-                    "max_leak": diff, "position": k}
-    return True, "outputs up to k unchanged when tokens after k change (k = 0, 37, 63, 100)", {"max_leak": worst}
+                return False, (f"the outputs for the first {prefix} tokens change by {diff:.3g} when the sequence is "
+                               f"{full_length} long instead of {prefix}: they depend on the sequence's length"), {
+                    "max_leak": diff, "prefix": prefix, "length": full_length}
+    shown = ", ".join(f"{m} {b}x{t}" for m, b, t in shapes)
+    return True, f"causal in {shown}; prefixes independent of the sequence's length", {"max_leak": worst}
 
 
 def check_batch_independence(cls, opts) -> Result:
