@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclass
@@ -29,7 +29,9 @@ class Step:
 
 
 class MessagesServer:
-    def __init__(self) -> None:
+    def __init__(self, responder: Callable[[str, dict[str, Any]], Step] | None = None) -> None:
+        """``responder(tool_name, request_body)``: answers every request when given; else the script does."""
+        self.responder = responder
         self.steps: list[Step] = []
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -43,7 +45,10 @@ class MessagesServer:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 with server._lock:
                     server.requests.append(body)
-                    step = server.steps.pop(0) if server.steps else Step(status=500, raw_body='{"error": "script exhausted"}')
+                    if server.responder is not None:
+                        step = server.responder(body["tools"][0]["name"], body)
+                    else:
+                        step = server.steps.pop(0) if server.steps else Step(status=500, raw_body='{"error": "script exhausted"}')
                 if step.hang_s:
                     time.sleep(step.hang_s)
                 if step.status != 200:
