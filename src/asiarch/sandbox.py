@@ -18,11 +18,16 @@ agent or a Tune trainable. A worker calls ``isolate()`` as its first act and
 
 Without root (a laptop), the namespaces and the user switch are not available; the
 worker says so (``gaps``) and keeps the resource limits and the clean environment.
+
+Workers are forked from a per-process ``Zygote`` that imported torch and asiarch once, so a
+check or a trial does not pay the interpreter's ~2 s start-up; a forked worker closes
+everything it inherited and isolates itself exactly as a fresh interpreter would.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import queue
@@ -80,24 +85,218 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def launch(module: str, request: dict[str, Any]) -> subprocess.Popen:
-    """Start ``python -m module`` as a sandbox worker and hand it ``request`` (JSON on stdin)."""
-    with warnings.catch_warnings():  # fork+exec runs no LanceDB code in the child; its fork warning does not apply
-        warnings.filterwarnings("ignore", message="lancedb fork support")
-        proc = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=clean_env(), start_new_session=True, text=True)
+WORKERS = ("asiarch.checks.worker", "asiarch.train.worker")  # the modules a zygote may start
+ZYGOTE_FD = "ASIARCH_ZYGOTE_FD"
+# what every worker imports before it locks down: imported once by the zygote instead of once per worker
+PRELOADED = ("torch", "torch.nn.functional", "torch.optim", "asiarch.arch.contract", "asiarch.arch.model",
+             "asiarch.data.mqar", "asiarch.train.protocol", "asiarch.checks.executable", "asiarch.checks.worker",
+             "asiarch.train.worker")
+
+
+class _Forked:
+    """A worker the zygote forked, with the parts of ``subprocess.Popen`` the callers use."""
+
+    def __init__(self, pid: int, stdin, stdout, stderr, zygote: "Zygote"):
+        self.pid, self.stdin, self.stdout, self.stderr, self._zygote = pid, stdin, stdout, stderr, zygote
+
+    @property
+    def returncode(self) -> int | None:
+        return self.poll()
+
+    def poll(self) -> int | None:
+        return self._zygote.exit_code(self.pid)
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self._zygote.exit_code(self.pid, wait=timeout if timeout is not None else 3600.0)
+        if code is None:
+            raise subprocess.TimeoutExpired(f"sandbox worker {self.pid}", timeout or 3600.0)
+        return code
+
+
+class Zygote:
+    """A clean process that imported torch and asiarch once and forks sandbox workers on request.
+
+    A worker started from scratch spends about 2 s importing torch; forked from the zygote it
+    starts at once. The zygote holds nothing secret (it starts with ``clean_env``), runs no
+    tensor code, and every child closes the control socket and every inherited descriptor
+    before it becomes a worker; the child then isolates itself exactly as a fresh worker does.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._exits: dict[int, int] = {}
+        self._changed = threading.Condition()
+        self._spawned: queue.Queue[int | None] = queue.Queue()
+        self._proc: subprocess.Popen | None = None
+        self._sock = None
+
+    def _start(self) -> None:
+        import socket
+
+        ours, theirs = socket.socketpair()
+        started: queue.Queue[BaseException | subprocess.Popen] = queue.Queue()
+
+        def keeper() -> None:
+            # the zygote dies with the thread that started it (PR_SET_PDEATHSIG follows the thread):
+            # this one lives as long as the process
+            try:
+                env = {**clean_env(), ZYGOTE_FD: str(theirs.fileno())}
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="lancedb fork support")
+                    started.put(subprocess.Popen([sys.executable, "-m", "asiarch.sandbox"], pass_fds=(theirs.fileno(),),
+                                                 env=env, stdin=subprocess.DEVNULL, start_new_session=True))
+            except BaseException as err:  # noqa: BLE001 - reported to the caller below
+                started.put(err)
+                return
+            threading.Event().wait()
+
+        threading.Thread(target=keeper, name="asiarch-zygote", daemon=True).start()
+        proc = started.get()
+        theirs.close()
+        if isinstance(proc, BaseException):
+            raise proc
+        self._proc, self._sock = proc, ours
+        self._spawned = queue.Queue()
+        threading.Thread(target=self._listen, args=(ours.makefile("r"),), daemon=True).start()
+
+    def _listen(self, stream) -> None:
+        for line in stream:
+            message = json.loads(line)
+            if "spawned" in message:
+                self._spawned.put(message["spawned"])
+            elif "exited" in message:
+                with self._changed:
+                    self._exits[message["exited"]] = message["code"]
+                    self._changed.notify_all()
+        self._spawned.put(None)  # the zygote is gone
+
+    def exit_code(self, pid: int, wait: float = 0.0) -> int | None:
+        with self._changed:
+            self._changed.wait_for(lambda: pid in self._exits, timeout=wait)
+            return self._exits.get(pid)
+
+    def spawn(self, module: str) -> _Forked:
+        """Fork a worker running ``python -m module``'s main with fresh stdin, stdout and stderr pipes."""
+        import socket
+
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._start()
+            pipes = [os.pipe() for _ in range(3)]
+            theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
+            try:
+                socket.send_fds(self._sock, [json.dumps({"module": module}).encode() + b"\n"], theirs)
+                pid = self._spawned.get(timeout=60)
+            finally:
+                for fd in theirs:
+                    os.close(fd)
+        if pid is None:
+            raise RuntimeError("the sandbox zygote died")
+        return _Forked(pid, os.fdopen(pipes[0][1], "w"), os.fdopen(pipes[1][0], "r"), os.fdopen(pipes[2][0], "r"), self)
+
+
+def _zygote_main() -> None:
+    """``python -m asiarch.sandbox``: import once, then fork one worker per request until the owner goes."""
+    import importlib
+    import runpy
+    import select
+    import socket
+
+    sock = socket.socket(fileno=int(os.environ.pop(ZYGOTE_FD)))
+    _die_with_parent(None)
+    for name in PRELOADED:
+        importlib.import_module(name)
+    children: set[int] = set()
+    while True:
+        ready, _, _ = select.select([sock], [], [], 0.1)
+        if ready:
+            message, fds, _, _ = socket.recv_fds(sock, 4096, 3)
+            if not message:
+                os._exit(0)  # the owner closed the socket
+            module = json.loads(message.decode()).get("module")
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    sock.close()
+                    os.setsid()
+                    for target, fd in enumerate(fds):
+                        os.dup2(fd, target)
+                    os.closerange(3, 1 << 16)  # nothing of the zygote's reaches the worker
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    os.environ[PARENT_ENV] = str(os.getppid())
+                    if module not in WORKERS:
+                        raise SystemExit(f"not a sandbox worker: {module!r}")
+                    sys.stdin, sys.stdout, sys.stderr = (os.fdopen(0, "r"), os.fdopen(1, "w", buffering=1),
+                                                         os.fdopen(2, "w", buffering=1))
+                    runpy.run_module(module, run_name="__main__", alter_sys=True)
+                    code = 0
+                except SystemExit as done:
+                    code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+                    if not isinstance(done.code, (int, type(None))):
+                        print(done.code, file=sys.stderr)
+                except BaseException:  # noqa: BLE001 - the worker's own error, as an interpreter would show it
+                    import traceback
+
+                    traceback.print_exc()
+                    code = 1
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(code)
+            for fd in fds:
+                os.close(fd)
+            children.add(pid)
+            sock.sendall(json.dumps({"spawned": pid}).encode() + b"\n")
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            children.discard(pid)
+            code = os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+            sock.sendall(json.dumps({"exited": pid, "code": code}).encode() + b"\n")
+
+
+@functools.cache
+def shared_zygote() -> Zygote:
+    """This process's zygote, started on first use: one per process, like Ray's own worker pool."""
+    return Zygote()
+
+
+def launch(module: str, request: dict[str, Any], fork: bool = True) -> subprocess.Popen | _Forked:
+    """Start ``python -m module`` as a sandbox worker and hand it ``request`` (JSON on stdin).
+
+    ``fork``: fork it from this process's zygote (no interpreter start-up); a fresh
+    interpreter when that is off or the zygote cannot be started.
+    """
+    proc = None
+    if fork:
+        try:
+            proc = shared_zygote().spawn(module)
+        except (OSError, RuntimeError, queue.Empty) as err:
+            warnings.warn(f"the sandbox zygote failed ({err}); starting a fresh interpreter per worker", stacklevel=2)
+    if proc is None:
+        with warnings.catch_warnings():  # fork+exec runs no LanceDB code in the child; its fork warning does not apply
+            warnings.filterwarnings("ignore", message="lancedb fork support")
+            proc = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=clean_env(), start_new_session=True, text=True)
     proc.stdin.write(json.dumps(request))
     proc.stdin.close()
     return proc
 
 
-def kill(proc: subprocess.Popen) -> None:
+def kill(proc: subprocess.Popen | _Forked) -> None:
     """Kill the worker's whole process group (the namespace's reaper takes the rest with it)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    proc.wait()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def exit_cause(code: int | None) -> str:
@@ -289,3 +488,7 @@ def lock_down(limits: dict[str, Any], scratch: str | None = None, isolated: bool
     resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"], limits["max_processes"]))
     _die_with_parent(None)  # the credential change disarmed it
     return workdir, gaps
+
+
+if __name__ == "__main__":
+    _zygote_main()
