@@ -10,6 +10,7 @@ import pytest
 
 from asiarch.agents import Analyst, Engineer, Judge, Researcher
 from asiarch.llm import AnthropicBackend, AnthropicConfig
+from asiarch.llm.schemas import context_of
 from asiarch.memory import FunctionEmbedder, Memory
 from messages_server import MessagesServer, Step
 
@@ -84,3 +85,50 @@ def test_claude_drives_the_four_roles(tmp_path):
     assert judged.judge["performance"] == 6 and judged.judge_rationale == "fine for its size"
     assert judged.judge["overall"] == pytest.approx((0.5 * 6 + 0.3 * 4 + 0.2 * 9) / 10)
     assert memory.get_candidate(proposed.id).llm_usd > 0
+
+
+def test_the_researchers_request_stays_bounded_as_the_campaign_grows(tmp_path):
+    """At 300 stored candidates the request is no larger than 1.5x the one at 60, and carries the code of
+    the parent and its references only: what else was tried arrives as names and one-line motivations."""
+    import json
+    import random
+
+    from asiarch.memory import Candidate, StageMetrics
+    from asiarch.proposer import mutate, name_for, render, seed_genome
+
+    def reply(tool, body):
+        if tool == "submit_researcher":
+            return Step(tool_input={"name": "bounded", "motivation": "a running mean", "code": FIXED})
+        return Step(tool_input={"duplicate": False, "reason": "new"})
+
+    largest, forwards = {}, {}
+    with MessagesServer(responder=reply) as server:
+        llm = AnthropicBackend(AnthropicConfig(api_key="k", base_url=server.url, timeout_s=5, backoff_base_s=0.01))
+        rng, genome, stored = random.Random(0), seed_genome("deltanet"), []
+        memory = Memory(tmp_path / "mem", embedder=FunctionEmbedder(hashed_words, 64))
+        for size in (60, 300):
+            while len(stored) < size:
+                genome = mutate(genome, rng)
+                i = len(stored)
+                stored.append(Candidate(id=f"c{i:04d}", campaign="grow", name=f"{name_for(genome)}-{i}",
+                                        code=render(genome), motivation=f"design {i} changes the decay. " * 3,
+                                        status="finished", explore=StageMetrics(eval_loss=4.0 - i / 1000, fitness=i / 1000)))
+            memory.upsert_candidates(stored)
+            server.requests.clear()
+            Researcher(llm, str(tmp_path / "mem"), memory, campaign="grow").propose()
+            requests = [r for r in server.requests if r["tools"][0]["name"] == "submit_researcher"]
+            largest[size] = max(len(json.dumps(r).encode()) for r in requests)
+            codes = {c.code for c in stored}
+            forwards[size] = max(sum(code in codes for code in _codes(context_of(r["messages"]))) for r in requests)
+    assert largest[300] <= 1.5 * largest[60], largest
+    assert 1 <= forwards[300] <= 5  # the parent and ASI-Arch's four references, nothing else
+
+
+def _codes(value):
+    """Every ``code`` string anywhere in a request's context."""
+    if isinstance(value, dict):
+        return [v for k, v in value.items() if k == "code" and isinstance(v, str)] + [
+            c for v in value.values() for c in _codes(v)]
+    if isinstance(value, list):
+        return [c for v in value for c in _codes(v)]
+    return []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,9 @@ from asiarch.memory import Candidate, Insight, Memory, Status, code_hash
 from asiarch.proposer.render import seed_of_genome
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
 @dataclass
 class AgentsConfig:
     """Mirrors the ``agents`` section of ``conf/config.yaml``."""
@@ -23,6 +28,7 @@ class AgentsConfig:
     novelty_threshold: float = 0.9  # cosine similarity above which the LLM judges duplication
     max_replans: int = 3
     max_repairs: int = 3
+    tried_shown: int = 8  # designs of the campaign the Researcher sees by name and one line (nearest, then latest)
     judge_weights: dict[str, float] = field(default_factory=lambda: {"performance": 0.5, "innovation": 0.3, "complexity": 0.2})
 
 
@@ -63,6 +69,26 @@ def _summary(c: Candidate | None) -> dict[str, Any] | None:
     return summary
 
 
+def _one_line(text: str, limit: int = 160) -> str:
+    first = " ".join((text or "").split())
+    first = first.split(". ")[0]
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
+def _tried(existing: list[Candidate], nearest: list[tuple[Candidate, float]], shown: int) -> dict[str, Any]:
+    """What the campaign already tried, in a size that does not grow with it: counts by status, and
+    the ``shown`` designs nearest the parent (then the latest) by name, one line and explore loss."""
+    picked: dict[str, Candidate] = {c.id: c for c, _ in nearest[:shown]}
+    for c in sorted(existing, key=lambda c: c.created_at or _EPOCH, reverse=True):
+        if len(picked) >= shown:
+            break
+        picked.setdefault(c.id, c)
+    return {"count": len(existing), "by_status": dict(Counter(str(c.status) for c in existing)),
+            "designs": [{"name": c.name[:60], "motivation": _one_line(c.motivation), "status": str(c.status),
+                         "explore_loss": None if c.explore.eval_loss is None else round(c.explore.eval_loss, 3)}
+                        for c in picked.values()]}
+
+
 def _usage_fields(usage: Usage) -> dict[str, Any]:
     return {"llm_input_tokens": usage.input_tokens, "llm_output_tokens": usage.output_tokens, "llm_usd": usage.usd}
 
@@ -100,23 +126,27 @@ class Researcher(_Role):
         insights = [{"title": i.title, "design_insight": i.design_insight, "motifs": i.motifs}
                     for i, _ in reader.search_insights(query, k=5, mode="hybrid")] if reader.count_insights() else []
         existing = reader.list_candidates(campaign=self.campaign)  # read once: the checks below reuse it
-        avoid: list[str] = [c.code for c in existing]
+        by_hash = {c.code_hash: c for c in existing}
+        tried = _tried(existing, reader.neighbours(text=parent_info.get("motivation") or query, k=self.config.tried_shown,
+                                                  campaign=self.campaign) if existing else [], self.config.tried_shown)
+        avoid: list[str] = []  # only what this call re-planned away from: the prompt stays bounded
         usage, notes, duplicate_of = Usage(), [], None
         for attempt in range(max_replans + 1):
             context = {"seed": seed, "parent": parent_info, "references": [_summary(r) for r in references],
-                       "insights": insights, "avoid_codes": avoid}
+                       "insights": insights, "tried": tried, "avoid_codes": avoid}
             result = self.ask("researcher", render("researcher", parent=parent_info["name"]), context)
             usage += result.usage
             proposal = result.data
             twin = seed_twin(proposal["code"]) or seed_of_genome(proposal["code"])
-            if twin is not None:  # a seed under another name is never a new design: re-plan, no LLM needed
-                duplicate_of = f"it is the seed {twin} (same code up to names and comments, or the same genome)"
-                notes.append(f"attempt {attempt + 1} was the seed {twin}; re-planned")
+            same = by_hash.get(code_hash(proposal["code"]))
+            if twin is not None or same is not None:  # the same code is never a new design: re-plan, no LLM needed
+                duplicate_of = (f"it is the seed {twin} (same code up to names and comments, or the same genome)"
+                                if twin is not None else f"it has the code of {same.name}, already in the campaign")
+                notes.append(f"attempt {attempt + 1}: {duplicate_of}; re-planned")
                 avoid.append(proposal["code"])
                 continue
             close = [(c, s) for c, s in reader.neighbours(text=proposal["motivation"], k=3, campaign=self.campaign)
                      if s >= novelty_threshold] if existing else []
-            close += [(c, 1.0) for c in existing if c.code_hash == code_hash(proposal["code"])]
             duplicate_of = None
             if close:
                 verdict = self.ask("novelty", render("novelty"), {
