@@ -167,3 +167,44 @@ def test_no_secret_leaves_in_a_request(server, monkeypatch):
     backend(server).complete("engineer", "system prompt", [{"role": "user", "content": leak}], PROPOSAL)
     sent = json.dumps(server.requests[-1]["messages"])
     assert "tok-0123456789abcdef" not in sent and "test-key" not in sent and sent.count("[redacted]") == 2
+
+
+def test_every_agent_of_a_campaign_draws_on_one_budget():
+    """Three copies of the backend (as three agent actors get them) share one UsdAccount: together they
+    spend at most its limit plus the requests in flight when it ran out, and each is then refused."""
+    import pickle
+
+    import ray
+
+    from asiarch.llm import UsdAccount
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    per_call = (1200 * 3.0 + 300 * 15.0) / 1e6  # the server's default usage at the default prices
+    limit = 10.5 * per_call
+    with MessagesServer(responder=lambda tool, body: Step(tool_input=GOOD)) as running:
+        original = backend(running, budget_usd=1000.0)  # each copy's own limit would never bind
+        account = ray.remote(UsdAccount).options(num_cpus=0).remote(limit)
+        original.share_budget(account)
+        copies = [pickle.loads(pickle.dumps(original)) for _ in range(3)]
+        refused: list[str] = []
+
+        def agent(llm: AnthropicBackend) -> None:
+            while True:
+                try:
+                    ask(llm)
+                except BudgetExceeded as err:
+                    refused.append(str(err))
+                    return
+
+        threads = [threading.Thread(target=agent, args=(llm,)) for llm in copies]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        state = ray.get(account.state.remote())
+        served = len(running.requests)
+    assert len(refused) == 3 and all("budget of $" in r for r in refused)
+    assert served == state["requests"] >= 11  # the account saw every request
+    assert limit <= state["spent"] <= limit + 3 * per_call  # at most the in-flight requests past the limit
+    assert state["spent"] == pytest.approx(served * per_call)

@@ -212,6 +212,7 @@ class Campaign:
             self.writer = MemoryActor.options(name=f"asiarch-memory-{self.name}", namespace=NAMESPACE).remote(
                 self.memory_uri, embedder=self._embedder)
             ray.get(self.writer.uri.remote())  # the writer has created the tables
+            self._share_llm_budget()
             if self.memory().count_insights() == 0:
                 with self.console.status("loading the cognition base into the memory"):
                     ray.get(self.writer.load_cognition_base.remote())
@@ -286,6 +287,22 @@ class Campaign:
 
             self._fitness = instantiate(self.cfg.fitness)
         return self._fitness
+
+    def _share_llm_budget(self) -> None:
+        """Open the campaign's one LLM account (a Ray actor) and make every copy of the backend draw on it."""
+        backend = self._backend()
+        if not hasattr(backend, "share_budget"):
+            return  # the offline proposer spends nothing
+        from asiarch.llm import UsdAccount
+
+        limits = [x for x in (getattr(backend.config, "budget_usd", None), self.settings.max_usd) if x is not None]
+        limit = min(limits) if limits else None
+        spent = self.memory().campaign_counts(self.name).usd  # a resumed campaign keeps what it spent
+        account = ray.remote(UsdAccount).options(name=f"asiarch-usd-{self.name}", namespace=NAMESPACE,
+                                                 get_if_exists=True, num_cpus=0).remote(limit, spent)
+        backend.share_budget(account)
+        self.console.print("LLM budget: " + ("no limit" if limit is None else
+                           f"${limit:.2f} for the whole campaign (${spent:.2f} spent before), shared by every agent"))
 
     def _backend(self) -> Any:
         if self._llm is None:

@@ -17,7 +17,7 @@ class CampaignSettings:
     memory_uri: str | None = None
     max_candidates: int = 8
     max_device_hours: float | None = None
-    max_usd: float | None = None
+    max_usd: float | None = 50.0  # one account for every agent (with llm.budget_usd, the smaller wins)
     max_wall_hours: float | None = None
     researchers: int = 1
     engineers: int = 2

@@ -23,6 +23,7 @@ import anthropic
 
 from asiarch.llm.templates import render
 from asiarch.memory.redact import Redactor
+from asiarch.llm.budget import SharedUsdBudget, UsdBudget
 from asiarch.llm.protocol import BudgetExceeded, LLMError, LLMResult, MalformedOutput, Usage, schema_errors
 
 RETRYABLE_STATUS = (408, 409, 429, 500, 502, 503, 504, 529)
@@ -73,23 +74,6 @@ class AnthropicConfig:
         return build_dataclass(cls, values, "llm")
 
 
-class UsdBudget:
-    """Spend so far against a limit, shared by every thread of one backend."""
-
-    def __init__(self, limit: float | None):
-        self.limit, self.spent = limit, 0.0
-        self._lock = threading.Lock()
-
-    def check(self) -> None:
-        with self._lock:
-            if self.limit is not None and self.spent >= self.limit:
-                raise BudgetExceeded(f"LLM budget of ${self.limit:.2f} is spent (${self.spent:.4f}); no new requests")
-
-    def charge(self, usd: float) -> None:
-        with self._lock:
-            self.spent += usd
-
-
 class AnthropicBackend:
     name = "anthropic"
 
@@ -99,7 +83,7 @@ class AnthropicBackend:
         self.client = client or anthropic.Anthropic(
             api_key=cfg.api_key, base_url=cfg.base_url, timeout=cfg.timeout_s, max_retries=0
         )
-        self.budget = UsdBudget(cfg.budget_usd)
+        self.budget: UsdBudget | SharedUsdBudget = UsdBudget(cfg.budget_usd)
         # prompts quote candidates' errors: no secret leaves in a request (no length cut here)
         self._redactor = Redactor.from_environment(max_chars=sys.maxsize).with_secrets(cfg.api_key)
         self._slots = threading.Semaphore(cfg.max_concurrency)
@@ -108,15 +92,20 @@ class AnthropicBackend:
     # ------------------------------------------------------------------ the protocol call
 
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Travel as the configuration: each agent actor builds its own client (an HTTP pool does not pickle).
+    def share_budget(self, account: Any) -> None:
+        """Draw on ``account`` (a ``UsdAccount`` actor) instead of this copy's own budget; copies keep it."""
+        self.budget = SharedUsdBudget(account)
 
-        The USD budget is then per copy; a campaign's ``max_usd`` is the overall limit.
-        """
-        return {"config": self.config}
+    def __getstate__(self) -> dict[str, Any]:
+        """Travel as the configuration (and the shared account): each agent actor builds its own client
+        (an HTTP pool does not pickle) and, with a shared account, draws on the campaign's one budget."""
+        shared = self.budget.account if isinstance(self.budget, SharedUsdBudget) else None
+        return {"config": self.config, "account": shared}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["config"])
+        if state.get("account") is not None:
+            self.share_budget(state["account"])
 
     def complete(self, role: str, system: str, messages: list[dict[str, Any]], schema: dict[str, Any]) -> LLMResult:
         tool = {"name": f"submit_{role}", "description": f"Submit the {role}'s answer.", "input_schema": schema}
