@@ -103,3 +103,12 @@ def test_unknown_role_and_context_parsing():
         OfflineBackend().complete("poet", "", [], {"type": "object"})
     blocks = [{"role": "user", "content": [{"type": "text", "text": with_context("hi", {"a": 1})}]}]
     assert context_of(blocks) == {"a": 1} and context_of([{"role": "user", "content": "no context"}]) == {}
+
+
+def test_engineer_never_swaps_a_design_for_a_seed():
+    """With no rule for the failure, the offline Engineer returns the design unchanged and says so
+    (the Engineer then rejects it): a seed under the design's name would be no repair."""
+    design = replace(seed_genome("deltanet"), output_gate="none", window=64)
+    code = render(design)
+    answer = ask(OfflineBackend(), "engineer", {"code": code, "failures": [{"check": "causality", "reason": "leaks"}]})
+    assert answer["code"] == code and "no repair for causality" in answer["explanation"]

@@ -195,12 +195,14 @@ class Engineer(_Role):
         attempts = 0
         while failures and attempts < max_repairs:
             attempts += 1
-            result = self.ask("engineer", render("engineer"), {"code": code, "failures": failures})
+            result = self.ask("engineer", render("engineer"), {"code": code, "failures": failures,
+                                                               "motivation": candidate.motivation})
             usage += result.usage
-            if code_hash(result.data["code"]) == code_hash(code):  # no change is no repair: do not re-run anything
+            if code_hash(result.data["code"]) == code_hash(code):  # no change is no repair: the design is rejected
                 repairs.append({"attempt": len(repairs) + 1, "failures": failures, "passed": False,
                                 "explanation": f"{result.data['explanation']} (the code came back unchanged)"})
-                continue
+                failures = [*failures, {"check": "repair", "reason": "the Engineer returned the code unchanged"}]
+                break
             code = result.data["code"]
             report = check_candidate(code, scale, **check_options)
             repairs.append({"attempt": len(repairs) + 1, "failures": failures, "explanation": result.data["explanation"],

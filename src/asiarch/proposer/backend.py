@@ -27,6 +27,8 @@ REPAIRS: dict[str, dict[str, Any]] = {
     "param_budget": {"value_expand": 1, "head_mult": 1, "window": 0},
     "finite_gradients": {"qk_norm": "l2", "beta": "sigmoid", "feature_map": "silu"},
     "training_smoke": {"qk_norm": "l2", "beta": "sigmoid", "output_norm": "rms"},
+    # a trial that diverged or crashed: the stabilisers, and without the extra sliding-window branch
+    "training": {"qk_norm": "l2", "beta": "sigmoid", "output_norm": "rms", "window": 0},
 }
 
 
@@ -86,10 +88,11 @@ class OfflineBackend:
         for failure in failures:
             fixes.update(REPAIRS.get(failure.get("check", ""), {}))
         repaired = replace(genome, **fixes).normalised() if fixes else genome
-        if repaired == genome:  # nothing specific to undo: go back towards the seed it came from
-            repaired = seed_genome("gated_deltanet" if genome.decay != "none" else "deltanet")
         checks = ", ".join(sorted({f.get("check", "?") for f in failures})) or "none"
-        return {"code": render(repaired), "explanation": f"failed {checks}; set {fixes or 'the seed design'}"}
+        if repaired == genome:  # nothing specific to undo; a seed under this design's name would be no repair
+            return {"code": ctx.get("code", ""), "explanation":
+                    f"the offline engineer has no repair for {checks} in this design; returned unchanged"}
+        return {"code": render(repaired), "explanation": f"failed {checks}; set {fixes}"}
 
     def _novelty(self, ctx: dict[str, Any]) -> dict[str, Any]:
         mine = ctx.get("code_hash")
