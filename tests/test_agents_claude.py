@@ -77,6 +77,12 @@ def test_claude_drives_the_four_roles(tmp_path):
         judged = roles["Judge"].score(proposed.id, seeds=[{"name": "deltanet", "eval_loss": 5.4, "mqar_accuracy": 0.7}])
 
         tools = [request["tools"][0]["name"] for request in server.requests]
+        systems = [request["system"] for request in server.requests]
+    # one stable prefix for every role and request, long enough to be cached, with the breakpoint after it
+    assert all(system == systems[0] for system in systems)
+    (block,) = systems[0]
+    assert block["cache_control"] == {"type": "ephemeral"} and len(block["text"].encode()) >= 4 * 1024
+    assert "class DeltaNet(" in block["text"] and "data_dependent_decay" in block["text"]
     assert tools == ["submit_researcher", "submit_engineer", "submit_engineer", "submit_analyst",
                      "submit_judge", "submit_judge"]
     assert analysed.analysis == "the causal running mean trains"

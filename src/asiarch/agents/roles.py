@@ -69,6 +69,19 @@ def _summary(c: Candidate | None) -> dict[str, Any] | None:
     return summary
 
 
+def system_prompt() -> str:
+    """The stable prefix of every agent request: the system prompt, the candidate contract, the DeltaNet
+    seed's code and the motif vocabulary. Byte-identical across requests and roles and longer than the
+    model's minimum cacheable prompt (about 1,024 tokens), so the backend's cache breakpoint after it hits."""
+    from asiarch.arch import contract, seed_source
+    from asiarch.memory.cognition.motifs import MOTIF_DESCRIPTIONS
+
+    motifs = "\n".join(f"- `{name}`: {text}" for name, text in MOTIF_DESCRIPTIONS.items())
+    return (f"{render('system')}\n\n## The candidate contract\n\n{contract.__doc__.strip()}\n\n"
+            f"## A reference design: the DeltaNet seed\n\n```python\n{seed_source('deltanet').strip()}\n```\n\n"
+            f"## Design motifs (the tags of the cognition base's insights)\n\n{motifs}\n")
+
+
 def _one_line(text: str, limit: int = 160) -> str:
     first = " ".join((text or "").split())
     first = first.split(". ")[0]
@@ -100,7 +113,7 @@ class _Role:
                  embedder: Any = None, config: AgentsConfig | None = None):
         self.backend, self.campaign, self.config = backend, campaign, config or AgentsConfig()
         self.memory = MemoryAccess(uri, writer, embedder)
-        self.system = render("system")
+        self.system = system_prompt()
 
     def ask(self, role: str, text: str, context: dict[str, Any]):
         messages = [{"role": "user", "content": with_context(text, context)}]
