@@ -138,3 +138,33 @@ def _codes(value):
     if isinstance(value, list):
         return [c for v in value for c in _codes(v)]
     return []
+
+
+def test_novelty_sees_code_and_motivations_and_a_renamed_copy_is_replanned(tmp_path):
+    """A copy of a stored design under another class name is re-planned without an LLM call, and the
+    re-plan is told what it duplicated; the novelty judge then sees the neighbours' motivation and code."""
+    from asiarch.memory import Candidate
+
+    memory = Memory(tmp_path / "mem", embedder=FunctionEmbedder(hashed_words, 64))
+    memory.upsert_candidates(Candidate(id="old", campaign="n", name="running-mean",
+                                       motivation="a causal running mean with an output gate", code=FIXED))
+    renamed = FIXED.replace("CumulativeMixer", "RenamedMixer").replace("v = self.v", "# same thing\n        v = self.v")
+    other = FIXED.replace("mixed * torch.sigmoid", "mixed * torch.tanh")
+    replies = iter([{"name": "copy", "motivation": "a causal running mean with an output gate", "code": renamed},
+                    {"name": "tanh-gate", "motivation": "a causal running mean with an output gate", "code": other}])
+
+    def reply(tool, body):
+        if tool == "submit_researcher":
+            return Step(tool_input=next(replies))
+        return Step(tool_input={"duplicate": False, "reason": "tanh instead of sigmoid gating"})
+
+    with MessagesServer(responder=reply) as server:
+        llm = AnthropicBackend(AnthropicConfig(api_key="k", base_url=server.url, timeout_s=5, backoff_base_s=0.01))
+        proposed = Researcher(llm, str(tmp_path / "mem"), memory, campaign="n").propose(novelty_threshold=0.5)
+        requests = list(server.requests)
+    assert [r["tools"][0]["name"] for r in requests] == ["submit_researcher", "submit_researcher", "submit_novelty"]
+    assert "running-mean" in str(context_of(requests[1]["messages"])["duplicates_so_far"])
+    (neighbour,) = context_of(requests[2]["messages"])["neighbours"]
+    assert neighbour["code"] == FIXED and neighbour["motivation"].startswith("a causal running mean")
+    assert context_of(requests[2]["messages"])["proposal"]["code"] == other
+    assert proposed.name == "tanh-gate" and proposed.status == "proposed"

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from asiarch.arch.identity import seed_twin
+from asiarch.arch.identity import normalised_code, seed_twin
 from asiarch.checks import check_candidate
 from asiarch.llm.protocol import LLMBackend, Usage
 from asiarch.llm.schemas import ROLE_SCHEMAS, with_context
@@ -140,31 +140,37 @@ class Researcher(_Role):
                     for i, _ in reader.search_insights(query, k=5, mode="hybrid")] if reader.count_insights() else []
         existing = reader.list_candidates(campaign=self.campaign)  # read once: the checks below reuse it
         by_hash = {c.code_hash: c for c in existing}
+        by_form = {form: c for c in existing if (form := normalised_code(c.code)) is not None}  # same code up to names
         tried = _tried(existing, reader.neighbours(text=parent_info.get("motivation") or query, k=self.config.tried_shown,
                                                   campaign=self.campaign) if existing else [], self.config.tried_shown)
         avoid: list[str] = []  # only what this call re-planned away from: the prompt stays bounded
         usage, notes, duplicate_of = Usage(), [], None
         for attempt in range(max_replans + 1):
             context = {"seed": seed, "parent": parent_info, "references": [_summary(r) for r in references],
-                       "insights": insights, "tried": tried, "avoid_codes": avoid}
+                       "insights": insights, "tried": tried, "avoid_codes": avoid,
+                       "duplicates_so_far": list(notes)}  # what earlier attempts of this request duplicated
             result = self.ask("researcher", render("researcher", parent=parent_info["name"]), context)
             usage += result.usage
             proposal = result.data
             twin = seed_twin(proposal["code"]) or seed_of_genome(proposal["code"])
-            same = by_hash.get(code_hash(proposal["code"]))
+            same = by_hash.get(code_hash(proposal["code"])) or by_form.get(normalised_code(proposal["code"]) or "")
             if twin is not None or same is not None:  # the same code is never a new design: re-plan, no LLM needed
                 duplicate_of = (f"it is the seed {twin} (same code up to names and comments, or the same genome)"
-                                if twin is not None else f"it has the code of {same.name}, already in the campaign")
+                                if twin is not None else f"it has the code of {same.name} (up to names, comments "
+                                                         f"and layout), already in the campaign")
                 notes.append(f"attempt {attempt + 1}: {duplicate_of}; re-planned")
                 avoid.append(proposal["code"])
                 continue
-            close = [(c, s) for c, s in reader.neighbours(text=proposal["motivation"], k=3, campaign=self.campaign)
+            # ASI-Arch's five nearest (seeds included), judged on their motivations and code, not names alone
+            close = [(c, s) for c, s in reader.neighbours(text=proposal["motivation"], k=5, campaign=self.campaign)
                      if s >= novelty_threshold] if existing else []
             duplicate_of = None
             if close:
                 verdict = self.ask("novelty", render("novelty"), {
+                    "proposal": {"name": proposal["name"], "motivation": proposal["motivation"], "code": proposal["code"]},
                     "code_hash": code_hash(proposal["code"]),
-                    "neighbours": [{"name": c.name, "code_hash": c.code_hash, "similarity": s} for c, s in close]})
+                    "neighbours": [{"name": c.name, "kind": str(c.kind), "motivation": c.motivation, "code": c.code,
+                                    "code_hash": c.code_hash, "similarity": s} for c, s in close]})
                 usage += verdict.usage
                 if verdict.data["duplicate"]:
                     duplicate_of = verdict.data["reason"]
