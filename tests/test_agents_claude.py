@@ -89,7 +89,7 @@ def test_claude_drives_the_four_roles(tmp_path):
     (insight,) = [i for i, _ in memory.search_insights("running mean", k=5, mode="fts", kind="experiment")]
     assert insight.source == proposed.id
     assert judged.judge["performance"] == 6 and judged.judge_rationale == "fine for its size"
-    assert judged.judge["overall"] == pytest.approx((0.5 * 6 + 0.3 * 4 + 0.2 * 9) / 10)
+    assert judged.judge["overall"] == pytest.approx((0.3 * 6 + 0.25 * 4 + 0.45 * 9) / 10)  # ASI-Arch's weights
     assert memory.get_candidate(proposed.id).llm_usd > 0
 
 

@@ -29,7 +29,8 @@ class AgentsConfig:
     max_replans: int = 3
     max_repairs: int = 3
     tried_shown: int = 8  # designs of the campaign the Researcher sees by name and one line (nearest, then latest)
-    judge_weights: dict[str, float] = field(default_factory=lambda: {"performance": 0.5, "innovation": 0.3, "complexity": 0.2})
+    # ASI-Arch's weights (performance 0.3, innovation 0.25, complexity 0.45)
+    judge_weights: dict[str, float] = field(default_factory=lambda: {"performance": 0.3, "innovation": 0.25, "complexity": 0.45})
 
 
 class MemoryAccess:
