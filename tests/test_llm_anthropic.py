@@ -178,7 +178,8 @@ def test_every_agent_of_a_campaign_draws_on_one_budget():
 
     from asiarch.llm import UsdAccount
 
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     per_call = (1200 * 3.0 + 300 * 15.0) / 1e6  # the server's default usage at the default prices
     limit = 10.5 * per_call
@@ -204,6 +205,8 @@ def test_every_agent_of_a_campaign_draws_on_one_budget():
             t.join(timeout=60)
         state = ray.get(account.state.remote())
         served = len(running.requests)
+    if started:
+        ray.shutdown()  # the modules after this one start their own Ray
     assert len(refused) == 3 and all("budget of $" in r for r in refused)
     assert served == state["requests"] >= 11  # the account saw every request
     assert limit <= state["spent"] <= limit + 3 * per_call  # at most the in-flight requests past the limit

@@ -159,7 +159,8 @@ class Researcher(_Role):
                 duplicate_of = (f"it is the seed {twin} (same code up to names and comments, or the same genome)"
                                 if twin is not None else f"it has the code of {same.name} (up to names, comments "
                                                          f"and layout), already in the campaign")
-                notes.append(f"attempt {attempt + 1}: {duplicate_of}; re-planned")
+                notes.append(f"attempt {attempt + 1} was the seed {twin}; re-planned" if twin is not None else
+                             f"attempt {attempt + 1} was a copy of {same.name} (up to names, comments and layout); re-planned")
                 avoid.append(proposal["code"])
                 continue
             # ASI-Arch's five nearest (seeds included), judged on their motivations and code, not names alone

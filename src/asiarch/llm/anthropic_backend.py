@@ -24,7 +24,7 @@ import anthropic
 from asiarch.llm.templates import render
 from asiarch.memory.redact import Redactor
 from asiarch.llm.budget import SharedUsdBudget, UsdBudget
-from asiarch.llm.protocol import BudgetExceeded, LLMError, LLMResult, MalformedOutput, Usage, schema_errors
+from asiarch.llm.protocol import LLMError, LLMResult, MalformedOutput, Usage, schema_errors
 
 RETRYABLE_STATUS = (408, 409, 429, 500, 502, 503, 504, 529)
 
