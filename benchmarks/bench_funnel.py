@@ -35,10 +35,8 @@ from rich.table import Table  # noqa: E402
 
 from asiarch.config import ScaleConfig  # noqa: E402
 
-SMALL = [  # a cpu_tiny model with a small corpus and MQAR set
-    "scale=cpu_tiny", "scale.train.eval_batches=1", "scale.corpus.max_documents=80",
-    "scale.corpus.tokenizer_vocab_size=512", "scale.mqar.num_train=500", "scale.mqar.num_test=100",
-    "scale.train.eval_mqar_examples=64", "seeds=[deltanet]", "checks.complexity_repeats=2",
+SMALL = [  # the calibrated cpu_tiny research scale itself
+    "scale=cpu_tiny", "seeds=[deltanet]", "checks.complexity_repeats=2",
 ]
 # verify is not measured here: keep it to one promoted candidate and the seed, one short run each
 TINY_VERIFY = ["scale.stages.verify_steps=8", "verify.top_fraction=0", "verify.min_promoted=1", "verify.training_seeds=[0]"]
@@ -46,11 +44,13 @@ TINY_VERIFY = ["scale.stages.verify_steps=8", "verify.top_fraction=0", "verify.m
 
 @ray.remote(num_cpus=1, max_retries=0)
 def train_fully(code: str, scale: ScaleConfig, data) -> dict[str, Any]:
-    """The candidate's class is loaded here, in the worker, never in the driver."""
-    from asiarch.arch import load_mixer_class
-    from asiarch.train.protocol import train_mixer
+    """The candidate trains in the sandbox, as in a campaign: never loaded in this worker or the driver."""
+    from asiarch.train.sandboxed import train_in_sandbox
 
-    return train_mixer(load_mixer_class(code), scale, data, downstream=False)
+    outcome = train_in_sandbox(code, None, scale, data, on_report=lambda metrics, checkpoint: None)
+    if "code_error" in outcome:
+        raise RuntimeError(outcome["code_error"])
+    return outcome["final"]
 
 
 def tune_compute(path: Path) -> dict[str, dict[str, float]]:
