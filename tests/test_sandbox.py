@@ -19,6 +19,7 @@ from asiarch.arch import load_mixer_class
 from asiarch.campaign import trainable
 from asiarch.campaign.trainable import run_trial
 from asiarch.train.protocol import train_mixer
+from test_trainable_blame import FakeTune  # Tune's session as run_trial uses it
 
 ROOT = os.geteuid() == 0
 HONEST = '''
@@ -87,21 +88,6 @@ if child == 0:
     os._exit(0)
 raise ValueError("FINDINGS" + json.dumps(found) + "END")
 '''
-
-
-class FakeTune:
-    """Tune's session as ``run_trial`` uses it: no checkpoint to start from; reports are kept."""
-
-    Checkpoint = trainable.tune.Checkpoint
-
-    def __init__(self):
-        self.reports: list[dict] = []
-
-    def get_checkpoint(self):
-        return None
-
-    def report(self, metrics: dict, checkpoint=None) -> None:
-        self.reports.append(metrics)
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from asiarch.arch import SEEDS, CandidateLoadError, load_mixer_class
-from asiarch.arch.contract import candidate_frames
+from asiarch.arch.contract import candidate_at_fault, candidate_frames
 from asiarch.campaign import trainable
-from asiarch.campaign.trainable import candidate_at_fault, run_trial
+from asiarch.campaign.trainable import run_trial
 from asiarch.train.sandboxed import SandboxError
 
 SOURCE = '''

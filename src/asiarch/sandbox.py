@@ -329,12 +329,16 @@ class Reader:
         if is_protocol:
             self.lines.put(None)
 
-    def records(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
-        """Protocol records until the worker says ``done`` or its stdout closes; ``queue.Empty`` after
-        ``timeout`` seconds without one (the caller may change ``self.timeout`` between records)."""
+    def records(self, timeout: float | None = None) -> Iterator[dict[str, Any] | None]:
+        """Protocol records until the worker says ``done`` or its stdout closes; a final ``None`` when
+        ``timeout`` seconds pass without one (the caller may change ``self.timeout`` between records)."""
         self.timeout = timeout
         while True:
-            line = self.lines.get(timeout=self.timeout)
+            try:
+                line = self.lines.get(timeout=self.timeout)
+            except queue.Empty:
+                yield None  # the worker went silent: the caller kills it and says so
+                return
             if line is None:
                 return
             try:

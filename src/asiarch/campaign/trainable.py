@@ -18,13 +18,12 @@ import os
 import shutil
 import tempfile
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from ray import tune
 
 from asiarch.arch import SEEDS
-from asiarch.arch.contract import candidate_at_fault  # noqa: F401 - the blame rule, re-exported for the trainable's users
 from asiarch.config import ScaleConfig
 from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import TrialData, train_mixer
@@ -85,10 +84,9 @@ def run_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict
     holder: dict[str, Any] = {}
 
     def report(metrics: dict[str, float]) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save({"trainer": holder["trainer"].state_dict(), "training_seed": scale.train.seed,
-                        "design": config.get("design")}, os.path.join(folder, "trainer.pt"))
-            tune.report({**metrics, "total_steps": scale.train.steps}, checkpoint=tune.Checkpoint.from_directory(folder))
+        _report_with_checkpoint(metrics, scale, lambda path: torch.save(
+            {"trainer": holder["trainer"].state_dict(), "training_seed": scale.train.seed,
+             "design": config.get("design")}, path))
 
     summary = train_mixer(SEEDS[config["name"]], scale, data[stage], report=report, downstream=downstream,
                           state=state, on_trainer=lambda trainer: holder.__setitem__("trainer", trainer))
@@ -100,9 +98,7 @@ def _train_candidate(config: dict[str, Any], scale: ScaleConfig, data: TrialData
     """A candidate trains only in the sandbox (``asiarch.train.sandboxed``); this process never loads its code."""
 
     def report(metrics: dict[str, float], checkpoint_file: str) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            shutil.copyfile(checkpoint_file, os.path.join(folder, "trainer.pt"))
-            tune.report({**metrics, "total_steps": scale.train.steps}, checkpoint=tune.Checkpoint.from_directory(folder))
+        _report_with_checkpoint(metrics, scale, lambda path: shutil.copyfile(checkpoint_file, path))
 
     outcome = train_in_sandbox(config["code"], config.get("design"), scale, data, on_report=report, state=state,
                                downstream=downstream, options=options)
@@ -110,6 +106,13 @@ def _train_candidate(config: dict[str, Any], scale: ScaleConfig, data: TrialData
         tune.report({"code_error": outcome["code_error"], "tokens_seen": outcome.get("tokens_seen", 0)})
         return
     tune.report(_final_report(outcome["final"], scale, candidate=True))
+
+
+def _report_with_checkpoint(metrics: dict[str, float], scale: ScaleConfig, write: Callable[[str], Any]) -> None:
+    """One evaluation to Tune, with the trainer state ``write(path)`` puts at ``trainer.pt``."""
+    with tempfile.TemporaryDirectory() as folder:
+        write(os.path.join(folder, "trainer.pt"))
+        tune.report({**metrics, "total_steps": scale.train.steps}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def _final_report(summary: dict[str, Any], scale: ScaleConfig, candidate: bool) -> dict[str, Any]:

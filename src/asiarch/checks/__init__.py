@@ -23,7 +23,6 @@ the same sandbox (``asiarch.train.worker``) and verify its final evaluation outs
 
 from __future__ import annotations
 
-import queue
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -179,13 +178,8 @@ def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[Check
     gaps: list[str] = []
     running = "startup"
     try:
-        records = reader.records(timeout=opts.startup_timeout)
-        while True:
-            try:
-                record = next(records)
-            except StopIteration:
-                break
-            except queue.Empty:
+        for record in reader.records(timeout=opts.startup_timeout):
+            if record is None:
                 sandbox.kill(proc)
                 reason = f"timed out: no result after {reader.timeout:.0f}s (the worker was killed)"
                 results.append(CheckResult(_check_name(running), False, reason))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import queue
 import random
 import re
 import secrets
@@ -104,13 +103,8 @@ class _Trial:
         """The worker's records; a silent worker is killed after the start-up timeout, then after
         its wall-time budget between two records."""
         wall = self.scale.train.max_wall_seconds
-        records = reader.records(timeout=self.options.startup_timeout)
-        while True:
-            try:
-                record = next(records)
-            except StopIteration:
-                return
-            except queue.Empty:
+        for record in reader.records(timeout=self.options.startup_timeout):
+            if record is None:
                 sandbox.kill(reader.proc)
                 yield {"code_error": f"the sandboxed worker went silent for {reader.timeout:.0f}s and was killed"}
                 return
