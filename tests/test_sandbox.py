@@ -19,6 +19,8 @@ from asiarch.arch import load_mixer_class
 from asiarch.campaign import trainable
 from asiarch.campaign.trainable import run_trial
 from asiarch.train.protocol import train_mixer
+from asiarch.train.qa import QAMonitor, TrainingQA
+from asiarch.train.sandboxed import train_in_sandbox
 from test_trainable_blame import FakeTune  # Tune's session as run_trial uses it
 
 ROOT = os.geteuid() == 0
@@ -172,3 +174,61 @@ def test_nothing_outside_the_sandbox_changes_and_no_secret_reaches_it(tiny, monk
         assert findings["wrote:/tmp"] is True  # a private tmpfs: writable inside, gone with the sandbox
     time.sleep(4)  # the forked, setsid child would write now: it died with the sandbox's PID namespace
     assert [p for p in late if p.exists()] == []
+
+
+def qa_trial(code: str, tiny, reference: dict, **settings) -> tuple[dict, list[dict], QAMonitor]:
+    """A sandboxed trial watched by training QA against a given seed reference."""
+    from asiarch.campaign.stage import tokens_per_step
+
+    scale, data = tiny
+    reports: list[dict] = []
+    monitor = QAMonitor(TrainingQA(**{"slow_factor": None, "leak_fraction": None, **settings}), lambda: reference,
+                        tokens_per_report=scale.train.report_every * tokens_per_step(scale))
+    outcome = train_in_sandbox(code, "c-qa", scale, data, on_report=lambda metrics, _: reports.append(metrics), qa=monitor)
+    return outcome, reports, monitor
+
+
+def test_training_qa_rechecks_a_loss_far_below_the_seed_before_it_counts(tiny):
+    # a seed whose first evaluation is far above anything trained here: an honest design's first report is
+    # flagged, re-checked from its checkpoint in a fresh sandbox, and kept; the later ones are not flagged
+    outcome, reports, monitor = qa_trial(HONEST, tiny, {"seed": "deltanet", "loss_curve": [50.0]}, leak_fraction=0.1)
+    assert "final" in outcome, outcome
+    assert [r.get("leak_checked") for r in reports] == [1] + [None] * (len(reports) - 1)
+    (note,) = monitor.notes
+    assert "suspected leakage" in note and "below the seed deltanet's 50.0000" in note and "reproduced, causal" in note
+    # the design that starts seeing the next token after its checks: refused at its first flagged evaluation,
+    # because its weights in a fresh process do not reproduce the loss it reported
+    scale, _ = tiny
+    outcome, reports, _ = qa_trial(LEAKS_LATER, tiny, {"seed": "deltanet", "loss_curve": [0.0, 50.0]}, leak_fraction=0.1)
+    assert len(reports) == 1 and "suspected leakage" in outcome["code_error"]  # refused at its second evaluation
+    assert "not reproducible from its weights" in outcome["code_error"]
+
+
+def test_training_qa_stops_a_trial_far_slower_than_its_seed(tiny):
+    scale, _ = tiny
+    outcome, reports, _ = qa_trial(HONEST, tiny, {"seed": "deltanet", "wall_tokens_per_second": 1e12}, slow_factor=3.0)
+    assert "training QA" in outcome["qa_stopped"] and "more than 3x slower than the seed deltanet" in outcome["qa_stopped"]
+    assert len(reports) == 3 < scale.train.steps // scale.train.report_every  # two slow windows after the first report
+    assert outcome["last"] == reports[-1]
+    # no reference yet (the seed still training): nothing is stopped or flagged on a guess
+    outcome, reports, monitor = qa_trial(HONEST, tiny, None, slow_factor=3.0, leak_fraction=0.1)
+    assert "final" in outcome and not monitor.notes and not any("leak_checked" in r for r in reports)
+
+
+def test_qa_monitor_rules():
+    clock = iter([0.0, 10.0, 20.0, 21.0, 31.0, 41.0]).__next__
+    monitor = QAMonitor(TrainingQA(3.0, 0.1), lambda: {"seed": "s", "wall_tokens_per_second": 100.0,
+                                                       "loss_curve": [5.0, 4.0]}, tokens_per_report=100, clock=clock)
+    # windows of 10 tokens/s against the seed's 100: stopped after two slow windows in a row; a fast one resets
+    verdicts = [monitor.too_slow() for _ in range(6)]
+    assert [v is not None for v in verdicts] == [False, False, True, False, False, True]
+    assert "10 tokens/s" in verdicts[2] and "(100 tokens/s)" in verdicts[2]
+    # a loss more than 10 % below the seed's at the same evaluation is flagged; at or above that line, or past
+    # the seed's curve, or unmeasured, it is not
+    assert "8.9% below" not in (monitor.leak_suspected(0, 4.4) or "") and "12.0% below" in monitor.leak_suspected(0, 4.4)
+    assert monitor.leak_suspected(0, 4.6) is None and monitor.leak_suspected(1, 3.5) is not None
+    assert monitor.leak_suspected(2, 1.0) is None and monitor.leak_suspected(0, None) is None
+    with pytest.raises(ValueError, match="qa_slow_factor"):
+        TrainingQA(0.5, 0.1)
+    with pytest.raises(ValueError, match="qa_leak_fraction"):
+        TrainingQA(3.0, 1.5)

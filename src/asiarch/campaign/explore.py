@@ -102,7 +102,20 @@ class ExploreStage:
             max_usd=s.max_usd, explore_lr=self.scale.train.lr, explore_seed=self.scale.train.seed,
             bench_key=ctx.bench_key, bench_chance=scoring.benchmark_chance(self.scale),
             crash_retries=ctx.explore.max_failures if ctx.explore.max_failures >= 0 else 10**6,
-            check_options=ctx.check_options, agents=ctx.agents)
+            check_options=ctx.check_options, agents=ctx.agents, qa=self._qa())
+
+    @property
+    def pipeline_name(self) -> str:
+        """The campaign's pipeline actor, by name: the searcher and the trials find it with this."""
+        return f"asiarch-pipeline-{self.ctx.name}"
+
+    def _qa(self) -> dict[str, Any] | None:
+        """Training QA's settings as every explore trial receives them (with where to read the seed's curve)."""
+        e = self.ctx.explore
+        if e.qa_slow_factor is None and e.qa_leak_fraction is None:
+            return None
+        return {"pipeline": self.pipeline_name, "namespace": NAMESPACE,
+                "slow_factor": e.qa_slow_factor, "leak_fraction": e.qa_leak_fraction}
 
     def _tuner(self, slots: int):
         from ray import tune
@@ -127,7 +140,7 @@ class ExploreStage:
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=CandidateSearcher(f"asiarch-pipeline-{ctx.name}", NAMESPACE, metric=e.metric),
+                search_alg=CandidateSearcher(self.pipeline_name, NAMESPACE, metric=e.metric),
                 scheduler=explore_scheduler(self.scale.train.steps * tokens_per_step(self.scale), e.grace_fraction,
                                             e.reduction_factor, metric=e.metric,
                                             first_rung_tokens=self.first_rung() * tokens_per_step(self.scale)),
@@ -148,7 +161,7 @@ class ExploreStage:
     def run(self) -> None:
         ctx = self.ctx
         slots = ctx.slots()
-        self.pipeline = CampaignPipeline.options(name=f"asiarch-pipeline-{ctx.name}", namespace=NAMESPACE).remote(
+        self.pipeline = CampaignPipeline.options(name=self.pipeline_name, namespace=NAMESPACE).remote(
             self._pipeline_settings(slots), _fork_backend(ctx.backend, 0), ctx.writer, self.scale, ctx.fitness_fn,
             ctx.seed_result(ctx.anchor_seed, "explore"))
         waiter = self._start_anchor()

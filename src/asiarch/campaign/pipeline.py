@@ -47,6 +47,7 @@ class PipelineSettings:
     crash_retries: int = 2  # new trials for a candidate whose trial Tune gave up on (explore.max_failures)
     check_options: dict[str, Any] = field(default_factory=dict)
     agents: Any = None  # AgentsConfig
+    qa: dict[str, Any] | None = None  # training QA, passed to every trial (asiarch.train.qa; None: off)
 
 
 @ray.remote(num_cpus=0, max_concurrency=32)
@@ -183,8 +184,9 @@ class CampaignPipeline:
                     self.done.discard(cid)
                     # awaited: the next budget decision reads this candidate as trained
                     ray.get(self.writer.update_candidate.remote(cid, status=Status.TRAINING, status_reason="explore trial"))
-                    return {"kind": Kind.CANDIDATE.value, "design": cid, "name": c.name, "code": c.code,
-                            "stage": "explore", "training_seed": self.s.explore_seed, "lr": self.s.explore_lr}
+                    config = {"kind": Kind.CANDIDATE.value, "design": cid, "name": c.name, "code": c.code,
+                              "stage": "explore", "training_seed": self.s.explore_seed, "lr": self.s.explore_lr}
+                    return {**config, "qa": self.s.qa} if self.s.qa else config
                 self.ready.appendleft(cid)
                 break
             if self._over(live_trials, used):
@@ -288,7 +290,13 @@ class CampaignPipeline:
             history.append(float(result["eval_loss"]))  # its progress report may not have landed yet
         metrics = scoring.stage_metrics([result], self.s.bench_key, loss_curve=history)
         status = Status.STOPPED if early else Status.FINISHED
-        reason = f"ASHA stopped it at step {step}/{total}" if early else f"trained {step} steps"
+        reason = (f"stopped at step {step}/{total}: {result['qa_stopped']}" if result.get("qa_stopped") else
+                  f"ASHA stopped it at step {step}/{total}" if early else f"trained {step} steps")
+        if result.get("qa_notes"):
+            reason += f"; training QA: {result['qa_notes']}"
+        elif result.get("leak_checked"):
+            reason += ("; training QA: its last loss, suspiciously far below the seed's, was re-evaluated from its "
+                       "checkpoint in a fresh sandbox: reproduced, causal")
         ray.get(self.writer.set_stage.remote(
             design, "explore", loss_curve=metrics.loss_curve, eval_loss=metrics.eval_loss,
             mqar_accuracy=metrics.mqar_accuracy, benchmark=metrics.benchmark, benchmarks=metrics.benchmarks,
@@ -298,6 +306,14 @@ class CampaignPipeline:
     def set_baseline(self, baseline: dict[str, Any]) -> None:
         self.baseline = baseline
         self.baseline_ready.set()
+
+    def qa_reference(self) -> dict[str, Any] | None:
+        """What training QA compares a running trial with: the anchor seed's explore curve and pace."""
+        b = self.baseline
+        if b is None:
+            return None
+        return {"seed": b.get("name"), "loss_curve": b.get("loss_curve") or [],
+                "wall_tokens_per_second": b.get("wall_tokens_per_second")}
 
     def _judge_and_score(self, design: str, early: bool, step: int, total: int) -> None:
         if not self.baseline_ready.wait(timeout=24 * 3600):

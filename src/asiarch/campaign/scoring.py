@@ -19,7 +19,8 @@ from asiarch.campaign.fitness import Fitness, FitnessFn, coerce_fitness
 from asiarch.config import ScaleConfig
 from asiarch.memory import StageMetrics
 
-RUN_KEYS = ("eval_loss", "mqar_accuracy", "downstream_mean", "lr", "benchmark")  # kept per run in the stage's benchmarks
+# kept per run in the stage's benchmarks
+RUN_KEYS = ("eval_loss", "mqar_accuracy", "downstream_mean", "lr", "benchmark", "wall_tokens_per_second")
 
 
 def benchmark_key(scale: ScaleConfig) -> str:
@@ -104,10 +105,13 @@ def benchmark_chance(scale: ScaleConfig) -> Chance | None:
 
 
 def anchor_of(name: str, metrics: StageMetrics) -> dict[str, Any]:
-    """What a fitness function reads of a design: its name, loss and benchmark."""
+    """What a fitness function, the Judge and training QA read of a design: its name, loss and benchmark
+    with their spread over training runs, its loss curve and its wall-clock pace."""
+    paces = sorted(run_values(metrics, "wall_tokens_per_second"))
     return {"name": name, "eval_loss": metrics.eval_loss, "benchmark": metrics.benchmark,
             "mqar_accuracy": metrics.mqar_accuracy, "eval_loss_std": std(run_values(metrics, "eval_loss")),
-            "benchmark_std": std(run_values(metrics, "benchmark"))}
+            "benchmark_std": std(run_values(metrics, "benchmark")), "loss_curve": list(metrics.loss_curve),
+            "wall_tokens_per_second": paces[len(paces) // 2] if paces else None}
 
 
 def score(fitness_fn: FitnessFn, name: str, metrics: StageMetrics, anchor: Mapping[str, Any] | None,

@@ -45,8 +45,13 @@ class ExploreSettings:
     reduction_factor: int = 3
     max_failures: int = 2
     anchor_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # the explore anchor's training seeds
+    qa_slow_factor: float | None = 3.0  # training QA (asiarch.train.qa): stop a trial this many times slower than its seed
+    qa_leak_fraction: float | None = 0.10  # training QA: re-check a loss this fraction below the seed's before it counts
 
     def __post_init__(self) -> None:
+        from asiarch.train.qa import TrainingQA
+
+        TrainingQA(self.qa_slow_factor, self.qa_leak_fraction)  # validates both
         if len(self.anchor_seeds) < 1 or len(set(self.anchor_seeds)) != len(self.anchor_seeds):
             raise ValueError(f"explore.anchor_seeds must be distinct and non-empty, got {self.anchor_seeds}")
         if not 0 < self.grace_fraction <= 1:

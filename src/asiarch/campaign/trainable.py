@@ -27,6 +27,7 @@ from asiarch.arch import SEEDS
 from asiarch.config import ScaleConfig
 from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import TrialData, train_mixer
+from asiarch.train.qa import QAMonitor, TrainingQA
 from asiarch.train.sandboxed import train_in_sandbox
 
 FINISHED_STATUSES = ("stopped", "finished", "failed")  # an explore result already in the memory
@@ -100,12 +101,46 @@ def _train_candidate(config: dict[str, Any], scale: ScaleConfig, data: TrialData
     def report(metrics: dict[str, float], checkpoint_file: str) -> None:
         _report_with_checkpoint(metrics, scale, lambda path: shutil.copyfile(checkpoint_file, path))
 
+    qa = _qa_monitor(config.get("qa"), scale)
     outcome = train_in_sandbox(config["code"], config.get("design"), scale, data, on_report=report, state=state,
-                               downstream=downstream, options=options)
+                               downstream=downstream, options=options, qa=qa)
     if "code_error" in outcome:  # the candidate's code failed: a result for the Engineer, not a Tune retry
         tune.report({"code_error": outcome["code_error"], "tokens_seen": outcome.get("tokens_seen", 0)})
         return
-    tune.report(_final_report(outcome["final"], scale, candidate=True))
+    if "qa_stopped" in outcome:  # too slow against its seed: stopped as it stands, like an ASHA stop
+        tune.report({**outcome["last"], "qa_stopped": outcome["qa_stopped"], "total_steps": scale.train.steps})
+        return
+    final = _final_report(outcome["final"], scale, candidate=True)
+    if qa is not None and qa.notes:
+        final["qa_notes"] = "; ".join(qa.notes)
+    tune.report(final)
+
+
+def _qa_monitor(qa: dict[str, Any] | None, scale: ScaleConfig) -> QAMonitor | None:
+    """Training QA against the anchor seed, read from the campaign's pipeline actor once it has it
+    (the anchor may still be training when the first candidates start)."""
+    if not qa:
+        return None
+    import ray
+
+    from asiarch.campaign.stage import tokens_per_step
+
+    known: dict[str, Any] = {}
+
+    def reference() -> dict[str, Any] | None:
+        if "value" not in known:
+            try:
+                pipeline = ray.get_actor(qa["pipeline"], namespace=qa.get("namespace"))
+                value = ray.get(pipeline.qa_reference.remote(), timeout=30)
+            except Exception:  # noqa: BLE001 - no pipeline (a trial run by hand) or a slow one: no QA this time
+                return None
+            if value is None:
+                return None
+            known["value"] = value
+        return known["value"]
+
+    settings = TrainingQA(slow_factor=qa.get("slow_factor"), leak_fraction=qa.get("leak_fraction"))
+    return QAMonitor(settings, reference, tokens_per_report=scale.train.report_every * tokens_per_step(scale))
 
 
 def _report_with_checkpoint(metrics: dict[str, float], scale: ScaleConfig, write: Callable[[str], Any]) -> None:

@@ -113,6 +113,7 @@ def train_mixer(
         "steps": result.step,
         "tokens_seen": result.tokens_seen,
         "train_seconds": train_seconds,
+        "wall_tokens_per_second": result.tokens_seen / max(train_seconds, 1e-9),  # evaluations included
         "history": result.history,
         **{k: result.final.get(k) for k in ("train_loss", "eval_loss", "mqar_accuracy")},
     }

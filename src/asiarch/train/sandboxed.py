@@ -18,6 +18,11 @@ computed about the final evaluation:
 
 Intermediate reports (the ASHA rungs) carry the worker's own numbers, marked
 ``verified: 0``; the final report's are the parent's, marked ``verified: 1``.
+
+With a ``QAMonitor`` (``asiarch.train.qa``) the parent also applies training QA: a trial far
+slower than its seed is stopped (``{"qa_stopped": reason}``), and a report whose loss is
+implausibly far below the seed's is re-evaluated from its checkpoint in a fresh sandbox
+before it is passed on (``leak_checked: 1``), or refused.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from asiarch import sandbox
 from asiarch.config import ScaleConfig
 from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import TrialData
+from asiarch.train.qa import QAMonitor
 from asiarch.train.trainer import MQAR_CHUNK, eval_sets, score_outputs
 
 # what a worker's report may carry; anything else it sends is dropped
@@ -45,6 +51,7 @@ REPORTED = ("step", "tokens_seen", "train_loss", "lr", "grad_norm", "tokens_per_
 SUMMARY = ("steps", "tokens_seen", "train_loss", "eval_loss", "mqar_accuracy", "parameters",
            "non_embedding_parameters", "tokens_per_second", "downstream_mean", "train_seconds")
 CLAIM_TOLERANCE = 1e-4  # the worker's own loss of its outputs equals ours up to float summation order
+RECHECK_TOLERANCE = 1e-3  # a fresh process re-evaluating the same weights in other batches: float noise only
 
 
 class SandboxError(RuntimeError):
@@ -115,20 +122,22 @@ class _Trial:
             yield record
 
     def train(self, state: dict[str, Any] | None, downstream: bool,
-              on_report: Callable[[dict[str, float], str], None]) -> dict[str, Any]:
+              on_report: Callable[[dict[str, float], str], None], qa: QAMonitor | None) -> dict[str, Any]:
         scratch = tempfile.mkdtemp(prefix="asiarch-trial-")
         try:
             reader = self._start("train", scratch, {"scale": self.scale, "data": self.data, "state": state},
                                  downstream=downstream)
             try:
-                return self._follow(reader, scratch, on_report)
+                # the parent's own count of evaluations (a resumed trial continues where its state was)
+                done = int(state["step"]) // self.scale.train.report_every if state else 0
+                return self._follow(reader, scratch, on_report, qa, done)
             finally:
                 sandbox.kill(reader.proc)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _follow(self, reader: sandbox.Reader, scratch: str,
-                on_report: Callable[[dict[str, float], str], None]) -> dict[str, Any]:
+    def _follow(self, reader: sandbox.Reader, scratch: str, on_report: Callable[[dict[str, float], str], None],
+                qa: QAMonitor | None, reports: int) -> dict[str, Any]:
         checkpoint, verified = None, None
         for record in self._records(reader):
             if "infra_error" in record:
@@ -147,6 +156,12 @@ class _Trial:
                         metrics.update(verified)
                     else:
                         metrics["verified"] = 0
+                    flag = qa.leak_suspected(reports, metrics.get("eval_loss")) if qa is not None else None
+                    if flag is not None:  # the result counts only once its weights reproduce it, causally
+                        self._recheck(checkpoint, metrics["eval_loss"], flag)
+                        metrics["leak_checked"] = 1
+                        qa.notes.append(f"{flag}; re-evaluated from its checkpoint in a fresh sandbox: reproduced, causal")
+                    reports += 1
                 elif "final" in record:
                     final = record["final"] if isinstance(record["final"], dict) else {}
                     summary = _numbers(final, SUMMARY)
@@ -167,6 +182,9 @@ class _Trial:
                                       f"{str(err)[:300]}", "tokens_seen": 0}
             if "report" in record:
                 on_report(metrics, checkpoint)  # outside the try: a failure to report is not the candidate's
+                slow = qa.too_slow() if qa is not None else None
+                if slow is not None and metrics.get("step", 0) < self.scale.train.steps:
+                    return {"qa_stopped": slow, "last": metrics}
         return {"code_error": f"the sandboxed trial ended without a result: {reader.died()}", "tokens_seen": 0}
 
     def _verify(self, scratch: str, name: Any, checkpoint: str, claimed: dict[str, float] | None) -> dict[str, float]:
@@ -217,26 +235,8 @@ class _Trial:
             perturbed[position + 1 :] = torch.randint(lo, hi, (x.shape[0] - position - 1,), generator=generator)
             rows[task].append(perturbed)
             picks[task].append((claimed, position))
-        scratch = tempfile.mkdtemp(prefix="asiarch-audit-")
-        try:
-            inputs = {"scale": self.scale, "vocab_size": self.data.vocab_size, "ranges": self.ranges,
-                      "rows": {task: torch.stack(r) if r else torch.zeros(0, 1, dtype=torch.long) for task, r in rows.items()}}
-            reader = self._start("audit", scratch, inputs, checkpoint=checkpoint)
-            try:
-                logits = None
-                for record in self._records(reader):
-                    if "audit" in record:
-                        logits = _load(_scratch_file(scratch, record["audit"], r"audit\.pt"))
-                    elif "code_error" in record:
-                        raise _Rejected(f"causality audit: {str(record['code_error'])[:500]}")
-                    elif "infra_error" in record:
-                        raise SandboxError(f"the causality audit's harness failed: {str(record['infra_error'])[:2000]}")
-                if logits is None:
-                    raise _Rejected(f"causality audit: the worker ended without a result: {reader.died()}")
-            finally:
-                sandbox.kill(reader.proc)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        inputs = {task: torch.stack(r) if r else torch.zeros(0, 1, dtype=torch.long) for task, r in rows.items()}
+        logits = self._rerun(inputs, checkpoint, "causality audit")
         for task, task_picks in picks.items():
             for j, (claimed, position) in enumerate(task_picks):
                 got = logits.get(task) if isinstance(logits, dict) else None
@@ -253,17 +253,76 @@ class _Trial:
                         f"weights do not hold")
 
 
+    def _rerun(self, rows: dict[str, torch.Tensor], checkpoint: str, what: str) -> dict[str, torch.Tensor]:
+        """The logits of ``rows`` under ``checkpoint``'s weights, from a fresh sandbox (the audit worker)."""
+        scratch = tempfile.mkdtemp(prefix="asiarch-audit-")
+        try:
+            inputs = {"scale": self.scale, "vocab_size": self.data.vocab_size, "ranges": self.ranges, "rows": rows}
+            reader = self._start("audit", scratch, inputs, checkpoint=checkpoint)
+            try:
+                logits = None
+                for record in self._records(reader):
+                    if "audit" in record:
+                        logits = _load(_scratch_file(scratch, record["audit"], r"audit\.pt"))
+                    elif "code_error" in record:
+                        raise _Rejected(f"{what}: {str(record['code_error'])[:500]}")
+                    elif "infra_error" in record:
+                        raise SandboxError(f"the {what}'s harness failed: {str(record['infra_error'])[:2000]}")
+                if not isinstance(logits, dict):
+                    raise _Rejected(f"{what}: the worker ended without a result: {reader.died()}")
+                return logits
+            finally:
+                sandbox.kill(reader.proc)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _recheck(self, checkpoint: str, claimed: float, flag: str) -> None:
+        """Training QA's re-check of a suspiciously low loss: the whole LM evaluation set, plus a few rows
+        with a secret suffix replaced, through the checkpoint's weights in a fresh sandbox. The loss must
+        match the claim and the replaced suffixes must not change any logit before them."""
+        rng = random.Random(secrets.randbits(64))
+        generator = torch.Generator().manual_seed(rng.getrandbits(63))
+        inputs = torch.cat([x for x, _ in self.val])
+        lo, hi = self.ranges["lm"]
+        picks = [(rng.randrange(inputs.shape[0]), rng.randrange(0, inputs.shape[1] - 1))
+                 for _ in range(max(1, self.options.audit_rows))]
+        perturbed = []
+        for row, position in picks:
+            x = inputs[row].clone()
+            x[position + 1 :] = torch.randint(lo, hi, (x.shape[0] - position - 1,), generator=generator)
+            perturbed.append(x)
+        logits = self._rerun({"lm": torch.cat([inputs, torch.stack(perturbed)])}, checkpoint,
+                             f"training QA's re-check ({flag})").get("lm")
+        total = inputs.shape[0] + len(picks)
+        if not isinstance(logits, torch.Tensor) or tuple(logits.shape[:2]) != (total, inputs.shape[1]):
+            raise _Rejected(f"{flag}; the re-check returned logits of the wrong shape")
+        sizes = [x.shape[0] for x, _ in self.val]
+        again = score_outputs({"lm": list(logits[: inputs.shape[0]].split(sizes)), "mqar": []}, self.val, None,
+                              self.ranges["lm"], None)["eval_loss"]
+        if not abs(again - claimed) <= RECHECK_TOLERANCE * max(1.0, abs(claimed)):
+            raise _Rejected(f"{flag}; its checkpoint re-evaluated in a fresh sandbox scores {again:.4f}, not the "
+                            f"claimed {claimed:.4f}: the result is not reproducible from its weights")
+        for j, (row, position) in enumerate(picks):
+            head, other = logits[row][: position + 1], logits[inputs.shape[0] + j][: position + 1]
+            diff = (head - other).abs().max().item()
+            if not diff <= self.options.audit_tolerance * max(1.0, head.abs().max().item()):
+                raise _Rejected(f"{flag}; re-checked in a fresh sandbox, replacing the tokens after position {position} "
+                                f"changed the logits before it by {diff:.3g}: the design sees the future")
+
+
 class _Rejected(Exception):
     """The parent refuses the trial's results: the candidate's fault."""
 
 
 def train_in_sandbox(source: str, design: str | None, scale: ScaleConfig, data: TrialData, *,
                      on_report: Callable[[dict[str, float], str], None], state: dict[str, Any] | None = None,
-                     downstream: bool = False, options: SandboxOptions | None = None) -> dict[str, Any]:
+                     downstream: bool = False, options: SandboxOptions | None = None,
+                     qa: QAMonitor | None = None) -> dict[str, Any]:
     """Train candidate ``source`` at ``scale`` in the sandbox; ``on_report(metrics, checkpoint_file)`` per evaluation.
 
-    Returns ``{"final": summary}`` (its eval loss and MQAR accuracy scored and audited here)
-    or ``{"code_error": reason, "tokens_seen": n}`` when the candidate's code failed or its
-    results were refused. Raises ``SandboxError`` when the harness itself failed.
+    Returns ``{"final": summary}`` (its eval loss and MQAR accuracy scored and audited here),
+    ``{"code_error": reason, "tokens_seen": n}`` when the candidate's code failed or its
+    results were refused, or ``{"qa_stopped": reason, "last": metrics}`` when training QA
+    stopped it. Raises ``SandboxError`` when the harness itself failed.
     """
-    return _Trial(source, design, scale, data, options or SandboxOptions()).train(state, downstream, on_report)
+    return _Trial(source, design, scale, data, options or SandboxOptions()).train(state, downstream, on_report, qa)

@@ -1,0 +1,82 @@
+"""Training QA: ASI-Arch's two sanity rules on a running candidate, against its anchor seed.
+
+- **Too slow.** A design whose time per token is far above its seed's wastes the slot it
+  holds: past ``slow_factor`` times the seed's (over two evaluation windows in a row, so
+  one hiccup of a busy machine stops nothing) the trial is stopped with that reason.
+- **Too good.** A loss more than ``leak_fraction`` below the seed's at the same
+  evaluation is what a design that sees the future looks like. The result is flagged and,
+  before it counts, the parent re-evaluates the checkpoint in a fresh sandbox
+  (``asiarch.train.sandboxed``): its weights must reproduce the claimed loss there, with
+  the tokens after a secret position replaced changing nothing before it.
+
+Both rates are wall-clock tokens per second with the evaluations included: the seed's from
+its runs' ``wall_tokens_per_second``, the candidate's measured by the parent between two reports (the
+worker's own timing could be forged). A design identical to the seed reads ~1.1x slower
+here (sandbox and checkpoint traffic, ``benchmarks/bench_sandbox.py``), well inside 3x.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass
+class TrainingQA:
+    """The ``explore.qa_*`` settings (defaults in ``ExploreSettings``): None switches a rule off."""
+
+    slow_factor: float | None
+    leak_fraction: float | None
+
+    def __post_init__(self) -> None:
+        if self.slow_factor is not None and self.slow_factor <= 1:
+            raise ValueError(f"explore.qa_slow_factor must be above 1 or null, got {self.slow_factor}")
+        if self.leak_fraction is not None and not 0 < self.leak_fraction < 1:
+            raise ValueError(f"explore.qa_leak_fraction must be in (0, 1) or null, got {self.leak_fraction}")
+
+
+class QAMonitor:
+    """Watches one trial's reports from the parent's side of the sandbox.
+
+    ``reference()`` returns the anchor seed's ``{"seed", "loss_curve", "wall_tokens_per_second"}``
+    or None while the seed is still training (the rules wait for it; they never guess).
+    """
+
+    def __init__(self, settings: TrainingQA, reference: Callable[[], dict[str, Any] | None], tokens_per_report: int,
+                 clock: Callable[[], float] = time.monotonic):
+        self.settings, self.reference, self.tokens_per_report, self.clock = settings, reference, tokens_per_report, clock
+        self.last: float | None = None
+        self.slow_windows = 0
+        self.notes: list[str] = []  # flags raised and cleared, for the candidate's record
+
+    def too_slow(self) -> str | None:
+        """Called at each report: the reason to stop this trial, or None."""
+        now, last = self.clock(), self.last
+        self.last = now
+        factor = self.settings.slow_factor
+        ref = self.reference() if factor is not None else None
+        pace = ref.get("wall_tokens_per_second") if ref else None
+        if last is None or not pace:
+            return None
+        rate = self.tokens_per_report / max(now - last, 1e-9)
+        self.slow_windows = self.slow_windows + 1 if rate * factor < pace else 0
+        if self.slow_windows < 2:
+            return None
+        return (f"training QA: {rate:,.0f} tokens/s over the last evaluation window, more than {factor:g}x slower than "
+                f"the seed {ref.get('seed', '?')} ({pace:,.0f} tokens/s) for two windows in a row")
+
+    def leak_suspected(self, report_index: int, eval_loss: float | None) -> str | None:
+        """The flag's wording when ``eval_loss`` at the ``report_index``-th evaluation (from 0) is more than
+        ``leak_fraction`` below the seed's at the same evaluation, else None."""
+        fraction = self.settings.leak_fraction
+        ref = self.reference() if fraction is not None else None
+        curve = (ref or {}).get("loss_curve") or []
+        if eval_loss is None or report_index >= len(curve):
+            return None
+        seed_loss = float(curve[report_index])
+        if eval_loss >= (1 - fraction) * seed_loss:
+            return None
+        return (f"suspected leakage: eval loss {eval_loss:.4f} at evaluation {report_index + 1} is "
+                f"{100 * (1 - eval_loss / seed_loss):.1f}% below the seed {ref.get('seed', '?')}'s {seed_loss:.4f} "
+                f"(flag at {100 * fraction:g}%)")
