@@ -90,10 +90,13 @@ def test_analyst_distils_what_the_change_did():
     child = replace(parent, output_gate="silu")
     answer = ask(OfflineBackend(), "analyst", {
         "candidate": {"name": "child", "eval_loss": 5.0, "code": render(child)},
-        "parent": {"name": "parent", "eval_loss": 5.3, "code": render(parent)},
-        "sibling_1": {"name": "sib", "eval_loss": 5.1},
+        "parent": {"name": "parent", "eval_loss": 5.3, "code": render(parent), "candidate_vs_this_at_equal_progress": {
+            "evaluation": 8, "loss": 5.0, "their_loss": 5.3, "delta": -0.3}},
+        "sibling_1": {"name": "sib", "eval_loss": 5.1, "candidate_vs_this_at_equal_progress": {
+            "evaluation": 4, "loss": 5.4, "their_loss": 5.1, "delta": 0.3}},
     })
-    assert "vs parent 5.300 (-0.300)" in answer["analysis"] and "vs sibling 1 sib" in answer["analysis"]
+    assert "vs parent 5.300 (-0.300) at evaluation 8" in answer["analysis"]
+    assert "vs sibling 1 sib: +0.300 eval loss at evaluation 4" in answer["analysis"]
     (insight,) = answer["insights"]
     assert "output_gate" in insight["design_insight"] and set(insight["motifs"]) <= MOTIFS
 

@@ -62,12 +62,35 @@ def _summary(c: Candidate | None) -> dict[str, Any] | None:
     if c is None:
         return None
     summary = {"id": c.id, "name": c.name, "code": c.code, "motivation": c.motivation, "fitness": c.fitness,
-               "eval_loss": c.explore.eval_loss, "mqar_accuracy": c.explore.mqar_accuracy, "analysis": c.analysis}
+               "eval_loss": c.explore.eval_loss, "mqar_accuracy": c.explore.mqar_accuracy, "analysis": c.analysis,
+               "status": str(c.status), "loss_curve": _rounded(c.explore.loss_curve)}
     if c.verify.eval_loss is not None:  # verified: the larger-scale result, against every seed
         summary["verify"] = {"eval_loss": c.verify.eval_loss, "benchmark": c.verify.benchmark,
                              "fitness": c.verify.fitness, "beats": c.verify.fitness_parts.get("beats"),
                              "breakthrough": c.breakthrough}
     return summary
+
+
+def _rounded(curve: list[float] | None) -> list[float]:
+    return [round(float(x), 4) for x in curve or []]
+
+
+def at_equal_progress(curve: list[float], other: list[float]) -> dict[str, Any] | None:
+    """Two explore curves compared at the last evaluation both reached (curves share the stage's
+    evaluation steps), so a finished design is never compared with one ASHA stopped early."""
+    n = min(len(curve), len(other))
+    if n == 0:
+        return None
+    return {"evaluation": n, "loss": round(curve[n - 1], 4), "their_loss": round(other[n - 1], 4),
+            "delta": round(curve[n - 1] - other[n - 1], 4)}
+
+
+def _seed_view(seed: dict[str, Any], curve: list[float]) -> dict[str, Any]:
+    """A seed's measured numbers as agents read them, with the candidate compared at equal progress."""
+    view = {k: seed.get(k) for k in ("name", "eval_loss", "eval_loss_std", "mqar_accuracy", "benchmark")}
+    view["loss_curve"] = _rounded(seed.get("loss_curve"))
+    view["candidate_vs_seed_at_equal_progress"] = at_equal_progress(curve, seed.get("loss_curve") or [])
+    return view
 
 
 def system_prompt() -> str:
@@ -246,7 +269,7 @@ class Judge(_Role):
     def score(self, candidate_id: str, seeds: list[dict[str, Any]]) -> Candidate:
         c = self.memory.reader.get_candidate(candidate_id)
         measured = {r["check"]: r.get("measurements", {}) for r in c.check_report.get("results") or []}
-        context = {"seeds": seeds, "candidate": {
+        context = {"seeds": [_seed_view(s, c.explore.loss_curve) for s in seeds], "candidate": {
             **_summary(c), "parameter_ratio": measured.get("param_budget", {}).get("ratio", 1.0),
             "growth_exponent": measured.get("complexity", {}).get("time_exponent", 1.0)}}
         result = self.ask("judge", render("judge"), context)
@@ -257,17 +280,26 @@ class Judge(_Role):
 
 
 class Analyst(_Role):
-    """Compares a scored candidate with its parent, grandparent and two fittest siblings; distils insights."""
+    """Compares a scored candidate with its parent, grandparent, two fittest siblings and the seeds, each at
+    equal training progress; distils insights."""
 
-    def analyse(self, candidate_id: str) -> Candidate:
+    def analyse(self, candidate_id: str, seeds: list[dict[str, Any]] | None = None) -> Candidate:
         reader = self.memory.reader
         c = reader.get_candidate(candidate_id)
         ancestors = reader.ancestors(candidate_id) if c.parent_ids else []
         parent = ancestors[0] if ancestors else None
         grandparent = next((a for a in ancestors[1:] if parent and a.id in parent.parent_ids), None)
         siblings = reader.siblings(candidate_id)[:2] if c.parent_ids else []
-        context = {"candidate": _summary(c), "parent": _summary(parent), "grandparent": _summary(grandparent),
-                   **{f"sibling_{i + 1}": _summary(s) for i, s in enumerate(siblings)}}
+
+        def relative(r: Candidate | None) -> dict[str, Any] | None:
+            view = _summary(r)
+            if view is not None:
+                view["candidate_vs_this_at_equal_progress"] = at_equal_progress(c.explore.loss_curve, r.explore.loss_curve)
+            return view
+
+        context = {"candidate": _summary(c), "parent": relative(parent), "grandparent": relative(grandparent),
+                   **{f"sibling_{i + 1}": relative(s) for i, s in enumerate(siblings)},
+                   "seeds": [_seed_view(s, c.explore.loss_curve) for s in seeds or []]}
         result = self.ask("analyst", render("analyst"), context)
         insights = [
             Insight(id=f"{candidate_id}-insight-{i}", kind="experiment", source=candidate_id, campaign=self.campaign,

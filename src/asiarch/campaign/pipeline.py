@@ -332,7 +332,7 @@ class CampaignPipeline:
             fitness.parts.setdefault("missing", {})["judge"] = f"the Judge failed: {judge_error}"
         ray.get(self.writer.set_stage.remote(design, "explore", fitness=fitness.value, fitness_parts=fitness.parts))
         try:
-            ray.get(self.analyst.analyse.remote(design))
+            ray.get(self.analyst.analyse.remote(design, [baseline]))
         except Exception as err:
             self.events.append(f"the Analyst failed on {design}: {type(err).__name__}: {err}")
 

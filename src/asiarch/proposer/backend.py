@@ -106,13 +106,21 @@ class OfflineBackend:
 
     def _judge(self, ctx: dict[str, Any]) -> dict[str, Any]:
         me, seeds = ctx.get("candidate", {}), ctx.get("seeds", [])
-        best_loss = min((s["eval_loss"] for s in seeds if s.get("eval_loss") is not None), default=None)
+        # each seed's loss at the candidate's progress when the curves say it (an early stop is not a finish)
+        losses = []
+        for s in seeds:
+            equal = s.get("candidate_vs_seed_at_equal_progress")
+            if equal and me.get("loss_curve"):
+                losses.append((equal["their_loss"], equal["loss"], f" at evaluation {equal['evaluation']}"))
+            elif s.get("eval_loss") is not None and me.get("eval_loss") is not None:
+                losses.append((s["eval_loss"], me["eval_loss"], ""))
         best_recall = max((s["mqar_accuracy"] for s in seeds if s.get("mqar_accuracy") is not None), default=None)
         parts = []
         performance = 5.0
-        if best_loss is not None and me.get("eval_loss") is not None:
-            performance += max(-4.0, min(4.0, 20 * (best_loss - me["eval_loss"]) / best_loss))
-            parts.append(f"eval loss {me['eval_loss']:.3f} vs best seed {best_loss:.3f}")
+        if losses:
+            best_loss, mine, where = min(losses)
+            performance += max(-4.0, min(4.0, 20 * (best_loss - mine) / best_loss))
+            parts.append(f"eval loss {mine:.3f} vs best seed {best_loss:.3f}{where}")
         if best_recall is not None and me.get("mqar_accuracy") is not None:
             performance += max(-1.0, min(1.0, 2 * (me["mqar_accuracy"] - best_recall)))
             parts.append(f"MQAR {me['mqar_accuracy']:.3f} vs best seed {best_recall:.3f}")
@@ -128,9 +136,11 @@ class OfflineBackend:
     def _analyst(self, ctx: dict[str, Any]) -> dict[str, Any]:
         me, parent = ctx.get("candidate", {}), ctx.get("parent") or {}
         lines, insights = [], []
-        if me.get("eval_loss") is not None and parent.get("eval_loss") is not None:
-            delta = me["eval_loss"] - parent["eval_loss"]
-            lines.append(f"eval loss {me['eval_loss']:.3f} vs parent {parent['eval_loss']:.3f} ({delta:+.3f})")
+        equal = parent.get("candidate_vs_this_at_equal_progress")
+        if equal is not None:
+            delta = equal["delta"]
+            lines.append(f"eval loss {equal['loss']:.3f} vs parent {equal['their_loss']:.3f} ({delta:+.3f}) at "
+                         f"evaluation {equal['evaluation']}")
             mine, theirs = genome_from_source(me.get("code", "")), genome_from_source(parent.get("code", ""))
             if mine and theirs and abs(delta) > 0.02:
                 moved = [k for k in mine.to_dict() if getattr(mine, k) != getattr(theirs, k)]
@@ -144,6 +154,13 @@ class OfflineBackend:
                 })
         for relative in ("grandparent", *(f"sibling {i + 1}" for i in range(2))):
             other = ctx.get(relative.replace(" ", "_")) or {}
-            if other.get("eval_loss") is not None and me.get("eval_loss") is not None:
-                lines.append(f"vs {relative} {other.get('name', '?')}: {me['eval_loss'] - other['eval_loss']:+.3f} eval loss")
+            same = other.get("candidate_vs_this_at_equal_progress")
+            if same is not None:
+                lines.append(f"vs {relative} {other.get('name', '?')}: {same['delta']:+.3f} eval loss at evaluation "
+                             f"{same['evaluation']}")
+        for seed in ctx.get("seeds", []):
+            same = seed.get("candidate_vs_seed_at_equal_progress")
+            if same is not None:
+                lines.append(f"vs seed {seed.get('name', '?')}: {same['delta']:+.3f} eval loss at evaluation "
+                             f"{same['evaluation']}")
         return {"analysis": "; ".join(lines) or "no comparable relatives with results yet", "insights": insights}

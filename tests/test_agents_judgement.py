@@ -1,0 +1,52 @@
+"""The Judge and the Analyst compare designs at equal training progress, with the seeds' numbers and curves."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from asiarch.agents import Analyst, Judge
+from asiarch.memory import Candidate, FunctionEmbedder, Memory, StageMetrics
+from asiarch.proposer import OfflineBackend, render, seed_genome
+
+# eval loss at each of explore's evaluations: the parent finished all eight, the sibling was stopped after four
+PARENT = [7.0, 6.0, 5.5, 5.2, 5.0, 4.9, 4.8, 4.75]
+SIBLING = [6.9, 5.8, 5.3, 5.0]  # better than the parent at evaluation 4, worse than its final loss
+CHILD = [6.8, 5.7, 5.2, 4.9, 4.7, 4.6, 4.5, 4.45]
+SEED = {"name": "deltanet", "eval_loss": 4.6, "eval_loss_std": 0.02, "mqar_accuracy": 0.5, "benchmark": 0.5,
+        "loss_curve": [6.9, 5.9, 5.4, 5.1, 4.9, 4.75, 4.65, 4.6]}
+
+
+def stored(tmp_path) -> tuple[Memory, str]:
+    memory = Memory(tmp_path / "mem", embedder=FunctionEmbedder(lambda texts: np.ones((len(texts), 8)), 8))
+    parent, child = seed_genome("deltanet"), replace(seed_genome("deltanet"), output_gate="silu")
+
+    def row(cid, curve, code, parents=(), status="finished"):
+        return Candidate(id=cid, campaign="x", name=cid, code=code, parent_ids=list(parents), status=status,
+                         explore=StageMetrics(loss_curve=curve, eval_loss=curve[-1], mqar_accuracy=0.5, fitness=0.5))
+
+    memory.upsert_candidates(row("parent", PARENT, render(parent)))
+    memory.upsert_candidates(row("sibling", SIBLING, render(replace(parent, window=32)), ["parent"], "stopped"))
+    memory.upsert_candidates(row("child", CHILD, render(child), ["parent"]))
+    return memory, str(tmp_path / "mem")
+
+
+def test_the_analyst_compares_at_equal_progress_and_with_the_seeds(tmp_path):
+    memory, uri = stored(tmp_path)
+    analysed = Analyst(OfflineBackend(), uri, memory, "x").analyse("child", seeds=[SEED])
+    text = analysed.analysis
+    # the stopped sibling is compared at its last evaluation (4): the child is 0.1 better there, not 0.55 (4.45 - 5.0)
+    assert "vs sibling 1 sibling: -0.100 eval loss at evaluation 4" in text
+    assert "vs parent 4.750 (-0.300) at evaluation 8" in text
+    assert "vs seed deltanet: -0.150 eval loss at evaluation 8" in text
+
+
+def test_the_judge_reads_the_seed_at_the_candidates_progress(tmp_path):
+    memory, uri = stored(tmp_path)
+    judge = Judge(OfflineBackend(), uri, memory, "x")
+    stopped = judge.score("sibling", seeds=[SEED])  # stopped at evaluation 4: the seed had 5.1 there, not 4.6
+    assert "eval loss 5.000 vs best seed 5.100 at evaluation 4" in stopped.judge_rationale
+    assert stopped.judge["performance"] > 5  # ahead of the seed at equal progress, although 0.4 behind its final
+    finished = judge.score("child", seeds=[SEED])
+    assert "eval loss 4.450 vs best seed 4.600 at evaluation 8" in finished.judge_rationale
