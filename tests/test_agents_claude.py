@@ -54,6 +54,7 @@ def test_claude_drives_the_four_roles(tmp_path):
                              "code": PEEKING}),  # researcher
             Step(status=429, headers={"retry-after": "0.1"}),  # engineer, throttled once
             Step(tool_input={"code": FIXED, "explanation": "removed the full-sequence mean that leaked the future"}),
+            Step(tool_input={"drifted": False, "reason": "still a running mean with a gate; only the leak is gone"}),
             Step(tool_input={"analysis": "the causal running mean trains", "insights": [
                 {"design_insight": "a causal running mean is a weak but safe mixer",
                  "trigger_patterns": ["recall stays at chance"], "motifs": ["residual_skip"]}]}),  # analyst
@@ -70,6 +71,7 @@ def test_claude_drives_the_four_roles(tmp_path):
         assert validated.status == "validated", validated.status_reason
         (repair,) = validated.repairs
         assert [f["check"] for f in repair["failures"]] == ["causality"] and repair["passed"]
+        assert repair["drift"] == {"drifted": False, "reason": "still a running mean with a gate; only the leak is gone"}
         assert validated.code == FIXED and validated.check_report["passed"]
         memory.update_candidate(proposed.id, status="training")
         memory.set_stage(proposed.id, "explore", fitness=0.4, status="finished")
@@ -83,8 +85,11 @@ def test_claude_drives_the_four_roles(tmp_path):
     (block,) = systems[0]
     assert block["cache_control"] == {"type": "ephemeral"} and len(block["text"].encode()) >= 4 * 1024
     assert "class DeltaNet(" in block["text"] and "data_dependent_decay" in block["text"]
-    assert tools == ["submit_researcher", "submit_engineer", "submit_engineer", "submit_analyst",
+    assert tools == ["submit_researcher", "submit_engineer", "submit_engineer", "submit_drift", "submit_analyst",
                      "submit_judge", "submit_judge"]
+    drift_context = context_of(server.requests[3]["messages"])
+    assert drift_context["motivation"] == "a running mean with a global context term"
+    assert drift_context["original_code"] == PEEKING and drift_context["repaired_code"] == FIXED
     assert analysed.analysis == "the causal running mean trains"
     (insight,) = [i for i, _ in memory.search_insights("running mean", k=5, mode="fts", kind="experiment")]
     assert insight.source == proposed.id

@@ -17,7 +17,7 @@ def memory_at(tmp_path) -> Memory:
 
 def test_a_training_failure_is_repaired_and_rechecked(tmp_path):
     memory = memory_at(tmp_path)
-    genome = replace(seed_genome("deltanet"), window=32)
+    genome = replace(seed_genome("deltanet"), window=32, output_gate="sigmoid")
     memory.upsert_candidates(Candidate(id="c1", campaign="x", name="windowed", code=render(genome), status="failed"))
     engineer = Engineer(OfflineBackend(), str(tmp_path / "mem"), memory, "x")
     fixed = engineer.repair_training_failure("c1", "loss became nan at step 3", check_timeout=60, complexity_repeats=2)
@@ -25,6 +25,32 @@ def test_a_training_failure_is_repaired_and_rechecked(tmp_path):
     (attempt,) = fixed.repairs
     assert attempt["failures"] == [{"check": "training", "reason": "loss became nan at step 3"}] and attempt["passed"]
     assert genome_from_source(fixed.code) != genome.normalised()
+    assert not attempt["drift"]["drifted"]  # its motivation names nothing the repair removed
+
+
+def test_a_repair_that_turns_a_design_into_a_seed_is_drift(tmp_path):
+    memory = memory_at(tmp_path)  # DeltaNet plus a window: the training repair removes the window, leaving DeltaNet
+    memory.upsert_candidates(Candidate(id="c3", campaign="x", name="windowed", status="failed",
+                                       code=render(replace(seed_genome("deltanet"), window=32))))
+    engineer = Engineer(OfflineBackend(), str(tmp_path / "mem"), memory, "x")
+    drifted = engineer.repair_training_failure("c3", "loss became nan at step 3", check_timeout=60, complexity_repeats=2)
+    assert drifted.status == "rejected" and "the repair turned it into the seed deltanet" in drifted.status_reason
+
+
+def test_a_repair_that_drops_what_the_motivation_claims_is_rejected_as_drift(tmp_path):
+    """The same repair as above (the stabilisers, and no sliding window), but this design's motivation is the
+    window: passing its checks without it would train something else under its name."""
+    memory = memory_at(tmp_path)
+    genome = replace(seed_genome("deltanet"), window=32, output_gate="sigmoid")
+    memory.upsert_candidates(Candidate(id="c1", campaign="x", name="windowed", code=render(genome), status="failed",
+                                       motivation="DeltaNet plus a 32-token sliding_window branch for local detail."))
+    engineer = Engineer(OfflineBackend(), str(tmp_path / "mem"), memory, "x")
+    drifted = engineer.repair_training_failure("c1", "loss became nan at step 3", check_timeout=60, complexity_repeats=2)
+    assert drifted.status == "rejected"
+    assert drifted.status_reason.startswith("drift: the repaired code no longer implements its motivation")
+    assert "sliding_window" in drifted.status_reason
+    (attempt,) = drifted.repairs
+    assert attempt["passed"] and attempt["drift"]["drifted"]  # its checks passed; the drift check did not
 
 
 def test_unrepairable_code_is_rejected_with_the_reasons(tmp_path):

@@ -67,6 +67,8 @@ def respond(tool: str, body: dict) -> Step:
     if tool == "submit_engineer":
         return Step(tool_input={"code": HONEST.replace("HonestMixer", f"RepairedMixer{calls}"),
                                 "explanation": "the running mean, causal and without side effects"})
+    if tool == "submit_drift":
+        return Step(tool_input={"drifted": False, "reason": "still a running mean"})
     if tool == "submit_novelty":
         return Step(tool_input={"duplicate": False, "reason": "not seen before"})
     if tool == "submit_judge":

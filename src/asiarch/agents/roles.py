@@ -214,7 +214,9 @@ class Researcher(_Role):
 
 
 class Engineer(_Role):
-    """Runs the checks; on failure asks for a fix, up to ``max_repairs`` times; records every attempt."""
+    """Runs the checks; on failure asks for a fix, up to ``max_repairs`` times; records every attempt. A
+    repaired design that passes is checked for drift from its motivation (ASI-Arch's implementation drift):
+    one that no longer does what it claims is rejected, never trained under its old motivation."""
 
     def validate(self, candidate_id: str, scale: Any = "cpu_tiny", max_repairs: int | None = None,
                  **check_options: Any) -> Candidate:
@@ -253,6 +255,15 @@ class Engineer(_Role):
                             "passed": report.passed})
             failures = [{"check": f.check, "reason": f.reason} for f in report.failures]
         passed = report is not None and report.passed and not failures
+        if passed and attempts:  # repaired: does the code still do what its motivation says?
+            verdict = self.ask("drift", render("drift"), {"motivation": candidate.motivation,
+                                                          "original_code": candidate.code, "repaired_code": code,
+                                                          "repairs": [r.get("explanation") for r in repairs[-attempts:]]})
+            usage += verdict.usage
+            repairs[-1] = {**repairs[-1], "drift": verdict.data}
+            if verdict.data["drifted"]:
+                passed, failures = False, [{"check": "drift", "reason": "the repaired code no longer implements its "
+                                                                        f"motivation: {verdict.data['reason']}"}]
         return self.memory.write(
             "update_candidate", candidate_id, code=code, repairs=repairs,
             check_report=report.to_dict() if report is not None else candidate.check_report,

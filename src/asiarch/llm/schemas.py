@@ -30,6 +30,11 @@ ROLE_SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["code", "explanation"],
         "properties": {"code": _TEXT, "explanation": _TEXT},
     },
+    "drift": {
+        "type": "object",
+        "required": ["drifted", "reason"],
+        "properties": {"drifted": {"type": "boolean"}, "reason": _TEXT},
+    },
     "judge": {
         "type": "object",
         "required": ["performance", "innovation", "complexity", "rationale"],

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from asiarch.proposer.genome import Genome, name_for, seed_genome
-from asiarch.proposer.render import genome_from_source, render
+from asiarch.proposer.render import genome_from_source, render, seed_of_genome
 from asiarch.proposer.search import crossover, mutate
 from asiarch.llm.protocol import LLMError, LLMResult, Usage, schema_errors
 from asiarch.llm.schemas import context_of
@@ -93,6 +93,18 @@ class OfflineBackend:
             return {"code": ctx.get("code", ""), "explanation":
                     f"the offline engineer has no repair for {checks} in this design; returned unchanged"}
         return {"code": render(repaired), "explanation": f"failed {checks}; set {fixes}"}
+
+    def _drift(self, ctx: dict[str, Any]) -> dict[str, Any]:
+        before, after = genome_from_source(ctx.get("original_code", "")), genome_from_source(ctx.get("repaired_code", ""))
+        if before is None or after is None:
+            return {"drifted": False, "reason": "not a design the offline rules rendered: judged by its checks only"}
+        if seed_of_genome(ctx.get("repaired_code", "")) is not None:
+            return {"drifted": True, "reason": f"the repair turned it into the seed {seed_of_genome(ctx['repaired_code'])}"}
+        motivation = ctx.get("motivation", "")
+        lost = sorted(m for m in before.motifs() - after.motifs() if m in motivation)
+        if lost:
+            return {"drifted": True, "reason": f"the repair removed {', '.join(lost)}, which the motivation names"}
+        return {"drifted": False, "reason": "every motif the motivation names is still in the repaired design"}
 
     def _novelty(self, ctx: dict[str, Any]) -> dict[str, Any]:
         mine = ctx.get("code_hash")
