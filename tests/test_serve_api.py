@@ -193,10 +193,15 @@ def test_lineage_of_a_candidate_and_of_the_campaign(base, memory):
         assert edge["source"] in ids and edge["target"] in ids and depth[edge["source"]] < depth[edge["target"]]
     whole = get(base, "/api/lineage").json()
     assert len(whole["nodes"]) == memory.count_candidates("demo")
+    # the header's counts: candidates shown of the campaign's candidates, seeds apart
+    seeds = len(memory.list_candidates(campaign="demo", kind="seed"))
+    assert (whole["shown_candidates"], whole["shown_seeds"]) == (len(whole["nodes"]) - seeds, seeds) and seeds > 0
+    assert whole["shown_candidates"] == whole["total"]
     assert len(whole["edges"]) == sum(len(c.parent_ids) for c in memory.list_candidates(campaign="demo"))
     top = get(base, "/api/lineage", top=5).json()
     fittest = [c.id for c in sorted((c for c in mine(memory) if c.fitness is not None), key=lambda c: -c.fitness)[:5]]
     assert set(fittest) <= {n["id"] for n in top["nodes"]} and len(top["nodes"]) < len(whole["nodes"])
+    assert 5 <= top["shown_candidates"] < top["total"]
     seed = max(memory.list_candidates(campaign="demo", kind="seed"), key=lambda c: len(memory.descendants(c.id)))
     assert len(memory.descendants(seed.id)) > 3
     capped = get(base, f"/api/candidates/{seed.id}/lineage", max_descendants=3).json()

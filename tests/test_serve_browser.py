@@ -143,6 +143,10 @@ def test_clicking_a_candidate_shows_it(base, browser, campaign):
     expected = state["discovery"][-1]["breakthroughs"] if state["discovery"] else 0
     assert browser.evaluate("document.querySelector('#discovery-chart').dataset.breakthroughs") == str(expected)
     assert browser.evaluate("document.querySelectorAll('#lineage .node').length") > 4
+    shown = browser.evaluate("document.querySelectorAll('#lineage .node').length")
+    seeds = len(everything) - len(mine)
+    header = browser.evaluate("document.querySelector('#lineage-info').textContent")
+    assert header.startswith(f"{shown - seeds} of ") and header.endswith(f"candidates, plus {seeds} seed(s)")
     assert browser.errors == []
 
 

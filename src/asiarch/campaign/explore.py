@@ -144,7 +144,7 @@ class ExploreStage:
                 scheduler=explore_scheduler(self.scale.train.steps * tokens_per_step(self.scale), e.grace_fraction,
                                             e.reduction_factor, metric=e.metric,
                                             first_rung_tokens=self.first_rung() * tokens_per_step(self.scale)),
-                num_samples=-1, max_concurrent_trials=slots, time_budget_s=ctx.wall_left(),
+                num_samples=self.max_trials() or -1, max_concurrent_trials=slots, time_budget_s=ctx.wall_left(),
                 reuse_actors=True,  # no actor start-up between candidates
                 trial_name_creator=trial_name, trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(
@@ -152,6 +152,15 @@ class ExploreStage:
                 failure_config=tune.FailureConfig(max_failures=e.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
+
+    def max_trials(self) -> int | None:
+        """The most explore trials the candidate budget can take: each candidate trains once, again after
+        each training repair (``agents.max_repairs``) and after each crash (``explore.max_failures``).
+        Tune's header shows it as "Number of trials" (None: unbounded retries)."""
+        retries = self.ctx.explore.max_failures
+        if retries < 0:
+            return None
+        return self.ctx.settings.max_candidates * (1 + self.ctx.agents.max_repairs + retries)
 
     def first_rung(self) -> int:
         """The explore step of ASHA's first rung (after the warm-up)."""
@@ -169,7 +178,8 @@ class ExploreStage:
         ctx.console.print(f"explore: {ctx.settings.max_candidates} candidate(s) at {self.scale.name}, "
                           f"{self.scale.train.steps} steps, {slots} trial slot(s), ASHA's first rung at step "
                           f"{self.first_rung()} (after the {self.scale.train.warmup_steps}-step warm-up), then x"
-                          f"{ctx.explore.reduction_factor}")
+                          f"{ctx.explore.reduction_factor}; Tune's trial count is the most they can take "
+                          f"(a new trial after each training repair or crash): {self.max_trials() or 'unbounded'}")
         tuner.fit()
         # let the last judgements and analyses land before promotion reads the memory
         while ray.get(self.pipeline.status.remote())["scoring"]:

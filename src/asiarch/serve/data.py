@@ -381,8 +381,9 @@ class CampaignData:
             out_nodes.append({"id": r["id"], "name": r["name"], "status": r["status"], "stage": r["stage"],
                               "fitness": r["fitness"], "generation": r["generation"], "baseline": r["baseline"],
                               "breakthrough": r["breakthrough"], "depth": x, "row": y})
+        shown = sum(1 for r in nodes if not r["baseline"])
         return {"root": candidate_id, "nodes": out_nodes, "edges": edges, "truncated": truncated,
-                "total": index.counts.proposals}
+                "total": index.counts.proposals, "shown_candidates": shown, "shown_seeds": len(nodes) - shown}
 
     # ------------------------------------------------------------------ curves
 

@@ -582,7 +582,8 @@ async function loadDiscovery() {
 async function loadLineage() {
   const data = await api("api/lineage", { top: state.lineageTop });
   drawTree($("lineage"), data, { selected: state.selected, labels: data.nodes.length <= 600 });
-  $("lineage-info").textContent = `${fmtInt(data.nodes.length)} of ${fmtInt(data.total)} candidates (plus seeds)`;
+  $("lineage-info").textContent =
+    `${fmtInt(data.shown_candidates)} of ${fmtInt(data.total)} candidates, plus ${fmtInt(data.shown_seeds)} seed(s)`;
   $("legend").replaceChildren(...Object.entries(STATUS_COLORS).map(([st, color]) =>
     h("span", { class: "chip" }, h("span", { class: "dot", style: `background:${color}` }), st)),
     h("span", { class: "chip" }, h("span", { class: "dot", style: `background:${SEED_COLOR};border-radius:0` }), "seed"),
