@@ -119,9 +119,15 @@ def _baselines(args) -> int:
 
 def _serve(args) -> int:
     from asiarch.campaign.state import find_campaign
-    from asiarch.serve import serve_campaign
+    from asiarch.serve.app import ServeStart, ServeStartError, serve_campaign
 
-    serve_campaign(find_campaign(args.dir, args.name), host=args.host, port=args.port, token=args.token or None)
+    try:
+        serve_campaign(find_campaign(args.dir, args.name), host=args.host, port=args.port, token=args.token or None,
+                       start=ServeStart(**{k: v for k, v in (("ready_timeout_s", args.ready_timeout),
+                                                              ("attempts", args.attempts)) if v is not None}))
+    except ServeStartError as err:
+        print(f"asiarch serve: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -174,6 +180,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token", default=os.environ.get("ASIARCH_TOKEN"), help="bearer token (default: $ASIARCH_TOKEN)")
+    p.add_argument("--ready-timeout", type=float, default=None,
+                   help="seconds Serve waits for its proxy to be ready (default: asiarch.serve.app.ServeStart's; "
+                        "Serve's own 5 s is too short on a machine busy training)")
+    p.add_argument("--attempts", type=int, default=None,
+                   help="starts of Serve before giving up (default: asiarch.serve.app.ServeStart's)")
     p.set_defaults(fn=_serve)
     p = sub.add_parser("report", help="PNG figures and a Markdown summary of a campaign")
     campaign_args(p)
@@ -201,6 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError, HydraException) as err:
         print(f"asiarch {args.command}: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside Tune's own handling (which stops trials and returns)
+        hint = " Run the same command again (or `asiarch resume`) to continue." if args.command in ("run", "resume") else ""
+        print(f"asiarch {args.command}: interrupted; what was trained and scored is kept.{hint}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

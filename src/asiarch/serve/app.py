@@ -18,10 +18,13 @@ import hmac
 import ipaddress
 import json
 import math
+import os
 import signal
 import socket
 import threading
+import time
 import warnings
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,20 @@ from asiarch.serve.data import BadRequest, CampaignData, NotFound, resolve_campa
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 APP_NAME = "asiarch-dashboard"
+
+
+@dataclass
+class ServeStart:
+    """How patiently the dashboard starts Ray Serve. The dashboard is meant to be watched while a
+    campaign trains, so the machine is busy: Serve's 5 s proxy readiness check then fails and its
+    proxy dies before it is up. These apply when the dashboard starts Ray itself."""
+
+    ready_timeout_s: float = 60.0  # Serve's proxy readiness check (RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S; Serve's default 5)
+    attempts: int = 3  # starts of Serve before giving up with one line saying what to try
+
+
+class ServeStartError(RuntimeError):
+    """Ray Serve did not come up: the message says what happened and what to try."""
 
 
 def _clean(value: Any) -> Any:
@@ -244,16 +261,18 @@ def _check_port_free(host: str, port: int) -> None:
 
 def serve_campaign(campaign_dir: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                    token: str | None = None, blocking: bool = True, route_prefix: str = "/",
-                   embedder: Embedder | None = None) -> str:
+                   embedder: Embedder | None = None, start: ServeStart | None = None) -> str:
     """Start Ray Serve and deploy the dashboard of ``campaign_dir``; returns the page's URL.
 
     Refuses a non-loopback ``host`` without a ``token``: the page shows every candidate's
     code and the campaign's costs. With ``blocking`` it serves until Ctrl-C (or SIGTERM), then
-    stops Ray if it started it (else removes just this application); otherwise it returns at
-    once and leaves both running.
+    stops Ray if it started it (else removes just this application); a second Ctrl-C exits at
+    once. Otherwise it returns at once and leaves both running. Raises ``ServeStartError`` when
+    Serve does not come up in ``start.attempts`` tries.
     """
     import ray
 
+    start = start or ServeStart()
     token = token or None
     if not is_loopback(host) and token is None:
         raise ValueError(f"refusing to serve campaign data on {host} without a token: pass a token "
@@ -262,12 +281,14 @@ def serve_campaign(campaign_dir: str | Path, host: str = DEFAULT_HOST, port: int
     started_ray = not ray.is_initialized()
     if started_ray:
         _check_port_free(host, port)
-        with warnings.catch_warnings():  # Ray forks its workers after LanceDB is loaded; harmless here
-            warnings.filterwarnings("ignore", message="lancedb fork support")
-            ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
-    serve.start(http_options={"host": host, "port": port})
+        _init_ray(start)
     name = APP_NAME if route_prefix == "/" else f"{APP_NAME}{route_prefix.replace('/', '-')}"
-    serve.run(app, name=name, route_prefix=route_prefix)
+    try:
+        _start_serve(app, name, host, port, route_prefix, start, quiet=not blocking)
+    except BaseException:
+        if started_ray:
+            ray.shutdown()
+        raise
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}{route_prefix.rstrip('/')}/"
     if not blocking:
@@ -276,9 +297,16 @@ def serve_campaign(campaign_dir: str | Path, host: str = DEFAULT_HOST, port: int
     print(f"asiarch dashboard: {url}{hint}; Ctrl-C stops it", flush=True)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `kill` stops it as cleanly as Ctrl-C
+        def on_signal(signum: int, _frame: Any) -> None:
+            if stop.is_set():  # a second Ctrl-C: do not wait for the clean stop
+                os._exit(128 + signum)
+            print("stopping the dashboard (Ctrl-C again forces it)", flush=True)
+            stop.set()
+
+        signal.signal(signal.SIGINT, on_signal)  # explicit: whatever handler Ray installed, Ctrl-C stops it
+        signal.signal(signal.SIGTERM, on_signal)  # `kill` stops it as cleanly as Ctrl-C
     try:
-        while not stop.wait(1.0):
+        while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
@@ -288,3 +316,51 @@ def serve_campaign(campaign_dir: str | Path, host: str = DEFAULT_HOST, port: int
         else:
             serve.delete(name)  # someone else's cluster: remove only our application
     return url
+
+
+def _init_ray(start: ServeStart) -> None:
+    """A local Ray whose Serve waits ``start.ready_timeout_s`` for its proxy (the setting is read by Serve's
+    controller, a process Ray starts now with this environment)."""
+    import ray
+
+    saved = os.environ.get("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S")
+    os.environ["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"] = saved or str(start.ready_timeout_s)
+    try:
+        with warnings.catch_warnings():  # Ray forks its workers after LanceDB is loaded; harmless here
+            warnings.filterwarnings("ignore", message="lancedb fork support")
+            ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", None)
+
+
+def _start_serve(app: Application, name: str, host: str, port: int, route_prefix: str, start: ServeStart,
+                 quiet: bool) -> None:
+    """``serve.start`` and ``serve.run``, again after a proxy that died while starting (a busy machine)."""
+    from ray.exceptions import RayError
+    from ray.serve.exceptions import RayServeException
+
+    last: BaseException | None = None
+    for attempt in range(1, start.attempts + 1):
+        began = time.monotonic()
+        if not quiet:
+            print(f"starting Ray Serve (attempt {attempt} of {start.attempts}; on a busy machine this can take "
+                  f"minutes)...", flush=True)
+        try:
+            serve.start(http_options={"host": host, "port": port})
+            serve.run(app, name=name, route_prefix=route_prefix)
+            return
+        except (RayError, RayServeException, TimeoutError, RuntimeError) as err:
+            last = err
+            if not quiet:
+                print(f"Ray Serve did not come up after {time.monotonic() - began:.0f}s: {type(err).__name__}; "
+                      f"starting it again", flush=True)
+            try:
+                serve.shutdown()
+            except Exception:  # noqa: BLE001 - a half-started Serve: the next start replaces it
+                pass
+    first_line = str(last).strip().splitlines()[0][:200] if last is not None and str(last).strip() else ""
+    raise ServeStartError(
+        f"Ray Serve did not come up in {start.attempts} attempts (last: {type(last).__name__}: {first_line}); the "
+        f"machine is probably saturated: try again when a training run has finished, or give Serve longer with "
+        f"--ready-timeout (now {start.ready_timeout_s:g}s)")
