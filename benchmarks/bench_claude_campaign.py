@@ -14,7 +14,7 @@ largest request among the first 10 proposals, the goal of ``bench_context``), th
 against ``campaign.max_usd``, and whether every candidate's status and reason are
 consistent. The baseline of the size ratio is the same run's first 10 proposals.
 
-    .venv/bin/python benchmarks/bench_claude_campaign.py [--candidates 50] [--max-usd 5]
+    .venv/bin/python benchmarks/bench_claude_campaign.py [--candidates 50] [--max-usd 20]
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def consistency(rows) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", type=int, default=50)
-    parser.add_argument("--max-usd", type=float, default=5.0)
+    parser.add_argument("--max-usd", type=float, default=20.0)
     args = parser.parse_args()
     console = Console(width=130)
     root = Path(tempfile.mkdtemp(prefix="asiarch-bench-claude-"))
@@ -102,6 +102,7 @@ def main() -> None:
             f"run.output_dir={root / 'runs'}"])
         summary = campaign.run()
         requests = list(server.requests)
+    (root / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in requests))  # kept for a second look
     minutes = (time.monotonic() - started) / 60
     rows = Memory(campaign.memory_uri, read_only=True).list_candidates(campaign=campaign.name, kind="candidate")
 
@@ -110,7 +111,7 @@ def main() -> None:
         sizes[r["tools"][0]["name"].removeprefix("submit_")].append(len(json.dumps(r).encode()))
     first = sizes["researcher"][:10]
     bound = 1.5 * max(first)
-    table = Table(title=f"{len(rows)} proposals, {summary['candidates']} trained, {len(requests)} requests "
+    table = Table(title=f"{len(rows)} proposals, {summary['trained']} trained, {len(requests)} requests "
                         f"(real client, local server; {minutes:.1f} min on this machine)", width=120)
     for header in ("role", "requests", "largest (bytes)", "est. tokens", "mean (bytes)", "largest / bound"):
         table.add_column(header, justify="right")
