@@ -93,3 +93,28 @@ def test_the_installed_script_reports_bad_input_with_exit_code_2(tmp_path):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_during_run_keeps_the_campaign_and_says_how_to_resume(tmp_path):
+    """A real SIGINT once the campaign has started (Ray, the memory writer) and is preparing its data; during
+    trials Tune handles Ctrl-C itself (it stops the trials, and explore ends interrupted with the same hint)."""
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    env = {**env, "ASIARCH_CACHE": str(tmp_path / "cache"), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    proc = subprocess.Popen([ASIARCH, "run", "llm=offline", "campaign.max_candidates=1", *SMALL], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # the campaign's first line, printed once Ray and the memory writer are up
+            if line.startswith("campaign "):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)  # a bound against a hang
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "asiarch run: interrupted; what was trained and scored is kept. Run the same command again" in err
+    assert "Traceback" not in err
+    (state,) = (tmp_path / "runs").glob("campaign-*/campaign.json")
+    assert json.loads(state.read_text())["status"] == "interrupted"

@@ -212,6 +212,8 @@ class Campaign:
             self.writer = MemoryActor.options(name=f"asiarch-memory-{self.name}", namespace=NAMESPACE).remote(
                 self.memory_uri, embedder=self._embedder)
             ray.get(self.writer.uri.remote())  # the writer has created the tables
+            self.console.print(f"campaign {self.name}: {paths.root} (stop with Ctrl-C; the same command, or "
+                               f"`asiarch resume`, continues it)", markup=False, highlight=False, soft_wrap=True)
             self._share_llm_budget()
             if self.memory().count_insights() == 0:
                 with self.console.status("loading the cognition base into the memory"):
@@ -247,7 +249,7 @@ class Campaign:
             self.console.print(f"{err}: nothing part-trained was scored. Run the same command again (or "
                                f"`asiarch resume`) to continue campaign {self.name}.", markup=False, highlight=False)
             return self.status()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # outside Tune's own Ctrl-C handling; the CLI says how to resume
             self._save_state(status="interrupted", used=self._used(started))
             raise
         except BaseException:
