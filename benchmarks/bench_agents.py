@@ -18,12 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from messages_server import MessagesServer, Step  # noqa: E402
 
+from asiarch.console import output_console  # noqa: E402
 from asiarch.agents import Engineer, Researcher  # noqa: E402
 from asiarch.llm import AnthropicBackend, AnthropicConfig, Usage  # noqa: E402
 from asiarch.proposer import OfflineBackend  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", type=int, default=12)
     args = parser.parse_args()
-    console = Console()
+    console = output_console()
     work = Path(tempfile.mkdtemp(prefix="asiarch-bench-agents-"))
     with console.status("offline proposer"):
         offline = run(OfflineBackend(seed=0), str(work / "offline"), args.candidates)

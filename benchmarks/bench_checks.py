@@ -14,9 +14,9 @@ import time
 from dataclasses import replace
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
+from asiarch.console import output_console  # noqa: E402
 from asiarch.arch import SEEDS, seed_source
 from asiarch.checks import check_candidate
 from asiarch.config import load_scale
@@ -51,7 +51,7 @@ def main() -> None:
         trial = trial_seconds(name, scale, data, args.trial_steps)
         table.add_row(name, f"{checks:.1f}", "yes" if report.passed else report.summary(),
                       f"{slowest.check} {slowest.seconds:.1f}s", f"{trial:.0f}", f"{100 * checks / trial:.1f} %")
-    Console().print(table)
+    output_console().print(table)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import ray  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from asiarch.console import output_console  # noqa: E402
 from asiarch.config import ScaleConfig  # noqa: E402
 
 SMALL = [  # the calibrated cpu_tiny research scale itself
@@ -102,8 +103,7 @@ def main() -> None:
     from asiarch.memory import Memory
     from asiarch.train.protocol import prepare_data
 
-    console = Console()
-    console = console if console.is_terminal else Console(width=200)  # a log file gets the whole table
+    console = output_console()  # a log file gets the whole table
     log = Console(stderr=True, width=160)
     work = (args.work or Path(tempfile.mkdtemp(prefix="asiarch-bench-funnel-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,9 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
-from rich.console import Console
 from rich.table import Table
 
+from asiarch.console import output_console  # noqa: E402
 from asiarch.memory import Candidate, Memory, MiniLMEmbedder, StageMetrics
 from asiarch.memory.schema import candidate_to_row, candidates_schema
 
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=50)
     args = parser.parse_args()
-    console = Console()
+    console = output_console()
     workdir = Path(tempfile.mkdtemp(prefix="asiarch-bench-memory-"))
     rows: list[tuple[str, str, str, str]] = []
     try:

@@ -44,6 +44,7 @@ from rich.table import Table  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from messages_server import MessagesServer, Step  # noqa: E402
 
+from asiarch.console import output_console  # noqa: E402
 from asiarch.llm import AnthropicBackend, AnthropicConfig  # noqa: E402
 from asiarch.proposer import OfflineBackend  # noqa: E402
 
@@ -291,8 +292,7 @@ def main() -> None:
     parser.add_argument("--engineers", type=int, default=3, help="campaign.engineers")
     parser.add_argument("--work", type=Path, default=None, help="where runs/ goes (default: a new temporary directory)")
     args = parser.parse_args()
-    console = Console()
-    console = console if console.is_terminal else Console(width=200)  # a log file gets the whole table
+    console = output_console()  # a log file gets the whole table
     log = Console(stderr=True, width=160)
     work = (args.work or Path(tempfile.mkdtemp(prefix="asiarch-bench-pipeline-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)

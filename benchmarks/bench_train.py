@@ -11,9 +11,9 @@ import argparse
 import time
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
+from asiarch.console import output_console  # noqa: E402
 from asiarch.arch import SEEDS
 from asiarch.config import load_scale
 
@@ -71,7 +71,7 @@ def main() -> None:
         if growth:
             cells.append(f"{seconds[name][4096] / seconds[name][1024]:.1f}x")
         table.add_row(name, *cells)
-    Console().print(table)
+    output_console().print(table)
 
 
 if __name__ == "__main__":

@@ -118,3 +118,18 @@ def test_ctrl_c_during_run_keeps_the_campaign_and_says_how_to_resume(tmp_path):
     assert "Traceback" not in err
     (state,) = (tmp_path / "runs").glob("campaign-*/campaign.json")
     assert json.loads(state.read_text())["status"] == "interrupted"
+
+
+def test_tables_are_not_clipped_when_the_output_is_a_log():
+    """Piped output (CI, `ray job logs`, `| tee`) gets a fixed wide console; rich would clip it to 80 columns."""
+    from asiarch.console import LOG_WIDTH, output_console
+    from asiarch.train.tables import results_table
+
+    proc = subprocess.run([sys.executable, "-c", "from asiarch.console import output_console; "
+                           "print(output_console().width)"], capture_output=True, text=True, timeout=60)
+    assert int(proc.stdout.strip()) == LOG_WIDTH
+    console = output_console()
+    with console.capture() as captured:
+        console.print(results_table([{"seed": "a" * 60, "eval_loss": 1.0, "mqar_accuracy": 0.5,
+                                      "tokens_per_second": 1e5, "parameters": 10**6}], title="t"))
+    assert "a" * 60 in captured.get() and "…" not in captured.get()

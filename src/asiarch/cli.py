@@ -14,15 +14,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from rich.console import Console
 from rich.table import Table
 
+from asiarch.console import output_console
 from asiarch.memory.lifecycle import is_breakthrough
-
-
-def _console() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
 
 
 def _load(args):
@@ -49,7 +44,7 @@ def _status(args) -> int:
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
-        _console().print(campaign.progress_line(), highlight=False, markup=False, soft_wrap=True)
+        output_console().print(campaign.progress_line(), highlight=False, markup=False, soft_wrap=True)
     return 0
 
 
@@ -62,7 +57,7 @@ def _top(args) -> int:
     for c in campaign.top(args.k):
         table.add_row(c.id, c.name, c.status, fmt(c.fitness), fmt(c.explore.eval_loss), fmt(c.explore.mqar_accuracy),
                       fmt(c.verify.eval_loss), "yes" if is_breakthrough(c) else "-")
-    _console().print(table)
+    output_console().print(table)
     return 0
 
 
@@ -109,7 +104,7 @@ def _baselines(args) -> int:
     from asiarch.config import compose
     from asiarch.train.trainer import MEASURED_STOPS
 
-    rows, _ = run_seed_baselines(compose(args.overrides), _console(), stage=args.stage)
+    rows, _ = run_seed_baselines(compose(args.overrides), output_console(), stage=args.stage)
     failed = [row["seed"] for row in rows if row.get("stop_reason") not in MEASURED_STOPS]
     if failed:
         print(f"asiarch baselines: these seeds did not finish training: {failed}", file=sys.stderr)

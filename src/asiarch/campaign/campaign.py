@@ -30,6 +30,7 @@ from asiarch.campaign.stage import NAMESPACE, StageContext, StageInterrupted
 from asiarch.campaign.tune_progress import TrialProgress
 from asiarch.campaign.verify import VerifyStage
 from asiarch.campaign.state import CampaignPaths, CampaignRecord, find_campaign, now_iso, read_state, set_latest
+from asiarch.console import output_console
 from asiarch.config import ScaleConfig, build_dataclass, compose, load_scale, stage_scale
 from asiarch.memory import Candidate, Kind, Memory, MemoryActor
 from asiarch.sandbox import SandboxOptions
@@ -88,7 +89,7 @@ class Campaign:
 
         build_dataclass(CheckOptions, self.check_options, "checks")  # an unknown key fails here, not in a worker
         self._llm, self._fitness, self._embedder = llm, fitness, embedder
-        self.console = console or _console()
+        self.console = console or output_console()
         self.output_dir = Path(self.run_settings.output_dir)
         self.name = self.settings.name
         self.paths: CampaignPaths | None = None
@@ -354,8 +355,3 @@ class Campaign:
         self.console.print(self.progress_line(), highlight=False, markup=False, soft_wrap=True)
         self.console.print(f"results: {self.paths.results}")
 
-
-def _console() -> Console:
-    """Rich output; wide when it goes to a log (``ray job logs``, CI) so tables are not cut."""
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
