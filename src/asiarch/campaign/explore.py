@@ -178,8 +178,8 @@ class ExploreStage:
         ctx.console.print(f"explore: {ctx.settings.max_candidates} candidate(s) at {self.scale.name}, "
                           f"{self.scale.train.steps} steps, {slots} trial slot(s), ASHA's first rung at step "
                           f"{self.first_rung()} (after the {self.scale.train.warmup_steps}-step warm-up), then x"
-                          f"{ctx.explore.reduction_factor}; Tune's trial count is the most they can take "
-                          f"(a new trial after each training repair or crash): {self.max_trials() or 'unbounded'}")
+                          f"{ctx.explore.reduction_factor}; at most {self.max_trials() or 'unbounded'} trials "
+                          f"(Tune's count: retrains after repairs and crashes included)")
         tuner.fit()
         # let the last judgements and analyses land before promotion reads the memory
         while ray.get(self.pipeline.status.remote())["scoring"]:
