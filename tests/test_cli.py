@@ -19,10 +19,15 @@ SMALL = [
 ]
 
 
-def run_cli(args, tmp_path, timeout=300):
+def cli_env(tmp_path) -> dict[str, str]:
+    """The CLI's environment in these tests: no API key (offline), a cache and a Ray of their own."""
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
-    env = {**env, "ASIARCH_CACHE": str(tmp_path / "cache"), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    return subprocess.run([ASIARCH, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    return {**env, "ASIARCH_CACHE": str(tmp_path / "cache"), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def run_cli(args, tmp_path, timeout=300):
+    return subprocess.run([ASIARCH, *args], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_baselines_trains_the_seeds_and_writes_results(tmp_path):
@@ -100,10 +105,8 @@ def test_ctrl_c_during_run_keeps_the_campaign_and_says_how_to_resume(tmp_path):
     trials Tune handles Ctrl-C itself (it stops the trials, and explore ends interrupted with the same hint)."""
     import signal
 
-    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
-    env = {**env, "ASIARCH_CACHE": str(tmp_path / "cache"), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     proc = subprocess.Popen([ASIARCH, "run", "llm=offline", "campaign.max_candidates=1", *SMALL], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:  # the campaign's first line, printed once Ray and the memory writer are up
             if line.startswith("campaign "):

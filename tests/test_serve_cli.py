@@ -38,6 +38,7 @@ train_mixer(SEEDS["deltanet"], stage_scale(scale, 100000), data, downstream=Fals
 def test_serve_comes_up_on_a_machine_busy_training_and_ctrl_c_stops_it(tmp_path):
     make_demo_campaign(tmp_path / "runs", n=20)
     cache = tmp_path / "cache"
+    serve = None
     load = [subprocess.Popen([sys.executable, "-c", LOAD, str(cache), "75"], stdout=subprocess.PIPE, text=True)
             for _ in range(os.cpu_count() or 2)]
     try:
@@ -67,5 +68,5 @@ def test_serve_comes_up_on_a_machine_busy_training_and_ctrl_c_stops_it(tmp_path)
         for job in load:
             job.kill()
             job.wait()
-        if "serve" in locals() and serve.poll() is None:
+        if serve is not None and serve.poll() is None:
             serve.kill()

@@ -98,8 +98,9 @@ class OfflineBackend:
         before, after = genome_from_source(ctx.get("original_code", "")), genome_from_source(ctx.get("repaired_code", ""))
         if before is None or after is None:
             return {"drifted": False, "reason": "not a design the offline rules rendered: judged by its checks only"}
-        if seed_of_genome(ctx.get("repaired_code", "")) is not None:
-            return {"drifted": True, "reason": f"the repair turned it into the seed {seed_of_genome(ctx['repaired_code'])}"}
+        seed = seed_of_genome(ctx.get("repaired_code", ""))
+        if seed is not None:
+            return {"drifted": True, "reason": f"the repair turned it into the seed {seed}"}
         motivation = ctx.get("motivation", "")
         lost = sorted(m for m in before.motifs() - after.motifs() if m in motivation)
         if lost:

@@ -183,7 +183,7 @@ class _Trial:
             if "report" in record:
                 on_report(metrics, checkpoint)  # outside the try: a failure to report is not the candidate's
                 slow = qa.too_slow() if qa is not None else None
-                if slow is not None and metrics.get("step", 0) < self.scale.train.steps:
+                if slow is not None and reports * self.scale.train.report_every < self.scale.train.steps:
                     return {"qa_stopped": slow, "last": metrics}
         return {"code_error": f"the sandboxed trial ended without a result: {reader.died()}", "tokens_seen": 0}
 
@@ -230,10 +230,7 @@ class _Trial:
             else:
                 x, claimed = self.mqar_test[0][index], outputs["mqar"][index // MQAR_CHUNK][index % MQAR_CHUNK]
             position = rng.randrange(0, x.shape[0] - 1)
-            lo, hi = self.ranges[task]
-            perturbed = x.clone()
-            perturbed[position + 1 :] = torch.randint(lo, hi, (x.shape[0] - position - 1,), generator=generator)
-            rows[task].append(perturbed)
+            rows[task].append(_replace_after(x, position, self.ranges[task], generator))
             picks[task].append((claimed, position))
         inputs = {task: torch.stack(r) if r else torch.zeros(0, 1, dtype=torch.long) for task, r in rows.items()}
         logits = self._rerun(inputs, checkpoint, "causality audit")
@@ -242,9 +239,7 @@ class _Trial:
                 got = logits.get(task) if isinstance(logits, dict) else None
                 if not isinstance(got, torch.Tensor) or got.shape[0] <= j or got.shape[1:] != claimed.shape:
                     raise _Rejected("causality audit: the re-run returned logits of the wrong shape")
-                head, again = claimed[: position + 1], got[j][: position + 1]
-                diff = (head - again).abs().max().item()
-                tolerance = self.options.audit_tolerance * max(1.0, head.abs().max().item())
+                diff, tolerance = self._prefix_gap(claimed, got[j], position)
                 if not diff <= tolerance:
                     raise _Rejected(
                         f"causality audit failed: re-run in a fresh process with every {task} token after position "
@@ -252,6 +247,11 @@ class _Trial:
                         f"(tolerance {tolerance:.3g}): the trial's outputs depended on later tokens or on state the "
                         f"weights do not hold")
 
+    def _prefix_gap(self, logits: torch.Tensor, other: torch.Tensor, position: int) -> tuple[float, float]:
+        """How far two rows' logits differ up to ``position``, and how far a causal design's may (the one rule
+        of the causality audit and of training QA's re-check)."""
+        head, again = logits[: position + 1], other[: position + 1]
+        return (head - again).abs().max().item(), self.options.audit_tolerance * max(1.0, head.abs().max().item())
 
     def _rerun(self, rows: dict[str, torch.Tensor], checkpoint: str, what: str) -> dict[str, torch.Tensor]:
         """The logits of ``rows`` under ``checkpoint``'s weights, from a fresh sandbox (the audit worker)."""
@@ -283,14 +283,9 @@ class _Trial:
         rng = random.Random(secrets.randbits(64))
         generator = torch.Generator().manual_seed(rng.getrandbits(63))
         inputs = torch.cat([x for x, _ in self.val])
-        lo, hi = self.ranges["lm"]
         picks = [(rng.randrange(inputs.shape[0]), rng.randrange(0, inputs.shape[1] - 1))
                  for _ in range(max(1, self.options.audit_rows))]
-        perturbed = []
-        for row, position in picks:
-            x = inputs[row].clone()
-            x[position + 1 :] = torch.randint(lo, hi, (x.shape[0] - position - 1,), generator=generator)
-            perturbed.append(x)
+        perturbed = [_replace_after(inputs[row], position, self.ranges["lm"], generator) for row, position in picks]
         logits = self._rerun({"lm": torch.cat([inputs, torch.stack(perturbed)])}, checkpoint,
                              f"training QA's re-check ({flag})").get("lm")
         total = inputs.shape[0] + len(picks)
@@ -303,15 +298,23 @@ class _Trial:
             raise _Rejected(f"{flag}; its checkpoint re-evaluated in a fresh sandbox scores {again:.4f}, not the "
                             f"claimed {claimed:.4f}: the result is not reproducible from its weights")
         for j, (row, position) in enumerate(picks):
-            head, other = logits[row][: position + 1], logits[inputs.shape[0] + j][: position + 1]
-            diff = (head - other).abs().max().item()
-            if not diff <= self.options.audit_tolerance * max(1.0, head.abs().max().item()):
+            diff, tolerance = self._prefix_gap(logits[row], logits[inputs.shape[0] + j], position)
+            if not diff <= tolerance:
                 raise _Rejected(f"{flag}; re-checked in a fresh sandbox, replacing the tokens after position {position} "
                                 f"changed the logits before it by {diff:.3g}: the design sees the future")
 
 
 class _Rejected(Exception):
     """The parent refuses the trial's results: the candidate's fault."""
+
+
+def _replace_after(row: torch.Tensor, position: int, vocab_range: tuple[int, int],
+                   generator: torch.Generator) -> torch.Tensor:
+    """A copy of ``row`` with every token after ``position`` drawn at random from ``vocab_range``."""
+    out = row.clone()
+    out[position + 1 :] = torch.randint(vocab_range[0], vocab_range[1], (row.shape[0] - position - 1,),
+                                        generator=generator)
+    return out
 
 
 def train_in_sandbox(source: str, design: str | None, scale: ScaleConfig, data: TrialData, *,
