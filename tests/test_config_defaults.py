@@ -25,6 +25,7 @@ from asiarch.arch.model import ModelConfig
 from asiarch.campaign.settings import CampaignSettings, ExploreSettings, RunSettings, VerifySettings
 from asiarch.checks import CheckOptions
 from asiarch.sandbox import SandboxOptions
+from asiarch.storage import StorageSettings
 from asiarch.config import ScaleConfig, compose
 from asiarch.llm.anthropic_backend import AnthropicConfig
 from asiarch.proposer import OfflineBackend
@@ -45,6 +46,7 @@ SECTIONS: dict[str, type] = {
     "agents": AgentsConfig,
     "checks": CheckOptions,
     "sandbox": SandboxOptions,
+    "storage": StorageSettings,
     "scale": ScaleConfig,
 }
 # The sections typed by a function's keyword arguments, or checked by hand below.

@@ -1,9 +1,16 @@
-"""`ray job submit` to a real local head; the job's driver is stopped mid-campaign and resubmitted.
+"""A campaign on a real two-node Ray cluster, with its memory and storage on a real S3 endpoint.
 
-The head is started with `ray start --head` on 127.0.0.1 with token authentication, the
-campaign is submitted through `examples/submit_job.py` (the Jobs API), stopped once a
-candidate has finished explore (the driver is killed), and submitted again with the same
-command: it must finish without losing or retraining any candidate.
+A head and a worker are started with `ray start` (each with its own temp dir, token
+authentication); only the worker advertises the `trial_host` resource every trial
+requires, so trials MUST run there while the driver, memory writer and agents stay on the
+head. A moto server is the S3-compatible endpoint on 127.0.0.1. The campaign is submitted
+through `examples/submit_job.py` (the Jobs API) with `run.output_dir=s3://...`:
+
+1. first with a local output directory: refused before any trial starts, with what to set;
+2. then on S3; once a candidate has finished explore and another is training, the worker
+   node is killed (every process of it) and started again: the campaign finishes in the
+   same job, the interrupted trial continues from its checkpoint in S3, and no candidate is
+   lost or trained twice; `asiarch status` and `asiarch report` read the campaign by URI.
 """
 
 from __future__ import annotations
@@ -20,16 +27,19 @@ from pathlib import Path
 import pytest
 
 from asiarch.memory import Memory
+from asiarch.storage import ObjectPath, StorageSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-RAY = str(Path(sys.executable).parent / "ray")
+BIN = Path(sys.executable).parent
+RAY = str(BIN / "ray")
+BUCKET = "asiarch-cluster"
 TINY = [
     "scale.train.eval_batches=1", "scale.corpus.max_documents=80", "scale.corpus.tokenizer_vocab_size=512",
     "scale.mqar.num_train=500", "scale.mqar.num_test=100", "scale.train.eval_mqar_examples=64",
-    "scale.stages.explore_steps=12", "scale.stages.verify_steps=12", "scale.stages.reports_per_trial=4",
+    "scale.stages.explore_steps=16", "scale.stages.verify_steps=12", "scale.stages.reports_per_trial=4",
     "scale.train.warmup_steps=2", "seeds=[deltanet]", "llm=offline", "checks.complexity_repeats=2",
-    "run.max_parallel_trials=2", "campaign.max_candidates=3",
-    "explore.grace_fraction=1.0",  # no early stops: the third candidate is still training when the first finishes
+    "run.max_parallel_trials=2", "campaign.max_candidates=3", "run.trial_resources={trial_host:1}",
+    "explore.grace_fraction=1.0",  # no early stops: a candidate is still training when the first finishes
     "verify.top_fraction=0", "verify.min_promoted=0",  # the verify stage is tested in test_campaign.py
     # explore's benchmark is the downstream mean (as at paper_20m): anchor and trials must both measure it
     "scale.stages.benchmark=downstream", "scale.downstream.tasks=[piqa,arc_easy]", "scale.downstream.limit=12",
@@ -43,112 +53,217 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def head(tmp_path):
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
-           "ASIARCH_CACHE": str(tmp_path / "cache")}
-    env.pop("RAY_ADDRESS", None)
-    dashboard = free_port()
-    temp_dir = f"/tmp/ray-{os.getpid()}-{dashboard}"  # short: Ray's socket paths have a length limit
-    subprocess.run([RAY, "get-auth-token", "--generate"], env=env, capture_output=True, timeout=60)
-    start = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
-                            "--num-cpus=2", f"--temp-dir={temp_dir}", f"--ray-client-server-port={free_port()}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                            f"--dashboard-port={dashboard}", "--disable-usage-stats"],
-                           env=env, capture_output=True, text=True, timeout=180)
-    assert start.returncode == 0, start.stderr[-3000:]
-    try:
-        yield f"http://127.0.0.1:{dashboard}", env
-    finally:  # stop this head only (`ray stop` would stop every Ray on the machine)
-        for pid in _processes_of(temp_dir):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
-
-
-def _processes_of(temp_dir: str) -> list[int]:
-    """Ray's processes of one head: its temp dir is in their command line or among their open files
+def _processes_of(marker: str) -> list[int]:
+    """Processes with ``marker`` (a node's temp dir) in their command line or among their open files
     (workers and agents rename themselves to `ray::...`, but they all log into the session dir)."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
-            if temp_dir.encode() in (proc / "cmdline").read_bytes() or any(
-                    os.readlink(fd).startswith(temp_dir) for fd in (proc / "fd").iterdir()):
+            if marker.encode() in (proc / "cmdline").read_bytes() or any(
+                    os.readlink(fd).startswith(marker) for fd in (proc / "fd").iterdir()):
                 found.append(int(proc.name))
         except OSError:
             continue
     return found
 
 
-def submit(address: str, env: dict, out: Path, wait: bool) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "examples" / "submit_job.py"), "--address", address, "--output-dir", str(out),
-           *([] if wait else ["--no-wait"]), *TINY]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+def kill_node(temp_dir: str) -> int:
+    """SIGKILL every process of one node, as a machine that dies would; returns how many."""
+    pids = _processes_of(temp_dir)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    return len(pids)
 
 
-def candidates(out: Path) -> dict[str, object]:
-    latest = out / "LATEST"
-    if not latest.exists() or not (out / latest.read_text().strip() / "memory").exists():
+class Cluster:
+    """The moto S3 server, the head and the worker node, and how to reach them."""
+
+    def __init__(self, tmp_path: Path):
+        tag = f"{os.getpid()}-{free_port()}"
+        self.head_dir, self.worker_dir = f"/tmp/rh-{tag}", f"/tmp/rw-{tag}"  # short: socket paths have a limit
+        self.s3 = f"http://127.0.0.1:{free_port()}"
+        self.dashboard = free_port()
+        self.address = f"http://127.0.0.1:{self.dashboard}"
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "ASIARCH_CACHE": str(tmp_path / "cache"),
+                    # `ray start` refuses a second node unless this is 1 (its check is not platform-specific here)
+                    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
+                    "AWS_ACCESS_KEY_ID": "cluster-test", "AWS_SECRET_ACCESS_KEY": "cluster-test-secret",
+                    "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": self.s3,
+                    # a dead node is noticed in a few seconds, not Ray's default ~30 s
+                    "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
+                    "RAY_health_check_timeout_ms": "1000"}
+        self.env.pop("RAY_ADDRESS", None)
+        self.gcs = f"127.0.0.1:{free_port()}"
+        self.moto: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.moto = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", self.s3.rsplit(":", 1)[1]],
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([RAY, "get-auth-token", "--generate"], env=self.env, capture_output=True, timeout=60)
+        head = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs.split(':')[1]}",
+                               "--num-cpus=1", "--object-store-memory=300000000", f"--temp-dir={self.head_dir}",
+                               f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+                               "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                               f"--dashboard-port={self.dashboard}", "--disable-usage-stats"],
+                              env=self.env, capture_output=True, text=True, timeout=180)
+        assert head.returncode == 0, head.stderr[-3000:]
+        self.start_worker()
+        import boto3
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                boto3.client("s3", endpoint_url=self.s3, region_name="us-east-1", aws_access_key_id="cluster-test",
+                             aws_secret_access_key="cluster-test-secret").create_bucket(Bucket=BUCKET)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def start_worker(self) -> None:
+        """The node trials must run on: the only one with `trial_host`."""
+        worker = subprocess.run([RAY, "start", f"--address={self.gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+                                 "--resources={\"trial_host\": 2}", "--object-store-memory=300000000",
+                                 f"--temp-dir={self.worker_dir}", f"--dashboard-agent-listen-port={free_port()}",
+                                 "--disable-usage-stats"], env=self.env, capture_output=True, text=True, timeout=180)
+        assert worker.returncode == 0, worker.stderr[-3000:]
+
+    def stop(self) -> None:
+        for temp_dir in (self.worker_dir, self.head_dir):
+            kill_node(temp_dir)
+        if self.moto is not None:
+            self.moto.kill()
+
+    def location(self, path: str) -> ObjectPath:
+        return ObjectPath.parse(f"s3://{BUCKET}/{path}", StorageSettings(endpoint=self.s3))
+
+    def submit(self, output_dir: str, wait: bool) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(ROOT / "examples" / "submit_job.py"), "--address", self.address,
+               "--output-dir", output_dir, *([] if wait else ["--no-wait"]), *TINY]
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=600)
+
+    def job(self, *args: str) -> str:
+        out = subprocess.run([RAY, "job", *args, "--address", self.address], env=self.env, capture_output=True,
+                             text=True, timeout=120)
+        return out.stdout + out.stderr
+
+    def wait_job(self, job_id: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.job("status", job_id)
+            if any(word in status for word in ("SUCCEEDED", "FAILED", "STOPPED")):
+                return status
+            time.sleep(2)
+        pytest.fail(f"job {job_id} did not end in {timeout} s: {self.job('logs', job_id)[-3000:]}")
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    c = Cluster(tmp_path)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):  # this process reads S3 too
+        monkeypatch.setenv(key, c.env[key])
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def candidates(root: ObjectPath) -> dict[str, object]:
+    memory = root / "memory"
+    if not (memory / "meta.lance").is_dir():
         return {}
-    memory = Memory(str(out / latest.read_text().strip() / "memory"), read_only=True)
-    return {c.id: c for c in memory.list_candidates() if c.kind == "candidate"}
+    return {c.id: c for c in Memory(memory, read_only=True).list_candidates() if c.kind == "candidate"}
 
 
-def test_job_submit_stop_and_resubmit_continues_the_campaign(head, tmp_path):
-    address, env = head
-    out = tmp_path / "runs"
-    first = submit(address, env, out, wait=False)
+def test_two_node_campaign_on_s3_survives_losing_its_worker_node(cluster, tmp_path):
+    timeline: list[tuple[float, str]] = []
+    t0 = time.monotonic()
+
+    def mark(what: str) -> None:
+        timeline.append((round(time.monotonic() - t0, 1), what))
+
+    # 1. A local directory on a two-node cluster is refused before any trial starts.
+    local = cluster.submit(str(tmp_path / "local-runs"), wait=True)
+    assert local.returncode != 0
+    logs = cluster.job("logs", local.stdout.split()[1].rstrip(":"))
+    assert "2 nodes" in logs and "run.output_dir=s3://" in logs, logs[-3000:]
+    assert "explore:" not in logs  # no stage started
+    mark("local output_dir refused")
+
+    # 2. The same campaign on S3.
+    runs = cluster.location("runs")
+    first = cluster.submit(str(runs), wait=False)
     assert first.returncode == 0, first.stderr[-3000:]
     job_id = first.stdout.split()[1].rstrip(":")
+    mark("submitted (s3)")
     deadline = time.monotonic() + 420
+    root = None
     while time.monotonic() < deadline:
         try:
-            rows = candidates(out)
-        except Exception:  # the memory is being created
+            root = root or (runs / (runs / "LATEST").read_text().strip())
+            rows = candidates(root)
+        except Exception:  # the campaign is creating its memory
             rows = {}
-        if any(c.status in DONE and c.fitness is not None for c in rows.values()):
+        finished = [c for c in rows.values() if c.status in DONE and c.fitness is not None]
+        if finished and any(c.status == "training" for c in rows.values()):
             break
-        time.sleep(2)
+        time.sleep(1)
     else:
-        pytest.fail("no candidate finished explore in the first job")
-    stop = subprocess.run([RAY, "job", "stop", "--address", address, job_id], env=env, capture_output=True,
-                          text=True, timeout=120)  # SIGTERM, then SIGKILL: the driver dies mid-campaign
-    assert stop.returncode == 0, stop.stderr[-2000:]
-    status = subprocess.run([RAY, "job", "status", "--address", address, job_id], env=env, capture_output=True,
-                            text=True, timeout=60)
-    assert "was stopped" in status.stdout + status.stderr
-    before = {cid: (c.status, c.explore.eval_loss, c.explore.loss_curve) for cid, c in candidates(out).items()
+        pytest.fail("no candidate finished while another trained: " + cluster.job("logs", job_id)[-3000:])
+    before = {cid: (c.explore.eval_loss, c.explore.loss_curve) for cid, c in rows.items()
               if c.status in DONE and c.fitness is not None}
-    assert before
-    root_before = out / (out / "LATEST").read_text().strip()
+    in_flight = [cid for cid, c in rows.items() if c.status == "training"]
+    mark(f"{len(before)} finished, {len(in_flight)} training")
 
-    second = submit(address, env, out, wait=True)
-    assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
-    second_id = second.stdout.split()[1].rstrip(":")
-    logs = subprocess.run([RAY, "job", "logs", "--address", address, second_id], env=env, capture_output=True,
-                          text=True, timeout=60)
-    assert "resuming campaign" in logs.stdout, logs.stdout[-3000:]
-    campaigns = [p.name for p in out.iterdir() if p.is_dir() and p.name != "baselines"]  # baselines: the seed cache
-    assert campaigns == [root_before.name]  # the same campaign, no new one
-    rows = candidates(out)
-    for cid, (_, loss, curve) in before.items():  # nothing lost, nothing trained again
+    assert kill_node(cluster.worker_dir) > 0
+    mark("worker node killed")
+    time.sleep(8)
+    assert "RUNNING" in cluster.job("status", job_id)  # the driver and its actors live on the head
+    cluster.start_worker()
+    mark("worker node back")
+    status = cluster.wait_job(job_id, 420)
+    mark("job ended")
+    logs = cluster.job("logs", job_id)
+    assert "SUCCEEDED" in status, logs[-4000:]
+
+    # 3. Nothing lost, nothing trained twice, all of it in S3.
+    rows = candidates(root)
+    for cid, (loss, curve) in before.items():
         assert rows[cid].explore.eval_loss == loss and rows[cid].explore.loss_curve == curve
-    trained = [c for c in rows.values() if c.status in DONE or c.stage == "verify"]
-    assert len(trained) == 3
-    root = out / (out / "LATEST").read_text().strip()
+    trained = [c for c in rows.values() if c.status in DONE]
+    assert len(trained) == 3, {c.name: c.status for c in rows.values()}
     state = json.loads((root / "campaign.json").read_text())
     assert state["status"] == "finished" and state["phase"] == "done"
-    trials_per_design: dict[str, int] = {}
+    trials: dict[str, list[dict]] = {}
     for params in (root / "tune" / "explore").glob("*/params.json"):
         design = json.loads(params.read_text())["design"]
-        trials_per_design[design] = trials_per_design.get(design, 0) + 1
+        results = [json.loads(line) for line in (params.parent / "result.json").read_text().splitlines() if line]
+        trials.setdefault(design, []).append({"dir": params.parent.name, "results": results})
+    assert all(len(t) == 1 for t in trials.values()), {d: [t["dir"] for t in ts] for d, ts in trials.items()}
     for cid in before:
-        assert trials_per_design.get(cid) == 1, f"{cid} was trained in {trials_per_design.get(cid)} trials"
-    (seed,) = [c for c in Memory(str(root / "memory"), read_only=True).list_candidates() if c.kind == "seed"]
-    assert all(run.get("downstream_mean") is not None for run in seed.explore.benchmarks["runs"])
-    for c in trained:  # the benchmark term is measured on both sides; at most gated as chance, never absent
-        assert c.explore.benchmark is not None and seed.explore.benchmark is not None
-        why = (c.fitness_parts.get("missing") or {}).get("benchmark")
-        assert why is None or "at chance" in why, why
+        assert cid in trials
+    resumed = [t for cid in in_flight for t in trials.get(cid, [])
+               if any(r["training_iteration"] > r["iterations_since_restore"] for r in t["results"])]
+    assert resumed, f"no interrupted trial continued from a checkpoint: {in_flight}"
+    assert not (tmp_path / "runs").exists() and not (Path.cwd() / "runs" / root.name).exists()
+    mark("checked")
+
+    # 4. The CLI reads it by URI.
+    status = subprocess.run([str(BIN / "asiarch"), "status", "--dir", str(runs), "--json"], env=cluster.env,
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert json.loads(status.stdout)["name"] == root.name and json.loads(status.stdout)["status"] == "finished"
+    report = subprocess.run([str(BIN / "asiarch"), "report", "--dir", str(runs)], env=cluster.env,
+                            capture_output=True, text=True, timeout=180)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (root / "report" / "report.md").read_text().startswith(f"# Campaign {root.name}")
+    assert (root / "report" / "lineage.png").is_file()
+    mark("status and report by URI")
+    print("\ntimeline (s since the first submission):\n" + "\n".join(f"{t:7.1f}  {what}" for t, what in timeline))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,15 @@ from rich.live import Live
 
 from asiarch.arch import SEEDS
 from asiarch.config import ScaleConfig, seeded_scale, stage_scale
+from asiarch.config import build_dataclass
+from asiarch.storage import Location, StorageSettings, check_access, location, write_text_atomic
 from asiarch.train.tables import progress_table, results_table, write_results
 from asiarch.train.protocol import TrialData, prepare_data, train_mixer
 from asiarch.train.trainer import MEASURED_STOPS
+
+
+def _plain(section: Any) -> dict[str, Any] | None:
+    return OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else section
 
 
 class BaselineCache:
@@ -33,11 +38,11 @@ class BaselineCache:
     A seed trained at a scale is the same measurement in every campaign that uses that
     scale: the key is the scale's fingerprint (model, trainer with its steps and training
     seed, data; not its name), the seed's code and whether downstream sets were scored.
-    Entries are JSON files written atomically under ``<output_dir>/baselines/``.
+    Entries are JSON files written atomically under ``<output_dir>/baselines/`` (local or s3://).
     """
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: "str | Path | Location"):
+        self.root = location(root)
 
     @staticmethod
     def key(seed: str, scale: ScaleConfig, downstream: bool, protocol: dict[str, Any] | None = None) -> str:
@@ -55,7 +60,7 @@ class BaselineCache:
                            **({"protocol": protocol} if protocol is not None else {})}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def path(self, seed: str, scale: ScaleConfig, downstream: bool, protocol: dict[str, Any] | None = None) -> Path:
+    def path(self, seed: str, scale: ScaleConfig, downstream: bool, protocol: dict[str, Any] | None = None) -> "Location":
         run = f"s{scale.train.seed}" if protocol is None else "verify"
         return self.root / f"{seed}-{run}-{scale.train.steps}steps-{self.key(seed, scale, downstream, protocol)}.json"
 
@@ -70,12 +75,10 @@ class BaselineCache:
             return None  # a damaged entry is trained again and rewritten
 
     def put(self, seed: str, scale: ScaleConfig, downstream: bool, summary: Any,
-            protocol: dict[str, Any] | None = None) -> Path:
+            protocol: dict[str, Any] | None = None) -> "Location":
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.path(seed, scale, downstream, protocol)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(summary, default=str))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(summary, default=str))
         return path
 
 
@@ -123,7 +126,7 @@ def _print_new_reports(console: Console, latest: dict[str, dict[str, Any]], prin
 
 
 def run_seed_baselines(cfg: DictConfig, console: Console | None = None,
-                       stage: str = "scale") -> tuple[list[dict[str, Any]], Path]:
+                       stage: str = "scale") -> tuple[list[dict[str, Any]], "Location"]:
     """Train seeds at ``cfg.scale``; write results under ``cfg.run.output_dir``; return them.
 
     ``stage="scale"`` trains every seed of ``cfg.seeds`` once, at the scale's full steps.
@@ -151,7 +154,9 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None,
         raise ValueError(f"campaign.seed {jobs[0][0]!r} is not a seed; known seeds: {sorted(SEEDS)}")
     scales = {t: seeded_scale(base, t) for _, t in jobs}
     labels = [name if stage == "scale" else f"{name}:s{t}" for name, t in jobs]
-    out_dir = Path(cfg.run.output_dir) / f"seeds-{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    output_dir = location(cfg.run.output_dir, build_dataclass(StorageSettings, _plain(cfg.get("storage")), "storage"))
+    check_access(output_dir)
+    out_dir = output_dir / f"seeds-{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
@@ -167,7 +172,9 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None,
     try:
         board = ProgressBoard.remote()
         data_ref = ray.put(data)
-        options = {"num_cpus": cfg.run.cpus_per_trial, "num_gpus": cfg.run.gpus_per_trial}
+        resources = dict(cfg.run.get("trial_resources") or {})
+        options = {"num_cpus": cfg.run.cpus_per_trial, "num_gpus": cfg.run.gpus_per_trial,
+                   **({"resources": resources} if resources else {})}
         pending = {
             train_seed.options(**options, name=f"train:{label}").remote(name, scales[t], data_ref, board, downstream,
                                                                        label=label): label
@@ -193,7 +200,7 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None,
         if started_ray:
             ray.shutdown()
     ordered = [summaries[label] for label in labels]
-    cache = BaselineCache(Path(cfg.run.output_dir) / "baselines")
+    cache = BaselineCache(output_dir / "baselines")
     for (name, t), summary in zip(jobs, ordered):
         if summary.get("stop_reason") in MEASURED_STOPS:
             cache.put(name, scales[t], downstream, summary)

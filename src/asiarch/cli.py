@@ -131,7 +131,7 @@ def _report(args) -> int:
     from asiarch.report import write_report
 
     root = find_campaign(args.dir, args.name)
-    out = write_report(root, Path(args.out) if args.out else root / "report")
+    out = write_report(root, args.out or root / "report")
     print(f"report: {out}")
     return 0
 
@@ -141,7 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def campaign_args(p):
-        p.add_argument("--dir", default="runs", help="where campaigns live (default: ./runs)")
+        p.add_argument("--dir", default="runs", help="where campaigns live: a directory or s3://bucket/prefix "
+                       "(endpoint from $AWS_ENDPOINT_URL; default: ./runs)")
         p.add_argument("--name", default=None, help="campaign name (default: the latest)")
 
     p = sub.add_parser("run", help="start a campaign, or continue the latest unfinished one of the same configuration")
@@ -183,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_serve)
     p = sub.add_parser("report", help="PNG figures and a Markdown summary of a campaign")
     campaign_args(p)
-    p.add_argument("--out", default=None, help="output folder (default: runs/<campaign>/report)")
+    p.add_argument("--out", default=None, help="output folder or s3:// prefix (default: <campaign>/report)")
     p.set_defaults(fn=_report)
     p = sub.add_parser("baselines", help="train the seed architectures at a scale, print and cache their results")
     p.add_argument("--stage", choices=("scale", "explore"), default="scale",
@@ -202,8 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from hydra.errors import HydraException
 
+    from asiarch.storage import StorageError
+
     try:
         return args.fn(args)
+    except StorageError as err:  # no credentials, no endpoint, a local directory on a cluster: what to set
+        print(f"asiarch {args.command}: {err}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, KeyError, HydraException) as err:
         print(f"asiarch {args.command}: {err}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -27,6 +27,10 @@ STATUS_COLORS = {
 SEED_COLOR = "#222222"
 BEST_COLOR = "#e0a100"
 FIGURES = ("fitness_over_time.png", "discovery.png", "lineage.png", "top_curves.png", "status_counts.png")
+
+
+if TYPE_CHECKING:
+    from asiarch.storage import Location
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -239,15 +243,22 @@ def _significance_lines(verified: Sequence[Candidate]) -> list[str]:
     return lines
 
 
-def write_report(campaign_dir: str | Path, out_dir: str | Path, top: int = 10) -> Path:
+def write_report(campaign_dir: "str | Path | Location", out_dir: "str | Path | Location", top: int = 10) -> "Location":
     """Write the campaign's figures (PNG) and ``report.md`` into ``out_dir``; returns the Markdown file.
 
-    ``campaign_dir`` is ``runs/<name>`` (or a runs folder, meaning its latest campaign).
-    Works on a campaign that is still running: it shows the memory as it is now.
+    ``campaign_dir`` is ``runs/<name>`` (or a runs folder, meaning its latest campaign); either
+    may be an ``s3://`` location. Works on a campaign that is still running: it shows the
+    memory as it is now.
     """
-    data = CampaignData(campaign_dir)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from asiarch.storage import local_dir, location
+
+    target = location(out_dir)
+    with local_dir(target) as out:
+        _write_report(CampaignData(campaign_dir), out, top)
+    return target / "report.md"
+
+
+def _write_report(data: CampaignData, out: Path, top: int) -> None:
     summary = data.summary()
     name = summary["name"]
     best_rows = data.candidates_page(sort="fitness", order="desc", limit=max(1, top), baselines=False)["items"]
@@ -328,6 +339,4 @@ def write_report(campaign_dir: str | Path, out_dir: str | Path, top: int = 10) -
         f"from `{data.root}` (memory version {summary['version']})._",
         "",
     ]
-    report = out / "report.md"
-    report.write_text("\n".join(lines))
-    return report
+    (out / "report.md").write_text("\n".join(lines))

@@ -1,7 +1,7 @@
 """``Campaign``: the front door. Configuration, the run directory, Ray, start or resume, the stages.
 
-A campaign lives in ``runs/<name>/``: the memory (LanceDB), Tune's experiments and
-``campaign.json``. ``run()`` continues whatever an earlier driver left unfinished: the
+A campaign lives in ``<run.output_dir>/<name>/``, a local directory or an ``s3://`` prefix
+(``asiarch.storage``): the memory (LanceDB), Tune's experiments, ``campaign.json``, results. ``run()`` continues whatever an earlier driver left unfinished: the
 memory says which candidates were proposed, validated, trained and scored; Tune's
 experiment state brings back running trials with their checkpoints. The work itself is
 done by the two stages, ``explore.ExploreStage`` and ``verify.VerifyStage``.
@@ -34,7 +34,9 @@ from asiarch.console import output_console
 from asiarch.config import ScaleConfig, build_dataclass, compose, load_scale, stage_scale
 from asiarch.memory import Candidate, Kind, Memory, MemoryActor
 from asiarch.sandbox import SandboxOptions
+from asiarch.storage import Location, StorageError, StorageSettings, check_access, is_remote, location
 from asiarch.train.protocol import prepare_data
+from asiarch.campaign.placement import on_this_node
 
 PROGRESS_EVERY_S = 15.0
 
@@ -78,6 +80,7 @@ class Campaign:
         self.run_settings: RunSettings = section(config, "run", RunSettings)
         self.agents_config: AgentsConfig = section(config, "agents", AgentsConfig)
         self.sandbox_options: SandboxOptions = section(config, "sandbox", SandboxOptions)
+        self.storage: StorageSettings = section(config, "storage", StorageSettings)
         self.scale = ScaleConfig.from_dict(config.scale)
         seeds = list(config.seeds)
         unknown = [s for s in [self.settings.seed, *seeds] if s not in SEEDS]
@@ -90,7 +93,7 @@ class Campaign:
         build_dataclass(CheckOptions, self.check_options, "checks")  # an unknown key fails here, not in a worker
         self._llm, self._fitness, self._embedder = llm, fitness, embedder
         self.console = console or output_console()
-        self.output_dir = Path(self.run_settings.output_dir)
+        self.output_dir: Location = location(self.run_settings.output_dir, self.storage)
         self.name = self.settings.name
         self.paths: CampaignPaths | None = None
         self.record: CampaignRecord | None = None  # campaign.json, shared by the driver's threads
@@ -98,10 +101,11 @@ class Campaign:
 
     # -- public API ------------------------------------------------------------------------------
     @classmethod
-    def load(cls, name: str | None = None, output_dir: str | Path = "runs", **kwargs: Any) -> "Campaign":
-        """The campaign ``name`` (or the latest) under ``output_dir``, with the config it was started with."""
+    def load(cls, name: str | None = None, output_dir: str | Path | Location = "runs", **kwargs: Any) -> "Campaign":
+        """The campaign ``name`` (or the latest) under ``output_dir`` (a directory or ``s3://`` URI),
+        with the config it was started with."""
         root = find_campaign(output_dir, name)
-        cfg = OmegaConf.load(root / "config.yaml")
+        cfg = OmegaConf.create((root / "config.yaml").read_text())
         campaign = cls(cfg, **kwargs)
         campaign.name, campaign.output_dir = root.name, root.parent
         campaign.paths = CampaignPaths(root.resolve())
@@ -114,9 +118,12 @@ class Campaign:
         return self.record.snapshot() if self.record is not None else {}
 
     @property
-    def memory_uri(self) -> str:
+    def memory_uri(self) -> Location:
+        """Where the memory is: ``campaign.memory_uri``, else ``memory/`` in the campaign's directory."""
         assert self.paths is not None
-        return self.settings.memory_uri or str(self.paths.memory.resolve())
+        if self.settings.memory_uri:
+            return location(self.settings.memory_uri, self.storage).resolve()
+        return self.paths.memory.resolve()
 
     def memory(self) -> Memory:
         return Memory(self.memory_uri, read_only=True, embedder=self._embedder)
@@ -130,7 +137,10 @@ class Campaign:
         """Counts per status, budget used, best fitness, verified, breakthroughs and the phase."""
         self._locate()
         counts = self.memory().campaign_counts(self.name)
-        state = read_state(self.paths.state) if self.paths.state.exists() else {}
+        try:
+            state = read_state(self.paths.state)
+        except FileNotFoundError:
+            state = {}
         return {"name": self.name, "status": state.get("status"), "phase": state.get("phase"), **counts.as_dict(),
                 "max_candidates": self.settings.max_candidates}
 
@@ -177,6 +187,7 @@ class Campaign:
         # Ray and Tune start helper processes from the driver (fork, then exec at once): LanceDB's
         # fork warning is about code running in the forked child, which never happens here
         warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
+        self._check_storage()  # no credentials or no endpoint: one line, before anything is written
         self._choose()
         paths = self.paths
         paths.root.mkdir(parents=True, exist_ok=True)
@@ -198,7 +209,7 @@ class Campaign:
                 "used": {}, "counts": {}, "best_fitness": None, "baselines": {"explore": {}, "verify": {}},
                 "discovery": [],
             })
-            (paths.root / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))
+            (paths.root / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))  # no secrets: credentials are env-only
         set_latest(self.output_dir, self.name)
         self._save_state(status="running")
         started = time.monotonic()
@@ -210,7 +221,9 @@ class Campaign:
                 ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, configure_logging=False)
         stop_progress = threading.Event()
         try:
-            self.writer = MemoryActor.options(name=f"asiarch-memory-{self.name}", namespace=NAMESPACE).remote(
+            self._check_cluster_storage()
+            self.writer = MemoryActor.options(name=f"asiarch-memory-{self.name}", namespace=NAMESPACE,
+                                              **on_this_node()).remote(
                 self.memory_uri, embedder=self._embedder)
             ray.get(self.writer.uri.remote())  # the writer has created the tables
             self.console.print(f"campaign {self.name}: {paths.root} (stop with Ctrl-C; the same command, or "
@@ -261,6 +274,22 @@ class Campaign:
             if started_ray:
                 ray.shutdown()
 
+    def _check_storage(self) -> None:
+        for where in (self.output_dir, *([location(self.settings.memory_uri, self.storage)]
+                                         if self.settings.memory_uri else [])):
+            check_access(where)
+
+    def _check_cluster_storage(self) -> None:
+        """On a cluster of several nodes, trials on other nodes must reach the memory and Tune's storage."""
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        local = [str(p) for p in (self.paths.root, self.memory_uri) if not is_remote(p)]
+        if len(nodes) > 1 and local and not self.storage.shared_filesystem:
+            raise StorageError(
+                f"this Ray cluster has {len(nodes)} nodes but campaign {self.name} lives on this machine's disk "
+                f"({local[0]}): trials on other nodes cannot reach it. Set run.output_dir=s3://bucket/prefix "
+                "(with storage.endpoint for MinIO and the like), or storage.shared_filesystem=true if that "
+                "directory is a mount every node sees")
+
     def _used(self, started: float) -> dict[str, Any]:
         summary = self.status()
         wall = self.record.get("wall_seconds_before", 0.0) + time.monotonic() - started
@@ -302,7 +331,7 @@ class Campaign:
         limit = min(limits) if limits else None
         spent = self.memory().campaign_counts(self.name).usd  # a resumed campaign keeps what it spent
         account = ray.remote(UsdAccount).options(name=f"asiarch-usd-{self.name}", namespace=NAMESPACE,
-                                                 get_if_exists=True, num_cpus=0).remote(limit, spent)
+                                                 get_if_exists=True, num_cpus=0, **on_this_node()).remote(limit, spent)
         backend.share_budget(account)
         self.console.print("LLM budget: " + ("no limit" if limit is None else
                            f"${limit:.2f} for the whole campaign (${spent:.2f} spent before), shared by every agent"))

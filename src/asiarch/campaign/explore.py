@@ -26,6 +26,8 @@ from asiarch.memory import Status
 from asiarch.config import ScaleConfig, seeded_scale
 from asiarch.train.protocol import TrialData, train_mixer
 from asiarch.train.trainer import MEASURED_STOPS
+from asiarch.storage import tune_storage
+from asiarch.campaign.placement import on_this_node
 
 
 @ray.remote(max_retries=2)
@@ -65,7 +67,7 @@ class ExploreStage:
         scales = [seeded_scale(self.scale, s) for s in ctx.explore.anchor_seeds]
         downstream = self._downstream()  # as the explore trials measure
         cached = [cache.get(seed, scale, downstream) for scale in scales]
-        options = {"num_cpus": ctx.run.cpus_per_trial, "num_gpus": ctx.run.gpus_per_trial}
+        options = ctx.task_options()
         refs = {i: _train_seed.options(**options, name=f"baseline:{seed}:s{scale.train.seed}").remote(
                     seed, scale, self.data["explore"], downstream)
                 for i, (scale, hit) in enumerate(zip(scales, cached)) if hit is None}
@@ -129,9 +131,11 @@ class ExploreStage:
             tune.with_parameters(run_trial, scales={"explore": self.scale, "verify": self.verify_scale}, data=self.data,
                                  memory_uri=ctx.memory_uri, downstream=self._downstream(), sandbox=ctx.sandbox),
             ctx.resources())
-        path = ctx.paths.tune / "explore"
-        if tune.Tuner.can_restore(str(path)):
-            tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        storage = tune_storage(ctx.paths.tune)
+        path = tune_storage(ctx.paths.tune / "explore")["storage_path"]
+        fs = {k: v for k, v in storage.items() if k == "storage_filesystem"}
+        if tune.Tuner.can_restore(path, **fs):
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True, **fs)
             in_tune = [r.config.get("design") for r in tuner.get_results() if r.config]
             orphans = ray.get(self.pipeline.requeue_orphans.remote(in_tune))
             ctx.console.print(f"explore: restored Tune experiment with {len(in_tune)} trial(s); "
@@ -148,7 +152,7 @@ class ExploreStage:
                 reuse_actors=True,  # no actor start-up between candidates
                 trial_name_creator=trial_name, trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(
-                name="explore", storage_path=str(ctx.paths.tune.resolve()), verbose=0, callbacks=self.callbacks,
+                name="explore", **storage, verbose=0, callbacks=self.callbacks,
                 failure_config=tune.FailureConfig(max_failures=e.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
@@ -170,7 +174,7 @@ class ExploreStage:
     def run(self) -> None:
         ctx = self.ctx
         slots = ctx.slots()
-        self.pipeline = CampaignPipeline.options(name=self.pipeline_name, namespace=NAMESPACE).remote(
+        self.pipeline = CampaignPipeline.options(name=self.pipeline_name, namespace=NAMESPACE, **on_this_node()).remote(
             self._pipeline_settings(slots), _fork_backend(ctx.backend, 0), ctx.writer, self.scale, ctx.fitness_fn,
             ctx.seed_result(ctx.anchor_seed, "explore"))
         waiter = self._start_anchor()

@@ -24,6 +24,7 @@ import ray
 from asiarch.campaign import scoring
 from asiarch.campaign.fitness import FitnessFn
 from asiarch.memory import Candidate, CampaignCounts, Kind, Memory, Status
+from asiarch.campaign.placement import on_this_node
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,10 @@ class CampaignPipeline:
         self.s, self.writer, self.scale, self.fitness_fn = settings, writer, explore_scale, fitness_fn
         common = dict(backend=backend, uri=settings.memory_uri, writer=writer, campaign=settings.campaign,
                       config=settings.agents)
-        self.researchers = [ResearcherActor.remote(**common) for _ in range(settings.researchers)]
-        self.engineers = [EngineerActor.remote(**common) for _ in range(settings.engineers)]
-        self.judge, self.analyst = JudgeActor.remote(**common), AnalystActor.remote(**common)
+        here = on_this_node()  # the driver's node: a lost worker node costs trials, never the agents
+        self.researchers = [ResearcherActor.options(**here).remote(**common) for _ in range(settings.researchers)]
+        self.engineers = [EngineerActor.options(**here).remote(**common) for _ in range(settings.engineers)]
+        self.judge, self.analyst = JudgeActor.options(**here).remote(**common), AnalystActor.options(**here).remote(**common)
         self.reader = Memory(settings.memory_uri, read_only=True)
         self.lock = threading.RLock()
         self.ready: collections.deque[str] = collections.deque()

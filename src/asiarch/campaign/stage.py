@@ -36,7 +36,7 @@ class StageContext:
     paths: CampaignPaths
     record: CampaignRecord
     writer: Any  # the MemoryActor: every write goes through it
-    memory_uri: str
+    memory_uri: Any  # a Location: a local path or an asiarch.storage.ObjectPath
     settings: CampaignSettings
     explore: ExploreSettings
     verify: VerifySettings
@@ -69,7 +69,13 @@ class StageContext:
         return BaselineCache(self.paths.root.parent / "baselines")
 
     def resources(self) -> dict[str, float]:
-        return {"cpu": self.run.cpus_per_trial, "gpu": self.run.gpus_per_trial}
+        """What one trial holds (Tune's resource dict): CPUs, GPUs and ``run.trial_resources``."""
+        return {"cpu": self.run.cpus_per_trial, "gpu": self.run.gpus_per_trial, **self.run.trial_resources}
+
+    def task_options(self) -> dict[str, Any]:
+        """The same as ``resources()``, for a Ray task that trains a seed."""
+        return {"num_cpus": self.run.cpus_per_trial, "num_gpus": self.run.gpus_per_trial,
+                **({"resources": dict(self.run.trial_resources)} if self.run.trial_resources else {})}
 
     def slots(self) -> int:
         """Trials that can run at once: ``run.max_parallel_trials`` or what the cluster's resources allow."""
@@ -78,7 +84,8 @@ class StageContext:
         resources = ray.cluster_resources()
         by_cpu = int(resources.get("CPU", 1) // max(self.run.cpus_per_trial, 1e-9)) if self.run.cpus_per_trial else 64
         by_gpu = int(resources.get("GPU", 0) // self.run.gpus_per_trial) if self.run.gpus_per_trial else by_cpu
-        return max(1, min(by_cpu, by_gpu))
+        by_custom = [int(resources.get(k, 0) // v) for k, v in self.run.trial_resources.items()]
+        return max(1, min([by_cpu, by_gpu, *by_custom]))
 
     def seed_result(self, seed: str, stage: str) -> dict[str, Any] | None:
         """A seed's stored result at ``stage`` as a fitness anchor (None before it is trained)."""

@@ -1,8 +1,10 @@
-"""Where a campaign lives on disk and the small JSON record of its progress.
+"""Where a campaign lives and the small JSON record of its progress.
 
-``runs/<name>/`` holds ``memory/`` (LanceDB), ``tune/`` (Ray Tune's experiments) and
-``campaign.json`` (phase, budgets, baselines, the discovery curve); ``runs/LATEST`` names
-the newest campaign so that ``asiarch status`` and friends need no arguments.
+``<output_dir>/<name>/`` holds ``memory/`` (LanceDB), ``tune/`` (Ray Tune's experiments) and
+``campaign.json`` (phase, budgets, baselines, the discovery curve); ``<output_dir>/LATEST``
+names the newest campaign so that ``asiarch status`` and friends need no arguments. The
+output directory is a local path or an ``s3://`` prefix (``asiarch.storage``): every name
+here is a ``Location`` and every write goes through ``write_text_atomic``.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from asiarch.storage import Location, ObjectPath, StorageSettings, location, write_text_atomic
 
 LATEST = "LATEST"
 STATE_FILE = "campaign.json"
@@ -29,26 +32,26 @@ def now_iso() -> str:
 class CampaignPaths:
     """The files of one campaign directory; every reader and the writer name them through this."""
 
-    root: Path
+    root: Location
 
     @property
     def name(self) -> str:
         return self.root.name
 
     @property
-    def state(self) -> Path:
+    def state(self) -> Location:
         return self.root / STATE_FILE
 
     @property
-    def memory(self) -> Path:
+    def memory(self) -> Location:
         return self.root / MEMORY_DIR
 
     @property
-    def tune(self) -> Path:
+    def tune(self) -> Location:
         return self.root / "tune"
 
     @property
-    def results(self) -> Path:
+    def results(self) -> Location:
         return self.root / "results"
 
     def started(self) -> bool:
@@ -56,13 +59,11 @@ class CampaignPaths:
         return self.state.exists() or self.memory.is_dir()
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+def write_json_atomic(path: Location, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
-def read_state(path: Path) -> dict[str, Any]:
+def read_state(path: Location) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -71,34 +72,37 @@ def read_state(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON ({err}); the campaign record is damaged") from err
 
 
-def set_latest(output_dir: Path, name: str) -> None:
+def set_latest(output_dir: Location, name: str) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / f".{LATEST}.tmp"
-    tmp.write_text(name + "\n")
-    os.replace(tmp, output_dir / LATEST)
+    write_text_atomic(output_dir / LATEST, name + "\n")
 
 
-def find_campaign(output_dir: str | Path = "runs", name: str | None = None) -> Path:
+def _shown(path: Location) -> str:
+    return str(path if isinstance(path, ObjectPath) else Path(path).resolve())
+
+
+def find_campaign(output_dir: str | Path | Location = "runs", name: str | None = None,
+                  storage: StorageSettings | None = None) -> Location:
     """The directory of campaign ``name`` or, without a name, of the latest one in ``output_dir``."""
-    output_dir = Path(output_dir)
+    output_dir = location(output_dir, storage)
     if name is None:
         marker = output_dir / LATEST
         if not marker.exists():
-            raise FileNotFoundError(f"no campaign found under {output_dir.resolve()} (run `asiarch run` first, or pass --dir)")
+            raise FileNotFoundError(f"no campaign found under {_shown(output_dir)} (run `asiarch run` first, or pass --dir)")
         name = marker.read_text().strip()
     root = output_dir / name
     if not CampaignPaths(root).state.exists():
-        raise FileNotFoundError(f"no campaign named {name!r} under {output_dir.resolve()}")
+        raise FileNotFoundError(f"no campaign named {name!r} under {_shown(output_dir)}")
     return root
 
 
-def resolve_campaign(path: str | Path) -> CampaignPaths:
+def resolve_campaign(path: str | Path | Location, storage: StorageSettings | None = None) -> CampaignPaths:
     """``path`` itself if it is a campaign directory, else the campaign its ``LATEST`` names.
 
     For readers (dashboard, report) that take either ``runs/<name>`` or ``runs``; unlike
     ``find_campaign`` it accepts a campaign that has written its memory but no record yet.
     """
-    path = Path(path).expanduser().resolve()
+    path = location(path, storage).resolve()
     if CampaignPaths(path).started():
         return CampaignPaths(path)
     marker = path / LATEST
@@ -118,7 +122,7 @@ class CampaignRecord:
     The driver's stages, the seed-baseline thread and the progress thread share it.
     """
 
-    def __init__(self, path: Path, initial: dict[str, Any] | None = None):
+    def __init__(self, path: Location, initial: dict[str, Any] | None = None):
         self.path = path
         self._lock = threading.Lock()
         self._data: dict[str, Any] = dict(initial or {})

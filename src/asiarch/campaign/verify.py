@@ -21,6 +21,8 @@ from asiarch.config import ScaleConfig
 from asiarch.memory import Candidate, Kind, Status
 from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import TrialData
+from asiarch.storage import tune_storage
+from asiarch.campaign.placement import on_this_node
 
 
 def _design_of(config: dict[str, Any]) -> str:
@@ -81,9 +83,11 @@ class VerifyStage:
             tune.with_parameters(_run_verify_trial, scales={"verify": scale}, data={"verify": self.data["verify"]},
                                  downstream=self._downstream(), sandbox=ctx.sandbox),
             ctx.resources())
-        path = ctx.paths.tune / "verify"
-        if tune.Tuner.can_restore(str(path)):
-            return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        storage = tune_storage(ctx.paths.tune)
+        path = tune_storage(ctx.paths.tune / "verify")["storage_path"]
+        fs = {k: v for k, v in storage.items() if k == "storage_filesystem"}
+        if tune.Tuner.can_restore(path, **fs):
+            return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True, **fs)
         return tune.Tuner(
             trainable, param_space=param_space,
             tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=ctx.slots(),
@@ -91,7 +95,7 @@ class VerifyStage:
                                         time_budget_s=ctx.wall_left(), reuse_actors=True,
                                         metric=None if scheduler else "eval_loss", mode=None if scheduler else "min"),
             run_config=tune.RunConfig(
-                name="verify", storage_path=str(ctx.paths.tune.resolve()), verbose=0, callbacks=self.callbacks,
+                name="verify", **storage, verbose=0, callbacks=self.callbacks,
                 failure_config=tune.FailureConfig(max_failures=ctx.explore.max_failures),
                 # PBT clones members' checkpoints: keep enough of them; the progress callback deletes a
                 # finished trial's checkpoints
@@ -235,7 +239,7 @@ class VerifyStage:
         from asiarch.agents import AnalystActor
 
         ctx = self.ctx
-        analyst = AnalystActor.remote(backend=ctx.backend, uri=ctx.memory_uri, writer=ctx.writer, campaign=ctx.name,
+        analyst = AnalystActor.options(**on_this_node()).remote(backend=ctx.backend, uri=ctx.memory_uri, writer=ctx.writer, campaign=ctx.name,
                                       config=ctx.agents)
         for cid in candidate_ids:
             try:

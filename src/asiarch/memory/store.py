@@ -15,7 +15,7 @@ import math
 import random
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import lancedb
 from lancedb.index import FTS, BTree, HnswSq
@@ -25,6 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from asiarch.memory import lifecycle
+if TYPE_CHECKING:
+    from asiarch.storage import ObjectPath
 from asiarch.memory.embed import Embedder, MiniLMEmbedder
 from asiarch.memory.lifecycle import FACT_COLUMNS, STAGES, STATUSES, CampaignCounts, Status
 from asiarch.memory.redact import Redactor
@@ -106,7 +108,7 @@ class Memory:
 
     def __init__(
         self,
-        uri: str | Path,
+        uri: str | Path | ObjectPath,
         embedder: Embedder | None = None,
         *,
         read_only: bool = False,
@@ -121,7 +123,11 @@ class Memory:
     ):
         """``redactor``: what scrubs text a candidate can influence before it is stored
         (default: this process's secret environment values and key-shaped strings)."""
+        from asiarch.storage import ObjectPath
+
         self.uri = str(uri)
+        # an s3:// location brings its endpoint; credentials come from this process's environment
+        storage_options = uri.lance_options() if isinstance(uri, ObjectPath) else None
         self.redactor = redactor or Redactor.from_environment()
         self.read_only = read_only
         self.optimize_every = optimize_every
@@ -134,7 +140,8 @@ class Memory:
         self._embedder = embedder
         self._check_location(create and not read_only)
         # readers see the writer's commits at once; the single writer needs no re-check
-        self.db = lancedb.connect(self.uri, read_consistency_interval=dt.timedelta(0) if read_only else None)
+        self.db = lancedb.connect(self.uri, read_consistency_interval=dt.timedelta(0) if read_only else None,
+                                  storage_options=storage_options)
         tables = set(self._table_names())
         if META not in tables:
             if tables:

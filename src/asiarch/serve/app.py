@@ -236,7 +236,7 @@ def build_app(campaign_dir: str | Path, token: str | None = None, embedder: Embe
     for memories whose embeddings are not MiniLM's (insight search by meaning).
     """
     root = resolve_campaign_dir(campaign_dir)  # fail here, with the path, rather than in a replica
-    return Dashboard.bind(str(root), token_digest(token) if token else None, embedder)
+    return Dashboard.bind(root, token_digest(token) if token else None, embedder)
 
 
 def is_loopback(host: str) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 import math
 from pathlib import Path
@@ -19,6 +21,10 @@ COLUMNS = [
     ("time (s)", "train_seconds", "{:.0f}"),
     ("stop", "stop_reason", "{}"),
 ]
+
+
+if TYPE_CHECKING:
+    from asiarch.storage import Location
 
 
 def cell(value: Any, fmt: str) -> str:
@@ -90,9 +96,11 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_results(out_dir: Path, rows: Sequence[dict[str, Any]], title: str) -> None:
-    """results.json (everything), results.md (the table) and curves.png into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(list(rows), indent=2, default=str))
-    (out_dir / "results.md").write_text(f"# {title}\n\n{markdown_table(rows)}\n\n![curves](curves.png)\n")
-    plot_curves(rows, out_dir / "curves.png")
+def write_results(out_dir: "Location", rows: Sequence[dict[str, Any]], title: str) -> None:
+    """results.json (everything), results.md (the table) and curves.png into ``out_dir`` (a directory or s3://)."""
+    from asiarch.storage import local_dir
+
+    with local_dir(out_dir) as local:
+        (local / "results.json").write_text(json.dumps(list(rows), indent=2, default=str))
+        (local / "results.md").write_text(f"# {title}\n\n{markdown_table(rows)}\n\n![curves](curves.png)\n")
+        plot_curves(rows, local / "curves.png")
