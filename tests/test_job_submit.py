@@ -9,8 +9,9 @@ through `examples/submit_job.py` (the Jobs API) with `run.output_dir=s3://...`:
 1. first with a local output directory: refused before any trial starts, with what to set;
 2. then on S3; once a candidate has finished explore and another is training, the worker
    node is killed (every process of it) and started again: the campaign finishes in the
-   same job, the interrupted trial continues from its checkpoint in S3, and no candidate is
-   lost or trained twice; `asiarch status` and `asiarch report` read the campaign by URI.
+   same job, the interrupted trials continue from their checkpoints in S3, and no candidate is
+   lost or trained twice (a trial Tune gave up on continues in a new trial from its last
+   checkpoint); `asiarch status` and `asiarch report` read the campaign by URI.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ TINY = [
     "scale.stages.explore_steps=16", "scale.stages.verify_steps=12", "scale.stages.reports_per_trial=4",
     "scale.train.warmup_steps=2", "seeds=[deltanet]", "llm=offline", "checks.complexity_repeats=2",
     "run.max_parallel_trials=2", "campaign.max_candidates=3", "run.trial_resources={trial_host:1}",
+    "explore.anchor_seeds=[0]",  # one anchor run: the noise estimate is tested in test_campaign.py
     "explore.grace_fraction=1.0",  # no early stops: a candidate is still training when the first finishes
     "verify.top_fraction=0", "verify.min_promoted=0",  # the verify stage is tested in test_campaign.py
     # explore's benchmark is the downstream mean (as at paper_20m): anchor and trials must both measure it
@@ -128,7 +130,8 @@ class Cluster:
 
     def start_worker(self) -> None:
         """The node trials must run on: the only one with `trial_host`."""
-        worker = subprocess.run([RAY, "start", f"--address={self.gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+        # its own loopback address: a driver attaches to the raylet of its own IP, which must be the head's
+        worker = subprocess.run([RAY, "start", f"--address={self.gcs}", "--node-ip-address=127.0.0.2", "--num-cpus=2",
                                  "--resources={\"trial_host\": 2}", "--object-store-memory=300000000",
                                  f"--temp-dir={self.worker_dir}", f"--dashboard-agent-listen-port={free_port()}",
                                  "--disable-usage-stats"], env=self.env, capture_output=True, text=True, timeout=180)
@@ -157,7 +160,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = self.job("status", job_id)
-            if any(word in status for word in ("SUCCEEDED", "FAILED", "STOPPED")):
+            if any(word in status.lower() for word in ("succeeded", "failed", "stopped")):
                 return status
             time.sleep(2)
         pytest.fail(f"job {job_id} did not end in {timeout} s: {self.job('logs', job_id)[-3000:]}")
@@ -212,26 +215,28 @@ def test_two_node_campaign_on_s3_survives_losing_its_worker_node(cluster, tmp_pa
         except Exception:  # the campaign is creating its memory
             rows = {}
         finished = [c for c in rows.values() if c.status in DONE and c.fitness is not None]
-        if finished and any(c.status == "training" for c in rows.values()):
+        midway = [c for c in rows.values() if c.status == "training" and 1 <= len(c.explore.loss_curve) < 3]
+        if finished and midway:  # a trial with a checkpoint in S3 and training left to do
             break
         time.sleep(1)
     else:
-        pytest.fail("no candidate finished while another trained: " + cluster.job("logs", job_id)[-3000:])
+        pytest.fail("no candidate finished while another was midway: " + cluster.job("logs", job_id)[-3000:])
     before = {cid: (c.explore.eval_loss, c.explore.loss_curve) for cid, c in rows.items()
               if c.status in DONE and c.fitness is not None}
-    in_flight = [cid for cid, c in rows.items() if c.status == "training"]
+    in_flight = [c.id for c in midway]
     mark(f"{len(before)} finished, {len(in_flight)} training")
 
     assert kill_node(cluster.worker_dir) > 0
     mark("worker node killed")
     time.sleep(8)
-    assert "RUNNING" in cluster.job("status", job_id)  # the driver and its actors live on the head
+    status = cluster.job("status", job_id)
+    assert "running" in status.lower(), status + cluster.job("logs", job_id)[-3000:]  # the driver and its actors: on the head
     cluster.start_worker()
     mark("worker node back")
     status = cluster.wait_job(job_id, 420)
     mark("job ended")
     logs = cluster.job("logs", job_id)
-    assert "SUCCEEDED" in status, logs[-4000:]
+    assert "succeeded" in status.lower(), logs[-4000:]
 
     # 3. Nothing lost, nothing trained twice, all of it in S3.
     rows = candidates(root)
@@ -246,12 +251,17 @@ def test_two_node_campaign_on_s3_survives_losing_its_worker_node(cluster, tmp_pa
         design = json.loads(params.read_text())["design"]
         results = [json.loads(line) for line in (params.parent / "result.json").read_text().splitlines() if line]
         trials.setdefault(design, []).append({"dir": params.parent.name, "results": results})
-    assert all(len(t) == 1 for t in trials.values()), {d: [t["dir"] for t in ts] for d, ts in trials.items()}
-    for cid in before:
-        assert cid in trials
-    resumed = [t for cid in in_flight for t in trials.get(cid, [])
-               if any(r["training_iteration"] > r["iterations_since_restore"] for r in t["results"])]
-    assert resumed, f"no interrupted trial continued from a checkpoint: {in_flight}"
+    for cid in before:  # finished before the node died: never trained again
+        assert len(trials[cid]) == 1, trials[cid]
+    for cid in in_flight:  # lost with the node midway: continued from its last checkpoint in S3, not from step 0
+        attempts = sorted(trials[cid], key=lambda t: min(r["timestamp"] for r in t["results"]) if t["results"] else 0)
+        first_steps = [min(r["step"] for r in t["results"] if "step" in r) for t in attempts
+                       if any("step" in r for r in t["results"])]
+        restored = any(r["training_iteration"] > r["iterations_since_restore"] for t in attempts for r in t["results"])
+        resumed = len(first_steps) > 1 and first_steps[-1] > first_steps[0]
+        mark(f"{cid}: {len(attempts)} trial(s), first steps {first_steps}, restored by Tune {restored}, "
+             f"resumed in a new trial {resumed}")
+        assert restored or resumed, (cid, first_steps, attempts)
     assert not (tmp_path / "runs").exists() and not (Path.cwd() / "runs" / root.name).exists()
     mark("checked")
 

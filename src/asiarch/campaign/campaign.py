@@ -189,39 +189,21 @@ class Campaign:
         warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
         self._check_storage()  # no credentials or no endpoint: one line, before anything is written
         self._choose()
-        paths = self.paths
-        paths.root.mkdir(parents=True, exist_ok=True)
-        fingerprint = _fingerprint(self.cfg)
-        if paths.state.exists():
-            self.record = CampaignRecord(paths.state, read_state(paths.state))
-            if self.record.get("fingerprint") not in (None, fingerprint):
-                raise ValueError(f"campaign {self.name} was started with another configuration; "
-                                 f"compare {paths.root / 'config.yaml'} or choose a new campaign.name")
-        else:
-            verify_base = self.scale.stages.verify_scale or self.scale.name
-            self.record = CampaignRecord(paths.state, {
-                "name": self.name, "status": "running", "phase": "explore", "fingerprint": fingerprint,
-                "scale": self.scale.name, "verify_scale": verify_base, "seed": self.settings.seed,
-                "started_at": now_iso(), "wall_seconds_before": 0.0,
-                "budget": {"max_candidates": self.settings.max_candidates, "device_hours": self.settings.max_device_hours,
-                           "usd": self.settings.max_usd, "wall_seconds": None if self.settings.max_wall_hours is None
-                           else self.settings.max_wall_hours * 3600},
-                "used": {}, "counts": {}, "best_fitness": None, "baselines": {"explore": {}, "verify": {}},
-                "discovery": [],
-            })
-            (paths.root / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))  # no secrets: credentials are env-only
-        set_latest(self.output_dir, self.name)
-        self._save_state(status="running")
-        started = time.monotonic()
         started_ray = not ray.is_initialized()
         if started_ray:
             if os.environ.get("RAY_ADDRESS"):  # `ray job submit` or a user pointing at a cluster: join it
                 ray.init(namespace=NAMESPACE, log_to_driver=False)
             else:
                 ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            self._open_record()
+        except BaseException:
+            if started_ray:
+                ray.shutdown()
+            raise
+        paths, started = self.paths, time.monotonic()
         stop_progress = threading.Event()
         try:
-            self._check_cluster_storage()
             self.writer = MemoryActor.options(name=f"asiarch-memory-{self.name}", namespace=NAMESPACE,
                                               **on_this_node()).remote(
                 self.memory_uri, embedder=self._embedder)
@@ -273,6 +255,33 @@ class Campaign:
             stop_progress.set()
             if started_ray:
                 ray.shutdown()
+
+    def _open_record(self) -> None:
+        """Refuse storage other nodes cannot reach, then open (or create) ``campaign.json``, before any work."""
+        self._check_cluster_storage()
+        paths = self.paths
+        paths.root.mkdir(parents=True, exist_ok=True)
+        fingerprint = _fingerprint(self.cfg)
+        if paths.state.exists():
+            self.record = CampaignRecord(paths.state, read_state(paths.state))
+            if self.record.get("fingerprint") not in (None, fingerprint):
+                raise ValueError(f"campaign {self.name} was started with another configuration; "
+                                 f"compare {paths.root / 'config.yaml'} or choose a new campaign.name")
+        else:
+            verify_base = self.scale.stages.verify_scale or self.scale.name
+            self.record = CampaignRecord(paths.state, {
+                "name": self.name, "status": "running", "phase": "explore", "fingerprint": fingerprint,
+                "scale": self.scale.name, "verify_scale": verify_base, "seed": self.settings.seed,
+                "started_at": now_iso(), "wall_seconds_before": 0.0,
+                "budget": {"max_candidates": self.settings.max_candidates, "device_hours": self.settings.max_device_hours,
+                           "usd": self.settings.max_usd, "wall_seconds": None if self.settings.max_wall_hours is None
+                           else self.settings.max_wall_hours * 3600},
+                "used": {}, "counts": {}, "best_fitness": None, "baselines": {"explore": {}, "verify": {}},
+                "discovery": [],
+            })
+            (paths.root / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg))  # no secrets: credentials are env-only
+        set_latest(self.output_dir, self.name)
+        self._save_state(status="running")
 
     def _check_storage(self) -> None:
         for where in (self.output_dir, *([location(self.settings.memory_uri, self.storage)]

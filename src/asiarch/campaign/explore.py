@@ -16,12 +16,14 @@ import time
 from typing import Any
 
 import ray
+from ray.tune import Callback
 
 from asiarch.arch import SEEDS
 from asiarch.campaign import scoring
 from asiarch.campaign.pipeline import CampaignPipeline, PipelineSettings
 from asiarch.campaign.schedulers import first_rung_step
-from asiarch.campaign.stage import NAMESPACE, StageContext, StageInterrupted, tokens_per_step, trial_name
+from asiarch.campaign.stage import (NAMESPACE, StageContext, StageInterrupted, fit_through_node_losses, tokens_per_step,
+                                    trial_name)
 from asiarch.memory import Status
 from asiarch.config import ScaleConfig, seeded_scale
 from asiarch.train.protocol import TrialData, train_mixer
@@ -43,6 +45,29 @@ def _fork_backend(backend: Any, index: int) -> Any:
         forked.rng = random.Random(f"{forked.rng.random()}-{index}")
     return forked
 
+
+
+class ResumeCrashedTrials(Callback):
+    """Hands the last checkpoint of a trial Tune gave up on to the pipeline, for its next trial.
+
+    A trial crashes when its worker or node dies, never through the candidate's code (those
+    errors are results: ``trainable``). Tune's retries fire at once, often before Ray has
+    marked a lost node dead, and are spent in a second; the pipeline then trains the
+    candidate in a new trial, which starts from this checkpoint instead of from step 0.
+    """
+
+    def __init__(self, pipeline_name: str, namespace: str):
+        self.pipeline_name, self.namespace = pipeline_name, namespace
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        design, checkpoint = trial.config.get("design"), trial.checkpoint
+        if design is None or checkpoint is None:
+            return
+        try:
+            pipeline = ray.get_actor(self.pipeline_name, namespace=self.namespace)
+            ray.get(pipeline.keep_checkpoint.remote(design, checkpoint), timeout=30)
+        except Exception:  # noqa: BLE001 - without it the candidate trains again from the start: slower, not wrong
+            pass
 
 class ExploreStage:
     """Runs (or resumes) explore to the end of the candidate budget."""
@@ -119,6 +144,9 @@ class ExploreStage:
         return {"pipeline": self.pipeline_name, "namespace": NAMESPACE,
                 "slow_factor": e.qa_slow_factor, "leak_fraction": e.qa_leak_fraction}
 
+    def _callbacks(self) -> list[Any]:
+        return [*self.callbacks, ResumeCrashedTrials(self.pipeline_name, NAMESPACE)]
+
     def _tuner(self, slots: int):
         from ray import tune
 
@@ -152,7 +180,7 @@ class ExploreStage:
                 reuse_actors=True,  # no actor start-up between candidates
                 trial_name_creator=trial_name, trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(
-                name="explore", **storage, verbose=0, callbacks=self.callbacks,
+                name="explore", **storage, verbose=0, callbacks=self._callbacks(),
                 failure_config=tune.FailureConfig(max_failures=e.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
@@ -184,7 +212,7 @@ class ExploreStage:
                           f"{self.first_rung()} (after the {self.scale.train.warmup_steps}-step warm-up), then x"
                           f"{ctx.explore.reduction_factor}; at most {self.max_trials() or 'unbounded'} trials "
                           f"(Tune's count: retrains after repairs and crashes included)")
-        tuner.fit()
+        fit_through_node_losses(tuner, lambda: self._tuner(slots), ctx, "explore")
         # let the last judgements and analyses land before promotion reads the memory
         while ray.get(self.pipeline.status.remote())["scoring"]:
             time.sleep(0.5)

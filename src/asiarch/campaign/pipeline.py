@@ -74,6 +74,7 @@ class CampaignPipeline:
         self.curves: dict[str, list[float]] = {}  # explore eval-loss curves of running trials
         self.done: set[str] = set()  # trials over: a late progress report must not overwrite the final write
         self.crashes: dict[str, int] = {}  # trials of a candidate that ended in a crash, not a code error
+        self.resume_points: dict[str, Any] = {}  # a crashed trial's last checkpoint (tune.Checkpoint): its next trial's start
         self.baseline = baseline
         self.baseline_ready = threading.Event()
         if baseline is not None:
@@ -182,12 +183,16 @@ class CampaignPipeline:
                 if c is None or c.status not in (Status.VALIDATED, Status.TRAINING):
                     continue
                 if (c.reached_training and self._budget_left(used)) or (not c.reached_training and self._can_start_new(used)):
-                    self.curves[cid] = []
+                    resume = self.resume_points.pop(cid, None)
+                    if resume is None:  # a trial from the start; a resumed one continues its curve
+                        self.curves[cid] = []
                     self.done.discard(cid)
                     # awaited: the next budget decision reads this candidate as trained
                     ray.get(self.writer.update_candidate.remote(cid, status=Status.TRAINING, status_reason="explore trial"))
                     config = {"kind": Kind.CANDIDATE.value, "design": cid, "name": c.name, "code": c.code,
                               "stage": "explore", "training_seed": self.s.explore_seed, "lr": self.s.explore_lr}
+                    if resume is not None:
+                        config["resume_from"] = resume
                     return {**config, "qa": self.s.qa} if self.s.qa else config
                 self.ready.appendleft(cid)
                 break
@@ -195,6 +200,12 @@ class CampaignPipeline:
                 self.finished = True
                 return "FINISHED"
             return None
+
+    def keep_checkpoint(self, design: str, checkpoint: Any) -> None:
+        """The last checkpoint of a trial that crashed (its node died, its worker was killed): the new
+        trial the crash retry starts continues from it instead of training the candidate again."""
+        with self.lock:
+            self.resume_points[design] = checkpoint
 
     def _over(self, live_trials: int, used: CampaignCounts) -> bool:
         """Explore is complete: nothing runs or is being scored or checked, nothing can come back for

@@ -2,8 +2,9 @@
 
 On a cluster the memory writer, the pipeline, the agents and the LLM account are the
 campaign's state; trials are disposable. Placing the control actors next to the driver
-(softly: a single-node cluster has nowhere else) means losing a worker node loses
-trials, which Tune retries from their checkpoints, and never the campaign itself.
+means losing a worker node loses trials, which continue from their checkpoints, and never
+the campaign itself. The affinity is hard: Ray's soft affinity was seen to place a
+zero-CPU actor on another node while the driver's had room.
 """
 
 from __future__ import annotations
@@ -16,4 +17,4 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 def on_this_node() -> dict[str, Any]:
     """``.options(**on_this_node())``: schedule an actor on the node of the process creating it."""
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)}
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}

@@ -87,13 +87,17 @@ class RunSettings:
     output_dir: str = "runs"
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
-    trial_resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources each trial needs
+    trial_resources: dict[str, float] | None = None  # custom Ray resources each trial needs
     max_parallel_trials: int | None = None
+    max_node_losses: int = 10  # times a stage continues from storage after trials died with their node
     downstream: bool = False  # verify also scores the multiple-choice sets (see scoring.scores_downstream)
 
     def __post_init__(self) -> None:
-        bad = {k: v for k, v in self.trial_resources.items() if not isinstance(v, (int, float)) or v <= 0}
-        if bad or {"CPU", "GPU", "cpu", "gpu"} & set(self.trial_resources):
+        if self.max_node_losses < 0:
+            raise ValueError(f"run.max_node_losses must be >= 0, got {self.max_node_losses}")
+        resources = self.trial_resources or {}
+        bad = {k: v for k, v in resources.items() if not isinstance(v, (int, float)) or v <= 0}
+        if bad or {"CPU", "GPU", "cpu", "gpu"} & set(resources):
             raise ValueError(f"run.trial_resources takes custom resources with positive amounts (CPUs and GPUs: "
                              f"run.cpus_per_trial, run.gpus_per_trial), got {self.trial_resources}")
 

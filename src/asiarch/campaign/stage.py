@@ -70,7 +70,7 @@ class StageContext:
 
     def resources(self) -> dict[str, float]:
         """What one trial holds (Tune's resource dict): CPUs, GPUs and ``run.trial_resources``."""
-        return {"cpu": self.run.cpus_per_trial, "gpu": self.run.gpus_per_trial, **self.run.trial_resources}
+        return {"cpu": self.run.cpus_per_trial, "gpu": self.run.gpus_per_trial, **(self.run.trial_resources or {})}
 
     def task_options(self) -> dict[str, Any]:
         """The same as ``resources()``, for a Ray task that trains a seed."""
@@ -84,7 +84,7 @@ class StageContext:
         resources = ray.cluster_resources()
         by_cpu = int(resources.get("CPU", 1) // max(self.run.cpus_per_trial, 1e-9)) if self.run.cpus_per_trial else 64
         by_gpu = int(resources.get("GPU", 0) // self.run.gpus_per_trial) if self.run.gpus_per_trial else by_cpu
-        by_custom = [int(resources.get(k, 0) // v) for k, v in self.run.trial_resources.items()]
+        by_custom = [int(resources.get(k, 0) // v) for k, v in (self.run.trial_resources or {}).items()]
         return max(1, min([by_cpu, by_gpu, *by_custom]))
 
     def seed_result(self, seed: str, stage: str) -> dict[str, Any] | None:
@@ -113,6 +113,41 @@ class StageContext:
         ray.get(self.writer.upsert_candidates.remote(row))
         self.record.set_in("baselines", stage, seed, {k: anchor[k] for k in ("eval_loss", "benchmark", "mqar_accuracy")})
         return metrics
+
+
+def lost_with_its_node(error: BaseException | None) -> bool:
+    """Whether a trial failed because the node it ran on died (not through anything it did).
+
+    Ray reports this as an ``ActorDiedError`` whose cause is the node's death; the cause is
+    only exposed in its message (which Tune may pass on wrapped), so that is what is read.
+    """
+    if error is None:
+        return False
+    text = str(error).lower()
+    if "actor died" in text and ("node has died" in text or "node was terminated" in text):
+        return True
+    return "actor is temporarily unavailable" in text  # its node stopped answering before Ray marked it dead
+
+
+def fit_through_node_losses(tuner: Any, restore: Callable[[], Any], ctx: StageContext, stage: str) -> Any:
+    """``tuner.fit()``, continued from storage each time trials were lost with a dead node.
+
+    Tune's own retries (``FailureConfig``) fire at once, often before the cluster has marked
+    the node dead, so a lost worker spends them in a second. A trial lost with its node did
+    nothing wrong: the stage restores its Tune experiment from storage (``restore()``) and
+    fits again; those trials continue from their last checkpoints once the cluster has the
+    resources (a node back, or the autoscaler's). At most ``run.max_node_losses`` times.
+    """
+    for attempt in range(ctx.run.max_node_losses + 1):
+        grid = tuner.fit()
+        lost = [r for r in grid if lost_with_its_node(r.error)]
+        if not lost or attempt == ctx.run.max_node_losses:
+            return grid
+        ctx.console.print(f"{stage}: {len(lost)} trial(s) lost with their node; continuing the experiment from "
+                          f"storage, from their last checkpoints ({attempt + 1} of at most "
+                          f"{ctx.run.max_node_losses} node losses)", markup=False, highlight=False)
+        tuner = restore()
+    return grid
 
 
 def trial_name(trial) -> str:

@@ -67,7 +67,8 @@ def run_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict
         return
     scale = trial_scale(scales[stage], config)
     state = None
-    checkpoint = tune.get_checkpoint()
+    # Tune's own restore, or the last checkpoint of this candidate's crashed trial (``CampaignPipeline.keep_checkpoint``)
+    checkpoint = tune.get_checkpoint() or config.get("resume_from")
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             saved = torch.load(os.path.join(folder, "trainer.pt"), map_location=scale.train.device,

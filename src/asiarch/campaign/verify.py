@@ -15,7 +15,7 @@ from typing import Any
 import ray
 
 from asiarch.campaign import scoring
-from asiarch.campaign.stage import StageContext, StageInterrupted, tokens_per_step, trial_name
+from asiarch.campaign.stage import StageContext, StageInterrupted, fit_through_node_losses, tokens_per_step, trial_name
 from asiarch.campaign.state import now_iso
 from asiarch.config import ScaleConfig
 from asiarch.memory import Candidate, Kind, Status
@@ -145,7 +145,7 @@ class VerifyStage:
         ctx.console.print(f"verify: {len(promoted)} candidate(s) and {len(to_train)} seed(s) x "
                           f"{len(v.training_seeds)} training seed(s) at {self.scale.name}, {self.scale.train.steps} steps, "
                           f"{'PBT over the learning rate' if v.search == 'pbt' else 'learning-rate sweep'}")
-        grid = tuner.fit()
+        grid = fit_through_node_losses(tuner, lambda: self._tuner(runs), ctx, "verify")
         unfinished = [r for r in grid if r.error is None and not (r.metrics or {}).get("final")
                       and not (r.metrics or {}).get("code_error")]
         if unfinished:  # scoring part-trained runs would report numbers that do not mean what they say
