@@ -263,6 +263,12 @@ def test_two_node_campaign_on_s3_survives_losing_its_worker_node(cluster, tmp_pa
              f"resumed in a new trial {resumed}")
         assert restored or resumed, (cid, first_steps, attempts)
     assert not (tmp_path / "runs").exists() and not (Path.cwd() / "runs" / root.name).exists()
+    (seed,) = [c for c in Memory(root / "memory", read_only=True).list_candidates() if c.kind == "seed"]
+    assert all(run.get("downstream_mean") is not None for run in seed.explore.benchmarks["runs"])
+    for c in trained:  # the downstream benchmark is measured on both sides; at most gated as chance, never absent
+        assert c.explore.benchmark is not None and seed.explore.benchmark is not None
+        why = (c.fitness_parts.get("missing") or {}).get("benchmark")
+        assert why is None or "at chance" in why, why
     mark("checked")
 
     # 4. The CLI reads it by URI.
