@@ -2,12 +2,16 @@
 
     ray start --head                                   # or an existing cluster
     RAY_AUTH_MODE=token .venv/bin/python examples/submit_job.py --address http://127.0.0.1:8265 \\
-        --output-dir /shared/asiarch-runs campaign.max_candidates=20
+        --output-dir s3://my-bucket/asiarch-runs campaign.max_candidates=20
 
-The cluster's nodes need asiarch installed (the same environment). The driver runs on
-the head; trials spread over every node's CPUs/GPUs unchanged. ``--output-dir`` should be
-a path every node can reach (or set ``campaign.memory_uri`` to an object store). Stop a
-job and submit the same command again: the campaign continues where it stopped.
+The cluster's nodes need asiarch installed (the same environment) and, for an ``s3://``
+output, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (and ``AWS_ENDPOINT_URL`` or
+``storage.endpoint=...`` for MinIO and the like) in their environment. The driver runs on
+the head; trials spread over every node's CPUs/GPUs unchanged (``run.trial_resources``
+restricts them to nodes with a custom resource). On more than one node ``--output-dir``
+must be an ``s3://`` prefix or a mount every node sees (``storage.shared_filesystem=true``);
+a local directory is refused before any trial starts. Stop a job and submit the same
+command again: the campaign continues where it stopped.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import time
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--address", default="http://127.0.0.1:8265", help="the cluster's dashboard address")
-    parser.add_argument("--output-dir", required=True, help="absolute path for runs/ on the head node")
+    parser.add_argument("--output-dir", required=True,
+                        help="where campaigns live: s3://bucket/prefix, or an absolute path every node sees")
     parser.add_argument("--python", default=sys.executable, help="the Python of the asiarch environment on the cluster")
     parser.add_argument("--no-wait", action="store_true", help="print the job id and return")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for `asiarch run`")
