@@ -12,6 +12,12 @@ through `examples/submit_job.py` (the Jobs API) with `run.output_dir=s3://...`:
    same job, the interrupted trials continue from their checkpoints in S3, and no candidate is
    lost or trained twice (a trial Tune gave up on continues in a new trial from its last
    checkpoint); `asiarch status` and `asiarch report` read the campaign by URI.
+
+While the campaign trains (the machine saturated by real training: two trials and the
+seed run on its 2 cores), `asiarch serve --dir s3://...` is started as a user would, on its
+own local Ray: it must come up (Serve's default 5 s proxy check fails under such load) or
+exit with its one-line message and code 1, never a traceback; once up it serves the S3
+campaign, and one SIGINT stops it promptly and cleanly.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from asiarch.memory import Memory
 from asiarch.storage import ObjectPath, StorageSettings
@@ -37,7 +45,7 @@ BUCKET = "asiarch-cluster"
 TINY = [
     "scale.train.eval_batches=1", "scale.corpus.max_documents=80", "scale.corpus.tokenizer_vocab_size=512",
     "scale.mqar.num_train=500", "scale.mqar.num_test=100", "scale.train.eval_mqar_examples=64",
-    "scale.stages.explore_steps=16", "scale.stages.verify_steps=12", "scale.stages.reports_per_trial=4",
+    "scale.stages.explore_steps=8", "scale.stages.verify_steps=8", "scale.stages.reports_per_trial=4",
     "scale.train.warmup_steps=2", "seeds=[deltanet]", "llm=offline", "checks.complexity_repeats=2",
     "run.max_parallel_trials=2", "campaign.max_candidates=3", "run.trial_resources={trial_host:1}",
     "explore.anchor_seeds=[0]",  # one anchor run: the noise estimate is tested in test_campaign.py
@@ -178,6 +186,28 @@ def cluster(tmp_path, monkeypatch):
         c.stop()
 
 
+def serve_while_training(cluster: Cluster, runs: ObjectPath, log: Path, outcome: dict) -> None:
+    """`asiarch serve` over the S3 campaign on a machine busy training it, then Ctrl-C (runs in a thread)."""
+    port = free_port()
+    env = {**cluster.env, "RAY_ADDRESS": "local", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # its own Ray
+    with open(log, "w") as out:
+        serve = subprocess.Popen([str(BIN / "asiarch"), "serve", "--dir", str(runs), "--port", str(port)],
+                                 stdout=out, stderr=subprocess.STDOUT, cwd=log.parent, env=env)
+    try:
+        deadline = time.monotonic() + 400
+        while serve.poll() is None and "asiarch dashboard:" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(1)
+        if serve.poll() is not None:
+            outcome["exit"] = serve.returncode
+            return
+        outcome["summary"] = requests.get(f"http://127.0.0.1:{port}/api/summary", timeout=60).json()
+        serve.send_signal(signal.SIGINT)
+        outcome["exit"] = serve.wait(timeout=60)  # a bound against a hang, not a speed figure
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+
+
 def candidates(root: ObjectPath) -> dict[str, object]:
     memory = root / "memory"
     if not (memory / "meta.lance").is_dir():
@@ -192,20 +222,25 @@ def test_two_node_campaign_on_s3_survives_losing_its_worker_node(cluster, tmp_pa
     def mark(what: str) -> None:
         timeline.append((round(time.monotonic() - t0, 1), what))
 
-    # 1. A local directory on a two-node cluster is refused before any trial starts.
-    local = cluster.submit(str(tmp_path / "local-runs"), wait=True)
-    assert local.returncode != 0
-    logs = cluster.job("logs", local.stdout.split()[1].rstrip(":"))
-    assert "2 nodes" in logs and "run.output_dir=s3://" in logs, logs[-3000:]
-    assert "explore:" not in logs  # no stage started
-    mark("local output_dir refused")
+    # 1. A local directory on a two-node cluster is refused before any trial starts (submitted alongside 2.)
+    local = cluster.submit(str(tmp_path / "local-runs"), wait=False)
+    assert local.returncode == 0, local.stderr[-3000:]
+    local_id = local.stdout.split()[1].rstrip(":")
 
     # 2. The same campaign on S3.
     runs = cluster.location("runs")
     first = cluster.submit(str(runs), wait=False)
     assert first.returncode == 0, first.stderr[-3000:]
     job_id = first.stdout.split()[1].rstrip(":")
-    mark("submitted (s3)")
+    mark("submitted: one campaign on a local directory, one on s3://")
+    served: dict = {}
+    serve_log = tmp_path / "serve.log"
+    dashboard = threading.Thread(target=serve_while_training, args=(cluster, runs, serve_log, served))
+    assert "failed" in cluster.wait_job(local_id, 120).lower()
+    logs = cluster.job("logs", local_id)
+    assert "2 nodes" in logs and "run.output_dir=s3://" in logs, logs[-3000:]
+    assert "explore:" not in logs and not (tmp_path / "local-runs").exists()  # refused before writing anything
+    mark("the local one refused")
     deadline = time.monotonic() + 420
     root = None
     while time.monotonic() < deadline:
@@ -214,11 +249,16 @@ def test_two_node_campaign_on_s3_survives_losing_its_worker_node(cluster, tmp_pa
             rows = candidates(root)
         except Exception:  # the campaign is creating its memory
             rows = {}
+        if not dashboard.is_alive() and not served and any(c.status == "training" for c in rows.values()):
+            dashboard.start()  # the machine is busy training: start the dashboard now
+            mark("trials training: asiarch serve started")
+        if "summary" in served and "serve up" not in [what for _, what in timeline]:
+            mark("serve up")
         finished = [c for c in rows.values() if c.status in DONE and c.fitness is not None]
         midway = [c for c in rows.values() if c.status == "training" and 1 <= len(c.explore.loss_curve) < 3]
         if finished and midway:  # a trial with a checkpoint in S3 and training left to do
             break
-        time.sleep(1)
+        time.sleep(2)
     else:
         pytest.fail("no candidate finished while another was midway: " + cluster.job("logs", job_id)[-3000:])
     before = {cid: (c.explore.eval_loss, c.explore.loss_curve) for cid, c in rows.items()
@@ -237,6 +277,17 @@ def test_two_node_campaign_on_s3_survives_losing_its_worker_node(cluster, tmp_pa
     mark("job ended")
     logs = cluster.job("logs", job_id)
     assert "succeeded" in status.lower(), logs[-4000:]
+
+    # The dashboard, started while the campaign trained.
+    assert dashboard.ident is not None, "no trial was seen training before the node was killed"
+    dashboard.join(timeout=600)
+    text = serve_log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    if "summary" not in served:  # gave up: only with its one line and code 1
+        assert served.get("exit") == 1 and "asiarch serve: Ray Serve did not come up" in text, text[-3000:]
+    else:
+        assert served["summary"]["name"] == root.name and "starting Ray Serve (attempt 1 of" in text
+        assert served["exit"] == 0 and "stopping the dashboard" in text, text[-3000:]
 
     # 3. Nothing lost, nothing trained twice, all of it in S3.
     rows = candidates(root)
