@@ -255,7 +255,7 @@ def test_two_node_campaign_on_s3_survives_losing_its_worker_node(cluster, tmp_pa
         if "summary" in served and "serve up" not in [what for _, what in timeline]:
             mark("serve up")
         finished = [c for c in rows.values() if c.status in DONE and c.fitness is not None]
-        midway = [c for c in rows.values() if c.status == "training" and 1 <= len(c.explore.loss_curve) < 3]
+        midway = [c for c in rows.values() if c.status == "training" and 1 <= len(c.explore.loss_curve) < 4]
         if finished and midway:  # a trial with a checkpoint in S3 and training left to do
             break
         time.sleep(2)
