@@ -21,15 +21,10 @@ from rich.live import Live
 
 from asiarch.arch import SEEDS
 from asiarch.config import ScaleConfig, seeded_scale, stage_scale
-from asiarch.config import build_dataclass
 from asiarch.storage import Location, StorageSettings, check_access, location, write_text_atomic
 from asiarch.train.tables import progress_table, results_table, write_results
 from asiarch.train.protocol import TrialData, prepare_data, train_mixer
 from asiarch.train.trainer import MEASURED_STOPS
-
-
-def _plain(section: Any) -> dict[str, Any] | None:
-    return OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else section
 
 
 class BaselineCache:
@@ -154,7 +149,10 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None,
         raise ValueError(f"campaign.seed {jobs[0][0]!r} is not a seed; known seeds: {sorted(SEEDS)}")
     scales = {t: seeded_scale(base, t) for _, t in jobs}
     labels = [name if stage == "scale" else f"{name}:s{t}" for name, t in jobs]
-    output_dir = location(cfg.run.output_dir, build_dataclass(StorageSettings, _plain(cfg.get("storage")), "storage"))
+    from asiarch.campaign.settings import RunSettings, section
+
+    run = section(cfg, "run", RunSettings)
+    output_dir = location(run.output_dir, section(cfg, "storage", StorageSettings))
     check_access(output_dir)
     out_dir = output_dir / f"seeds-{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -172,9 +170,7 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None,
     try:
         board = ProgressBoard.remote()
         data_ref = ray.put(data)
-        resources = dict(cfg.run.get("trial_resources") or {})
-        options = {"num_cpus": cfg.run.cpus_per_trial, "num_gpus": cfg.run.gpus_per_trial,
-                   **({"resources": resources} if resources else {})}
+        options = run.task_options()
         pending = {
             train_seed.options(**options, name=f"train:{label}").remote(name, scales[t], data_ref, board, downstream,
                                                                        label=label): label

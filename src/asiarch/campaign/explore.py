@@ -28,7 +28,6 @@ from asiarch.memory import Status
 from asiarch.config import ScaleConfig, seeded_scale
 from asiarch.train.protocol import TrialData, train_mixer
 from asiarch.train.trainer import MEASURED_STOPS
-from asiarch.storage import tune_storage
 from asiarch.campaign.placement import on_this_node
 
 
@@ -92,7 +91,7 @@ class ExploreStage:
         scales = [seeded_scale(self.scale, s) for s in ctx.explore.anchor_seeds]
         downstream = self._downstream()  # as the explore trials measure
         cached = [cache.get(seed, scale, downstream) for scale in scales]
-        options = ctx.task_options()
+        options = ctx.run.task_options()
         refs = {i: _train_seed.options(**options, name=f"baseline:{seed}:s{scale.train.seed}").remote(
                     seed, scale, self.data["explore"], downstream)
                 for i, (scale, hit) in enumerate(zip(scales, cached)) if hit is None}
@@ -158,9 +157,8 @@ class ExploreStage:
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, scales={"explore": self.scale, "verify": self.verify_scale}, data=self.data,
                                  memory_uri=ctx.memory_uri, downstream=self._downstream(), sandbox=ctx.sandbox),
-            ctx.resources())
-        storage = tune_storage(ctx.paths.tune)
-        path = tune_storage(ctx.paths.tune / "explore")["storage_path"]
+            ctx.run.tune_resources())
+        path, storage = ctx.tune_storage("explore")
         fs = {k: v for k, v in storage.items() if k == "storage_filesystem"}
         if tune.Tuner.can_restore(path, **fs):
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True, **fs)

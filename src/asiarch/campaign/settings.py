@@ -101,6 +101,15 @@ class RunSettings:
             raise ValueError(f"run.trial_resources takes custom resources with positive amounts (CPUs and GPUs: "
                              f"run.cpus_per_trial, run.gpus_per_trial), got {self.trial_resources}")
 
+    def tune_resources(self) -> dict[str, float]:
+        """What one trial holds, as ``tune.with_resources`` takes it: CPUs, GPUs and ``trial_resources``."""
+        return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial, **(self.trial_resources or {})}
+
+    def task_options(self) -> dict[str, Any]:
+        """The same, as ``.options()`` of a Ray task that trains a seed."""
+        return {"num_cpus": self.cpus_per_trial, "num_gpus": self.gpus_per_trial,
+                **({"resources": dict(self.trial_resources)} if self.trial_resources else {})}
+
 
 def section(cfg: Any, key: str, kind: type) -> Any:
     """``kind`` built from ``cfg[key]``; an unknown key is an error that names it."""

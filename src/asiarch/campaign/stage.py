@@ -20,6 +20,7 @@ from asiarch.campaign.settings import CampaignSettings, ExploreSettings, RunSett
 from asiarch.campaign.state import CampaignPaths, CampaignRecord
 from asiarch.config import ScaleConfig
 from asiarch.memory import Candidate, Kind, Memory, StageMetrics, Status, seed_row_id
+from asiarch.storage import tune_storage
 
 NAMESPACE = "asiarch"
 
@@ -68,14 +69,11 @@ class StageContext:
         """Seed runs shared by every campaign under the same output directory."""
         return BaselineCache(self.paths.root.parent / "baselines")
 
-    def resources(self) -> dict[str, float]:
-        """What one trial holds (Tune's resource dict): CPUs, GPUs and ``run.trial_resources``."""
-        return {"cpu": self.run.cpus_per_trial, "gpu": self.run.gpus_per_trial, **(self.run.trial_resources or {})}
-
-    def task_options(self) -> dict[str, Any]:
-        """The same as ``resources()``, for a Ray task that trains a seed."""
-        return {"num_cpus": self.run.cpus_per_trial, "num_gpus": self.run.gpus_per_trial,
-                **({"resources": dict(self.run.trial_resources)} if self.run.trial_resources else {})}
+    def tune_storage(self, experiment: str) -> tuple[str, dict[str, Any]]:
+        """Where the stage's Tune experiment ``experiment`` is (the path ``Tuner.can_restore``/``restore`` take)
+        and the ``RunConfig`` storage arguments that put it there (a local directory or S3)."""
+        storage = tune_storage(self.paths.tune)
+        return tune_storage(self.paths.tune / experiment)["storage_path"], storage
 
     def slots(self) -> int:
         """Trials that can run at once: ``run.max_parallel_trials`` or what the cluster's resources allow."""

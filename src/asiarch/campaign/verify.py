@@ -21,7 +21,6 @@ from asiarch.config import ScaleConfig
 from asiarch.memory import Candidate, Kind, Status
 from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import TrialData
-from asiarch.storage import tune_storage
 from asiarch.campaign.placement import on_this_node
 
 
@@ -82,9 +81,8 @@ class VerifyStage:
         trainable = tune.with_resources(
             tune.with_parameters(_run_verify_trial, scales={"verify": scale}, data={"verify": self.data["verify"]},
                                  downstream=self._downstream(), sandbox=ctx.sandbox),
-            ctx.resources())
-        storage = tune_storage(ctx.paths.tune)
-        path = tune_storage(ctx.paths.tune / "verify")["storage_path"]
+            ctx.run.tune_resources())
+        path, storage = ctx.tune_storage("verify")
         fs = {k: v for k, v in storage.items() if k == "storage_filesystem"}
         if tune.Tuner.can_restore(path, **fs):
             return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True, **fs)
