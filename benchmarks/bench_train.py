@@ -1,8 +1,12 @@
-"""Forward+backward throughput of each seed mixer at cpu_tiny widths across sequence lengths.
+"""Forward+backward throughput of each seed mixer at cpu_tiny widths across sequence lengths,
+and the time per token of a training step of the research-scale language model with each seed.
 
 Prints tokens/s per seed and length, each seed's speed relative to softmax attention
 measured in the same run, and each seed's time growth from T=1024 to T=4096 at the same batch size
-(a linear-cost mixer grows ~4x, attention more). Run: ``.venv/bin/python benchmarks/bench_train.py``.
+(a linear-cost mixer grows ~4x, attention more). The second table trains the cpu_tiny LM (its batch,
+sequence length and widths) for a few AdamW steps per seed and gives each seed's time per token
+against the slowest of the 2024 seeds (deltanet, gated_deltanet, mamba2, attention) measured in the
+same run: issue 17's goal is <= 1.5x for the frontier seeds. Run: ``.venv/bin/python benchmarks/bench_train.py``.
 """
 
 from __future__ import annotations
@@ -71,6 +75,49 @@ def main() -> None:
         if growth:
             cells.append(f"{seconds[name][4096] / seconds[name][1024]:.1f}x")
         table.add_row(name, *cells)
+    output_console().print(table)
+    research_scale_table(args.device, args.repeats)
+
+
+BASELINE_SEEDS = ("deltanet", "gated_deltanet", "mamba2", "attention")
+
+
+def research_scale_table(device: str, repeats: int) -> None:
+    """Seconds per training step of the cpu_tiny LM with each seed (median), and per token."""
+    from asiarch.arch import LanguageModel, ModelConfig
+
+    scale = load_scale("cpu_tiny")
+    cfg = ModelConfig(**{**scale.model.__dict__, "vocab_size": 1024 + 128})  # the tokenizer's vocab + MQAR's
+    batch, length = scale.train.batch_size, scale.train.seq_len
+    step_seconds: dict[str, float] = {}
+    for name, cls in SEEDS.items():
+        torch.manual_seed(0)
+        model = LanguageModel(cfg, cls).to(device)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        tokens = torch.randint(0, cfg.vocab_size, (batch, length + 1), device=device)
+
+        times = []
+        for i in range(repeats + 1):  # the first step warms up
+            start = time.perf_counter()
+            optimiser.zero_grad(set_to_none=True)
+            logits = model(tokens[:, :-1])
+            torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+            optimiser.step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if i:
+                times.append(time.perf_counter() - start)
+        step_seconds[name] = sorted(times)[len(times) // 2]
+    slowest = max(step_seconds[n] for n in BASELINE_SEEDS if n in step_seconds)
+    table = Table(title=f"cpu_tiny LM training step (batch {batch} x {length} tokens, d={cfg.hidden_size}, "
+                        f"{cfg.num_layers} layers), {device}; baseline: the slowest 2024 seed")
+    for col in ("seed", "s / step", "us / token", "vs slowest 2024 seed", "goal (frontier)"):
+        table.add_column(col, justify="right" if col != "seed" else "left")
+    for name, t in step_seconds.items():
+        frontier = name not in BASELINE_SEEDS
+        ratio = t / slowest
+        table.add_row(name, f"{t:.3f}", f"{t / (batch * length) * 1e6:.1f}", f"{ratio:.2f}x",
+                      ("met" if ratio <= 1.5 else "NOT met") + " (<= 1.5x)" if frontier else "")
     output_console().print(table)
 
 

@@ -11,8 +11,20 @@ from asiarch.proposer import (
     FIELD_CHOICES, Genome, crossover, estimate_parameters, mutate, name_for, render, seed_genome,
 )
 from asiarch.memory.cognition.motifs import MOTIFS
+from asiarch.proposer.genome import SEED_GENOMES
+from asiarch.proposer.render import seed_of_genome
 
 SEEDS = ("deltanet", "gated_deltanet", "mamba2")
+ALL_SEEDS = tuple(SEED_GENOMES)  # with the frontier: kda, gdn2, rwkv7, gated_deltaproduct
+# Genomes that combine the frontier motifs with each other and with the older ones.
+FRONTIER_MIXES = [
+    Genome(operator="ssd", decay="channel_data", beta="none"),  # GLA
+    Genome(operator="delta", beta="channel"),
+    Genome(operator="gated_delta", decay="fixed_multiscale", beta="channel", token_shift=True, window=16),
+    Genome(operator="delta", householder=2, beta="const", d_skip=True, window=16),
+    Genome(operator="gated_delta", decay="fixed_multiscale", householder=2, beta="sigmoid2"),
+    Genome(operator="dplr", decay="channel_data", feature_map="elu1", window=32, d_skip=True, head_mult=2),
+]
 
 
 def _chain(n: int, seed: int = 0, start: str = "deltanet") -> list[Genome]:
@@ -23,7 +35,7 @@ def _chain(n: int, seed: int = 0, start: str = "deltanet") -> list[Genome]:
     return out
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", ALL_SEEDS)
 def test_seed_genomes_are_valid_and_deterministic(seed):
     g = seed_genome(seed)
     assert g.is_valid()
@@ -37,8 +49,26 @@ def test_seed_genomes_resemble_the_seeds():
     assert {"delta_rule", "data_dependent_decay", "output_gate"} <= seed_genome("gated_deltanet").motifs()
     mamba = seed_genome("mamba2")
     assert "delta_rule" not in mamba.motifs() and {"scalar_decay", "residual_skip"} <= mamba.motifs()
+    assert {"vector_decay", "data_dependent_decay", "delta_rule"} <= seed_genome("kda").motifs()
+    assert seed_genome("gdn2").beta == "channel" and "vector_decay" in seed_genome("gdn2").motifs()
+    assert seed_genome("rwkv7").operator == "dplr" and "token_shift" in seed_genome("rwkv7").motifs()
+    assert "householder_products" in seed_genome("gated_deltaproduct").motifs()
     with pytest.raises(ValueError):
         seed_genome("transformer")
+
+
+def test_frontier_seed_genomes_are_recognised_as_seeds():
+    for name in ALL_SEEDS:
+        assert seed_of_genome(render(seed_genome(name))) == name
+    assert seed_of_genome(render(FRONTIER_MIXES[0])) is None
+
+
+def test_mutation_from_deltanet_reaches_the_frontier_motifs():
+    """Offline campaigns can reach what the frontier seeds bring, and combine it with the rest."""
+    reached = {m for seed in range(3) for g in _chain(150, seed=seed) for m in g.motifs()}
+    operators = {g.operator for seed in range(3) for g in _chain(150, seed=seed)}
+    assert {"vector_decay", "householder_products", "token_shift"} <= reached
+    assert "dplr" in operators
 
 
 def test_normalisation_repairs_invalid_combinations():
@@ -55,14 +85,17 @@ def test_normalisation_repairs_invalid_combinations():
 
 def test_rendered_modules_build_and_match_the_parameter_estimate():
     torch = pytest.importorskip("torch")
-    for g in [seed_genome(s) for s in SEEDS] + _chain(12, seed=3):
+    for g in [seed_genome(s) for s in ALL_SEEDS] + FRONTIER_MIXES + _chain(12, seed=3):
         source = render(g, "Candidate")
         namespace: dict = {}
         exec(compile(source, "<candidate>", "exec"), namespace)
         module = namespace["Candidate"](128, 4)
         assert sum(p.numel() for p in module.parameters()) == estimate_parameters(g)
-        x = torch.randn(2, 11, 128)
-        assert module(x).shape == x.shape
+        x = torch.randn(2, 11, 128, requires_grad=True)
+        out = module(x)
+        assert out.shape == x.shape
+        out.square().mean().backward()
+        assert torch.isfinite(x.grad).all(), name_for(g)
 
 
 def test_mutation_and_crossover_are_deterministic_and_valid():
@@ -114,7 +147,7 @@ def test_motif_weights_bias_mutation():
 
 
 def test_diverse_renders_pass_the_checks():
-    """The seeds' genomes and one far from them pass every check (about 6 s each, two at a time)."""
+    """The seeds' genomes and some far from them pass every check (about 6 s each, two at a time)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from asiarch.checks import check_candidate
@@ -122,6 +155,9 @@ def test_diverse_renders_pass_the_checks():
     genomes = [seed_genome(s) for s in SEEDS] + [
         Genome(operator="linear", feature_map="elu1", qk_norm="none", short_conv=0, output_gate="sigmoid",
                head_mult=2, window=32),
+        FRONTIER_MIXES[2],  # channel gates, token shift and a window
+        Genome(operator="gated_delta", decay="scalar_data", householder=2, d_skip=True),
+        seed_genome("rwkv7"),
     ]
     with ThreadPoolExecutor(2) as pool:
         reports = list(pool.map(lambda g: check_candidate(render(g)), genomes))

@@ -1,14 +1,17 @@
 """``asiarch export ID``: a discovered mixer as one standalone Python module.
 
 The module holds the candidate's class, the ``asiarch.arch.ops`` operators it imports
-(copied in, so nothing imports asiarch), the model configuration it was trained with and
-its measured results. Only torch is needed (plus flash-linear-attention for the CUDA
-kernels the operators dispatch to, when it is installed).
+and asiarch's Triton kernels (``asiarch.kernels``) they dispatch to on CUDA (copied in, so
+nothing imports asiarch), the model configuration it was trained with and its measured
+results. Only torch is needed: the kernels are defined where triton imports (CUDA builds
+of torch bring it) and run on CUDA tensors only; flash-linear-attention's kernels are used
+when it is installed, and asiarch's SSD kernel (or the PyTorch paths) when it is not.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import pprint
 from dataclasses import asdict
@@ -17,7 +20,59 @@ from typing import Any
 
 from asiarch.memory.lifecycle import is_breakthrough
 
-OPS_ORDER = ("backend", "decay", "short_conv", "delta_rule", "ssd")  # each only imports earlier ones
+OPS_ORDER = ("backend", "decay", "short_conv", "delta_rule", "ssd", "sliding_window")  # each only imports earlier ones
+KERNELS = ("ssd", "sliding_window")  # asiarch.kernels modules; the ops import them inside functions, on CUDA
+
+
+class _DropAsiarchImports(ast.NodeTransformer):
+    """Removes ``from asiarch... import`` inside functions: in the export those names are globals."""
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | None:
+        return None if (node.module or "").startswith("asiarch") else node
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        node = super().generic_visit(node)
+        if isinstance(getattr(node, "body", None), list) and not node.body:
+            node.body = [ast.Pass()]  # a body that held only such an import
+        return node
+
+
+def _module_body(path: Path, drop_imports: tuple[str, ...] = ()) -> list[ast.stmt]:
+    """A module's statements without its docstring, ``__all__``, ``__future__`` and asiarch imports."""
+    tree = _DropAsiarchImports().visit(ast.parse(path.read_text()))
+    keep = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            continue
+        if isinstance(node, ast.Import) and all(a.name in drop_imports for a in node.names):
+            continue
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            continue
+        keep.append(node)
+    if keep and isinstance(keep[0], ast.Expr) and isinstance(getattr(keep[0], "value", None), ast.Constant):
+        keep = keep[1:]  # the module docstring
+    return keep
+
+
+def _kernels_source() -> str:
+    """asiarch's Triton kernels, defined only where triton imports (stand-ins that say so otherwise)."""
+    import asiarch.kernels as kernels
+
+    folder = Path(kernels.__file__).parent
+    body: list[ast.stmt] = []
+    public: list[str] = []
+    for name in KERNELS:
+        module = importlib.import_module(f"asiarch.kernels.{name}")
+        public += list(module.__all__)
+        body += _module_body(folder / f"{name}.py", drop_imports=("triton", "triton.language"))
+    stand_ins = "\n".join(
+        f"def {n}(*args, **kwargs):\n    raise RuntimeError('{n} needs triton, which is not installed')" for n in public)
+    guarded = ast.If(test=ast.parse("triton is not None", mode="eval").body, body=body,
+                     orelse=ast.parse(stand_ins).body)
+    header = ("# ---- from asiarch.kernels (" + ", ".join(KERNELS) + "): Triton, run on CUDA tensors only ----\n"
+              "try:\n    import triton\n    import triton.language as tl\n"
+              "except ImportError:  # the PyTorch paths still run\n    triton = None\n\n")
+    return header + ast.unparse(ast.Module(body=[guarded], type_ignores=[]))
 
 
 def _ops_source() -> str:
@@ -25,13 +80,9 @@ def _ops_source() -> str:
     import asiarch.arch.ops as ops
 
     folder = Path(ops.__file__).parent
-    chunks = []
+    chunks = [_kernels_source()]
     for name in OPS_ORDER:
-        tree = ast.parse((folder / f"{name}.py").read_text())
-        keep = [node for node in tree.body if not (
-            isinstance(node, ast.ImportFrom) and (node.module == "__future__" or (node.module or "").startswith("asiarch")))]
-        if keep and isinstance(keep[0], ast.Expr) and isinstance(getattr(keep[0], "value", None), ast.Constant):
-            keep = keep[1:]  # the module docstring
+        keep = _module_body(folder / f"{name}.py")
         chunks.append(f"# ---- from asiarch.arch.ops.{name} ----\n" + ast.unparse(ast.Module(body=keep, type_ignores=[])))
     return "\n\n".join(chunks)
 
@@ -75,7 +126,8 @@ def export_candidate(candidate: Any, model_config: dict[str, Any]) -> str:
 
 {candidate.motivation.strip()}
 
-Standalone: needs torch only. ``MIXER`` is the class; ``CONFIG`` the model it was trained in
+Standalone: needs torch only (on CUDA its Triton kernels need triton, which CUDA builds of
+torch bring). ``MIXER`` is the class; ``CONFIG`` the model it was trained in
 (embedding -> N x [norm -> mixer -> residual -> norm -> MLP -> residual] -> norm -> head);
 ``RESULTS`` what the campaign measured.
 """
@@ -85,6 +137,7 @@ from __future__ import annotations
 import types as _types
 '''
     ops_names = ["chunk_delta_rule", "chunk_gated_delta_rule", "chunk_ssd", "init_decay_parameters", "ShortConvolution"]
+    ops_names += ["sliding_window_attention"]
     ops_namespace = "_OPS = _types.SimpleNamespace(" + ", ".join(f"{n}={n}" for n in ops_names) + ")"
     candidate_src = _rewrite_candidate(candidate.code)
     tree = ast.parse(candidate.code)

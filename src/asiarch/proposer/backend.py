@@ -24,7 +24,7 @@ from asiarch.llm.schemas import context_of
 # Which genome choices to fall back to when a check fails (repair rules).
 REPAIRS: dict[str, dict[str, Any]] = {
     "complexity": {"window": 0},
-    "param_budget": {"value_expand": 1, "head_mult": 1, "window": 0},
+    "param_budget": {"value_expand": 1, "head_mult": 1, "window": 0, "householder": 1},
     "finite_gradients": {"qk_norm": "l2", "beta": "sigmoid", "feature_map": "silu"},
     "training_smoke": {"qk_norm": "l2", "beta": "sigmoid", "output_norm": "rms"},
     # a trial that diverged or crashed: the stabilisers, and without the extra sliding-window branch

@@ -17,16 +17,17 @@ from typing import Any
 from asiarch.memory.cognition.motifs import MOTIFS
 
 __all__ = [
-    "FIELD_CHOICES", "Genome", "REFERENCE_PARAMETERS", "estimate_parameters", "name_for", "seed_genome",
+    "FIELD_CHOICES", "Genome", "REFERENCE_PARAMETERS", "SEED_GENOMES", "estimate_parameters", "name_for",
+    "seed_genome",
 ]
 
 # The values each field may take, in a fixed order (the order matters for determinism).
 FIELD_CHOICES: dict[str, tuple[Any, ...]] = {
-    "operator": ("delta", "gated_delta", "ssd", "linear"),
+    "operator": ("delta", "gated_delta", "ssd", "linear", "dplr"),
     "feature_map": ("identity", "silu", "elu1", "relu"),
     "qk_norm": ("l2", "none"),
-    "beta": ("sigmoid", "sigmoid2", "const", "none"),
-    "decay": ("none", "scalar_data", "fixed_multiscale"),
+    "beta": ("sigmoid", "sigmoid2", "const", "none", "channel"),
+    "decay": ("none", "scalar_data", "fixed_multiscale", "channel_data"),
     "short_conv": (0, 2, 3, 4),
     "output_gate": ("none", "silu", "sigmoid"),
     "output_norm": ("rms", "none"),
@@ -34,10 +35,13 @@ FIELD_CHOICES: dict[str, tuple[Any, ...]] = {
     "value_expand": (1, 2),
     "window": (0, 16, 32, 64),
     "d_skip": (False, True),
+    "householder": (1, 2),
+    "token_shift": (False, True),
 }
 
 DELTA_OPS = ("delta", "gated_delta")
-DECAYED_OPS = ("gated_delta", "ssd")
+DECAYED_OPS = ("gated_delta", "ssd", "dplr")
+LOW_RANK = 32  # rank of the low-rank projections that produce per-channel gates (fla's KDA / RWKV-7 style)
 
 # DeltaNet at hidden 128 / 4 heads: q, k, v, o projections, beta projection, three
 # kernel-4 short convolutions and the per-head RMSNorm weight.
@@ -50,15 +54,20 @@ class Genome:
     """One token mixer. Field values are listed in :data:`FIELD_CHOICES`.
 
     operator      "delta" (delta rule), "gated_delta" (delta rule with a forget gate),
-                  "ssd" (scalar-decay linear recurrence, Mamba2's SSD), "linear" (plain
-                  causal linear attention: SSD with zero log-decay)
+                  "ssd" (scalar-decay linear recurrence, Mamba2's SSD; with channel_data decay
+                  it is GLA), "linear" (plain causal linear attention: SSD with zero log-decay),
+                  "dplr" (RWKV-7's state update: a per-channel decay plus a rank-1 removal along
+                  its own normalised key with a per-channel in-context learning rate)
     feature_map   kernel on q/k before the norm: "identity", "silu", "elu1" (elu+1), "relu"
     qk_norm       "l2" or "none" (the delta ops always use "l2")
     beta          write strength: "sigmoid", "sigmoid2" (2*sigmoid: eigenvalues of the
                   transition in [-1, 1]), "const" (a learned per-head constant), "none"
-                  (only for "ssd"/"linear", which have no write strength)
+                  (only for "ssd"/"linear", which have no write strength), "channel"
+                  (Gated DeltaNet-2: a per-key-channel erase gate and a per-value-channel
+                  write gate, delta family only)
     decay         "none", "scalar_data" (Mamba2-style data-dependent per-head decay),
-                  "fixed_multiscale" (RetNet-like fixed per-head decays)
+                  "fixed_multiscale" (RetNet-like fixed per-head decays), "channel_data"
+                  (a data-dependent decay per key channel, from a low-rank projection: KDA)
     short_conv    kernel size of causal depthwise convolutions on q/k/v; 0 = none
     output_gate   "none", "silu", "sigmoid" gate from the input on the mixer output
     output_norm   per-head "rms" norm on the operator output, or "none"
@@ -66,6 +75,10 @@ class Genome:
     value_expand  1 or 2: value (and state) width is value_expand * hidden_size
     window        0, or W: a causal sliding-window softmax branch over the last W tokens
     d_skip        a per-head learned skip ``o += D * v`` (Mamba2's D)
+    householder   1, or 2 delta-rule (Householder) steps per token, each with its own key,
+                  value and strength (Gated DeltaProduct); delta family with a scalar decay or none
+    token_shift   mix each token's input with the previous token's by a learned per-channel
+                  weight before the projections (RWKV's token shift)
     """
 
     operator: str = "delta"
@@ -80,6 +93,8 @@ class Genome:
     value_expand: int = 1
     window: int = 0
     d_skip: bool = False
+    householder: int = 1
+    token_shift: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -93,19 +108,26 @@ class Genome:
         decayed and undecayed variant of an operator family."""
         g = self
         family_delta = g.operator in DELTA_OPS
-        if family_delta:
+        if g.operator == "dplr":
+            # its own removal key is L2-normalised; the decay is per channel; the beta projection
+            # becomes the per-channel in-context learning rate
+            g = replace(g, decay="channel_data", qk_norm="l2", beta="sigmoid", householder=1)
+        elif family_delta:
             g = replace(g, operator="gated_delta" if g.decay != "none" else "delta", qk_norm="l2")
             if g.beta == "none":
                 g = replace(g, beta="sigmoid")
+            if g.householder > 1 and (g.decay == "channel_data" or g.beta == "channel"):
+                g = replace(g, householder=1)  # the product of steps is built on the scalar-decay delta rule
         else:
-            g = replace(g, operator="ssd" if g.decay != "none" else "linear", beta="none")
+            g = replace(g, operator="ssd" if g.decay != "none" else "linear", beta="none", householder=1)
             if g.operator == "linear":
                 # Undecayed linear attention sums over the whole prefix: keep its scale in check.
                 g = replace(g, output_norm="rms")
             if g.qk_norm == "none" and g.feature_map == "identity" and g.output_norm == "none":
                 g = replace(g, output_norm="rms")
-        if g.value_expand == 2 and estimate_parameters(g) > MAX_PARAMETER_RATIO * REFERENCE_PARAMETERS:
-            g = replace(g, value_expand=1)
+        for costly in ({"value_expand": 1}, {"head_mult": 1}, {"householder": 1}):
+            if estimate_parameters(g) > MAX_PARAMETER_RATIO * REFERENCE_PARAMETERS:
+                g = replace(g, **costly)
         return g
 
     def is_valid(self) -> bool:
@@ -116,7 +138,7 @@ class Genome:
         """The motif tags (from ``MOTIFS``) this genome realises."""
         g = self.normalised()
         tags = {"chunkwise_parallel"}
-        if g.operator in DELTA_OPS:
+        if g.operator in DELTA_OPS or g.operator == "dplr":
             tags.add("delta_rule")
         if g.feature_map != "identity":
             tags.add("feature_map")
@@ -126,6 +148,12 @@ class Genome:
             tags.add("beta_param")
         if g.beta == "sigmoid2":
             tags.add("negative_eigenvalues")
+        if g.decay == "channel_data":
+            tags |= {"vector_decay", "data_dependent_decay"}
+        if g.householder > 1:
+            tags.add("householder_products")
+        if g.token_shift:
+            tags.add("token_shift")
         if g.decay == "scalar_data":
             tags |= {"scalar_decay", "data_dependent_decay"}
         if g.decay == "fixed_multiscale":
@@ -160,15 +188,22 @@ def estimate_parameters(genome: Genome, hidden_size: int = 128, num_heads: int =
     g = genome
     heads = num_heads * g.head_mult
     dv = g.value_expand * hidden_size
-    n = 2 * hidden_size * hidden_size + hidden_size * dv + dv * hidden_size  # q, k, v, o
+    steps = g.householder  # keys, values and strengths per token
+    n = hidden_size * hidden_size + steps * hidden_size * hidden_size + steps * hidden_size * dv + dv * hidden_size
     if g.short_conv:
-        n += (2 * hidden_size + dv) * g.short_conv
-    if g.beta in ("sigmoid", "sigmoid2"):
-        n += hidden_size * heads
+        n += (hidden_size + steps * (hidden_size + dv)) * g.short_conv
+    if g.operator == "dplr":
+        n += 2 * hidden_size * LOW_RANK + hidden_size  # in-context learning rate (low rank) and the removal key's scale
+    elif g.beta in ("sigmoid", "sigmoid2"):
+        n += steps * hidden_size * heads
     elif g.beta == "const":
-        n += heads
+        n += steps * heads
+    elif g.beta == "channel":
+        n += (hidden_size * LOW_RANK + LOW_RANK * hidden_size) + (hidden_size * LOW_RANK + LOW_RANK * dv)
     if g.decay == "scalar_data":
         n += hidden_size * heads + 2 * heads
+    elif g.decay == "channel_data":
+        n += 2 * hidden_size * LOW_RANK + 2 * hidden_size
     if g.output_gate != "none":
         n += hidden_size * dv
     if g.output_norm == "rms":
@@ -177,23 +212,38 @@ def estimate_parameters(genome: Genome, hidden_size: int = 128, num_heads: int =
         n += 2 * heads  # local temperature and mixing weight
     if g.d_skip:
         n += heads
+    if g.token_shift:
+        n += hidden_size
     return n
 
 
+# The seeds the offline proposer can start from, as genomes close to their layers.
+SEED_GENOMES: dict[str, Genome] = {
+    "deltanet": Genome(),
+    "gated_deltanet": Genome(operator="gated_delta", decay="scalar_data", output_gate="silu"),
+    # Mamba2 shares B/C across heads and expands x; here per-head q/k of the same width.
+    "mamba2": Genome(operator="ssd", feature_map="silu", qk_norm="none", beta="none", decay="scalar_data",
+                     output_gate="silu", output_norm="rms", d_skip=True),
+    # KDA: the gated delta rule with a per-channel decay from a low-rank projection, sigmoid output gate.
+    "kda": Genome(operator="gated_delta", decay="channel_data", output_gate="sigmoid"),
+    # Gated DeltaNet-2: KDA with per-channel erase (key) and write (value) gates instead of one beta.
+    "gdn2": Genome(operator="gated_delta", decay="channel_data", beta="channel", output_gate="sigmoid"),
+    # RWKV-7: token shift, per-channel decay, removal along its own key with a per-channel learning rate.
+    "rwkv7": Genome(operator="dplr", feature_map="identity", decay="channel_data", short_conv=0, token_shift=True,
+                   output_gate="sigmoid"),
+    # Gated DeltaProduct: two Householder (delta) steps per token under one scalar decay.
+    "gated_deltaproduct": Genome(operator="gated_delta", decay="scalar_data", householder=2, output_gate="silu"),
+}
+
+
 def seed_genome(name: str) -> Genome:
-    """A genome close to one of the seed mixers ("deltanet", "gated_deltanet", "mamba2")."""
-    if name == "deltanet":
-        return Genome()
-    if name == "gated_deltanet":
-        return Genome(operator="gated_delta", decay="scalar_data", output_gate="silu")
-    if name == "mamba2":
-        # Mamba2 shares B/C across heads and expands x; here per-head q/k of the same width.
-        return Genome(operator="ssd", feature_map="silu", qk_norm="none", beta="none", decay="scalar_data",
-                      output_gate="silu", output_norm="rms", d_skip=True)
-    raise ValueError(f"unknown seed {name!r}; choose from deltanet, gated_deltanet, mamba2")
+    """A genome close to one of the seed mixers (the keys of :data:`SEED_GENOMES`)."""
+    if name not in SEED_GENOMES:
+        raise ValueError(f"unknown seed {name!r}; choose from {', '.join(SEED_GENOMES)}")
+    return SEED_GENOMES[name].normalised()
 
 
-_OP_SLUG = {"delta": "delta", "gated_delta": "gdelta", "ssd": "ssd", "linear": "lin"}
+_OP_SLUG = {"delta": "delta", "gated_delta": "gdelta", "ssd": "ssd", "linear": "lin", "dplr": "dplr"}
 
 
 def name_for(genome: Genome) -> str:
@@ -208,8 +258,16 @@ def name_for(genome: Genome) -> str:
         parts.append("neg")
     elif g.beta == "const":
         parts.append("cbeta")
+    elif g.beta == "channel":
+        parts.append("chgate")
     if g.decay == "fixed_multiscale":
         parts.append("ms")
+    elif g.decay == "channel_data" and g.operator != "dplr":
+        parts.append("cdecay")
+    if g.householder > 1:
+        parts.append(f"hh{g.householder}")
+    if g.token_shift:
+        parts.append("tshift")
     parts.append(f"conv{g.short_conv}" if g.short_conv else "noconv")
     if g.output_gate == "silu":
         parts.append("ogate")

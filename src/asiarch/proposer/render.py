@@ -2,8 +2,9 @@
 
 The output is self-contained PyTorch that imports only what the candidate policy allows
 (``torch``, ``math`` and the vetted operators in ``asiarch.arch.ops``), so the chunkwise
-CPU paths and the flash-linear-attention kernels on CUDA come with it. Rendering is a pure
-function of the genome and the class name: the same inputs give byte-identical source.
+CPU paths and the Triton kernels on CUDA (flash-linear-attention's and asiarch's) come
+with it. Rendering is a pure function of the genome and the class name: the same inputs
+give byte-identical source.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 
 import re
 
-from asiarch.proposer.genome import DELTA_OPS, Genome, name_for, seed_genome
+from asiarch.proposer.genome import DELTA_OPS, LOW_RANK, SEED_GENOMES, Genome, name_for, seed_genome
 
 __all__ = ["class_name_for", "render"]
 
@@ -21,6 +22,7 @@ _OPERATOR_TEXT = {
     "gated_delta": "the gated delta rule (delta-rule writes plus a per-head forget gate)",
     "ssd": "a scalar-decay linear recurrence (Mamba2's SSD)",
     "linear": "plain causal linear attention (an undecayed running sum of k v^T)",
+    "dplr": "RWKV-7's state update (a per-channel decay plus a rank-1 removal along its own key)",
 }
 _FEATURE_CODE = {
     "identity": "{x}",
@@ -55,10 +57,25 @@ def seed_of_genome(source: str) -> str | None:
     genome = genome_from_source(source)
     if genome is None:
         return None
-    for name in ("deltanet", "gated_deltanet", "mamba2"):
-        if genome.normalised() == seed_genome(name).normalised():
+    for name in SEED_GENOMES:
+        if genome.normalised() == seed_genome(name):
             return name
     return None
+
+
+def _operator_function(g: Genome) -> str:
+    """The ``asiarch.arch.ops`` function that runs the genome's recurrence."""
+    if g.operator == "dplr":
+        return "chunk_rwkv7"
+    if g.operator in DELTA_OPS:
+        if g.householder > 1:
+            return "chunk_gated_delta_product"
+        if g.beta == "channel":
+            return "chunk_gdn2"
+        if g.decay == "channel_data":
+            return "chunk_kda"
+        return "chunk_gated_delta_rule" if g.operator == "gated_delta" else "chunk_delta_rule"
+    return "chunk_gdn2" if g.decay == "channel_data" else "chunk_ssd"
 
 
 def render(genome: Genome, class_name: str | None = None) -> str:
@@ -71,14 +88,13 @@ def render(genome: Genome, class_name: str | None = None) -> str:
     conv = g.short_conv
     feat = _FEATURE_CODE[g.feature_map]
 
-    imports = []
-    if delta:
-        imports.append("chunk_gated_delta_rule" if g.operator == "gated_delta" else "chunk_delta_rule")
-    else:
-        imports.append("chunk_ssd")
+    steps = g.householder
+    imports = [_operator_function(g)]
     if conv:
         imports.append("ShortConvolution")
-    if g.decay == "scalar_data":
+    if g.window:
+        imports.append("sliding_window_attention")
+    if g.decay in ("scalar_data", "channel_data"):
         imports.append("init_decay_parameters")
     imports.sort(key=lambda s: (not s[0].isupper(), s))
 
@@ -128,21 +144,46 @@ def render(genome: Genome, class_name: str | None = None) -> str:
         f"{I2}self.head_v_dim = self.value_dim // self.num_heads",
         f"{I2}self.chunk_size, self.backend = chunk_size, backend",
         f"{I2}self.q_proj = nn.Linear(hidden_size, hidden_size, bias=False)",
-        f"{I2}self.k_proj = nn.Linear(hidden_size, hidden_size, bias=False)",
-        f"{I2}self.v_proj = nn.Linear(hidden_size, self.value_dim, bias=False)",
+    ]
+    times = f"{steps} * " if steps > 1 else ""
+    if steps > 1:
+        out.append(f"{I2}# {steps} Householder (delta-rule) steps per token: a key, value and strength for each")
+    out += [
+        f"{I2}self.k_proj = nn.Linear(hidden_size, {times}hidden_size, bias=False)",
+        f"{I2}self.v_proj = nn.Linear(hidden_size, {times}self.value_dim, bias=False)",
     ]
     if conv:
         out += [
             f"{I2}# causal depthwise short convolutions (kernel {conv}) on q, k and v",
             f"{I2}self.q_conv = ShortConvolution(hidden_size, {conv}, activation=None)",
-            f"{I2}self.k_conv = ShortConvolution(hidden_size, {conv}, activation=None)",
-            f'{I2}self.v_conv = ShortConvolution(self.value_dim, {conv}, activation="silu")',
+            f"{I2}self.k_conv = ShortConvolution({times}hidden_size, {conv}, activation=None)",
+            f'{I2}self.v_conv = ShortConvolution({times}self.value_dim, {conv}, activation="silu")',
         ]
-    if g.beta in ("sigmoid", "sigmoid2"):
-        out.append(f"{I2}self.b_proj = nn.Linear(hidden_size, self.num_heads, bias=False)  # write strength")
+    if g.token_shift:
+        out.append(f"{I2}self.shift_mix = nn.Parameter(torch.full((hidden_size,), 0.5))  # token shift: weight of x_(t-1)")
+    if g.operator == "dplr":
+        out += [
+            f"{I2}# per-channel in-context learning rate (low rank) and the removal key's per-channel scale",
+            f"{I2}self.iclr_proj = nn.Sequential(nn.Linear(hidden_size, {LOW_RANK}, bias=False), nn.Linear({LOW_RANK}, hidden_size, bias=False))",
+            f"{I2}self.k_k = nn.Parameter(torch.full((hidden_size,), 0.85))",
+        ]
+    elif g.beta in ("sigmoid", "sigmoid2"):
+        out.append(f"{I2}self.b_proj = nn.Linear(hidden_size, {times}self.num_heads, bias=False)  # write strength")
     elif g.beta == "const":
-        out.append(f"{I2}self.beta_logit = nn.Parameter(torch.zeros(self.num_heads))  # data-independent write strength")
-    if g.decay == "scalar_data":
+        out.append(f"{I2}self.beta_logit = nn.Parameter(torch.zeros({times}self.num_heads))  # data-independent write strength")
+    elif g.beta == "channel":
+        out += [
+            f"{I2}# per-key-channel erase gate and per-value-channel write gate (low rank), Gated DeltaNet-2 style",
+            f"{I2}self.erase_proj = nn.Sequential(nn.Linear(hidden_size, {LOW_RANK}, bias=False), nn.Linear({LOW_RANK}, hidden_size, bias=False))",
+            f"{I2}self.write_proj = nn.Sequential(nn.Linear(hidden_size, {LOW_RANK}, bias=False), nn.Linear({LOW_RANK}, self.value_dim, bias=False))",
+        ]
+    if g.decay == "channel_data":
+        out += [
+            f"{I2}# data-dependent decay per key channel from a low-rank projection (KDA): g = -exp(A_log) * softplus(f + dt_bias)",
+            f"{I2}self.f_proj = nn.Sequential(nn.Linear(hidden_size, {LOW_RANK}, bias=False), nn.Linear({LOW_RANK}, hidden_size, bias=False))",
+            f"{I2}self.A_log, self.dt_bias = init_decay_parameters(hidden_size)",
+        ]
+    elif g.decay == "scalar_data":
         out += [
             f"{I2}# data-dependent per-head decay, Mamba2 style: g = -exp(A_log) * softplus(a_proj(x) + dt_bias)",
             f"{I2}self.a_proj = nn.Linear(hidden_size, self.num_heads, bias=False)",
@@ -174,57 +215,80 @@ def render(genome: Genome, class_name: str | None = None) -> str:
     out.append(f"{I2}self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)")
     out.append("")
 
-    # ------------------------------------------------------------------ local branch
-    if g.window:
-        out += [
-            f"{I1}def _local_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:",
-            f'{I2}"""Softmax attention of each token over itself and the previous window - 1 tokens."""',
-            f"{I2}t, w = q.shape[1], self.window",
-            f"{I2}k_win = F.pad(k, (0, 0, 0, 0, w - 1, 0)).unfold(1, w, 1)  # [B, T, H, K, W]",
-            f"{I2}v_win = F.pad(v, (0, 0, 0, 0, w - 1, 0)).unfold(1, w, 1)  # [B, T, H, V, W]",
-            f'{I2}scores = torch.einsum("bthk,bthkw->bthw", q, k_win) * self.local_log_temp.exp().view(1, 1, -1, 1)',
-            f"{I2}pos = torch.arange(t, device=q.device).view(t, 1) + torch.arange(w, device=q.device).view(1, w)",
-            f'{I2}scores = scores.masked_fill((pos < w - 1).view(1, t, 1, w), float("-inf"))  # before the start',
-            f'{I2}return torch.einsum("bthw,bthvw->bthv", scores.softmax(dim=-1), v_win)',
-            "",
-        ]
-
     # ------------------------------------------------------------------ forward
     out += [
         f"{I1}def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:",
         f"{I2}b, t, _ = hidden_states.shape",
         f"{I2}heads = (b, t, self.num_heads, self.head_dim)",
     ]
-    qx, kx, vx = "self.q_proj(hidden_states)", "self.k_proj(hidden_states)", "self.v_proj(hidden_states)"
+    x = "hidden_states"
+    if g.token_shift:
+        x = "x"
+        out.append(f"{I2}x = hidden_states + (F.pad(hidden_states, (0, 0, 1, 0))[:, :-1] - hidden_states) * self.shift_mix")
+    qx, kx, vx = f"self.q_proj({x})", f"self.k_proj({x})", f"self.v_proj({x})"
     if conv:
         qx, kx, vx = f"self.q_conv({qx})", f"self.k_conv({kx})", f"self.v_conv({vx})"
     else:
         vx = f"F.silu({vx})"
+    t_steps = f"t * {steps}" if steps > 1 else "t"
     out += [
         f"{I2}q = {feat.format(x=qx)}.view(heads)",
-        f"{I2}k = {feat.format(x=kx)}.view(heads)",
-        f"{I2}v = {vx}.view(b, t, self.num_heads, self.head_v_dim)",
+        f"{I2}k = {feat.format(x=kx)}." + (f"reshape(b, {t_steps}, self.num_heads, self.head_dim)  # token t's steps at t*{steps}.."
+                                          if steps > 1 else "view(heads)"),
+        f"{I2}v = {vx}.{'reshape' if steps > 1 else 'view'}(b, {t_steps}, self.num_heads, self.head_v_dim)",
     ]
+    if g.operator == "dplr":
+        out.append(f"{I2}kk = F.normalize(k * self.k_k.view(1, 1, self.num_heads, self.head_dim), p=2, dim=-1)  # removal key")
     if g.qk_norm == "l2":
         out += [f"{I2}q = F.normalize(q, p=2, dim=-1)", f"{I2}k = F.normalize(k, p=2, dim=-1)"]
-    if g.beta == "sigmoid":
-        out.append(f"{I2}beta = self.b_proj(hidden_states).sigmoid()")
+    if g.operator == "dplr":
+        out.append(f"{I2}a = self.iclr_proj({x}).sigmoid().view(heads)  # per-channel in-context learning rate")
+    elif g.beta == "sigmoid":
+        out.append(f"{I2}beta = self.b_proj({x}).sigmoid()" + (f".reshape(b, {t_steps}, self.num_heads)" if steps > 1 else ""))
     elif g.beta == "sigmoid2":
-        out.append(f"{I2}beta = 2.0 * self.b_proj(hidden_states).sigmoid()  # in (0, 2): eigenvalues in (-1, 1)")
+        out.append(f"{I2}beta = 2.0 * self.b_proj({x}).sigmoid()" + (f".reshape(b, {t_steps}, self.num_heads)" if steps > 1 else "")
+                   + "  # in (0, 2): eigenvalues in (-1, 1)")
     elif g.beta == "const":
-        out.append(f"{I2}beta = self.beta_logit.sigmoid().view(1, 1, -1).expand(b, t, self.num_heads)")
-    if g.decay == "scalar_data":
+        out.append(f"{I2}beta = self.beta_logit.sigmoid().view(1, 1, -1).expand(b, t, -1)"
+                   + (f".reshape(b, {t_steps}, self.num_heads)" if steps > 1 else ""))
+    elif g.beta == "channel":
         out += [
-            f"{I2}dt = F.softplus(self.a_proj(hidden_states).float() + self.dt_bias)  # [B, T, H]",
+            f"{I2}erase = self.erase_proj({x}).sigmoid().view(heads)",
+            f"{I2}write = self.write_proj({x}).sigmoid().view(b, t, self.num_heads, self.head_v_dim)",
+        ]
+    if g.decay == "channel_data":
+        out.append(f"{I2}g = (-self.A_log.float().exp() * F.softplus(self.f_proj({x}).float() + self.dt_bias)).view(heads)")
+    elif g.decay == "scalar_data":
+        out += [
+            f"{I2}dt = F.softplus(self.a_proj({x}).float() + self.dt_bias)  # [B, T, H]",
             f"{I2}g = -self.A_log.float().exp() * dt",
         ]
     elif g.decay == "fixed_multiscale":
         out.append(f"{I2}g = self.log_decay.view(1, 1, -1).expand(b, t, self.num_heads)")
     ck = "chunk_size=self.chunk_size, backend=self.backend"
-    if g.operator == "delta":
+    if g.operator == "dplr":
+        out.append(f"{I2}o, _ = chunk_rwkv7(q, g, k, v, -kk, kk * a, scale=self.head_dim**-0.5, {ck})")
+    elif delta and steps > 1:
+        gate = "g" if g.operator == "gated_delta" else "None"
+        out += [
+            f"{I2}o, _ = chunk_gated_delta_product(q, k, v, {gate}, beta, {steps}, {ck})",
+            f"{I2}k = k.reshape(b, t, {steps}, self.num_heads, self.head_dim)[:, :, -1]  # each token's last step",
+            f"{I2}v = v.reshape(b, t, {steps}, self.num_heads, self.head_v_dim)[:, :, -1]",
+        ]
+    elif delta and g.beta == "channel":
+        if g.decay == "none":
+            out.append(f"{I2}g = q.new_zeros(heads, dtype=torch.float32)  # no decay")
+        elif g.decay != "channel_data":
+            out.append(f"{I2}g = g.unsqueeze(-1).expand(-1, -1, -1, self.head_dim)  # the head's decay on every channel")
+        out.append(f"{I2}o, _ = chunk_gdn2(q, k, v, g, erase, write, {ck})")
+    elif delta and g.decay == "channel_data":
+        out.append(f"{I2}o, _ = chunk_kda(q, k, v, g, beta, {ck})")
+    elif g.operator == "delta":
         out.append(f"{I2}o, _ = chunk_delta_rule(q, k, v, beta, {ck})")
     elif g.operator == "gated_delta":
         out.append(f"{I2}o, _ = chunk_gated_delta_rule(q, k, v, g, beta, {ck})")
+    elif g.decay == "channel_data":  # GLA: the channel-decayed recurrence with no erase and full writes
+        out.append(f"{I2}o, _ = chunk_gdn2(q, k, v, g, torch.zeros_like(k), torch.ones_like(v), {ck})")
     elif g.operator == "ssd":
         if g.decay == "scalar_data":
             out.append(f"{I2}v_in = v * dt.unsqueeze(-1).to(v.dtype)  # discretised input, as in Mamba2")
@@ -239,11 +303,15 @@ def render(genome: Genome, class_name: str | None = None) -> str:
     if g.output_norm == "rms":
         out.append(f"{I2}o = self.o_norm(o)")
     if g.window:
-        out.append(f"{I2}o = o + self.local_mix.view(1, 1, -1, 1) * self._local_attention(q, k, v)")
+        out += [
+            f"{I2}temperature = self.local_log_temp.exp().view(1, 1, -1, 1)  # learned per-head sharpness",
+            f"{I2}local = sliding_window_attention(q * temperature, k, v, self.window, scale=1.0, backend=self.backend)",
+            f"{I2}o = o + self.local_mix.view(1, 1, -1, 1) * local",
+        ]
     if g.d_skip:
         out.append(f"{I2}o = o + v * self.D.view(1, 1, -1, 1).to(v.dtype)")
     if g.output_gate != "none":
         act = "F.silu" if g.output_gate == "silu" else "torch.sigmoid"
-        out.append(f"{I2}o = o * {act}(self.g_proj(hidden_states)).view(b, t, self.num_heads, self.head_v_dim)")
+        out.append(f"{I2}o = o * {act}(self.g_proj({x})).view(b, t, self.num_heads, self.head_v_dim)")
     out.append(f"{I2}return self.o_proj(o.reshape(b, t, self.value_dim))")
     return "\n".join(out) + "\n"

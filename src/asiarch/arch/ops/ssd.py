@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from asiarch.arch.ops.backend import pad_to_chunks, use_fla
+from asiarch.arch.ops.backend import pad_to_chunks, use_fla, use_triton
 from asiarch.arch.ops.delta_rule import _decay_matrix, _to_chunks
 
 
@@ -61,7 +61,16 @@ def chunk_ssd(
     chunk_size: int = 64,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Scalar-decay linear recurrence; on CUDA it runs fla's ``chunk_simple_gla`` kernel."""
+    """Scalar-decay linear recurrence; on CUDA it runs fla's ``chunk_simple_gla`` kernel.
+
+    ``backend="triton"`` runs asiarch's own kernel (``asiarch.kernels.ssd``) instead, as does
+    ``auto`` on CUDA where fla is not installed; ``chunk_size`` applies to it and the PyTorch
+    path (a power of two >= 16 for the kernel).
+    """
+    if use_triton(q, backend):
+        from asiarch.kernels.ssd import ssd_triton
+
+        return ssd_triton(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
     if use_fla(q, backend):
         from fla.ops.simple_gla import chunk_simple_gla
 
