@@ -163,3 +163,13 @@ def test_diverse_renders_pass_the_checks():
         reports = list(pool.map(lambda g: check_candidate(render(g)), genomes))
     for g, report in zip(genomes, reports):
         assert report.passed, (name_for(g), report.summary())
+
+
+def test_a_frontier_seed_parent_is_mutated_from_its_own_genome():
+    """A seed parent arrives as its hand-written layer code; the offline researcher starts from that seed."""
+    from asiarch.arch import seed_source
+    from asiarch.proposer.backend import OfflineBackend
+
+    for name in ("kda", "gdn2", "rwkv7", "gated_deltaproduct"):
+        assert OfflineBackend._genome(seed_source(name)) == seed_genome(name)
+    assert OfflineBackend._genome(seed_source("attention")) == seed_genome("deltanet")  # no genome: the fallback

@@ -15,7 +15,8 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
-from asiarch.proposer.genome import Genome, name_for, seed_genome
+from asiarch.arch.identity import seed_twin
+from asiarch.proposer.genome import SEED_GENOMES, Genome, name_for, seed_genome
 from asiarch.proposer.render import genome_from_source, render, seed_of_genome
 from asiarch.proposer.search import crossover, mutate
 from asiarch.llm.protocol import LLMError, LLMResult, Usage, schema_errors
@@ -53,7 +54,12 @@ class OfflineBackend:
 
     @staticmethod
     def _genome(code: str | None, fallback: str = "deltanet") -> Genome:
-        return (genome_from_source(code) if code else None) or seed_genome(fallback)
+        """The genome a source was rendered from; for a seed's own layer code, that seed's genome."""
+        genome = genome_from_source(code) if code else None
+        if genome is None and code:
+            twin = seed_twin(code)
+            genome = seed_genome(twin) if twin in SEED_GENOMES else None
+        return genome or seed_genome(fallback if fallback in SEED_GENOMES else "deltanet")
 
     def _researcher(self, ctx: dict[str, Any]) -> dict[str, Any]:
         parent_info = ctx.get("parent") or {}
