@@ -1,6 +1,7 @@
 """Fidelity of a scale: can its explore and verify budgets tell designs apart beyond training noise?
 
-A fixed ladder of designs (the four seeds and four controls from ``asiarch.arch.layers.controls``)
+A fixed ladder of designs (the eight seeds, 2024 and frontier, and four controls from
+``asiarch.arch.layers.controls``)
 is trained on several training seeds at the scale's explore budget and at its verify budget,
 with the campaign's own training protocol (``train_mixer``). Printed, and written as JSON with
 ``--out``:
@@ -47,7 +48,8 @@ from asiarch.campaign import scoring
 from asiarch.campaign.scoring import benchmark_chance
 from asiarch.config import ScaleConfig, compose, seeded_scale, stage_scale
 
-LADDER = ["attention", "gated_deltanet", "deltanet", "mamba2",  # the seeds
+LADDER = ["attention", "gated_deltanet", "deltanet", "mamba2",  # the 2024 seeds
+          "kda", "gdn2", "rwkv7", "gated_deltaproduct",  # the 2025-26 frontier seeds
           "deltanet_noconv", "linear_attention", "causal_mean", "no_mixing"]  # the controls
 # (better, worse, metric, why): orders known by construction or from the literature
 KNOWN_PAIRS = [
@@ -61,6 +63,8 @@ KNOWN_PAIRS = [
     ("attention", "linear_attention", "mqar_accuracy", "Zoology (Arora et al., 2023)"),
     ("deltanet", "linear_attention", "mqar_accuracy", "DeltaNet (Yang et al., 2024)"),
     ("deltanet", "deltanet_noconv", "eval_loss", "DeltaNet's short-convolution ablation"),
+    *((frontier, "no_mixing", "eval_loss", "no_mixing sees no context (construction)")
+      for frontier in ("kda", "gdn2", "rwkv7", "gated_deltaproduct")),
 ]
 METRICS = ("eval_loss", "mqar_accuracy")
 LOWER_IS_BETTER = {"eval_loss": True, "mqar_accuracy": False}

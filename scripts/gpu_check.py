@@ -27,11 +27,11 @@ import torch
 FLA_LAYERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "deltanet": ("fla.layers", "DeltaNet", {}),
     "gated_deltanet": ("fla.layers", "GatedDeltaNet", {}),
-    X
+    "mamba2": ("fla.layers", "Mamba2", {"expand": 2, "state_size": 16, "chunk_size": 64, "backend": "triton"}),
     "attention": ("fla.layers", "Attention", {}),  # needs flash-attn; reported as missing without it
     "kda": ("fla.layers", "KimiDeltaAttention", {}),
     "gdn2": ("fla.layers", "GatedDeltaNet2", {}),
-    "rwkv7": ("fla.layers", "RWKV7Attention", {}),
+    "rwkv7": ("fla.layers", "RWKV7Attention", {"num_hidden_layers": 8}),  # its init depends on depth
     "gated_deltaproduct": ("fla.layers", "GatedDeltaProduct", {"num_householder": 2}),
 }
 SPEED_GOAL_SEED = 1.2    # every seed within 1.2x of fla's layer (issue 17)
