@@ -28,22 +28,24 @@ and only that state recursion visits the chunks in order. Cost is O(T C K + T K 
 
 Numerical safety. The usual factorisation ``exp(G_t - G_j) = exp(G_t) exp(-G_j)`` overflows
 fp32 once ``-G_j`` passes ~88 (a chunk of 64 steps at log decay -1.4 per step). Here nothing
-positive is ever exponentiated: a chunk is cut into sub-chunks; pairs (t, j) in different
-sub-chunks factor through the point just before t's sub-chunk, ``exp(G_t - R) * exp(R - G_j)``
-(both exponents <= 0 since j < R's position <= t), and pairs inside one sub-chunk take their
-decay elementwise. Every exponent is a sum of its own steps' log decays (masked matmuls, not
-differences of cumulative sums, which cancel catastrophically when a weak decay follows strong
-ones), so any finite decay, however strong, is accurate to fp32 rounding or underflows to zero.
+positive is ever exponentiated: a binary tree over the chunk puts each pair (t, j) in the
+smallest block holding both, j in its first half and t in its second, and factors its decay
+through the point between the halves, ``exp(g_{mid+1} + ... + g_t) * exp(g_{j+1} + ... + g_mid)``,
+both <= 1. The decays within halves are products of the steps' own factors ``exp(g_i)``, never a
+quotient nor a difference of cumulative sums (which cancels catastrophically when a weak decay
+follows strong ones), so any finite decay, however strong, is accurate to a few ulp or underflows
+to zero. Per tree level that is one copy of the rows and of the keys, scaled within their halves,
+and one batched matmul: O(C K log C) elementwise work per chunk. (A chunk size with an odd factor
+``s`` takes the pairs inside its leaves of ``s`` steps elementwise, from segment sums.)
 """
 
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from asiarch.arch.ops.backend import pad_to_chunks, use_fla
 from asiarch.arch.ops.delta_rule import _to_chunks
-
-SUB_CHUNK = 8  # sqrt(64): balances the cross-sub-chunk factors (C/s copies of k) against the pairs (C*s)
 
 
 def _sums(x: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
@@ -53,7 +55,7 @@ def _sums(x: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
     cancel catastrophically for a small decay following strong ones), and unlike cumsum/flip
     along a middle dimension it is fast on CPU, backward included.
     """
-    return (x.transpose(-1, -2) @ select.T).transpose(-1, -2)
+    return (x.transpose(-1, -2) @ select.to(x.dtype).T).transpose(-1, -2)
 
 
 def _selectors(n: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -79,40 +81,199 @@ def _segment_sums(x: torch.Tensor) -> torch.Tensor:
     return sums.masked_fill(~sel["causal"][..., None], float("-inf"))
 
 
-def _decayed_scores(rows: torch.Tensor, k: torch.Tensor, g: torch.Tensor, sub: int) -> torch.Tensor:
-    """``M[t, j] = sum_d rows[t, d] k[j, d] exp(g[j+1, d] + ... + g[t, d])`` for ``j <= t``, 0 above.
+def _levels(c: int, bottom: int) -> list[int]:
+    """Half sizes of the tree's levels: ``bottom, 2 bottom, ..., c/2`` (``c = bottom * 2^L``)."""
+    halves, h = [], bottom
+    while h < c:
+        halves.append(h)
+        h *= 2
+    return halves
 
-    ``k, g`` are ``[..., C, K]`` (``g`` the per-step log decays) and ``rows`` is ``[R, ..., C, K]``
-    (several row operands sharing keys and decays); returns ``[R, ..., C, C]``. ``C`` is a
-    multiple of ``sub``. Every exponent is <= 0.
+
+def _pair_blocks(m: torch.Tensor, nb: int, h: int) -> torch.Tensor:
+    """``m [Bt, C, C]`` (``C = 2 h nb``) viewed as ``[Bt, 2, h, 2, h, nb]``: ``[:, a, :, b]`` is the block (a, b)
+    of every block of ``2h`` on the diagonal."""
+    return m.view(m.shape[0], nb, 2, h, nb, 2, h).diagonal(dim1=1, dim2=4)
+
+
+def _small_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for ``a [..., M, J]``, ``J`` tiny: a sum of ``J`` outer products (BLAS is slow there)."""
+    out = a[..., :, :1] * b[..., :1, :]
+    for i in range(1, a.shape[-1]):
+        out.addcmul_(a[..., :, i : i + 1], b[..., i : i + 1, :])
+    return out
+
+
+class _DecayedScores(torch.autograd.Function):
+    """Decayed score matrices over a chunk and the chunk's decays, with a hand-written backward.
+
+    Inputs: ``g, k [Bt, C, K]`` (``g`` the per-step log decays), the leaf size ``s`` (``C = s 2^L``),
+    then ``R`` row operands ``[Bt, C, K]`` and their leaf blocks ``[Bt, C/s, s, s]`` (``None``: zero).
+    Returns ``R`` matrices ``M[t, j] = sum_d rows[t, d] k[j, d] exp(g[j+1, d] + ... + g[t, d])`` for
+    ``t, j`` in different leaves (the leaf blocks on the block diagonal, 0 above), then the decays
+    from the chunk start to ``t`` (inclusive) and from ``j`` (exclusive) to the chunk end.
+
+    A binary tree over the chunk: a pair (t, j) belongs to the smallest block of ``2h`` holding
+    both, j in its first half and t in its second, and factors through the point between them,
+    ``exp(g[mid+1..t]) * exp(g[j+1..mid])``: per level one copy of the rows and of the keys, each
+    scaled by its decay within its half, and one batched matmul. The decays within halves are built
+    bottom-up, multiplying in whole-half decays: every factor is ``exp`` of a sum of log decays
+    <= 0 (one ``exp`` per step when ``s = 1``), so nothing overflows and nothing is a quotient or a
+    difference; ``L`` products are accurate to a few ulp, and a vanishing decay underflows to zero
+    as the exact value would. The backward runs the levels top-down, with the log-decay gradients
+    (the map from ``g`` to the log decays is a 0/1 matrix) accumulated in place.
     """
-    c = k.shape[-2]
-    n = c // sub
-    g_blk = g.unflatten(-2, (n, sub))  # [..., n, s, K]
-    rows_blk = rows.unflatten(-2, (n, sub))  # [R, ..., n, s, K]
-    k_blk = k.unflatten(-2, (n, sub))
 
-    # Across sub-chunks, through the point just before t's sub-chunk p: exp(into p up to t)
-    # times exp(from j to the end of its sub-chunk r, then through the sub-chunks between).
-    sel = _selectors(sub, k.device)
-    into = _sums(g_blk, sel["prefix"])  # [..., n, s, K]
-    block_seg = _segment_sums(into[..., -1, :])  # [..., n, n, K]: sub-chunks r+1..a
-    no_path = torch.full_like(block_seg[..., :1, :, :], float("-inf"))
-    between = torch.cat([no_path, block_seg[..., :-1, :, :]], dim=-3)  # [p, r]: r+1..p-1, -inf unless r < p
-    out_of = _sums(g_blk, sel["suffix"])  # [..., n, s, K]
-    col_exp = between[..., :, :, None, :] + out_of[..., None, :, :, :]  # [..., n(p), n(r), s, K]
-    cols = k[..., None, :, :] * col_exp.flatten(-3, -2).exp()  # [..., n, C, K], zero unless j before p
-    r = rows.shape[0]
-    row_f = (rows_blk * into.exp()).movedim(0, -3).flatten(-3, -2)  # [..., n, R*s, K]: no broadcast copy of cols
-    off = (row_f @ cols.transpose(-1, -2)).unflatten(-2, (r, sub)).movedim(-3, 0)  # [R, ..., n, s, C]
+    @staticmethod
+    def forward(ctx, g, k, bottom, *operands):
+        r = len(operands) // 2
+        g, k = g.contiguous(), k.contiguous()
+        rows, leaves = [x.contiguous() for x in operands[:r]], operands[r:]
+        bt, c, dk = k.shape
+        n = c // bottom
+        if bottom == 1:
+            prefix = g.exp()  # decays within the current blocks: into t, out of j, whole block
+            total = prefix.clone()
+            suffix = torch.ones_like(g)
+        else:
+            sel = _selectors(bottom, g.device)
+            g_blk = g.view(bt, n, bottom, dk)
+            prefix = _sums(g_blk, sel["prefix"]).exp().reshape(bt, c, dk)
+            suffix = _sums(g_blk, sel["suffix"]).exp().reshape(bt, c, dk)
+            total = g_blk.sum(-2).exp()  # [Bt, n, K]
+        outs = [k.new_empty(bt, c, c) for _ in rows]
+        for m, leaf in zip(outs, leaves):
+            diag = m.view(bt, n, bottom, n, bottom).diagonal(dim1=1, dim2=3)  # [Bt, s, s, n]
+            diag.zero_() if leaf is None else diag.copy_(leaf.permute(0, 2, 3, 1))
+        saved = []
+        for h in _levels(c, bottom):
+            nb = c // (2 * h)
+            p4, s4, t2 = prefix.view(bt, nb, 2, h, dk), suffix.view(bt, nb, 2, h, dk), total.view(bt, nb, 2, dk)
+            e_in, e_out = p4[:, :, 1].clone(), s4[:, :, 0].clone()  # [Bt, nb, h, K]
+            r_f = k.new_empty(bt, nb, r, h, dk)  # all row operands: one matmul
+            for j, x in enumerate(rows):
+                torch.mul(x.view(bt, nb, 2, h, dk)[:, :, 1], e_in, out=r_f[:, :, j])
+            k_f = k.view(bt, nb, 2, h, dk)[:, :, 0] * e_out
+            cross = (r_f.view(bt, nb, r * h, dk) @ k_f.transpose(-1, -2)).view(bt, nb, r, h, h)
+            for j, m in enumerate(outs):
+                blocks = _pair_blocks(m, nb, h)
+                blocks[:, 1, :, 0].copy_(cross[:, :, j].permute(0, 2, 3, 1))
+                blocks[:, 0, :, 1].zero_()
+            p4[:, :, 1] *= t2[:, :, 0, None]  # one level up: the halves merge
+            s4[:, :, 0] *= t2[:, :, 1, None]
+            total = t2[:, :, 0] * t2[:, :, 1]
+            saved += [e_in, e_out, r_f, k_f]
+        ctx.bottom, ctx.r, ctx.has_leaf = bottom, r, [leaf is not None for leaf in leaves]
+        ctx.save_for_backward(k, prefix, suffix, *rows, *saved)
+        return (*outs, prefix, suffix)
 
-    # Inside a sub-chunk: the decay of every pair, elementwise (faster than many tiny matmuls).
-    k_pairs = k_blk[..., None, :, :] * _segment_sums(g_blk).exp()  # [..., n, s(t), s(j), K]
-    diag = (rows_blk[..., :, None, :] * k_pairs).sum(-1)  # [R, ..., n, s, s]
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        k, prefix, suffix, *rest = ctx.saved_tensors
+        bottom, r = ctx.bottom, ctx.r
+        rows, saved = rest[:r], rest[r:]
+        bt, c, dk = k.shape
+        n = c // bottom
+        d_mats = [k.new_zeros(bt, c, c) if x is None else x.contiguous() for x in grads[:r]]
+        d_prefix, d_suffix = grads[r:]
+        d_rows = [torch.zeros_like(x) for x in rows]
+        d_k = torch.zeros_like(k)
+        d_leaves = [
+            m.view(bt, n, bottom, n, bottom).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2).contiguous() if has else None
+            for m, has in zip(d_mats, ctx.has_leaf)
+        ]
+        # Gradients of the log decays within halves (d exp(x) / dx = exp(x)), and of the blocks' totals.
+        d_p = torch.zeros_like(prefix) if d_prefix is None else d_prefix * prefix
+        d_s = torch.zeros_like(suffix) if d_suffix is None else d_suffix * suffix
+        d_total = k.new_zeros(bt, 1, dk)
+        for i, h in reversed(list(enumerate(_levels(c, bottom)))):
+            nb = c // (2 * h)
+            e_in, e_out, r_f, k_f = saved[4 * i : 4 * i + 4]
+            p4, s4 = d_p.view(bt, nb, 2, h, dk), d_s.view(bt, nb, 2, h, dk)
+            # Going down a level: each half's total went into the other half's decays.
+            d_first = d_total + (p4[:, :, 1, 0] if h == 1 else p4[:, :, 1].sum(-2))
+            d_second = d_total + (s4[:, :, 0, 0] if h == 1 else s4[:, :, 0].sum(-2))
+            d_total = torch.stack([d_first, d_second], dim=2).view(bt, 2 * nb, dk)
 
-    eye = torch.eye(n, device=k.device, dtype=k.dtype)[:, None, :, None]  # [n, 1, n, 1]
-    full = off.unflatten(-1, (n, sub)) + diag[..., :, :, None, :] * eye  # [R, ..., n, s, n, s]
-    return full.flatten(-4, -3).flatten(-2, -1)
+            d_cross = k.new_empty(bt, nb, r, h, h)
+            for j, m in enumerate(d_mats):
+                d_cross[:, :, j].copy_(_pair_blocks(m, nb, h)[:, 1, :, 0].permute(0, 3, 1, 2))
+            d_cross = d_cross.view(bt, nb, r * h, h)
+            r_flat = r_f.view(bt, nb, r * h, dk)
+            if h <= 2:  # contractions over 1 or 2: outer products beat BLAS
+                d_rf = _small_matmul(d_cross, k_f).view(bt, nb, r, h, dk)
+                d_kf = _small_matmul(d_cross.transpose(-1, -2), r_flat)
+            else:
+                d_rf = (d_cross @ k_f).view(bt, nb, r, h, dk)
+                d_kf = d_cross.transpose(-1, -2) @ r_flat  # sums over the row operands
+            for j, dx in enumerate(d_rows):
+                dx.view(bt, nb, 2, h, dk)[:, :, 1].addcmul_(d_rf[:, :, j], e_in)
+                p4[:, :, 1].addcmul_(d_rf[:, :, j], r_f[:, :, j])  # d/d(log e_in): times rows * e_in
+            d_k.view(bt, nb, 2, h, dk)[:, :, 0].addcmul_(d_kf, e_out)
+            s4[:, :, 0].addcmul_(d_kf, k_f)
+        if bottom == 1:
+            d_g = d_p.add_(d_total)  # prefix and total start as g, the suffix as 0
+        else:
+            sel = _selectors(bottom, k.device)
+            d_g = _sums(d_p.view(bt, n, bottom, dk), sel["prefix"].T) + d_total[:, :, None]
+            d_g = (d_g + _sums(d_s.view(bt, n, bottom, dk), sel["suffix"].T)).reshape(bt, c, dk)
+        return (d_g, d_k, None, *d_rows, *d_leaves)
+
+
+def _unit_lower_inverse(a: torch.Tensor) -> torch.Tensor:
+    """``(I + A)^-1`` for the strictly lower part ``A`` of ``a [Bt, C, C]``, by blocks along the tree.
+
+    With ``T1, T2`` the inverses of a ``2h`` block's diagonal halves and ``X`` its lower-left
+    block, the block's inverse is ``[[T1, 0], [-T2 X T1, T2]]``: a few batched matmuls per level
+    instead of a triangular solve (slow on CPU for many small matrices).
+    """
+    bt, c, _ = a.shape
+    bottom = c // (c & -c)
+    n = c // bottom
+    inv = torch.empty_like(a)
+    leaves = inv.view(bt, n, bottom, n, bottom).diagonal(dim1=1, dim2=3)  # [Bt, s, s, n]
+    if bottom == 1:
+        leaves.fill_(1.0)
+    else:
+        blocks = a.view(bt, n, bottom, n, bottom).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)
+        eye = torch.eye(bottom, dtype=a.dtype, device=a.device).expand_as(blocks)
+        leaves.copy_(torch.linalg.solve_triangular(blocks, eye, upper=False, unitriangular=True).permute(0, 2, 3, 1))
+    for h in _levels(c, bottom):
+        nb = c // (2 * h)
+        lower = _pair_blocks(a, nb, h)[:, 1, :, 0].permute(0, 3, 1, 2)  # [Bt, nb, h, h]
+        blocks = _pair_blocks(inv, nb, h)
+        if h == 1:
+            cross = -lower
+        else:
+            cross = (blocks[:, 1, :, 1].permute(0, 3, 1, 2) @ lower) @ blocks[:, 0, :, 0].permute(0, 3, 1, 2)
+            cross.neg_()
+        blocks[:, 1, :, 0].copy_(cross.permute(0, 2, 3, 1))
+        blocks[:, 0, :, 1].zero_()
+    return inv
+
+
+class _UnitLowerSolve(torch.autograd.Function):
+    """``X = (I + A)^-1 B`` for the strictly lower part ``A`` of ``a [Bt, C, C]`` (diagonal and above unread).
+
+    The inverse is formed once and reused: backward is two matmuls, ``dB = T^T dX`` and
+    ``dA = -tril(dB X^T, -1)``, instead of a second (transposed) triangular solve.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b):
+        inv = _unit_lower_inverse(a.contiguous())
+        x = inv @ b
+        ctx.save_for_backward(inv, x)
+        return x
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dx):
+        inv, x = ctx.saved_tensors
+        db = inv.transpose(-1, -2) @ dx
+        da = (db @ x.transpose(-1, -2)).tril_(-1).neg_()
+        return da, db
 
 
 def gdn2_chunk_torch(
@@ -134,37 +295,46 @@ def gdn2_chunk_torch(
     """
     bsz, t, h, dk = q.shape
     dv = v.shape[-1]
+    c = chunk_size
     out_dtype = v.dtype
     scale = dk**-0.5 if scale is None else scale
     q, k, v, g, b, w = (x.float() for x in (q, k, v, g, b, w))
     q = q * scale
-    q, k, v, g, b, w = (_to_chunks(pad_to_chunks(x, chunk_size), chunk_size) for x in (q, k, v, g, b, w))
-    n_chunks = q.shape[2]  # all now [B, H, N, C, D]
+    # [B, H, N, C, D] -> [B*H*N, C, D]
+    q, k, v, g, b, w = (_to_chunks(pad_to_chunks(x, c), c).flatten(0, 2) for x in (q, k, v, g, b, w))
+    n_chunks = q.shape[0] // (bsz * h)
 
-    sub = SUB_CHUNK if chunk_size % SUB_CHUNK == 0 else chunk_size
+    bottom = c // (c & -c)  # the odd part of the chunk: leaves of the tree
     k_erase = b * k
-    qk, kk = _decayed_scores(torch.stack([q, k_erase]), k, g, sub).unbind(0)
-    unit_lower = kk.tril(-1) + torch.eye(chunk_size, device=q.device, dtype=q.dtype)
-    sel = _selectors(chunk_size, q.device)
-    decay_in = _sums(g, sel["prefix"]).exp()  # from the chunk start to t
-    u = torch.linalg.solve_triangular(unit_lower, w * v, upper=False, unitriangular=True)
-    w_state = torch.linalg.solve_triangular(unit_lower, k_erase * decay_in, upper=False, unitriangular=True)
+    if bottom == 1:
+        leaves = [(q * k).sum(-1)[:, :, None, None], None]  # the diagonal; kk's is never read
+    else:
+        n = c // bottom
+        k_pairs = k.unflatten(-2, (n, bottom))[..., None, :, :] * _segment_sums(g.unflatten(-2, (n, bottom))).exp()
+        leaves = [(x.unflatten(-2, (n, bottom))[..., :, None, :] * k_pairs).sum(-1) for x in (q, k_erase)]
+    qk, kk, decay_in, decay_out = _DecayedScores.apply(g, k, bottom, q, k_erase, *leaves)
+
+    # One solve for both right-hand sides; kk's diagonal and upper part are never read.
+    rhs = torch.cat([w * v, k_erase * decay_in], dim=-1)
+    u, w_state = _UnitLowerSolve.apply(kk, rhs).split([dv, dk], dim=-1)
 
     q_in = q * decay_in  # reads the chunk-start state decayed to t
-    k_out_t = (k * _sums(g, sel["suffix"]).exp()).transpose(-1, -2)  # writes decayed to the chunk end, [.., K, C]
-    chunk_decay = g.sum(-2, keepdim=True).exp().transpose(-1, -2)  # [B, H, N, K, 1]
+    k_out_t = (k * decay_out).transpose(-1, -2)  # writes decayed to the chunk end, [.., K, C]
+    chunk_decay = decay_in[..., -1:, :].transpose(-1, -2)  # [Bt, K, 1]
 
     # Sequential over chunks only; unbind so backward is linear in T (see delta_rule.py).
-    state = q.new_zeros(bsz, h, dk, dv) if initial_state is None else initial_state.float()
+    state = q.new_zeros(bsz * h, dk, dv) if initial_state is None else initial_state.float().flatten(0, 1)
     chunk_states, corrections = [], []
-    for u_n, w_n, k_n, decay_n in zip(u.unbind(2), w_state.unbind(2), k_out_t.unbind(2), chunk_decay.unbind(2)):
+    per_chunk = (x.unflatten(0, (bsz * h, n_chunks)).unbind(1) for x in (u, w_state, k_out_t, chunk_decay))
+    for u_n, w_n, k_n, decay_n in zip(*per_chunk):
         u_n = u_n - w_n @ state
         chunk_states.append(state)
         corrections.append(u_n)
         state = state * decay_n + k_n @ u_n
-    u = torch.stack(corrections, dim=2)
-    o = q_in @ torch.stack(chunk_states, dim=2) + qk @ u  # [B, H, N, C, V]
-    o = o.movedim(1, 3).reshape(bsz, n_chunks * chunk_size, h, dv)[:, :t]
+    u = torch.stack(corrections, dim=1).flatten(0, 1)
+    o = q_in @ torch.stack(chunk_states, dim=1).flatten(0, 1) + qk @ u  # [B*H*N, C, V]
+    o = o.view(bsz, h, n_chunks * c, dv).transpose(1, 2)[:, :t]
+    state = state.view(bsz, h, dk, dv)
     return o.to(out_dtype), (state if output_final_state else None)
 
 
