@@ -20,7 +20,9 @@ from typing import Any
 
 from asiarch.memory.lifecycle import is_breakthrough
 
-OPS_ORDER = ("backend", "decay", "short_conv", "delta_rule", "ssd", "sliding_window")  # each only imports earlier ones
+# every module of asiarch.arch.ops, each only importing earlier ones
+OPS_ORDER = ("backend", "decay", "short_conv", "delta_rule", "ssd", "sliding_window", "channel_delta", "dplr",
+             "delta_product")
 KERNELS = ("ssd", "sliding_window")  # asiarch.kernels modules; the ops import them inside functions, on CUDA
 
 
@@ -136,8 +138,9 @@ from __future__ import annotations
 
 import types as _types
 '''
-    ops_names = ["chunk_delta_rule", "chunk_gated_delta_rule", "chunk_ssd", "init_decay_parameters", "ShortConvolution"]
-    ops_names += ["sliding_window_attention"]
+    import asiarch.arch.ops as ops
+
+    ops_names = list(ops.__all__)  # what a candidate may import from asiarch.arch.ops
     ops_namespace = "_OPS = _types.SimpleNamespace(" + ", ".join(f"{n}={n}" for n in ops_names) + ")"
     candidate_src = _rewrite_candidate(candidate.code)
     tree = ast.parse(candidate.code)
