@@ -152,12 +152,11 @@ def test_diverse_renders_pass_the_checks():
 
     from asiarch.checks import check_candidate
 
-    genomes = [seed_genome(s) for s in SEEDS] + [
+    genomes = [seed_genome("deltanet"), seed_genome("mamba2"), seed_genome("rwkv7")] + [
         Genome(operator="linear", feature_map="elu1", qk_norm="none", short_conv=0, output_gate="sigmoid",
                head_mult=2, window=32),
         FRONTIER_MIXES[2],  # channel gates, token shift and a window
-        Genome(operator="gated_delta", decay="scalar_data", householder=2, d_skip=True),
-        seed_genome("rwkv7"),
+        Genome(operator="gated_delta", decay="scalar_data", householder=2, d_skip=True),  # gated_deltanet + products
     ]
     with ThreadPoolExecutor(2) as pool:
         reports = list(pool.map(lambda g: check_candidate(render(g)), genomes))
