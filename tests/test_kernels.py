@@ -254,3 +254,15 @@ def test_sliding_window_op_runs_the_kernel_on_cuda_under_auto():
     torch.testing.assert_close(sliding_window_attention(q, k, v, 16), kernel, rtol=0, atol=0)
     torch.testing.assert_close(sliding_window_attention(q, k, v, 16, backend="fla"), kernel, rtol=0, atol=0)
     assert_near(sliding_window_attention(q, k, v, 16, backend="torch"), kernel, CUDA_FP32_TOL, "torch path")
+
+
+@pytest.mark.parametrize("t,window", [(1, 4), (37, 1), (37, 5), (37, 16), (20, 64), (64, 16)])
+def test_sliding_window_torch_equals_dense_banded_attention(t, window):
+    """The blocked PyTorch path against softmax over the full T x T scores with the band masked."""
+    gen = torch.Generator().manual_seed(t * 100 + window)
+    q, k, v = (torch.randn(2, t, 3, 8, generator=gen, dtype=torch.float64) for _ in range(3))
+    scores = torch.einsum("bthk,bshk->bhts", q, k) * 0.7
+    pos = torch.arange(t)
+    band = (pos.view(t, 1) >= pos.view(1, t)) & (pos.view(t, 1) - pos.view(1, t) < window)
+    dense = torch.einsum("bhts,bshv->bthv", scores.masked_fill(~band, float("-inf")).softmax(-1), v)
+    torch.testing.assert_close(sliding_window_torch(q, k, v, window, 0.7), dense, atol=1e-12, rtol=1e-12)
