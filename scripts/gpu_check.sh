@@ -49,6 +49,7 @@ fi
 
 # 2. The CUDA tests: the files that use requires_cuda; a CUDA skip on a GPU machine is a failure.
 CUDA_FILES=$(grep -l "requires_cuda" tests/test_*.py | tr '\n' ' ')
+cuda_tests() {
 if [ $DRY = 1 ]; then
     n=$($PY -m pytest --collect-only -q -p no:cacheprovider $CUDA_FILES 2>/dev/null | grep -c "::")
     row tests "CUDA test files collect" "$n tests in $(echo $CUDA_FILES | wc -w) files" "> 0" $([ "$n" -gt 0 ] && echo true || echo false)
@@ -58,14 +59,17 @@ else
     summary=$(tail -1 "$OUTDIR/cuda_tests.log" | tr -d '=' | sed 's/^ *//;s/"//g')
     row tests "CUDA tests ($(elapsed) s in)" "$summary" "pass, 0 CUDA skips" $([ $rc = 0 ] && [ "$skips" = 0 ] && echo true || echo false)
 fi
+}
 
 # 3-4. Paths and speed (the Python half adds its own rows).
+paths_and_speed() {
 if [ $DRY = 1 ]; then
     $PY scripts/gpu_check.py dry-run --rows "$ROWS" || row dry-run "gpu_check.py dry-run" "crashed" "runs" false
 else
     $PY scripts/gpu_check.py paths --rows "$ROWS" || row paths "gpu_check.py paths" "crashed (see above)" "runs" false
     $PY scripts/gpu_check.py speed --rows "$ROWS" || row speed "gpu_check.py speed" "crashed (see above)" "runs" false
 fi
+}
 
 # 5. A paper_20m campaign: 2 candidates, explore and verify at paper_20m widths for a few hundred steps.
 CAMPAIGN=(scale=paper_20m llm=offline campaign.max_candidates=2 'seeds=[deltanet]' "run.output_dir=$OUTDIR/runs"
@@ -74,6 +78,7 @@ CAMPAIGN=(scale=paper_20m llm=offline campaign.max_candidates=2 'seeds=[deltanet
     scale.stages.reports_per_trial=4 scale.train.warmup_steps=30 scale.train.report_every=50
     scale.train.eval_batches=8 scale.downstream.limit=20 'explore.anchor_seeds=[0,1]' 'verify.training_seeds=[0,1]'
     run.gpus_per_trial=0.25 run.cpus_per_trial=2 checks.complexity_repeats=2 campaign.max_wall_hours=0.08)
+campaign() {
 if [ $DRY = 1 ]; then
     if $PY -c "import sys; from asiarch import Campaign; c = Campaign(overrides=sys.argv[1:]); print(c.scale.name, c.scale.train.batch_size)" \
         "${CAMPAIGN[@]}" > "$OUTDIR/campaign_config.log" 2>&1; then
@@ -88,6 +93,13 @@ else
         | $PY -c "import json,sys; s=json.load(sys.stdin); print(s['status'], 'trained', s['trained'], 'verified', s['verified'])" 2>/dev/null)
     row campaign "paper_20m, 2 candidates, $STEPS steps" "${status:-no status} in $(( $(date +%s) - t0 )) s" "finished" \
         $([ $rc = 0 ] && echo true || echo false)
+fi
+}
+
+if [ $DRY = 1 ]; then  # nothing here needs the GPU or the others: check them side by side
+    cuda_tests & paths_and_speed & campaign & wait
+else  # one after another: each needs the GPU to itself
+    cuda_tests; paths_and_speed; campaign
 fi
 
 row total "wall time" "$(elapsed) s" "<= 480 s" $([ "$(elapsed)" -le 480 ] && echo true || echo false)

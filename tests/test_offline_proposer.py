@@ -152,7 +152,7 @@ def test_diverse_renders_pass_the_checks():
 
     from asiarch.checks import check_candidate
 
-    genomes = [seed_genome("deltanet"), seed_genome("mamba2"), seed_genome("rwkv7")] + [
+    genomes = [seed_genome("deltanet"), seed_genome("rwkv7")] + [  # chunk_ssd: the linear design below
         Genome(operator="linear", feature_map="elu1", qk_norm="none", short_conv=0, output_gate="sigmoid",
                head_mult=2, window=32),
         FRONTIER_MIXES[2],  # channel gates, token shift and a window
