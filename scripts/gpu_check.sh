@@ -51,8 +51,8 @@ fi
 CUDA_FILES=$(grep -l "requires_cuda" tests/test_*.py | tr '\n' ' ')
 cuda_tests() {
 if [ $DRY = 1 ]; then
-    n=$($PY -m pytest --collect-only -q -p no:cacheprovider $CUDA_FILES 2>/dev/null | grep -c "::")
-    row tests "CUDA test files collect" "$n tests in $(echo $CUDA_FILES | wc -w) files" "> 0" $([ "$n" -gt 0 ] && echo true || echo false)
+    n=$(cat $CUDA_FILES | grep -c "^@requires_cuda")  # each file must also import: the suite collects them all
+    row tests "CUDA tests defined" "$n test functions in $(echo $CUDA_FILES | wc -w) files" "> 0" $([ "$n" -gt 0 ] && echo true || echo false)
 else
     $PY -m pytest -q -rs -p no:cacheprovider $CUDA_FILES > "$OUTDIR/cuda_tests.log" 2>&1; rc=$?
     skips=$(grep -c "needs a CUDA GPU" "$OUTDIR/cuda_tests.log")
