@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Callable
 
 import torch
 from rich.table import Table
@@ -22,20 +23,25 @@ from asiarch.arch import SEEDS
 from asiarch.config import load_scale
 
 
-def time_fwd_bwd(mixer: torch.nn.Module, batch: int, length: int, width: int, device: str, repeats: int) -> float:
-    """Median seconds of one forward+backward of ``mixer`` on a ``[batch, length, width]`` input."""
-    x = torch.randn(batch, length, width, device=device, requires_grad=True)
+def median_seconds(step: Callable[[], None], device: str, repeats: int) -> float:
+    """Median seconds of ``step()`` over ``repeats`` calls after one warm-up (allocations, kernel compilation)."""
     times = []
-    for i in range(repeats + 1):  # the first call warms up (allocations, kernel compilation)
+    for i in range(repeats + 1):
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        mixer(x).sum().backward()
+        step()
         if device == "cuda":
             torch.cuda.synchronize()
         if i:
             times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+def time_fwd_bwd(mixer: torch.nn.Module, batch: int, length: int, width: int, device: str, repeats: int) -> float:
+    """Median seconds of one forward+backward of ``mixer`` on a ``[batch, length, width]`` input."""
+    x = torch.randn(batch, length, width, device=device, requires_grad=True)
+    return median_seconds(lambda: mixer(x).sum().backward(), device, repeats)
 
 
 def main() -> None:
@@ -96,18 +102,13 @@ def research_scale_table(device: str, repeats: int) -> None:
         optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
         tokens = torch.randint(0, cfg.vocab_size, (batch, length + 1), device=device)
 
-        times = []
-        for i in range(repeats + 1):  # the first step warms up
-            start = time.perf_counter()
+        def step() -> None:
             optimiser.zero_grad(set_to_none=True)
             logits = model(tokens[:, :-1])
             torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
             optimiser.step()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            if i:
-                times.append(time.perf_counter() - start)
-        step_seconds[name] = sorted(times)[len(times) // 2]
+
+        step_seconds[name] = median_seconds(step, device, repeats)
     slowest = max(step_seconds[n] for n in BASELINE_SEEDS if n in step_seconds)
     table = Table(title=f"cpu_tiny LM training step (batch {batch} x {length} tokens, d={cfg.hidden_size}, "
                         f"{cfg.num_layers} layers), {device}; baseline: the slowest 2024 seed")

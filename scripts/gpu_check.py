@@ -12,6 +12,7 @@ A row is ``{"part", "item", "value", "goal", "ok"}``; ``ok`` is null for a figur
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import inspect
 import json
@@ -74,34 +75,32 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12)).item()
 
 
+def forward_backward(mixer: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The output, the input's gradient and every parameter's gradient of one fwd+bwd."""
+    mixer.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_(True)
+    out = mixer(x)
+    out.square().mean().backward()
+    return [out.detach(), x.grad] + [p.grad for p in mixer.parameters()]
+
+
 def run_paths(rows: Rows, device: str, hidden: int, heads: int, batch: int, length: int) -> None:
-    """Each seed built once; the same weights run with backend="fla" and backend="torch"."""
+    """Each seed built once; the same weights run with backend="fla" and backend="torch"
+    (attention, which has no fla path: its CUDA result against a CPU copy)."""
     for name, cls in seeds().items():
         torch.manual_seed(0)
         mixer = cls(hidden, heads, layer_idx=0).to(device)
         x = torch.randn(batch, length, hidden, device=device)
-        results = {}
-        paths = ("fla", "torch") if hasattr(mixer, "backend") else ("sdpa",)
-        for path in paths:
-            if hasattr(mixer, "backend"):
-                mixer.backend = path
-            mixer.zero_grad(set_to_none=True)
-            xi = x.clone().requires_grad_(True)
-            out = mixer(xi)
-            out.square().mean().backward()
-            results[path] = [out.detach()] + [xi.grad] + [p.grad for p in mixer.parameters()]
-        if len(paths) == 1:  # no fla path: the CUDA result against the same module on the CPU
-            cpu = mixer.to("cpu")
-            cpu.zero_grad(set_to_none=True)
-            xi = x.cpu().clone().requires_grad_(True)
-            out = cpu(xi)
-            out.square().mean().backward()
-            results["cpu"] = [out.detach()] + [xi.grad] + [p.grad for p in cpu.parameters()]
-            mixer.to(device)
-        a, b = (results[p] for p in (paths if len(paths) == 2 else ("sdpa", "cpu")))
+        if hasattr(mixer, "backend"):
+            mixer.backend = "fla"
+            a = forward_backward(mixer, x)
+            mixer.backend = "torch"
+            b, label = forward_backward(mixer, x), "fla vs torch"
+        else:
+            a = forward_backward(mixer, x)
+            b, label = forward_backward(copy.deepcopy(mixer).cpu(), x.cpu()), "SDPA cuda vs cpu"
         worst_out = rel_err(a[0].cpu(), b[0].cpu())
         worst_grad = max(rel_err(ga.cpu(), gb.cpu()) for ga, gb in zip(a[1:], b[1:]) if gb is not None)
-        label = "fla vs torch" if len(paths) == 2 else "SDPA cuda vs cpu"
         rows.add("paths", f"{name} ({label})", f"out {worst_out:.1e}, grads {worst_grad:.1e}",
                  f"<= {PATH_TOLERANCE:.0e}", max(worst_out, worst_grad) <= PATH_TOLERANCE)
 
