@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.table import Table
 from scipy import stats
 
-from asiarch.campaign.schedulers import first_rung_step
+from asiarch.campaign.schedulers import first_rung_step, rung_steps, successive_halving
 from asiarch.campaign import scoring
 from asiarch.campaign.scoring import benchmark_chance
 from asiarch.config import ScaleConfig, compose, seeded_scale, stage_scale
@@ -133,19 +133,6 @@ def settling(designs: list[str], seeds: list[int], explore_run) -> list[dict[str
     return rows
 
 
-def asha_survivors(runs: dict[str, dict[str, Any]], rung_steps: list[int], reduction_factor: int) -> set[str]:
-    """Designs that successive halving over the ladder keeps through every rung (eval loss at the rung's step)."""
-    alive = set(runs)
-    for step in rung_steps:
-        at_rung = {}
-        for design in alive:
-            reached = [h for h in runs[design]["history"] if h["step"] <= step and h.get("eval_loss") is not None]
-            at_rung[design] = reached[-1]["eval_loss"] if reached else math.inf
-        keep = max(1, math.ceil(len(alive) / reduction_factor))
-        alive = set(sorted(alive, key=lambda d: (at_rung[d], d))[:keep])
-    return alive
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -222,14 +209,15 @@ def main() -> None:
     report["spearman_explore_verify"] = {m: spearman([explore[d][f"{m}_mean"] for d in designs],
                                                      [verify[d][f"{m}_mean"] for d in designs]) for m in METRICS}
     et = fidelities["explore"].train
-    rung_steps, rung = [], first_rung_step(et.steps, grace, et.warmup_steps, et.report_every)  # as the campaign's ASHA
-    while rung < et.steps:
-        rung_steps.append(int(rung))
-        rung *= rf
+    rungs = rung_steps(et.steps, first_rung_step(et.steps, grace, et.warmup_steps, et.report_every), rf)  # as the campaign's
     verify_top3 = sorted(designs, key=lambda d: verify[d]["eval_loss_mean"])[:3]
-    kept = [len(set(verify_top3) & asha_survivors({d: run(d, "explore", s) for d in designs}, rung_steps, rf))
-            for s in seeds]
-    report["asha"] = {"rung_steps": rung_steps, "reduction_factor": rf, "verify_top3": verify_top3,
+    kept = []
+    for s in seeds:
+        curves = {d: {h["step"]: h["eval_loss"] for h in run(d, "explore", s)["history"] if h.get("eval_loss") is not None}
+                  for d in designs}
+        stops = successive_halving(curves, rungs, rf, et.steps)
+        kept.append(sum(stops[d] == et.steps for d in verify_top3))
+    report["asha"] = {"rung_steps": rungs, "reduction_factor": rf, "verify_top3": verify_top3,
                       "kept_per_seed": kept, "kept_mean": mean(kept)}
     pairs = []
     for better, worse, metric, why in KNOWN_PAIRS:

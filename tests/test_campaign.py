@@ -144,14 +144,21 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
         assert c.judge.get("overall") is not None and c.analysis
         parts = c.fitness_parts
         anchor = seeds[0].explore
-        assert parts["anchor"]["eval_loss"] == pytest.approx(anchor.eval_loss)  # anchored on this campaign's seed run
+        early = parts["reached_step"] < parts["total_steps"]
+        # anchored on this campaign's seed run: its final result, or where it stood at the step ASHA stopped this one
+        then = scoring.at_step(scoring.anchor_of("deltanet", anchor), parts["reached_step"]) if early else None
+        anchor_loss = then["eval_loss"] if early else anchor.eval_loss
+        assert parts.get("compared_at_step") == (parts["reached_step"] if early else None)
+        assert parts["anchor"]["eval_loss"] == pytest.approx(anchor_loss)
         # the default fitness reads deltas against the anchor's spread over its three explore training seeds
         assert len(anchor.benchmarks["runs"]) == 3 and parts["formula"] == "noise_aware"
         recomputed = scoring.score(noise_aware_fitness, c.name, c.explore, scoring.anchor_of("deltanet", anchor),
-                                   c.judge["overall"], "explore", chance=scoring.benchmark_chance(campaign.scale))
+                                   c.judge["overall"], "explore", chance=scoring.benchmark_chance(campaign.scale),
+                                   stopped_at=parts["reached_step"] if early else None)
         assert c.fitness == pytest.approx(recomputed.value)
-        assert parts["noise_sd"].get("loss") == pytest.approx(scoring.std([r["eval_loss"] for r in anchor.benchmarks["runs"]]))
-        assert parts["early_stopped"] == (c.status == "stopped" or parts["reached_step"] < parts["total_steps"])
+        losses = [row[1] for r in anchor.benchmarks["runs"] for row in r["curve"] if row[0] == parts["reached_step"]]
+        assert len(losses) == 3 and parts["noise_sd"].get("loss") == pytest.approx(scoring.std(losses))
+        assert parts["early_stopped"] == (c.status == "stopped" or early)
     stopped = [c for c in trained if c.fitness_parts["early_stopped"]]
     assert all("ASHA stopped it" in c.status_reason for c in stopped if c.status == "stopped")
     verified = [c for c in candidates if c.stage == "verify"]

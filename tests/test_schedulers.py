@@ -177,3 +177,18 @@ def test_the_first_asha_rung_lands_after_the_warm_up():
     assert first_rung_step(400, 0.125, warmup_steps=30, report_every=50) == 50  # the first evaluation after it
     assert first_rung_step(64, 0.5, warmup_steps=4, report_every=8) == 32  # past the warm-up: the grace fraction
     assert first_rung_step(12, 0.125, warmup_steps=30, report_every=3) == 12  # never beyond the budget
+
+
+def test_successive_halving_replays_the_rungs_over_measured_curves():
+    from asiarch.campaign.schedulers import rung_steps, successive_halving
+
+    assert rung_steps(192, 24, 3) == [24, 72] and rung_steps(192, 96, 2) == [96] and rung_steps(192, 192, 3) == []
+    with pytest.raises(ValueError):
+        rung_steps(192, 24, 1)
+    # a slow starter (b) is behind at step 24 and best at the end; c never evaluated before step 72
+    curves = {"a": {24: 5.0, 72: 4.5, 192: 4.2}, "b": {24: 5.6, 72: 4.4, 192: 3.9},
+              "c": {72: 4.6, 192: 4.3}, "d": {24: 5.2, 72: 4.9, 192: 4.6}}
+    assert successive_halving(curves, [24], 2, 192) == {"a": 192, "d": 192, "b": 24, "c": 24}
+    assert successive_halving(curves, [72], 2, 192) == {"b": 192, "a": 192, "c": 72, "d": 72}
+    assert successive_halving(curves, [24, 72], 2, 192) == {"a": 192, "d": 72, "b": 24, "c": 24}
+    assert successive_halving(curves, [], 2, 192) == dict.fromkeys(curves, 192)

@@ -134,3 +134,38 @@ def test_scores_downstream_where_the_fitness_reads_it():
     assert not scoring.scores_downstream(tiny, "explore", also_at_verify=True)
     with pytest.raises(ValueError, match="stage must be"):
         scoring.scores_downstream(dataclasses.replace(tiny), "scale")
+
+
+def curve_runs(curves):
+    """Runs whose evaluations are ``{step: (eval_loss, mqar)}``; their final result is the last one."""
+    out = []
+    for curve in curves:
+        history = [{"step": step, "eval_loss": loss, "mqar_accuracy": bench} for step, (loss, bench) in sorted(curve.items())]
+        out.append({"eval_loss": history[-1]["eval_loss"], "mqar_accuracy": history[-1]["mqar_accuracy"], "history": history})
+    return out
+
+
+def test_a_stopped_design_is_scored_against_the_anchor_at_the_same_step():
+    from asiarch.campaign.fitness import noise_aware_fitness
+
+    anchor_runs = curve_runs([{24: (5.0, 0.1), 48: (4.0, 0.2)}, {24: (5.2, 0.1), 48: (4.2, 0.3)},
+                              {24: (5.4, 0.1), 48: (4.1, 0.25)}])
+    anchor = scoring.anchor_of("deltanet", scoring.stage_metrics(anchor_runs, "mqar_accuracy"))
+    then = scoring.at_step(anchor, 24)
+    assert then["eval_loss"] == pytest.approx(5.2) and then["eval_loss_std"] == pytest.approx(0.2)
+    assert then["benchmark_std"] == 0.0 and then["step"] == 24
+    assert scoring.at_step(anchor, 36) is None  # no anchor evaluation there
+
+    # stopped at step 24 with loss 5.1: a little ahead of the anchor then, far behind its final 4.1
+    stopped = scoring.stage_metrics(curve_runs([{24: (5.1, 0.1)}]), "mqar_accuracy")
+    fair = scoring.score(noise_aware_fitness, "x", stopped, anchor, None, "explore", stopped_at=24)
+    unfair = scoring.score(noise_aware_fitness, "x", stopped, anchor, None, "explore")
+    assert fair.parts["compared_at_step"] == 24 and fair.parts["anchor"]["eval_loss"] == pytest.approx(5.2)
+    assert fair.parts["terms"]["loss"] > 0.5 > unfair.parts["terms"]["loss"]
+    assert fair.parts["noise_sd"]["loss"] == pytest.approx(0.2)
+    assert "benchmark" in fair.parts["missing"]  # the anchor's runs did not spread on it at step 24: no noise to read
+    assert "compared_at_step" not in unfair.parts
+
+    lost = scoring.score(noise_aware_fitness, "x", stopped, anchor, None, "explore", stopped_at=36)
+    assert "compared_at_step" not in lost.parts and "step 36" in lost.parts["equal_progress"]
+    assert lost.value == pytest.approx(unfair.value)  # compared with the final result, and saying so

@@ -340,7 +340,8 @@ class CampaignPipeline:
             judge_error = f"{type(err).__name__}: {err}"
         c = self.reader.get_candidate(design)
         fitness = scoring.score(self.fitness_fn, c.name, c.explore, baseline, judge_score, "explore",
-                                chance=self.s.bench_chance, early_stopped=early, reached_step=step, total_steps=total)
+                                chance=self.s.bench_chance, stopped_at=step if early else None,
+                                early_stopped=early, reached_step=step, total_steps=total)
         if judge_error:
             fitness.parts.setdefault("missing", {})["judge"] = f"the Judge failed: {judge_error}"
         ray.get(self.writer.set_stage.remote(design, "explore", fitness=fitness.value, fitness_parts=fitness.parts))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining, TrialScheduler
@@ -25,6 +25,41 @@ def first_rung_step(steps: int, grace_fraction: float, warmup_steps: int, report
     """
     step = max(grace_fraction * steps, warmup_steps + 1)
     return int(min(steps, math.ceil(step / report_every) * report_every))
+
+
+def rung_steps(total_steps: int, first_step: int, reduction_factor: int) -> list[int]:
+    """ASHA's rungs in steps: ``first_step``, then x ``reduction_factor``, below ``total_steps``."""
+    if first_step < 1 or reduction_factor < 2:
+        raise ValueError(f"need first_step >= 1 and reduction_factor >= 2, got {first_step} and {reduction_factor}")
+    rungs, rung = [], first_step
+    while rung < total_steps:
+        rungs.append(int(rung))
+        rung *= reduction_factor
+    return rungs
+
+
+def successive_halving(curves: Mapping[str, Mapping[int, float]], rungs: Sequence[int], reduction_factor: int,
+                       total_steps: int) -> dict[str, int]:
+    """Synchronous successive halving replayed over measured loss curves: the step each design stops at.
+
+    ``curves`` maps a design to its eval loss by step. At each rung a design is read at its
+    last evaluation at or before the rung (none: it ranks last); the best ``ceil(n / rf)`` of
+    those still running go on, the rest stop there; survivors of every rung reach
+    ``total_steps``. The benchmarks use it to ask what the campaign's rungs would keep;
+    Tune's ASHA, asynchronous, keeps more of the designs that arrive first.
+    """
+    def at(design: str, rung: int) -> float:
+        seen = [step for step in curves[design] if step <= rung]
+        return curves[design][max(seen)] if seen else math.inf
+
+    alive, stop = set(curves), {design: total_steps for design in curves}
+    for rung in rungs:
+        keep = max(1, math.ceil(len(alive) / reduction_factor))
+        ranked = sorted(alive, key=lambda d: (at(d, rung), d))
+        for design in ranked[keep:]:
+            stop[design] = rung
+        alive = set(ranked[:keep])
+    return stop
 
 
 def explore_scheduler(budget_tokens: int, grace_fraction: float, reduction_factor: int,

@@ -12,6 +12,7 @@ beats every seed on both.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -47,21 +48,27 @@ def std(values: Sequence[Any]) -> float | None:
     finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if len(finite) < 2:
         return None
-    m = sum(finite) / len(finite)
-    return (sum((v - m) ** 2 for v in finite) / (len(finite) - 1)) ** 0.5
+    return statistics.stdev(finite)  # exact arithmetic: equal runs give 0.0, not a rounding residue
+
+
+def run_curve(summary: Mapping[str, Any], bench_key: str) -> list[list[float | None]]:
+    """A run's evaluations as ``[step, eval_loss, benchmark]`` rows: what equal-progress scoring reads."""
+    return [[int(h["step"]), h.get("eval_loss"), h.get(bench_key)] for h in summary.get("history") or []
+            if isinstance(h.get("step"), (int, float)) and h.get("eval_loss") is not None]
 
 
 def stage_metrics(summaries: Sequence[Mapping[str, Any]], bench_key: str,
                   loss_curve: Sequence[float] | None = None) -> StageMetrics:
-    """One design's stage result: means over its training runs, each run kept in ``benchmarks``."""
+    """One design's stage result: means over its training runs, each run (with its evaluations) kept in ``benchmarks``."""
     curve = list(loss_curve) if loss_curve is not None else [
         h["eval_loss"] for h in (summaries[0].get("history") or []) if h.get("eval_loss") is not None] if summaries else []
     return StageMetrics(
         loss_curve=[float(x) for x in curve], eval_loss=mean([s.get("eval_loss") for s in summaries]),
         mqar_accuracy=mean([s.get("mqar_accuracy") for s in summaries]),
         benchmark=mean([s.get(bench_key) for s in summaries]),
-        benchmarks={"runs": [{k: v for k, v in {**s, "benchmark": s.get(bench_key)}.items()
-                              if k in RUN_KEYS and v is not None} for s in summaries],
+        benchmarks={"runs": [{**{k: v for k, v in {**s, "benchmark": s.get(bench_key)}.items()
+                                 if k in RUN_KEYS and v is not None}, "curve": run_curve(s, bench_key)}
+                             for s in summaries],
                     "eval_loss_std": std([s.get("eval_loss") for s in summaries])})
 
 
@@ -111,20 +118,50 @@ def anchor_of(name: str, metrics: StageMetrics) -> dict[str, Any]:
     return {"name": name, "eval_loss": metrics.eval_loss, "benchmark": metrics.benchmark,
             "mqar_accuracy": metrics.mqar_accuracy, "eval_loss_std": std(run_values(metrics, "eval_loss")),
             "benchmark_std": std(run_values(metrics, "benchmark")), "loss_curve": list(metrics.loss_curve),
-            "wall_tokens_per_second": paces[len(paces) // 2] if paces else None}
+            "wall_tokens_per_second": paces[len(paces) // 2] if paces else None,
+            "run_curves": [r.get("curve") or [] for r in metrics.benchmarks.get("runs", [])]}
+
+
+def at_step(anchor: Mapping[str, Any], step: int) -> dict[str, Any] | None:
+    """The anchor as it stood at training step ``step``: mean and spread over its runs' evaluations there.
+
+    An ASHA-stopped candidate has trained ``step`` of the steps; comparing its loss with the
+    anchor's final loss would score the compute it was denied, not its design. None when
+    fewer than two anchor runs evaluated at that step (no spread to read a delta against).
+    """
+    rows = [row for curve in anchor.get("run_curves") or [] for row in curve if int(row[0]) == int(step)]
+    if len(rows) < 2:
+        return None
+    losses, benches = [r[1] for r in rows], [r[2] for r in rows]
+    return {**anchor, "eval_loss": mean(losses), "eval_loss_std": std(losses), "benchmark": mean(benches),
+            "benchmark_std": std(benches), "step": int(step)}
 
 
 def score(fitness_fn: FitnessFn, name: str, metrics: StageMetrics, anchor: Mapping[str, Any] | None,
-          judge: float | None, stage: str, chance: Chance | None = None, alpha: float = 0.05, **notes: Any) -> Fitness:
+          judge: float | None, stage: str, chance: Chance | None = None, alpha: float = 0.05,
+          stopped_at: int | None = None, **notes: Any) -> Fitness:
     """The stage fitness of ``metrics`` against the anchor seed's; a missing anchor is named, not guessed.
 
     With ``chance``, the benchmark term is left out (and named missing) when neither the
     design nor the anchor is above the benchmark's chance level (binomial p >= ``alpha``):
     a comparison of two guesses would only add noise to the fitness.
+
+    ``stopped_at``: the design trained only this many steps (ASHA stopped it). It is then
+    compared with the anchor at the same step (``at_step``), its fitness an estimate of
+    where it stood, not a penalty for the steps it did not get; ``parts["compared_at_step"]``
+    says so. Without anchor evaluations at that step it falls back to the anchor's final
+    result, and ``parts["equal_progress"]`` says why.
     """
     if anchor is None:
         return Fitness(None, {"missing": {"baseline": f"the anchor seed has no {stage} result"}, "stage": stage, **notes})
     mine, theirs = anchor_of(name, metrics), dict(anchor)
+    if stopped_at is not None:
+        then = at_step(anchor, stopped_at)
+        if then is not None:
+            theirs, notes = then, {**notes, "compared_at_step": int(stopped_at)}
+        else:
+            notes = {**notes, "equal_progress": f"the anchor has fewer than two runs evaluated at step {stopped_at}: "
+                                                "compared with its final result"}
     at_chance = None
     if chance is not None and None not in (mine["benchmark"], theirs.get("benchmark")):
         p_mine, p_theirs = chance.p_above(mine["benchmark"]), chance.p_above(theirs["benchmark"])
