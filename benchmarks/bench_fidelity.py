@@ -13,7 +13,12 @@ with the campaign's own training protocol (``train_mixer``). Printed, and writte
   ladder at the campaign's rungs: the first after the warm-up, then x ``explore.reduction_factor``);
 - every known pair (a design that must beat another, by construction or from the literature)
   and whether it is ordered correctly on every training seed;
-- MQAR accuracy against its chance level, and explore cost per design as a fraction of verify cost.
+- MQAR accuracy against its chance level, and explore cost per design as a fraction of verify cost;
+- the explore fitness's loss term as a campaign computes it (each design's run on each training
+  seed against the anchor seed's mean and spread, ``fitness: noise_aware``) for several
+  ``noise_multiple`` values: how many designs it saturates (clipped: no longer told apart) and
+  the Spearman correlation of the term with the verify loss. The clip belongs beyond the
+  deltas real designs show at the scale.
 
 Goals (issue 12): tau >= 0.8 at verify, >= 0.7 at explore; Spearman >= 0.8; known pairs all
 correct; explore <= 1/3 of verify cost.
@@ -133,6 +138,30 @@ def settling(designs: list[str], seeds: list[int], explore_run) -> list[dict[str
     return rows
 
 
+def loss_term_calibration(cfg, designs: list[str], seeds: list[int], run, verify: dict[str, Any]) -> dict[str, Any]:
+    """The noise-aware loss term of every design's explore run against the anchor (the campaign's seed),
+    for several clips: how many designs saturate and how well the term still ranks verify loss."""
+    from asiarch.campaign.fitness import noise_aware_fitness
+
+    anchor_name = str(cfg.campaign.seed)
+    bench_key = "mqar_accuracy"
+    anchor = scoring.anchor_of(anchor_name, scoring.stage_metrics([run(anchor_name, "explore", s) for s in seeds], bench_key))
+    slope, conf_k = float(cfg.fitness.get("slope", 6.0)), float(cfg.fitness.get("noise_multiple", float("nan")))
+    sd = anchor["eval_loss_std"]
+    z = {d: mean([(run(d, "explore", s)["eval_loss"] - anchor["eval_loss"]) / sd for s in seeds]) for d in designs}
+    rows = []
+    for k in sorted({3.0, 6.0, 12.0, 24.0, conf_k} - {float("nan")}):
+        terms = {d: [noise_aware_fitness({"eval_loss": run(d, "explore", s)["eval_loss"]}, anchor, None, slope=slope,
+                                         noise_multiple=k).parts["terms"]["loss"] for s in seeds] for d in designs}
+        saturated = sum(any(abs(run(d, "explore", s)["eval_loss"] - anchor["eval_loss"]) >= k * sd for s in seeds)
+                        for d in designs)
+        rows.append({"noise_multiple": k, "saturated": saturated,
+                     "spearman_verify": spearman([mean(terms[d]) for d in designs],
+                                                 [-verify[d]["eval_loss_mean"] for d in designs])})
+    return {"anchor": anchor_name, "anchor_loss": anchor["eval_loss"], "anchor_sd": sd, "slope": slope,
+            "conf_noise_multiple": conf_k, "z": z, "rows": rows}
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -231,6 +260,7 @@ def main() -> None:
     report["known_pairs"] = pairs
     report["settling"] = settling(designs, seeds, lambda d, s: run(d, "explore", s))
     report["explore_cost_fraction"] = {d: explore[d]["seconds_mean"] / verify[d]["seconds_mean"] for d in designs}
+    report["fitness_loss_term"] = loss_term_calibration(cfg, designs, seeds, run, verify)
 
     # ------------------------------------------------------------------ tables
     table = Table(title=f"Designs at {args.scale}: mean ± std over training seeds {seeds}")
@@ -265,6 +295,17 @@ def main() -> None:
         settle.add_row(str(row["step"]), f"{row['step'] / fidelities['explore'].train.steps:.3f}",
                        f"{row['kendall_tau_to_final']:.3f}")
     console.print(settle)
+    term = report["fitness_loss_term"]
+    calib = Table(title=f"The explore fitness's loss term (noise_aware, slope {term['slope']:g}) against anchor "
+                        f"{term['anchor']} ({term['anchor_loss']:.3f} ± {term['anchor_sd']:.3f}): each design's run per "
+                        f"seed; conf: noise_multiple {term['conf_noise_multiple']:g}")
+    for header in ("noise_multiple", "designs saturated (|z| >= k on a seed)", "Spearman of mean term vs -verify loss"):
+        calib.add_column(header, justify="right")
+    for row in term["rows"]:
+        calib.add_row(f"{row['noise_multiple']:g}", f"{row['saturated']}/{len(designs)}", f"{row['spearman_verify']:.3f}")
+    console.print(calib)
+    console.print("explore loss delta to the anchor in anchor sd, mean over seeds: " + ", ".join(
+        f"{d} {z:+.1f}" for d, z in sorted(term["z"].items(), key=lambda kv: kv[1])), highlight=False)
     known = Table(title=f"Known pairs (correct on how many of {len(seeds)} training seeds); MQAR chance = {chance:.4f}")
     for header in ("better", "worse", "metric", "fidelity", "correct", "why"):
         known.add_column(header)

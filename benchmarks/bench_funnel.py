@@ -55,10 +55,11 @@ def train_fully(code: str, scale: ScaleConfig, data) -> dict[str, Any]:
     """The candidate trains in the sandbox, as in a campaign: never loaded in this worker or the driver."""
     from asiarch.train.sandboxed import train_in_sandbox
 
-    outcome = train_in_sandbox(code, None, scale, data, on_report=lambda metrics, checkpoint: None)
+    history: list[dict[str, float]] = []
+    outcome = train_in_sandbox(code, None, scale, data, on_report=lambda metrics, checkpoint: history.append(metrics))
     if "code_error" in outcome:
         raise RuntimeError(outcome["code_error"])
-    return outcome["final"]
+    return {**outcome["final"], "history": history}  # every evaluation, for the replay of other rungs
 
 
 def tune_compute(path: Path) -> dict[str, dict[str, float]]:
@@ -198,11 +199,15 @@ def main() -> None:
         fit = None if "error" in summary else scoring.score(
             fitness_fn, c.name, scoring.stage_metrics([summary], bench_key), anchor, judge, "explore", chance=chance)
         parts = c.fitness_parts
+        early = bool(parts.get("early_stopped"))
+        # what ASHA measured, scored with the current conf (equal to the stored fitness unless --reuse changed conf)
+        asha_fit = scoring.score(fitness_fn, c.name, c.explore, anchor, judge, "explore", chance=chance,
+                                 stopped_at=parts.get("reached_step") if early else None).value
         records.append({
-            "id": c.id, "name": c.name, "status": c.status, "early_stopped": bool(parts.get("early_stopped")),
+            "id": c.id, "name": c.name, "status": c.status, "early_stopped": early,
             "reached_step": parts.get("reached_step"), "total_steps": parts.get("total_steps"),
             "asha_tokens": spent.get(c.id, {}).get("tokens", 0.0), "asha_seconds": spent.get(c.id, {}).get("seconds", 0.0),
-            "asha_trials": spent.get(c.id, {}).get("trials", 0), "asha_fitness": c.fitness, "asha_loss": c.explore.eval_loss,
+            "asha_trials": spent.get(c.id, {}).get("trials", 0), "asha_fitness": asha_fit, "stored_fitness": c.fitness, "asha_loss": c.explore.eval_loss,
             "asha_compared_at_step": parts.get("compared_at_step"),
             "judge": judge, "full_tokens": float(summary.get("tokens_seen") or 0), "full_seconds": summary.get("train_seconds", 0.0),
             "full_loss": summary.get("eval_loss"), "full_benchmark": summary.get(bench_key),
@@ -227,7 +232,10 @@ def replay(candidates, full: dict[str, dict[str, Any]], anchor: dict[str, Any], 
     total = scale.train.steps
     curves = {c.id: {h["step"]: h["eval_loss"] for h in full[c.id].get("history") or [] if h.get("eval_loss") is not None}
               for c in ok}
-    steps = sorted(set.intersection(*(set(v) for v in curves.values()))) if curves else []
+    if not curves or not all(total in curve for curve in curves.values()):
+        console.print("no replay: the full-training runs kept no evaluation curves (an older run of this benchmark)")
+        return
+    steps = sorted(set.intersection(*(set(v) for v in curves.values())))
     judge = {c.id: c.judge.get("overall") for c in ok}
 
     def fitness_at(c, step: int) -> float | None:
@@ -240,11 +248,12 @@ def replay(candidates, full: dict[str, dict[str, Any]], anchor: dict[str, Any], 
 
     final = {c.id: fitness_at(c, total) for c in ok}
     top5 = sorted(final, key=lambda cid: -(final[cid] if final[cid] is not None else -math.inf))[:5]
+    top5_loss = sorted(curves, key=lambda cid: curves[cid][total])[:5]
     n = len(ok)
     table = Table(title=f"successive halving replayed over the {n} full-training curves (a simulation over measured "
                         f"curves; synchronous halving, keep ceil(n / rf) per rung)")
     for header in ("first rung (step)", "fraction", "rf", "compute / full", "Spearman of fitness", "top-5 kept",
-                   "finishers", "all goals met"):
+                   "top-5 by loss kept", "finishers", "all goals met"):
         table.add_column(header, justify="right")
     for first in [s for s in steps if scale.train.warmup_steps < s < total]:
         for rf in (2, 3, 4):
@@ -259,8 +268,9 @@ def replay(candidates, full: dict[str, dict[str, Any]], anchor: dict[str, Any], 
             kept = sum(stop[cid] == total for cid in top5)
             finishers = sum(s == total for s in stop.values())
             met = compute <= 1 / 3 and rho >= 0.8 and kept >= 4
+            kept_loss = sum(stop[cid] == total for cid in top5_loss)
             table.add_row(str(first), f"{first / total:.3f}", str(rf), f"{compute:.2f}", f"{rho:.2f}", f"{kept}/5",
-                          f"{finishers}/{n}", _yes(met))
+                          f"{kept_loss}/5", f"{finishers}/{n}", _yes(met))
     console.print(table)
     console.print(f"Whatever the rungs, keeping k finishers of n costs at least (k + (n - k) x first rung) / n of full "
                   f"training: 4 of {n} within 1/3 needs the first rung at or below "
@@ -305,6 +315,10 @@ def report(records, args, campaign, walls: dict[str, float], work: Path, console
     rho_loss = spearmanr(*zip(*loss_pairs)).statistic if len(loss_pairs) >= 3 else float("nan")
     top = sorted(scored, key=lambda r: -r["full_fitness"])[:5]
     kept_top = sum(not r["early_stopped"] for r in top)
+    by_loss = sorted((r for r in records if r["full_loss"] is not None), key=lambda r: r["full_loss"])[:5]
+    kept_by_loss = sum(not r["early_stopped"] for r in by_loss)
+    restored = [r["name"] for r in records if r["stored_fitness"] is not None and r["asha_fitness"] is not None
+                and abs(r["stored_fitness"] - r["asha_fitness"]) > 1e-9]
     stopped = sum(r["early_stopped"] for r in records)
     e = campaign.explore_settings
 
@@ -318,10 +332,14 @@ def report(records, args, campaign, walls: dict[str, float], work: Path, console
                     f"{second_ratio:.2f}x", "<= 0.33x", _yes(second_ratio <= 1 / 3))
     summary.add_row("Spearman of fitness", "", "", f"{rho:.2f} (n={len(scored)})", ">= 0.8", _yes(rho >= 0.8))
     summary.add_row("top-5 by full training kept by ASHA", "", "", f"{kept_top}/5", ">= 4/5", _yes(kept_top >= 4))
+    summary.add_row("top-5 by full-training loss kept by ASHA", "", "", f"{kept_by_loss}/5", "", "")
     summary.add_row("Spearman of eval loss (diagnostic)", "", "", f"{rho_loss:.2f} (n={len(loss_pairs)})", "", "")
     summary.add_row("stopped early by ASHA", f"{stopped}/{n}", "", "", "", "")
     summary.add_row("wall time (s)", f"{walls.get('asha', 0):.0f} (whole campaign)", f"{walls.get('full', 0):.0f}", "", "", "")
     console.print(summary)
+    if restored:
+        console.print(f"ASHA fitness rescored with the current conf (differs from the campaign's stored value): "
+                      f"{len(restored)} of {n}", highlight=False)
     console.print(f"ASHA rungs: grace {e.grace_fraction:g} of the budget, reduction factor {e.reduction_factor} "
                   f"(conf: explore); synchronous successive halving with these rungs spends "
                   f"{halving_floor(e.grace_fraction, e.reduction_factor):.2f} of full training; runs under {work}",

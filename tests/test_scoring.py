@@ -86,8 +86,11 @@ def test_noise_aware_fitness_reads_deltas_against_the_anchor_spread():
     assert 0.5 < within.parts["terms"]["loss"] < 0.75  # 0.4 sd: a small push, not a verdict
     eq2 = asi_arch_fitness({"eval_loss": 4.98, "benchmark": 0.2}, anchor, None)
     assert eq2.parts["terms"]["loss"] == pytest.approx(1 / (1 + math.exp(-6 * 0.02 / 0.5)))  # Eq. 2 kept exactly
-    beyond = noise_aware_fitness({"eval_loss": 4.80, "benchmark": 0.2}, anchor, None)
-    assert beyond.parts["terms"]["loss"] == pytest.approx(1 / (1 + math.exp(-6)))  # 4 sd > 3 sd: saturated
+    ahead = noise_aware_fitness({"eval_loss": 4.80, "benchmark": 0.2}, anchor, None)
+    further = noise_aware_fitness({"eval_loss": 4.60, "benchmark": 0.2}, anchor, None)
+    assert within.parts["terms"]["loss"] < ahead.parts["terms"]["loss"] < further.parts["terms"]["loss"] < 0.99  # 4 and 8 sd told apart
+    beyond = noise_aware_fitness({"eval_loss": 4.35, "benchmark": 0.2}, anchor, None)
+    assert beyond.parts["terms"]["loss"] == pytest.approx(1 / (1 + math.exp(-6)))  # 13 sd > 12 sd: saturated
     unknown = noise_aware_fitness({"eval_loss": 4.8, "benchmark": 0.3}, {**anchor, "eval_loss_std": None}, 0.5)
     assert "loss" not in unknown.parts["terms"] and "spread" in unknown.parts["missing"]["loss"]
     assert unknown.parts["formula"] == "noise_aware" and unknown.value is not None

@@ -90,7 +90,7 @@ def asi_arch_fitness(candidate: Mapping[str, Any], baseline: Mapping[str, Any], 
 
 
 def noise_aware_fitness(candidate: Mapping[str, Any], baseline: Mapping[str, Any], judge: float | None,
-                        slope: float = 6.0, noise_multiple: float = 3.0) -> Fitness:
+                        slope: float = 6.0, noise_multiple: float = 12.0) -> Fitness:
     """Eq. 2's shape, with each delta read against the anchor seed's measured run-to-run noise.
 
     ``sigma(d) = sigmoid(slope * clip(d / (noise_multiple * sd), -1, 1))`` where ``sd`` is the

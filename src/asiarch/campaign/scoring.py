@@ -57,6 +57,12 @@ def run_curve(summary: Mapping[str, Any], bench_key: str) -> list[list[float | N
             if isinstance(h.get("step"), (int, float)) and h.get("eval_loss") is not None]
 
 
+def _run_record(summary: Mapping[str, Any], bench_key: str) -> dict[str, Any]:
+    record = {k: v for k, v in {**summary, "benchmark": summary.get(bench_key)}.items() if k in RUN_KEYS and v is not None}
+    curve = run_curve(summary, bench_key)
+    return {**record, "curve": curve} if curve else record
+
+
 def stage_metrics(summaries: Sequence[Mapping[str, Any]], bench_key: str,
                   loss_curve: Sequence[float] | None = None) -> StageMetrics:
     """One design's stage result: means over its training runs, each run (with its evaluations) kept in ``benchmarks``."""
@@ -66,9 +72,7 @@ def stage_metrics(summaries: Sequence[Mapping[str, Any]], bench_key: str,
         loss_curve=[float(x) for x in curve], eval_loss=mean([s.get("eval_loss") for s in summaries]),
         mqar_accuracy=mean([s.get("mqar_accuracy") for s in summaries]),
         benchmark=mean([s.get(bench_key) for s in summaries]),
-        benchmarks={"runs": [{**{k: v for k, v in {**s, "benchmark": s.get(bench_key)}.items()
-                                 if k in RUN_KEYS and v is not None}, "curve": run_curve(s, bench_key)}
-                             for s in summaries],
+        benchmarks={"runs": [_run_record(s, bench_key) for s in summaries],
                     "eval_loss_std": std([s.get("eval_loss") for s in summaries])})
 
 
