@@ -25,6 +25,7 @@ from ray import cloudpickle
 from asiarch.arch import seed_source
 from asiarch.campaign import Campaign, asi_arch_fitness, relative_sigmoid, scoring
 from asiarch.campaign.fitness import noise_aware_fitness
+from asiarch.campaign.summary import results_rows
 from asiarch.proposer import OfflineBackend
 from asiarch.memory import Memory
 
@@ -139,6 +140,7 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
     assert len(trained) == 3, [(c.name, c.status, c.status_reason[:400]) for c in candidates]  # the repaired one once
     assert sorted(c.id for c in candidates if c.reached_training) == sorted(c.id for c in trained)
     assert campaign.status()["trained"] == 3
+    table_steps = {r["id"]: r["explore_steps"] for r in results_rows(memory, campaign.name, top=100)}
     for c in trained:
         assert c.explore.eval_loss is not None and c.explore.loss_curve and c.device_seconds > 0
         assert c.judge.get("overall") is not None and c.analysis
@@ -159,6 +161,8 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
         losses = [row[1] for r in anchor.benchmarks["runs"] for row in r["curve"] if row[0] == parts["reached_step"]]
         assert len(losses) == 3 and parts["noise_sd"].get("loss") == pytest.approx(scoring.std(losses))
         assert parts["early_stopped"] == (c.status == "stopped" or early)
+        # the final table says at which step a stopped design's explore numbers were taken
+        assert table_steps[c.id] == (f"{parts['reached_step']}/{parts['total_steps']}" if early else str(parts["reached_step"]))
     stopped = [c for c in trained if c.fitness_parts["early_stopped"]]
     assert all("ASHA stopped it" in c.status_reason for c in stopped if c.status == "stopped")
     verified = [c for c in candidates if c.stage == "verify"]

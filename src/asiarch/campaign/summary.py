@@ -20,6 +20,7 @@ from asiarch.train.tables import cell
 COLUMNS = [
     # (header, key, format)
     ("explore fitness", "explore_fitness", "{:.3f}"),
+    ("explore steps", "explore_steps", "{}"),
     ("explore loss", "explore_loss", "{:.3f}"),
     ("explore MQAR", "explore_mqar", "{:.3f}"),
     ("verify loss ± sd", "verify_loss_text", "{}"),
@@ -37,7 +38,8 @@ def results_rows(memory: Memory, campaign: str, top: int = 10) -> list[dict[str,
     rows, seeds = [], []
     for c in memory.list_candidates(campaign=campaign):
         row = {"id": c.id, "name": c.name, "kind": "seed" if is_seed(c) else "candidate", "status": c.status,
-               "explore_fitness": None if is_seed(c) else c.fitness, "explore_loss": c.explore.eval_loss,
+               "explore_fitness": None if is_seed(c) else c.fitness, "explore_steps": _explore_steps(c),
+               "explore_loss": c.explore.eval_loss,
                "explore_mqar": c.explore.mqar_accuracy, "verify_loss": c.verify.eval_loss,
                "verify_mqar": c.verify.mqar_accuracy, "verify_fitness": c.verify.fitness,
                "breakthrough": "yes" if is_breakthrough(c) else ("no" if is_verified(c) else None),
@@ -47,6 +49,15 @@ def results_rows(memory: Memory, campaign: str, top: int = 10) -> list[dict[str,
     rows.sort(key=lambda r: (r["verify_fitness"] is None, -(r["verify_fitness"] or 0.0), -(r["explore_fitness"] or 0.0)))
     seeds.sort(key=lambda r: r["name"])
     return seeds + rows[:top]
+
+
+def _explore_steps(c) -> str | None:
+    """``96/192`` for a design ASHA stopped (its explore numbers are from step 96), ``192`` for a finished one."""
+    parts = c.fitness_parts or {}
+    reached, total = parts.get("reached_step"), parts.get("total_steps")
+    if not reached:
+        return None
+    return f"{reached}/{total}" if total and reached < total else str(reached)
 
 
 def _spread(c) -> dict[str, Any]:
@@ -65,8 +76,9 @@ def _spread(c) -> dict[str, Any]:
 
 
 def campaign_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title, caption="verify: mean ± sd over training runs; worst p: the largest one-sided "
-                  "p-value against any seed (loss or benchmark); '-': not measured or not testable")
+    table = Table(title=title, caption="explore steps: a/b for a design ASHA stopped at step a (its explore fitness "
+                  "compares it with the anchor at that step); verify: mean ± sd over training runs; worst p: the largest "
+                  "one-sided p-value against any seed (loss or benchmark); '-': not measured or not testable")
     table.add_column("design")
     table.add_column("kind")
     for header, _, _ in COLUMNS:
