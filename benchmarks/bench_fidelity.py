@@ -138,28 +138,32 @@ def settling(designs: list[str], seeds: list[int], explore_run) -> list[dict[str
     return rows
 
 
-def loss_term_calibration(cfg, designs: list[str], seeds: list[int], run, verify: dict[str, Any]) -> dict[str, Any]:
+def loss_term_calibration(cfg, designs: list[str], seeds: list[int], run, verify: dict[str, Any],
+                          bench_key: str) -> dict[str, Any]:
     """The noise-aware loss term of every design's explore run against the anchor (the campaign's seed),
     for several clips: how many designs saturate and how well the term still ranks verify loss."""
-    from asiarch.campaign.fitness import noise_aware_fitness
+    from asiarch.campaign.fitness import clipped_sigmoid, noise_aware_fitness
 
     anchor_name = str(cfg.campaign.seed)
-    bench_key = "mqar_accuracy"
     anchor = scoring.anchor_of(anchor_name, scoring.stage_metrics([run(anchor_name, "explore", s) for s in seeds], bench_key))
-    slope, conf_k = float(cfg.fitness.get("slope", 6.0)), float(cfg.fitness.get("noise_multiple", float("nan")))
+    slope, conf_k = float(cfg.fitness.get("slope", 6.0)), cfg.fitness.get("noise_multiple")  # None under fitness=eq2
     sd = anchor["eval_loss_std"]
     z = {d: mean([(run(d, "explore", s)["eval_loss"] - anchor["eval_loss"]) / sd for s in seeds]) for d in designs}
+    ceilings = (clipped_sigmoid(-1.0, slope), clipped_sigmoid(1.0, slope))  # what a clipped delta scores
     rows = []
-    for k in sorted({3.0, 6.0, 12.0, 24.0, conf_k} - {float("nan")}):
+    for k in sorted({3.0, 6.0, 12.0, 24.0} | ({float(conf_k)} if conf_k is not None else set())):
         terms = {d: [noise_aware_fitness({"eval_loss": run(d, "explore", s)["eval_loss"]}, anchor, None, slope=slope,
                                          noise_multiple=k).parts["terms"]["loss"] for s in seeds] for d in designs}
-        saturated = sum(any(abs(run(d, "explore", s)["eval_loss"] - anchor["eval_loss"]) >= k * sd for s in seeds)
-                        for d in designs)
+        saturated = sum(any(term in ceilings for term in terms[d]) for d in designs)
         rows.append({"noise_multiple": k, "saturated": saturated,
                      "spearman_verify": spearman([mean(terms[d]) for d in designs],
                                                  [-verify[d]["eval_loss_mean"] for d in designs])})
     return {"anchor": anchor_name, "anchor_loss": anchor["eval_loss"], "anchor_sd": sd, "slope": slope,
-            "conf_noise_multiple": conf_k, "z": z, "rows": rows}
+            "conf_noise_multiple": None if conf_k is None else float(conf_k), "z": z, "rows": rows}
+
+
+def _g(value: float | None) -> str:
+    return "- (the conf's fitness is not noise_aware)" if value is None else f"{value:g}"
 
 
 # ----------------------------------------------------------------------------- main
@@ -260,7 +264,8 @@ def main() -> None:
     report["known_pairs"] = pairs
     report["settling"] = settling(designs, seeds, lambda d, s: run(d, "explore", s))
     report["explore_cost_fraction"] = {d: explore[d]["seconds_mean"] / verify[d]["seconds_mean"] for d in designs}
-    report["fitness_loss_term"] = loss_term_calibration(cfg, designs, seeds, run, verify)
+    report["fitness_loss_term"] = loss_term_calibration(cfg, designs, seeds, run, verify,
+                                                        scoring.benchmark_key(fidelities["explore"]))
 
     # ------------------------------------------------------------------ tables
     table = Table(title=f"Designs at {args.scale}: mean ± std over training seeds {seeds}")
@@ -298,7 +303,7 @@ def main() -> None:
     term = report["fitness_loss_term"]
     calib = Table(title=f"The explore fitness's loss term (noise_aware, slope {term['slope']:g}) against anchor "
                         f"{term['anchor']} ({term['anchor_loss']:.3f} ± {term['anchor_sd']:.3f}): each design's run per "
-                        f"seed; conf: noise_multiple {term['conf_noise_multiple']:g}")
+                        f"seed; conf: noise_multiple {_g(term['conf_noise_multiple'])}")
     for header in ("noise_multiple", "designs saturated (|z| >= k on a seed)", "Spearman of mean term vs -verify loss"):
         calib.add_column(header, justify="right")
     for row in term["rows"]:
