@@ -92,20 +92,6 @@ def halving_floor(grace: float, rf: int) -> float:
     return total
 
 
-def anchor_from_cache(work: Path, seed: str, scale: ScaleConfig, anchor_seeds: list[int], bench_key: str,
-                      downstream: bool) -> dict[str, Any]:
-    """The explore anchor exactly as the campaign built it: its cached runs on each anchor seed."""
-    from asiarch.baselines import BaselineCache
-    from asiarch.campaign import scoring
-    from asiarch.config import seeded_scale
-
-    cache = BaselineCache(work / "runs" / "baselines")
-    summaries = [cache.get(seed, seeded_scale(scale, s), downstream) for s in anchor_seeds]
-    if any(summary is None for summary in summaries):
-        raise RuntimeError(f"the anchor seed {seed}'s explore runs are not in {cache.root}")
-    return scoring.anchor_of(seed, scoring.stage_metrics(summaries, bench_key))
-
-
 def metrics_until(summary: dict[str, Any], step: int, bench_key: str):
     """A run's stage metrics as they stood at ``step`` (its evaluation there), as if stopped then."""
     from asiarch.campaign import scoring
@@ -161,6 +147,8 @@ def main() -> None:
     memory = Memory(campaign.memory_uri, read_only=True)
     rows = memory.list_candidates(campaign=name)
     candidates = sorted((c for c in rows if not is_baseline(c) and counts_toward_budget(c)), key=lambda c: c.created_at)
+    (seed_row,) = [c for c in rows if is_baseline(c) and c.name == campaign.settings.seed]
+    anchor = scoring.anchor_of(seed_row.name, seed_row.explore)  # the explore anchor the campaign scored against
     spent = tune_compute(campaign.paths.tune / "explore")
 
     # arm 2: full training of the same candidates, same scale, same training seed and learning rate
@@ -169,8 +157,6 @@ def main() -> None:
     scale = stage_scale(base, base.stages.explore_steps)
     fitness_fn = instantiate(cfg.fitness)
     bench_key, chance = scoring.benchmark_key(scale), scoring.benchmark_chance(scale)
-    anchor = anchor_from_cache(work, campaign.settings.seed, scale, list(cfg.explore.anchor_seeds), bench_key,
-                               scoring.scores_downstream(scale, "explore"))
     full_file = work / "bench_funnel_full.json"
     full: dict[str, dict[str, Any]] = json.loads(full_file.read_text()) if full_file.exists() else {}
     todo = [c for c in candidates if c.id not in full]
@@ -217,12 +203,14 @@ def main() -> None:
     (work / "bench_funnel.json").write_text(json.dumps(records, indent=2, default=str))
     args.explore_steps = scale.train.steps
     report(records, args, campaign, walls, work, console)
-    replay(candidates, full, anchor, fitness_fn, bench_key, chance, scale, console)
+    replay(candidates, full, {r["id"]: r["full_fitness"] for r in records}, anchor, fitness_fn, bench_key, chance,
+           scale, console)
 
 
-def replay(candidates, full: dict[str, dict[str, Any]], anchor: dict[str, Any], fitness_fn, bench_key: str, chance,
-           scale: ScaleConfig, console: Console) -> None:
-    """Successive halving replayed over the full-training curves for every first rung and reduction factor."""
+def replay(candidates, full: dict[str, dict[str, Any]], final: dict[str, float | None], anchor: dict[str, Any],
+           fitness_fn, bench_key: str, chance, scale: ScaleConfig, console: Console) -> None:
+    """Successive halving replayed over the full-training curves for every first rung and reduction factor
+    (``final``: each candidate's fitness after full training)."""
     from scipy.stats import spearmanr
 
     from asiarch.campaign import scoring
@@ -237,16 +225,14 @@ def replay(candidates, full: dict[str, dict[str, Any]], anchor: dict[str, Any], 
         return
     steps = sorted(set.intersection(*(set(v) for v in curves.values())))
     judge = {c.id: c.judge.get("overall") for c in ok}
+    final = {c.id: final[c.id] for c in ok}  # candidates whose full training failed have no curve to replay
 
     def fitness_at(c, step: int) -> float | None:
         if step >= total:
-            metrics, stopped = scoring.stage_metrics([full[c.id]], bench_key), None
-        else:
-            metrics, stopped = metrics_until(full[c.id], step, bench_key), step
-        return scoring.score(fitness_fn, c.name, metrics, anchor, judge[c.id], "explore", chance=chance,
-                             stopped_at=stopped).value
+            return final[c.id]
+        return scoring.score(fitness_fn, c.name, metrics_until(full[c.id], step, bench_key), anchor, judge[c.id],
+                             "explore", chance=chance, stopped_at=step).value
 
-    final = {c.id: fitness_at(c, total) for c in ok}
     top5 = sorted(final, key=lambda cid: -(final[cid] if final[cid] is not None else -math.inf))[:5]
     top5_loss = sorted(curves, key=lambda cid: curves[cid][total])[:5]
     n = len(ok)
