@@ -42,7 +42,7 @@ def sliding_window_torch(
     j = torch.arange(2 * w, device=q.device).view(1, 2 * w)
     band = (j > i) & (j <= i + w)  # key j of the pair sits at block offset j - W: the W positions ending at i
     first = band & (j >= w)  # block 0 has no block before it
-    allowed = torch.stack([first, *[band] * (n - 1)]) if n > 1 else first.unsqueeze(0)  # [N, W, 2W]
+    allowed = torch.stack([first, *[band] * (n - 1)])  # [N, W, 2W]
     scores = scores.masked_fill(~allowed, float("-inf"))
     o = scores.softmax(dim=-1) @ v2  # [B, H, N, W, V]
     return o.permute(0, 2, 3, 1, 4).reshape(b, n * w, h, -1)[:, :t].to(out_dtype)
