@@ -13,7 +13,7 @@ from asiarch.checks import check_candidate
 from asiarch.llm.protocol import LLMBackend, Usage
 from asiarch.llm.schemas import ROLE_SCHEMAS, with_context
 from asiarch.llm.templates import render
-from asiarch.memory import Candidate, Insight, Memory, Status, code_hash
+from asiarch.memory import Candidate, Insight, Memory, Status, WriterEmbedder, code_hash
 from asiarch.proposer.render import seed_of_genome
 
 
@@ -44,8 +44,8 @@ class MemoryAccess:
         if writer is None or isinstance(writer, Memory):
             self.reader = writer if writer is not None else Memory(uri, embedder=embedder)
             self.writer = self.reader
-        else:
-            self.reader = Memory(uri, embedder=embedder, read_only=True)
+        else:  # queries are embedded by the writer's model unless a custom embedder was given
+            self.reader = Memory(uri, embedder=embedder or WriterEmbedder(writer), read_only=True)
             self.writer = writer
 
     def write(self, method: str, *args: Any, **kwargs: Any) -> Any:

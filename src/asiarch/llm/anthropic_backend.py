@@ -17,14 +17,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-import anthropic
+from typing import TYPE_CHECKING, Any
 
 from asiarch.llm.templates import render
 from asiarch.memory.redact import Redactor
 from asiarch.llm.budget import SharedUsdBudget, UsdBudget
 from asiarch.llm.protocol import LLMError, LLMResult, MalformedOutput, Usage, schema_errors
+
+if TYPE_CHECKING:
+    import anthropic
 
 RETRYABLE_STATUS = (408, 409, 429, 500, 502, 503, 504, 529)
 
@@ -78,6 +79,8 @@ class AnthropicBackend:
     name = "anthropic"
 
     def __init__(self, config: AnthropicConfig | None = None, client: anthropic.Anthropic | None = None):
+        import anthropic  # here, not at import: every process that reads the LLM protocol would pay ~2 s for the SDK
+
         self.config = config or AnthropicConfig()
         cfg = self.config
         self.client = client or anthropic.Anthropic(
@@ -138,6 +141,8 @@ class AnthropicBackend:
         return [block]
 
     def _create(self, system: str, messages: list[dict[str, Any]], tool: dict[str, Any]):
+        import anthropic
+
         cfg = self.config
         last_error: Exception | None = None
         retries = 0

@@ -1,7 +1,7 @@
 """One memory for a campaign: candidates, lineage, results and paper insights in LanceDB."""
 
 from asiarch.memory.actor import MemoryActor
-from asiarch.memory.embed import Embedder, FunctionEmbedder, MiniLMEmbedder
+from asiarch.memory.embed import Embedder, FunctionEmbedder, MiniLMEmbedder, WriterEmbedder
 from asiarch.memory.lifecycle import (
     KINDS,
     STAGES,
@@ -43,6 +43,7 @@ __all__ = [
     "Candidate",
     "Embedder",
     "FunctionEmbedder",
+    "WriterEmbedder",
     "Insight",
     "Memory",
     "MemoryActor",

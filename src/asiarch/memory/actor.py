@@ -28,6 +28,13 @@ class MemoryActor:
     def uri(self) -> str:
         return self.memory.uri
 
+    # the campaign's one embedding model, for readers in other processes (``WriterEmbedder``)
+    def embedding_dim(self) -> int:
+        return self.memory.dim
+
+    def embed(self, texts: Sequence[str]):
+        return self.memory.embedder.embed(texts)
+
     # writes
     def upsert_candidates(self, candidates: Candidate | Sequence[Candidate]) -> list[str]:
         return self.memory.upsert_candidates(candidates)
