@@ -20,11 +20,13 @@ import time
 from pathlib import Path
 
 import pytest
+import ray
 from ray import cloudpickle
 
 from asiarch.arch import seed_source
 from asiarch.campaign import Campaign, asi_arch_fitness, relative_sigmoid, scoring
 from asiarch.campaign.fitness import noise_aware_fitness
+from asiarch.campaign.stage import NAMESPACE
 from asiarch.campaign.summary import results_rows
 from asiarch.proposer import OfflineBackend
 from asiarch.memory import Memory
@@ -101,14 +103,20 @@ def campaign_run(tmp_path_factory):
     os.environ["ASIARCH_CACHE"] = str(root / "cache")
     campaign = Campaign(overrides=[*TINY, "campaign.max_candidates=3", f"run.output_dir={root / 'runs'}"],
                         llm=PlantedFaultBackend(seed=0))
+    # one Ray for both campaigns of this module (the campaign starts its own only when none is up;
+    # tests/test_cli.py covers that path)
+    ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, configure_logging=False)
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=kill_one_trial_worker, args=(stop, killed), daemon=True)
     killer.start()
     try:
-        summary = campaign.run()
+        try:
+            summary = campaign.run()
+        finally:
+            stop.set()
+        yield campaign, summary, killed, root
     finally:
-        stop.set()
-    return campaign, summary, killed, root
+        ray.shutdown()
 
 
 def test_fitness_is_eq2_relative_to_the_seed():
@@ -269,7 +277,8 @@ def test_a_second_campaign_at_the_same_scale_trains_no_seed(campaign_run):
     (verify_entry,) = (root / "runs" / "baselines").glob("deltanet-verify-*.json")
     assert len(json.loads(verify_entry.read_text())) == 3  # verify.training_seeds
     again = Campaign(overrides=[*TINY, "campaign.max_candidates=1", f"run.output_dir={root / 'runs'}",
-                                "campaign.resume=never", "explore.grace_fraction=1.0"], llm=OfflineBackend(seed=1))
+                                "campaign.resume=never", "explore.grace_fraction=1.0", "campaign.engineers=1"],
+                     llm=OfflineBackend(seed=1))
     summary = again.run()
     assert again.name != campaign.name and summary["trained"] == 1
     (seed,) = Memory(again.memory_uri, read_only=True).list_candidates(campaign=again.name, kind="seed")

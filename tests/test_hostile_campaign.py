@@ -88,7 +88,7 @@ def hostile_run(tmp_path_factory):
         with MessagesServer(responder=respond) as server:
             campaign = Campaign(overrides=[
                 "llm=anthropic", f"llm.base_url={server.url}", "llm.backoff_base_s=0.01", "llm.timeout_s=20",
-                "campaign.max_candidates=2", "seeds=[deltanet]", "explore.anchor_seeds=[0]",
+                "campaign.max_candidates=2", "campaign.engineers=1", "seeds=[deltanet]", "explore.anchor_seeds=[0]",
                 "verify.training_seeds=[0]", "verify.top_fraction=0", "verify.min_promoted=0",
                 "scale.train.eval_batches=1", "scale.corpus.max_documents=80", "scale.corpus.tokenizer_vocab_size=512",
                 "scale.mqar.num_train=500", "scale.mqar.num_test=100", "scale.train.eval_mqar_examples=64",
