@@ -195,6 +195,7 @@ def main() -> None:
             "asha_tokens": spent.get(c.id, {}).get("tokens", 0.0), "asha_seconds": spent.get(c.id, {}).get("seconds", 0.0),
             "asha_trials": spent.get(c.id, {}).get("trials", 0), "asha_fitness": asha_fit, "stored_fitness": c.fitness, "asha_loss": c.explore.eval_loss,
             "asha_compared_at_step": parts.get("compared_at_step"),
+            "asha_rung_p": (parts.get("asha_rung") or {}).get("p"),  # how sure the stop was (scoring.rung_confidence)
             "judge": judge, "full_tokens": float(summary.get("tokens_seen") or 0), "full_seconds": summary.get("train_seconds", 0.0),
             "full_loss": summary.get("eval_loss"), "full_benchmark": summary.get(bench_key),
             "full_fitness": fit.value if fit else None, "full_missing": (fit.parts.get("missing") if fit else None),
@@ -285,6 +286,8 @@ def report(records, args, campaign, walls: dict[str, float], work: Path, console
         table.add_column(header, justify="left" if header in ("candidate", "ASHA") else "right")
     for r in sorted(records, key=lambda r: full_rank.get(r["id"], 10**6)):
         kept = f"stopped at {r['reached_step']}/{r['total_steps']}" if r["early_stopped"] else "kept"
+        if r["early_stopped"] and r.get("asha_rung_p") is not None:
+            kept += f" p={r['asha_rung_p']:.2g}"
         table.add_row(r["name"], kept + (f" ({r['asha_trials']} trials)" if r["asha_trials"] > 1 else ""),
                       f"{r['asha_tokens']:,.0f}", f"{r['full_tokens']:,.0f}", f"{r['asha_seconds']:.1f}",
                       f"{r['full_seconds']:.1f}", _f(r["judge"]), _f(r["asha_fitness"]),
@@ -306,6 +309,7 @@ def report(records, args, campaign, walls: dict[str, float], work: Path, console
     restored = [r["name"] for r in records if r["stored_fitness"] is not None and r["asha_fitness"] is not None
                 and abs(r["stored_fitness"] - r["asha_fitness"]) > 1e-9]
     stopped = sum(r["early_stopped"] for r in records)
+    rung_ps = [r["asha_rung_p"] for r in records if r["early_stopped"] and r.get("asha_rung_p") is not None]
     e = campaign.explore_settings
 
     summary = Table(title="funnel: ASHA against full training (goals from issue 12)")
@@ -321,6 +325,8 @@ def report(records, args, campaign, walls: dict[str, float], work: Path, console
     summary.add_row("top-5 by full-training loss kept by ASHA", "", "", f"{kept_by_loss}/5", "", "")
     summary.add_row("Spearman of eval loss (diagnostic)", "", "", f"{rho_loss:.2f} (n={len(loss_pairs)})", "", "")
     summary.add_row("stopped early by ASHA", f"{stopped}/{n}", "", "", "", "")
+    summary.add_row("... of them within noise of the rung's cutoff (p >= 0.05)",
+                    f"{sum(p >= 0.05 for p in rung_ps)}/{len(rung_ps)}" if rung_ps else "not recorded", "", "", "", "")
     summary.add_row("wall time (s)", f"{walls.get('asha', 0):.0f} (whole campaign)", f"{walls.get('full', 0):.0f}", "", "", "")
     console.print(summary)
     if restored:

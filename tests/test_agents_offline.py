@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import ray
 
@@ -54,6 +55,16 @@ def test_candidates_through_the_offline_loop(local_ray, tmp_path):
         ray.get(writer.update_candidate.remote(validated.id, **changes))
         ray.get(judge.score.remote(validated.id, seeds))
         ray.get(analyst.analyse.remote(validated.id))
+
+    # the agents embed their queries with the writer's model (one MiniLM per campaign): the vectors it stored
+    from asiarch.agents.roles import MemoryAccess
+    from asiarch.memory import WriterEmbedder
+    from asiarch.memory.schema import insight_from_row
+
+    reader = MemoryAccess(uri, writer).reader
+    assert isinstance(reader.embedder, WriterEmbedder) and reader.embedder.dim == 384
+    stored = [insight_from_row(row) for row in reader.list_insights()[:3]]
+    assert np.allclose(reader.embedder.embed([i.embedding_text for i in stored]), [i.embedding for i in stored], atol=1e-5)
 
     memory = Memory(uri, read_only=True)
     candidates = memory.list_candidates(campaign="loop")

@@ -170,9 +170,18 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
         assert len(losses) == 3 and parts["noise_sd"].get("loss") == pytest.approx(scoring.std(losses))
         assert parts["early_stopped"] == (c.status == "stopped" or early)
         # the final table says at which step a stopped design's explore numbers were taken
-        assert table_steps[c.id] == (f"{parts['reached_step']}/{parts['total_steps']}" if early else str(parts["reached_step"]))
+        assert table_steps[c.id].split()[0] == (f"{parts['reached_step']}/{parts['total_steps']}" if early
+                                                else str(parts["reached_step"]))
     stopped = [c for c in trained if c.fitness_parts["early_stopped"]]
     assert all("ASHA stopped it" in c.status_reason for c in stopped if c.status == "stopped")
+    for c in stopped:  # each ASHA stop says what it was measured against, and how sure it was
+        rung, parts = c.fitness_parts["asha_rung"], c.fitness_parts
+        assert rung["step"] == parts["reached_step"] and rung["metric"] == "eval_loss" and rung["designs"] >= 1
+        assert rung["value"] == pytest.approx(c.explore.eval_loss) and rung["value"] > rung["cutoff"]
+        assert rung["noise_sd"] == pytest.approx(parts["noise_sd"]["loss"])  # the anchor's spread at that step
+        assert rung["behind_sd"] == pytest.approx((rung["value"] - rung["cutoff"]) / rung["noise_sd"])
+        assert 0 < rung["p"] < 0.5 and "anchor sd behind" in c.status_reason
+        assert table_steps[c.id].startswith(f"{parts['reached_step']}/{parts['total_steps']} p=")
     verified = [c for c in candidates if c.stage == "verify"]
     assert len(verified) >= 1
     for c in verified:

@@ -64,25 +64,3 @@ def test_concurrent_writers_through_the_actor(local_ray, tmp_path):
     assert counter.device_seconds == pytest.approx(0.5 * WRITERS * USAGE_ADDS)
     assert ray.get(memory.count_candidates.remote()) == len(expected)
 
-
-def test_agents_embed_queries_with_the_writers_model(local_ray, tmp_path):
-    """An agent's reader asks the writer to embed (one MiniLM per campaign), with the same answers as its own model."""
-    import numpy as np
-
-    from asiarch.agents.roles import MemoryAccess
-    from asiarch.memory import MiniLMEmbedder, WriterEmbedder
-
-    uri = str(tmp_path / "mem")
-    writer = MemoryActor.remote(uri)
-    assert ray.get(writer.load_cognition_base.remote()) >= 100
-    access = MemoryAccess(uri, writer)
-    assert isinstance(access.reader.embedder, WriterEmbedder) and access.reader.embedder.dim == 384
-    texts = ["a gated delta rule with data-dependent decay", "short convolution before the keys"]
-    local = MiniLMEmbedder().embed(texts)
-    assert np.allclose(access.reader.embedder.embed(texts), local, atol=1e-5)
-    query = "forget gate for the recurrent state"
-    local_reader = Memory(uri, read_only=True, embedder=MiniLMEmbedder())
-    found = [i.id for i, _ in access.reader.search_insights(query, k=5, mode="vector")]
-    assert found == [i.id for i, _ in local_reader.search_insights(query, k=5, mode="vector")] and len(found) == 5
-    # a custom embedder passed to the agents is used as given
-    assert MemoryAccess(uri, writer, embedder=MiniLMEmbedder()).reader.embedder.__class__ is MiniLMEmbedder

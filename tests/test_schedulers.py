@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import ray
 from pyarrow import fs as pafs
 from ray import cloudpickle, tune
 from ray.tune.experiment import Trial
 
-from asiarch.campaign.schedulers import DesignPBT, pbt_checkpoints_to_keep, verify_scheduler
+from asiarch.campaign.schedulers import DesignPBT, explore_scheduler, pbt_checkpoints_to_keep, verify_scheduler
 from asiarch.campaign.tune_progress import StageProgress, TrialProgress
 
 STEPS = 12
@@ -109,6 +110,41 @@ def test_pbt_clones_within_a_design_and_members_keep_their_identity(local_ray, t
     assert progress.line() == "verify trials: 4/4 done, 0 running"
     assert not list((tmp_path / "pbt").glob("*/checkpoint_*")), "finished trials left checkpoints behind"
     assert time.monotonic() - started < 90
+
+
+DESIGN_LOSS = {"d0": 1.0, "d1": 2.0, "d2": 3.0, "d3": 0.5, "d4": 1.5}
+
+
+def constant_design(config: dict) -> None:
+    """A stand-in for an explore trial: its design's loss, the same at every step."""
+    for step in range(1, 10):
+        tune.report({"eval_loss": DESIGN_LOSS[config["design"]], "tokens_seen": step * TOKENS_PER_STEP, "step": step})
+
+
+def test_explore_asha_reports_each_stop_with_the_cutoff_it_missed(local_ray, tmp_path):
+    """One trial at a time, so the order of arrival at the rungs is the order the trials ran in."""
+    stops: list[tuple[str, dict]] = []
+    scheduler = explore_scheduler(9 * TOKENS_PER_STEP, 0.0, 3, first_rung_tokens=2 * TOKENS_PER_STEP,
+                                  on_stop=lambda design, rung: stops.append((design, rung)))
+    assert scheduler.rungs == [6 * TOKENS_PER_STEP, 2 * TOKENS_PER_STEP]
+    grid = tune.Tuner(
+        constant_design, param_space={"design": tune.grid_search(list(DESIGN_LOSS))},
+        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1, reuse_actors=True),
+        run_config=tune.RunConfig(name="asha", storage_path=str(tmp_path), verbose=0),
+    ).fit()
+    assert not grid.errors
+    ran = sorted(grid, key=lambda r: r.metrics_dataframe["timestamp"].min())
+    stopped = {r.config["design"] for r in grid if r.metrics["step"] < 9}
+    assert {design for design, _ in stops} == stopped and stopped  # every stop of Tune's ASHA, and only those
+    seen: list[float] = []
+    for result in ran:  # the rule ASHA applies at the first rung: behind the best third of those before it
+        design = result.config["design"]
+        if design in stopped:
+            (rung,) = [r for d, r in stops if d == design]
+            assert rung["step"] == 2 and rung["designs"] == len(seen) and rung["mode"] == "min"
+            assert rung["cutoff"] == pytest.approx(float(np.percentile(seen, 100 / 3)))
+            assert rung["value"] == DESIGN_LOSS[design] > rung["cutoff"]
+        seen.append(DESIGN_LOSS[design])
 
 
 def test_progress_line_names_the_running_trials_step():

@@ -172,3 +172,17 @@ def test_a_stopped_design_is_scored_against_the_anchor_at_the_same_step():
     lost = scoring.score(noise_aware_fitness, "x", stopped, anchor, None, "explore", stopped_at=36)
     assert "compared_at_step" not in lost.parts and "step 36" in lost.parts["equal_progress"]
     assert lost.value == pytest.approx(unfair.value)  # compared with the final result, and saying so
+
+
+def test_an_asha_stop_says_how_far_behind_the_cutoff_it_was_in_anchor_noise():
+    rung = {"metric": "eval_loss", "mode": "min", "value": 4.30, "cutoff": 4.20, "designs": 5, "step": 96}
+    sure = scoring.rung_confidence(rung, noise_sd=0.02)
+    assert sure["behind"] == pytest.approx(0.10) and sure["behind_sd"] == pytest.approx(5.0)
+    assert sure["p"] < 0.001  # 5 sd behind: the cut was sure
+    coin = scoring.rung_confidence({**rung, "value": 4.205}, noise_sd=0.02)
+    assert 0.4 < coin["p"] < 0.5 and coin["behind_sd"] == pytest.approx(0.25)  # within noise: nearly a coin flip
+    assert "anchor sd behind" in scoring.rung_text(coin) and "5 design(s)" in scoring.rung_text(coin)
+    unknown = scoring.rung_confidence(rung, noise_sd=None)
+    assert unknown["p"] is None and unknown["behind_sd"] is None and "no spread" in scoring.rung_text(unknown)
+    higher_is_better = scoring.rung_confidence({**rung, "mode": "max", "value": 0.10, "cutoff": 0.30}, noise_sd=0.1)
+    assert higher_is_better["behind"] == pytest.approx(0.20) and higher_is_better["p"] < 0.5

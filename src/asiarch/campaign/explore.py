@@ -149,7 +149,7 @@ class ExploreStage:
     def _tuner(self, slots: int):
         from ray import tune
 
-        from asiarch.campaign.schedulers import explore_scheduler
+        from asiarch.campaign.schedulers import NoteRungStop, explore_scheduler
         from asiarch.campaign.searcher import CandidateSearcher
         from asiarch.campaign.trainable import run_trial
 
@@ -173,7 +173,8 @@ class ExploreStage:
                 search_alg=CandidateSearcher(self.pipeline_name, NAMESPACE, metric=e.metric),
                 scheduler=explore_scheduler(self.scale.train.steps * tokens_per_step(self.scale), e.grace_fraction,
                                             e.reduction_factor, metric=e.metric,
-                                            first_rung_tokens=self.first_rung() * tokens_per_step(self.scale)),
+                                            first_rung_tokens=self.first_rung() * tokens_per_step(self.scale),
+                                            on_stop=NoteRungStop(self.pipeline_name, NAMESPACE)),
                 num_samples=self.max_trials() or -1, max_concurrent_trials=slots, time_budget_s=ctx.wall_left(),
                 reuse_actors=True,  # no actor start-up between candidates
                 trial_name_creator=trial_name, trial_dirname_creator=trial_name),

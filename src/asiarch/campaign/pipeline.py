@@ -75,6 +75,8 @@ class CampaignPipeline:
         self.done: set[str] = set()  # trials over: a late progress report must not overwrite the final write
         self.crashes: dict[str, int] = {}  # trials of a candidate that ended in a crash, not a code error
         self.resume_points: dict[str, Any] = {}  # a crashed trial's last checkpoint (tune.Checkpoint): its next trial's start
+        self.rung_stops: dict[str, dict[str, Any]] = {}  # ASHA's stops: what each stopped design was measured against
+        self.rung_noted = threading.Condition(self.lock)
         self.baseline = baseline
         self.baseline_ready = threading.Event()
         if baseline is not None:
@@ -316,6 +318,18 @@ class CampaignPipeline:
             status=status, status_reason=reason, **spent))
         self._judge_and_score(design, early, step, total)
 
+    def note_rung_stop(self, design: str, rung: dict[str, Any]) -> None:
+        """From the explore scheduler (``ExploreASHA``): ``design`` was stopped at this rung."""
+        with self.rung_noted:
+            self.rung_stops[design] = rung
+            self.rung_noted.notify_all()
+
+    def _rung_stop(self, design: str, wait_s: float = 30.0) -> dict[str, Any] | None:
+        """The rung ``design`` was stopped at; the scheduler's note and the trial's end travel separately."""
+        with self.rung_noted:
+            self.rung_noted.wait_for(lambda: design in self.rung_stops, timeout=wait_s)
+            return self.rung_stops.pop(design, None)
+
     def set_baseline(self, baseline: dict[str, Any]) -> None:
         self.baseline = baseline
         self.baseline_ready.set()
@@ -344,7 +358,15 @@ class CampaignPipeline:
                                 early_stopped=early, reached_step=step, total_steps=total)
         if judge_error:
             fitness.parts.setdefault("missing", {})["judge"] = f"the Judge failed: {judge_error}"
-        ray.get(self.writer.set_stage.remote(design, "explore", fitness=fitness.value, fitness_parts=fitness.parts))
+        changes: dict[str, Any] = {}
+        asha = f"ASHA stopped it at step {step}/{total}"
+        rung = self._rung_stop(design) if early and c.status_reason.startswith(asha) else None
+        if rung is not None:  # how sure ASHA's cut was: the gap to its cutoff against the anchor's noise there
+            then = scoring.at_step(baseline, step) if rung.get("metric") == "eval_loss" else None
+            fitness.parts["asha_rung"] = rung = scoring.rung_confidence(rung, then and then["eval_loss_std"])
+            changes["status_reason"] = c.status_reason.replace(asha, f"{asha} ({scoring.rung_text(rung)})", 1)
+        ray.get(self.writer.set_stage.remote(design, "explore", fitness=fitness.value, fitness_parts=fitness.parts,
+                                             **changes))
         try:
             ray.get(self.analyst.analyse.remote(design, [baseline]))
         except Exception as err:

@@ -6,6 +6,7 @@ import copy
 import math
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.search.sample import Domain
@@ -62,13 +63,94 @@ def successive_halving(curves: Mapping[str, Mapping[int, float]], rungs: Sequenc
     return stop
 
 
+RungStop = Callable[[str, dict[str, Any]], None]
+
+
+class ExploreASHA(ASHAScheduler):
+    """Tune's ASHA (one bracket), which also says what each of its stops was measured against.
+
+    ASHA stops a trial at a rung when its metric is behind the best ``1 / reduction_factor``
+    of the trials recorded at that rung before it. That cutoff is ASHA's own bookkeeping,
+    so this scheduler keeps the same record (the metric of each trial at its first result
+    at or past each rung) and, for every stop at a rung, calls ``on_stop(design, rung)``
+    with the step, the trial's metric, the cutoff it missed and how many trials set it. The
+    decisions are ASHA's, unchanged; the campaign reads them against the anchor's noise.
+    """
+
+    def __init__(self, *, on_stop: RungStop | None = None, **asha: Any):
+        if asha.setdefault("brackets", 1) != 1:
+            raise ValueError("ExploreASHA mirrors one bracket only")
+        if asha.get("metric") is None or asha.get("mode") not in ("min", "max"):
+            raise ValueError("ExploreASHA needs its metric and mode up front (it keeps ASHA's record itself)")
+        super().__init__(**asha)
+        max_t, grace, rf = asha["max_t"], asha["grace_period"], asha["reduction_factor"]
+        count = int(math.log(max_t / grace) / math.log(rf) + 1)  # as Tune's bracket sizes its rungs
+        self.rungs = [grace * rf ** k for k in reversed(range(count))]
+        self._record_of: dict[float, dict[str, float]] = {rung: {} for rung in self.rungs}
+        self._watch = (asha.get("time_attr", "training_iteration"), asha["metric"], 1.0 if asha["mode"] == "max" else -1.0)
+        self._budget, self._rf, self._on_stop = max_t, rf, on_stop
+
+    def _record(self, trial: Trial, result: dict) -> dict[str, Any] | None:
+        """Record ``result`` at the rung it reaches first, as Tune's bracket does; the rung's verdict on it."""
+        time_attr, metric, sign = self._watch
+        t, value = result.get(time_attr), result.get(metric)
+        if t is None or value is None:
+            return None
+        for rung in self.rungs:  # descending, as Tune's bracket walks them
+            recorded = self._record_of[rung]
+            if t < rung or trial.trial_id in recorded:
+                continue
+            ordered = [sign * v for v in recorded.values()]  # ASHA compares in "max" space
+            recorded[trial.trial_id] = float(value)
+            if not ordered:
+                return None
+            cutoff = float(np.nanpercentile(ordered, (1 - 1 / self._rf) * 100))
+            return {"step": result.get("step"), "tokens": t, "metric": metric, "value": float(value),
+                    "cutoff": sign * cutoff, "designs": len(ordered), "mode": "max" if sign > 0 else "min",
+                    "reduction_factor": self._rf}
+        return None
+
+    def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        t = result.get(self._watch[0])
+        if t is not None and t >= self._budget:  # the end of the budget, not a rung (Tune's bracket is not asked)
+            return decision
+        rung = self._record(trial, result)
+        if decision == TrialScheduler.STOP and rung is not None and self._on_stop is not None:
+            self._on_stop((trial.config or {}).get("design", trial.trial_id), rung)
+        return decision
+
+    def on_trial_complete(self, tune_controller: TuneController, trial: Trial, result: dict) -> None:
+        super().on_trial_complete(tune_controller, trial, result)
+        self._record(trial, result)  # Tune's bracket records a final result too
+
+
+class NoteRungStop:
+    """``ExploreASHA``'s ``on_stop`` for a campaign: hands each stop to the campaign's pipeline actor.
+
+    Picklable (Tune saves its scheduler with the experiment): it holds the actor's name, not a handle.
+    """
+
+    def __init__(self, pipeline_name: str, namespace: str):
+        self.pipeline_name, self.namespace = pipeline_name, namespace
+
+    def __call__(self, design: str, rung: dict[str, Any]) -> None:
+        import ray
+
+        try:
+            ray.get_actor(self.pipeline_name, namespace=self.namespace).note_rung_stop.remote(design, rung)
+        except ValueError:  # no pipeline (a restored experiment being inspected): nothing to tell
+            pass
+
+
 def explore_scheduler(budget_tokens: int, grace_fraction: float, reduction_factor: int,
-                      metric: str = "eval_loss", mode: str = "min", first_rung_tokens: int | None = None) -> ASHAScheduler:
+                      metric: str = "eval_loss", mode: str = "min", first_rung_tokens: int | None = None,
+                      on_stop: RungStop | None = None) -> ExploreASHA:
     """ASHA whose rungs are fractions of the explore token budget (``tokens_seen``), the first at
-    ``first_rung_tokens`` when given (see ``first_rung_step``)."""
+    ``first_rung_tokens`` when given (see ``first_rung_step``); ``on_stop`` hears of every stop at a rung."""
     grace = first_rung_tokens if first_rung_tokens is not None else int(grace_fraction * budget_tokens)
-    return ASHAScheduler(time_attr="tokens_seen", metric=metric, mode=mode, max_t=budget_tokens,
-                         grace_period=max(1, grace), reduction_factor=reduction_factor)
+    return ExploreASHA(time_attr="tokens_seen", metric=metric, mode=mode, max_t=budget_tokens,
+                       grace_period=max(1, grace), reduction_factor=reduction_factor, on_stop=on_stop)
 
 
 class DesignPBT(TrialScheduler):

@@ -141,6 +141,32 @@ def at_step(anchor: Mapping[str, Any], step: int) -> dict[str, Any] | None:
             "benchmark_std": std(benches), "step": int(step)}
 
 
+def rung_confidence(rung: Mapping[str, Any], noise_sd: float | None) -> dict[str, Any]:
+    """How sure an ASHA stop was: the design's gap behind the rung's cutoff, against run-to-run noise.
+
+    ``rung`` is what ``ExploreASHA`` noted (the design's metric, the cutoff it missed, the
+    designs that set it); ``noise_sd`` the anchor's spread over its training seeds at that
+    step. ``behind_sd`` is the gap in those sd; ``p`` the one-sided chance that a design
+    measured this far behind is as good as the cutoff when both are single runs with that
+    noise (the gap's sd is sqrt(2) x noise_sd). Small p: the cut was sure; p near 0.5: it was a coin.
+    """
+    sign = 1.0 if rung.get("mode", "min") == "min" else -1.0
+    behind = sign * (float(rung["value"]) - float(rung["cutoff"]))
+    out = {**rung, "behind": behind, "noise_sd": noise_sd, "behind_sd": None, "p": None}
+    if noise_sd is None or not noise_sd > 0:
+        return {**out, "why": "no spread of the anchor at that step"}
+    return {**out, "behind_sd": behind / noise_sd, "p": 0.5 * math.erfc(behind / (2.0 * noise_sd))}
+
+
+def rung_text(rung: Mapping[str, Any]) -> str:
+    """One line for a stopped design's status: its gap to the rung's cutoff and how sure that is."""
+    head = (f"{rung['metric']} {rung['value']:.4f} against the cutoff {rung['cutoff']:.4f} set by the "
+            f"{rung['designs']} design(s) that reached that rung before it")
+    if rung.get("p") is None:
+        return f"{head} ({rung.get('why', 'no noise estimate')})"
+    return f"{head}: {rung['behind_sd']:+.1f} anchor sd behind (p = {rung['p']:.2g} that it was as good)"
+
+
 def score(fitness_fn: FitnessFn, name: str, metrics: StageMetrics, anchor: Mapping[str, Any] | None,
           judge: float | None, stage: str, chance: Chance | None = None, alpha: float = 0.05,
           stopped_at: int | None = None, **notes: Any) -> Fitness:

@@ -52,12 +52,16 @@ def results_rows(memory: Memory, campaign: str, top: int = 10) -> list[dict[str,
 
 
 def _explore_steps(c) -> str | None:
-    """``96/192`` for a design ASHA stopped (its explore numbers are from step 96), ``192`` for a finished one."""
+    """``96/192 p=0.04`` for a design ASHA stopped (its explore numbers are from step 96; p: how likely it
+    was as good as the rung's cutoff, see ``scoring.rung_confidence``), ``192`` for a finished one."""
     parts = c.fitness_parts or {}
     reached, total = parts.get("reached_step"), parts.get("total_steps")
     if not reached:
         return None
-    return f"{reached}/{total}" if total and reached < total else str(reached)
+    if not (total and reached < total):
+        return str(reached)
+    p = (parts.get("asha_rung") or {}).get("p")
+    return f"{reached}/{total}" + ("" if p is None else f" p={p:.2g}")
 
 
 def _spread(c) -> dict[str, Any]:
@@ -77,7 +81,8 @@ def _spread(c) -> dict[str, Any]:
 
 def campaign_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
     table = Table(title=title, caption="explore steps: a/b for a design ASHA stopped at step a (its explore fitness "
-                  "compares it with the anchor at that step); verify: mean ± sd over training runs; worst p: the largest "
+                  "compares it with the anchor at that step; p: the chance that a design this far behind the rung's "
+                  "cutoff was as good, given the anchor's run-to-run noise there); verify: mean ± sd over training runs; worst p: the largest "
                   "one-sided p-value against any seed (loss or benchmark); '-': not measured or not testable")
     table.add_column("design")
     table.add_column("kind")
