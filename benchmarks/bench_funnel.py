@@ -12,10 +12,9 @@ asked again). A candidate ASHA stopped is scored at equal progress, as the campa
 Reported: training compute per candidate (tokens, and device seconds) of ASHA against
 full training, the Spearman rank correlation of the two fitnesses, and how many of the
 five best candidates by full training ASHA kept (did not stop). Goal (issue 12): <= 1/3
-of the compute, Spearman >= 0.8, at least 4 of the top 5 kept.
-How many stops were within noise of
-the rung's cutoff (p >= 0.05), and a what-if over the same runs: had those designs trained on
-(their full runs stand in), the tokens spent and the top 5 kept.
+of the compute, Spearman >= 0.8, at least 4 of the top 5 kept. Also: how many stops were
+within noise of the rung's cutoff (p >= 0.05), and a what-if over the same runs: had those
+designs trained on (their full runs stand in), the tokens spent and the top 5 kept.
 
 Then, from the full-training curves (every candidate evaluated at every report step),
 successive halving is replayed for every first rung and reduction factor: the same three
