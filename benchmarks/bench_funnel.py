@@ -13,7 +13,7 @@ Reported: training compute per candidate (tokens, and device seconds) of ASHA ag
 full training, the Spearman rank correlation of the two fitnesses, and how many of the
 five best candidates by full training ASHA kept (did not stop). Goal (issue 12): <= 1/3
 of the compute, Spearman >= 0.8, at least 4 of the top 5 kept. Also: how many stops were
-within noise of the rung's cutoff (p >= 0.05), and a what-if over the same runs: had those
+within noise of the rung's cutoff (p >= verify.significance), and a what-if over the same runs: had those
 designs trained on (their full runs stand in), the tokens spent and the top 5 kept.
 
 Then, from the full-training curves (every candidate evaluated at every report step),
@@ -311,7 +311,9 @@ def report(records, args, campaign, walls: dict[str, float], work: Path, console
     restored = [r["name"] for r in records if r["stored_fitness"] is not None and r["asha_fitness"] is not None
                 and abs(r["stored_fitness"] - r["asha_fitness"]) > 1e-9]
     stopped = sum(r["early_stopped"] for r in records)
-    rung_ps = [r["asha_rung_p"] for r in records if r["early_stopped"] and r.get("asha_rung_p") is not None]
+    alpha = campaign.verify_settings.significance  # the campaign's one significance level (conf: verify)
+    measured_stops = [r for r in records if r["early_stopped"] and r.get("asha_rung_p") is not None]
+    within_noise = {r["id"] for r in measured_stops if r["asha_rung_p"] >= alpha}
     e = campaign.explore_settings
 
     summary = Table(title="funnel: ASHA against full training (goals from issue 12)")
@@ -327,14 +329,14 @@ def report(records, args, campaign, walls: dict[str, float], work: Path, console
     summary.add_row("top-5 by full-training loss kept by ASHA", "", "", f"{kept_by_loss}/5", "", "")
     summary.add_row("Spearman of eval loss (diagnostic)", "", "", f"{rho_loss:.2f} (n={len(loss_pairs)})", "", "")
     summary.add_row("stopped early by ASHA", f"{stopped}/{n}", "", "", "", "")
-    summary.add_row("... of them within noise of the rung's cutoff (p >= 0.05)",
-                    f"{sum(p >= 0.05 for p in rung_ps)}/{len(rung_ps)}" if rung_ps else "not recorded", "", "", "", "")
-    if rung_ps:  # what-if over these runs: a stop within noise trains on to the end (its full run stands in)
-        unsure = {r["id"] for r in records if r["early_stopped"] and (r.get("asha_rung_p") is None or r["asha_rung_p"] >= 0.05)}
+    summary.add_row(f"... of them within noise of the rung's cutoff (p >= {alpha:g})",
+                    f"{len(within_noise)}/{len(measured_stops)}" if measured_stops else "not recorded", "", "", "", "")
+    if measured_stops:  # what-if over these runs: a stop not sure at alpha trains on to the end (its full run stands in)
+        unsure = within_noise | {r["id"] for r in records if r["early_stopped"] and r.get("asha_rung_p") is None}
         sure_tokens = sum(r["full_tokens"] if r["id"] in unsure else r["asha_tokens"] for r in records)
         sure_ratio = sure_tokens / max(1.0, sum(r["full_tokens"] for r in records))
         sure_kept = sum(not r["early_stopped"] or r["id"] in unsure for r in top)
-        summary.add_row("what-if: only stops with p < 0.05 stop (tokens; top-5 kept)", "", "",
+        summary.add_row(f"what-if: only stops with p < {alpha:g} stop (tokens; top-5 kept)", "", "",
                         f"{sure_ratio:.2f}x; {sure_kept}/5", "", "")
     summary.add_row("wall time (s)", f"{walls.get('asha', 0):.0f} (whole campaign)", f"{walls.get('full', 0):.0f}", "", "", "")
     console.print(summary)
