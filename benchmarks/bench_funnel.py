@@ -13,8 +13,8 @@ Reported: training compute per candidate (tokens, and device seconds) of ASHA ag
 full training, the Spearman rank correlation of the two fitnesses, and how many of the
 five best candidates by full training ASHA kept (did not stop). Goal (issue 12): <= 1/3
 of the compute, Spearman >= 0.8, at least 4 of the top 5 kept. Also: how many stops were
-within noise of the rung's cutoff (p >= verify.significance), and a what-if over the same runs: had those
-designs trained on (their full runs stand in), the tokens spent and the top 5 kept.
+within noise of the rung's cutoff (p >= verify.significance), and a what-if over the same
+runs: had those designs trained on (their full runs stand in), the tokens spent and the top 5 kept.
 
 Then, from the full-training curves (every candidate evaluated at every report step),
 successive halving is replayed for every first rung and reduction factor: the same three
