@@ -180,8 +180,16 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
         assert rung["value"] == pytest.approx(c.explore.eval_loss) and rung["value"] > rung["cutoff"]
         assert rung["noise_sd"] == pytest.approx(parts["noise_sd"]["loss"])  # the anchor's spread at that step
         assert rung["behind_sd"] == pytest.approx((rung["value"] - rung["cutoff"]) / rung["noise_sd"])
-        assert 0 <= rung["p"] < 0.5 and "anchor sd behind" in c.status_reason
-        assert table_steps[c.id].startswith(f"{parts['reached_step']}/{parts['total_steps']} p=")
+        assert 0 <= rung["p"] < 0.5 and "anchor sd behind" in c.status_reason and rung["stood"]
+        if not rung["decided_without_noise"]:  # a stop stands only when it is beyond the anchor's noise
+            assert rung["p"] < campaign.explore_settings.rung_significance
+        assert table_steps[c.id].startswith(f"{parts['reached_step']}/{parts['total_steps']}")
+        assert table_steps[c.id].endswith(f" p={rung['p']:.2g}")
+    for c in trained:  # stops overruled as within noise: the design trained past that rung
+        for spared in c.fitness_parts.get("asha_spared", []):
+            assert spared["p"] >= spared["significance"] == campaign.explore_settings.rung_significance
+            assert c.fitness_parts["reached_step"] > spared["step"] and not spared["stood"]
+            assert f"kept@{spared['step']} p={spared['p']:.2g}" in table_steps[c.id]
     verified = [c for c in candidates if c.stage == "verify"]
     assert len(verified) >= 1
     for c in verified:

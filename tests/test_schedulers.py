@@ -125,7 +125,7 @@ def test_explore_asha_reports_each_stop_with_the_cutoff_it_missed(local_ray, tmp
     """One trial at a time, so the order of arrival at the rungs is the order the trials ran in."""
     stops: list[tuple[str, dict]] = []
     scheduler = explore_scheduler(9 * TOKENS_PER_STEP, 0.0, 3, first_rung_tokens=2 * TOKENS_PER_STEP,
-                                  on_stop=lambda design, rung: stops.append((design, rung)))
+                                  referee=lambda design, rung: stops.append((design, rung)) or True)
     assert scheduler.rungs == [6 * TOKENS_PER_STEP, 2 * TOKENS_PER_STEP]
     grid = tune.Tuner(
         constant_design, param_space={"design": tune.grid_search(list(DESIGN_LOSS))},
@@ -228,3 +228,73 @@ def test_successive_halving_replays_the_rungs_over_measured_curves():
     assert successive_halving(curves, [72], 2, 192) == {"b": 192, "a": 192, "c": 72, "d": 72}
     assert successive_halving(curves, [24, 72], 2, 192) == {"a": 192, "d": 72, "b": 24, "c": 24}
     assert successive_halving(curves, [], 2, 192) == dict.fromkeys(curves, 192)
+
+
+def test_a_stop_the_referee_overrules_trains_on_to_the_next_rung(local_ray, tmp_path):
+    """The referee spares d2 at every rung (as the campaign's does for a gap within noise): it trains to the end."""
+    asked: list[tuple[str, float]] = []
+
+    def referee(design: str, rung: dict) -> bool:
+        asked.append((design, rung["step"]))
+        return design != "d2"
+
+    scheduler = explore_scheduler(9 * TOKENS_PER_STEP, 0.0, 3, first_rung_tokens=2 * TOKENS_PER_STEP, referee=referee)
+    grid = tune.Tuner(
+        constant_design, param_space={"design": tune.grid_search(list(DESIGN_LOSS))},
+        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1, reuse_actors=True),
+        run_config=tune.RunConfig(name="asha-referee", storage_path=str(tmp_path), verbose=0),
+    ).fit()
+    assert not grid.errors
+    reached = {r.config["design"]: r.metrics["step"] for r in grid}
+    # d2 (the worst) was behind at step 2 (and at step 6 among those that got there) and ran on each time
+    assert reached["d2"] == 9 and ("d2", 2) in asked and ("d2", 6) in asked
+    stopped = {design for design, step in reached.items() if step < 9}
+    assert stopped and stopped == {design for design, _ in asked} - {"d2"}  # the other stops stood
+    assert scheduler.stopped == len(stopped) and scheduler.spared == 2
+    assert "2 stop(s) overruled" in scheduler.debug_string()
+
+
+@ray.remote(num_cpus=0)
+class AnchoredRuling:
+    """The campaign pipeline's ``rule_on_rung_stop`` over a fixed anchor: what the referee asks, by actor name."""
+
+    def __init__(self, anchor: dict):
+        self.anchor, self.rulings = anchor, []
+
+    def rule_on_rung_stop(self, design: str, rung: dict, significance: float | None) -> bool:
+        from asiarch.campaign import scoring
+
+        judged = scoring.rule_on_rung(rung, self.anchor, significance)
+        self.rulings.append((design, judged))
+        return judged["stood"]
+
+    def seen(self) -> list:
+        return self.rulings
+
+
+def test_the_campaign_referee_spares_stops_within_the_anchors_noise(local_ray, tmp_path):
+    from asiarch.campaign.schedulers import PipelineRungReferee
+
+    # three anchor runs evaluated at each step with losses 1.0, 1.5, 2.0: sd 0.5 there
+    anchor = {"run_curves": [[[step, loss, 0.0] for step in range(1, 10)] for loss in (1.0, 1.5, 2.0)]}
+    ruling = AnchoredRuling.options(name="pipeline-under-test", namespace="rungs").remote(anchor)
+    referee = PipelineRungReferee("pipeline-under-test", "rungs", significance=0.05)
+    scheduler = explore_scheduler(9 * TOKENS_PER_STEP, 0.0, 3, first_rung_tokens=2 * TOKENS_PER_STEP, referee=referee)
+    grid = tune.Tuner(
+        constant_design, param_space={"design": tune.grid_search(list(DESIGN_LOSS))},
+        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1, reuse_actors=True),
+        run_config=tune.RunConfig(name="asha-noise", storage_path=str(tmp_path), verbose=0),
+    ).fit()
+    assert not grid.errors
+    reached = {r.config["design"]: r.metrics["step"] for r in grid}
+    rulings = ray.get(ruling.seen.remote())
+    assert rulings and {j["stood"] for _, j in rulings} == {True, False}  # this ladder has both kinds
+    for design, judged in rulings:
+        assert judged["noise_sd"] == pytest.approx(0.5) and judged["stood"] == (judged["p"] < 0.05)
+        if judged["stood"]:
+            assert reached[design] == judged["step"]  # stopped where the referee let it
+        else:
+            assert reached[design] > judged["step"]  # within noise: trained on past that rung
+    assert scheduler.spared == sum(not j["stood"] for _, j in rulings) > 0
+    ray.kill(ruling)
+    assert PipelineRungReferee("no-such-pipeline", "rungs", 0.05)("d0", {"step": 2}) is True  # no pipeline: ASHA's stop

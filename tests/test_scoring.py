@@ -186,3 +186,31 @@ def test_an_asha_stop_says_how_far_behind_the_cutoff_it_was_in_anchor_noise():
     assert unknown["p"] is None and unknown["behind_sd"] is None and "no spread" in scoring.rung_text(unknown)
     higher_is_better = scoring.rung_confidence({**rung, "mode": "max", "value": 0.10, "cutoff": 0.30}, noise_sd=0.1)
     assert higher_is_better["behind"] == pytest.approx(0.20) and higher_is_better["p"] < 0.5
+
+
+def test_an_asha_stop_stands_only_beyond_the_anchors_noise():
+    rung = {"metric": "eval_loss", "mode": "min", "value": 4.30, "cutoff": 4.20, "designs": 5, "step": 96}
+    sure, coin = scoring.rung_confidence(rung, 0.02), scoring.rung_confidence({**rung, "value": 4.205}, 0.02)
+    assert scoring.rung_stands(sure, 0.05) and not scoring.rung_stands(coin, 0.05)
+    assert scoring.rung_stands(coin, None)  # no rule: ASHA's stop as Tune made it
+    assert scoring.rung_stands(scoring.rung_confidence(rung, None), 0.05)  # no noise to read it against: it stands
+    assert not scoring.rung_stands(sure, sure["p"])  # "below" the level, not at it
+    unchecked = {**sure, "decided_without_noise": True}
+    assert "stood unchecked" in scoring.rung_text(unchecked) and "stood unchecked" not in scoring.rung_text(sure)
+
+
+def test_the_referee_reads_a_stop_against_the_anchor_at_the_rungs_step():
+    anchor_runs = curve_runs([{24: (5.0, 0.1), 48: (4.0, 0.2)}, {24: (5.2, 0.1), 48: (4.2, 0.3)},
+                              {24: (5.4, 0.1), 48: (4.1, 0.25)}])
+    anchor = scoring.anchor_of("deltanet", scoring.stage_metrics(anchor_runs, "mqar_accuracy"))  # sd 0.2 at step 24
+    rung = {"metric": "eval_loss", "mode": "min", "value": 5.05, "cutoff": 5.0, "designs": 3, "step": 24}
+    coin = scoring.rule_on_rung(rung, anchor, 0.05)
+    assert coin["noise_sd"] == pytest.approx(0.2) and coin["p"] > 0.05 and not coin["stood"]
+    assert not coin["decided_without_noise"] and coin["significance"] == 0.05
+    far = scoring.rule_on_rung({**rung, "value": 6.0}, anchor, 0.05)
+    assert far["behind_sd"] == pytest.approx(5.0) and far["p"] < 0.05 and far["stood"]
+    assert scoring.rule_on_rung(rung, anchor, None)["stood"]  # the rule off: ASHA's stop
+    early = scoring.rule_on_rung(rung, None, 0.05)  # the anchor still training
+    assert early["stood"] and early["decided_without_noise"] and early["p"] is None
+    unevaluated = scoring.rule_on_rung({**rung, "step": 36}, anchor, 0.05)  # no anchor evaluation at that step
+    assert unevaluated["stood"] and unevaluated["p"] is None and not unevaluated["decided_without_noise"]

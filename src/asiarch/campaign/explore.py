@@ -149,7 +149,7 @@ class ExploreStage:
     def _tuner(self, slots: int):
         from ray import tune
 
-        from asiarch.campaign.schedulers import NoteRungStop, explore_scheduler
+        from asiarch.campaign.schedulers import PipelineRungReferee, explore_scheduler
         from asiarch.campaign.searcher import CandidateSearcher
         from asiarch.campaign.trainable import run_trial
 
@@ -174,7 +174,8 @@ class ExploreStage:
                 scheduler=explore_scheduler(self.scale.train.steps * tokens_per_step(self.scale), e.grace_fraction,
                                             e.reduction_factor, metric=e.metric,
                                             first_rung_tokens=self.first_rung() * tokens_per_step(self.scale),
-                                            on_stop=NoteRungStop(self.pipeline_name, NAMESPACE)),
+                                            referee=PipelineRungReferee(self.pipeline_name, NAMESPACE,
+                                                                        e.rung_significance)),
                 num_samples=self.max_trials() or -1, max_concurrent_trials=slots, time_budget_s=ctx.wall_left(),
                 reuse_actors=True,  # no actor start-up between candidates
                 trial_name_creator=trial_name, trial_dirname_creator=trial_name),
@@ -193,6 +194,12 @@ class ExploreStage:
             return None
         return self.ctx.settings.max_candidates * (1 + self.ctx.agents.max_repairs + retries)
 
+    def _rung_rule(self) -> str:
+        alpha = self.ctx.explore.rung_significance
+        if alpha is None:
+            return " (every stop as ASHA makes it)"
+        return f" (a stop within the anchor's noise, p >= {alpha:g}, trains on)"
+
     def first_rung(self) -> int:
         """The explore step of ASHA's first rung (after the warm-up)."""
         t = self.scale.train
@@ -209,7 +216,7 @@ class ExploreStage:
         ctx.console.print(f"explore: {ctx.settings.max_candidates} candidate(s) at {self.scale.name}, "
                           f"{self.scale.train.steps} steps, {slots} trial slot(s), ASHA's first rung at step "
                           f"{self.first_rung()} (after the {self.scale.train.warmup_steps}-step warm-up), then x"
-                          f"{ctx.explore.reduction_factor}; at most {self.max_trials() or 'unbounded'} trials "
+                          f"{ctx.explore.reduction_factor}{self._rung_rule()}; at most {self.max_trials() or 'unbounded'} trials "
                           f"(Tune's count: retrains after repairs and crashes included)")
         fit_through_node_losses(tuner, lambda: self._tuner(slots), ctx, "explore")
         # let the last judgements and analyses land before promotion reads the memory

@@ -76,6 +76,7 @@ class CampaignPipeline:
         self.crashes: dict[str, int] = {}  # trials of a candidate that ended in a crash, not a code error
         self.resume_points: dict[str, Any] = {}  # a crashed trial's last checkpoint (tune.Checkpoint): its next trial's start
         self.rung_stops: dict[str, dict[str, Any]] = {}  # ASHA's stops: what each stopped design was measured against
+        self.rung_spared: dict[str, list[dict[str, Any]]] = {}  # stops overruled: within the anchor's noise, trained on
         self.rung_noted = threading.Condition(self.lock)
         self.baseline = baseline
         self.baseline_ready = threading.Event()
@@ -318,11 +319,23 @@ class CampaignPipeline:
             status=status, status_reason=reason, **spent))
         self._judge_and_score(design, early, step, total)
 
-    def note_rung_stop(self, design: str, rung: dict[str, Any]) -> None:
-        """From the explore scheduler (``ExploreASHA``): ``design`` was stopped at this rung."""
+    def rule_on_rung_stop(self, design: str, rung: dict[str, Any], significance: float | None) -> bool:
+        """From the explore scheduler (``PipelineRungReferee``): ASHA would stop ``design`` at this rung.
+
+        Returns whether the stop stands (``scoring.rung_stands``): the gap to the cutoff is
+        read against the anchor's spread at that step; a design within that noise trains on.
+        Before the anchor is measured (it trains alongside the first trials unless the
+        baseline cache has it) there is no noise to read, and ASHA's stop stands.
+        """
+        judged = scoring.rule_on_rung(rung, self.baseline, significance)
+        stands = judged["stood"]
         with self.rung_noted:
-            self.rung_stops[design] = rung
-            self.rung_noted.notify_all()
+            if stands:
+                self.rung_stops[design] = judged
+                self.rung_noted.notify_all()
+            else:
+                self.rung_spared.setdefault(design, []).append(judged)
+        return stands
 
     def _rung_stop(self, design: str, wait_s: float = 30.0) -> dict[str, Any] | None:
         """The rung ``design`` was stopped at; the scheduler's note and the trial's end travel separately."""
@@ -362,9 +375,15 @@ class CampaignPipeline:
         asha = f"ASHA stopped it at step {step}/{total}"
         rung = self._rung_stop(design) if early and c.status_reason.startswith(asha) else None
         if rung is not None:  # how sure ASHA's cut was: the gap to its cutoff against the anchor's noise there
-            then = scoring.at_step(baseline, step) if rung.get("metric") == "eval_loss" else None
-            fitness.parts["asha_rung"] = rung = scoring.rung_confidence(rung, then and then["eval_loss_std"])
+            if rung.get("p") is None:  # decided before the anchor was measured: read it now, for the record
+                then = scoring.at_step(baseline, step) if rung.get("metric") == "eval_loss" else None
+                rung = scoring.rung_confidence(rung, then and then["eval_loss_std"])
+            fitness.parts["asha_rung"] = rung
             changes["status_reason"] = c.status_reason.replace(asha, f"{asha} ({scoring.rung_text(rung)})", 1)
+        with self.lock:
+            spared = self.rung_spared.pop(design, [])
+        if spared:  # rungs at which ASHA would have stopped it, overruled as within noise
+            fitness.parts["asha_spared"] = spared
         ray.get(self.writer.set_stage.remote(design, "explore", fitness=fitness.value, fitness_parts=fitness.parts,
                                              **changes))
         try:

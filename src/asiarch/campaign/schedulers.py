@@ -63,21 +63,24 @@ def successive_halving(curves: Mapping[str, Mapping[int, float]], rungs: Sequenc
     return stop
 
 
-RungStop = Callable[[str, dict[str, Any]], None]
+RungReferee = Callable[[str, dict[str, Any]], bool]
 
 
 class ExploreASHA(ASHAScheduler):
-    """Tune's ASHA (one bracket), which also says what each of its stops was measured against.
+    """Tune's ASHA (one bracket) whose stops are put to a referee, and say what they were measured against.
 
     ASHA stops a trial at a rung when its metric is behind the best ``1 / reduction_factor``
     of the trials recorded at that rung before it. That cutoff is ASHA's own bookkeeping,
     so this scheduler keeps the same record (the metric of each trial at its first result
-    at or past each rung) and, for every stop at a rung, calls ``on_stop(design, rung)``
-    with the step, the trial's metric, the cutoff it missed and how many trials set it. The
-    decisions are ASHA's, unchanged; the campaign reads them against the anchor's noise.
+    at or past each rung) and, for every stop at a rung, asks ``referee(design, rung)``
+    with the step, the trial's metric, the cutoff it missed and how many trials set it.
+    The referee returns whether the stop stands; a stop that does not stand continues the
+    trial to the next rung (Tune's bracket has recorded it at this one either way). The
+    campaign's referee (``PipelineRungReferee``) reads the gap against the anchor's noise.
+    Without a referee the decisions are ASHA's, unchanged.
     """
 
-    def __init__(self, *, on_stop: RungStop | None = None, **asha: Any):
+    def __init__(self, *, referee: RungReferee | None = None, **asha: Any):
         if asha.setdefault("brackets", 1) != 1:
             raise ValueError("ExploreASHA mirrors one bracket only")
         if asha.get("metric") is None or asha.get("mode") not in ("min", "max"):
@@ -88,7 +91,8 @@ class ExploreASHA(ASHAScheduler):
         self.rungs = [grace * rf ** k for k in reversed(range(count))]
         self._record_of: dict[float, dict[str, float]] = {rung: {} for rung in self.rungs}
         self._watch = (asha.get("time_attr", "training_iteration"), asha["metric"], 1.0 if asha["mode"] == "max" else -1.0)
-        self._budget, self._rf, self._on_stop = max_t, rf, on_stop
+        self._budget, self._rf, self._referee = max_t, rf, referee
+        self.stopped = self.spared = 0  # stops that stood, and stops the referee overruled
 
     def _record(self, trial: Trial, result: dict) -> dict[str, Any] | None:
         """Record ``result`` at the rung it reaches first, as Tune's bracket does; the rung's verdict on it."""
@@ -116,41 +120,55 @@ class ExploreASHA(ASHAScheduler):
         if t is not None and t >= self._budget:  # the end of the budget, not a rung (Tune's bracket is not asked)
             return decision
         rung = self._record(trial, result)
-        if decision == TrialScheduler.STOP and rung is not None and self._on_stop is not None:
-            self._on_stop((trial.config or {}).get("design", trial.trial_id), rung)
+        if decision == TrialScheduler.STOP and rung is not None and self._referee is not None:
+            if not self._referee((trial.config or {}).get("design", trial.trial_id), rung):
+                self.spared += 1
+                return TrialScheduler.CONTINUE
+        self.stopped += decision == TrialScheduler.STOP and rung is not None
         return decision
+
+    def debug_string(self) -> str:
+        return f"ExploreASHA: {self.stopped} stopped at rungs {self.rungs}, {self.spared} stop(s) overruled by the referee"
 
     def on_trial_complete(self, tune_controller: TuneController, trial: Trial, result: dict) -> None:
         super().on_trial_complete(tune_controller, trial, result)
         self._record(trial, result)  # Tune's bracket records a final result too
 
 
-class NoteRungStop:
-    """``ExploreASHA``'s ``on_stop`` for a campaign: hands each stop to the campaign's pipeline actor.
+class PipelineRungReferee:
+    """``ExploreASHA``'s referee in a campaign: the pipeline actor rules on each stop (``rule_on_rung_stop``).
 
-    Picklable (Tune saves its scheduler with the experiment): it holds the actor's name, not a handle.
+    The pipeline holds the anchor's per-step spread; a stop stands unless the design is
+    within that noise of the cutoff (p >= ``significance``; None: every stop stands, and
+    is still recorded). If the pipeline cannot answer, ASHA's stop stands. Picklable (Tune
+    saves its scheduler with the experiment): it holds the actor's name, not a handle.
     """
 
-    def __init__(self, pipeline_name: str, namespace: str):
+    def __init__(self, pipeline_name: str, namespace: str, significance: float | None, timeout_s: float = 30.0):
         self.pipeline_name, self.namespace = pipeline_name, namespace
+        self.significance, self.timeout_s = significance, timeout_s
 
-    def __call__(self, design: str, rung: dict[str, Any]) -> None:
+    def __call__(self, design: str, rung: dict[str, Any]) -> bool:
         import ray
 
         try:
-            ray.get_actor(self.pipeline_name, namespace=self.namespace).note_rung_stop.remote(design, rung)
-        except ValueError:  # no pipeline (a restored experiment being inspected): nothing to tell
-            pass
+            pipeline = ray.get_actor(self.pipeline_name, namespace=self.namespace)
+            return bool(ray.get(pipeline.rule_on_rung_stop.remote(design, rung, self.significance),
+                                timeout=self.timeout_s))
+        except ValueError:  # no pipeline (a restored experiment being inspected): ASHA's decision
+            return True
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+            return True
 
 
 def explore_scheduler(budget_tokens: int, grace_fraction: float, reduction_factor: int,
                       metric: str = "eval_loss", mode: str = "min", first_rung_tokens: int | None = None,
-                      on_stop: RungStop | None = None) -> ExploreASHA:
+                      referee: RungReferee | None = None) -> ExploreASHA:
     """ASHA whose rungs are fractions of the explore token budget (``tokens_seen``), the first at
-    ``first_rung_tokens`` when given (see ``first_rung_step``); ``on_stop`` hears of every stop at a rung."""
+    ``first_rung_tokens`` when given (see ``first_rung_step``); ``referee`` rules on every stop at a rung."""
     grace = first_rung_tokens if first_rung_tokens is not None else int(grace_fraction * budget_tokens)
     return ExploreASHA(time_attr="tokens_seen", metric=metric, mode=mode, max_t=budget_tokens,
-                       grace_period=max(1, grace), reduction_factor=reduction_factor, on_stop=on_stop)
+                       grace_period=max(1, grace), reduction_factor=reduction_factor, referee=referee)
 
 
 class DesignPBT(TrialScheduler):

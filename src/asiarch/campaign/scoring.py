@@ -158,13 +158,40 @@ def rung_confidence(rung: Mapping[str, Any], noise_sd: float | None) -> dict[str
     return {**out, "behind_sd": behind / noise_sd, "p": 0.5 * math.erfc(behind / (2.0 * noise_sd))}
 
 
+def rung_stands(judged: Mapping[str, Any], significance: float | None) -> bool:
+    """Whether ASHA's stop of a design stands: only when it is sure at ``significance``.
+
+    ``judged`` is ``rung_confidence``'s record. With ``significance`` None, or without a
+    noise estimate (no ``p``), every stop stands as Tune's ASHA made it; otherwise a design
+    whose gap to the cutoff is within the anchor's noise (``p >= significance``) trains on.
+    """
+    return significance is None or judged.get("p") is None or judged["p"] < significance
+
+
+def rule_on_rung(rung: Mapping[str, Any], anchor: Mapping[str, Any] | None,
+                 significance: float | None) -> dict[str, Any]:
+    """The referee's ruling on an ASHA stop: ``rung_confidence`` against ``anchor``'s spread at the
+    rung's step, and whether the stop stands there (``stood``, ``rung_stands``).
+
+    Without an anchor yet (it trains alongside the first trials unless the baseline cache
+    has it) there is no noise to read: the stop stands, marked ``decided_without_noise``.
+    """
+    then = at_step(anchor, rung.get("step") or 0) if anchor is not None and rung.get("metric") == "eval_loss" else None
+    judged = rung_confidence(rung, then and then["eval_loss_std"])
+    return {**judged, "decided_without_noise": anchor is None, "significance": significance,
+            "stood": rung_stands(judged, significance)}
+
+
 def rung_text(rung: Mapping[str, Any]) -> str:
     """One line for a stopped design's status: its gap to the rung's cutoff and how sure that is."""
     head = (f"{rung['metric']} {rung['value']:.4f} against the cutoff {rung['cutoff']:.4f} set by the "
             f"{rung['designs']} design(s) that reached that rung before it")
     if rung.get("p") is None:
         return f"{head} ({rung.get('why', 'no noise estimate')})"
-    return f"{head}: {rung['behind_sd']:+.1f} anchor sd behind (p = {rung['p']:.2g} that it was as good)"
+    sure = f"{head}: {rung['behind_sd']:+.1f} anchor sd behind (p = {rung['p']:.2g} that it was as good)"
+    if rung.get("decided_without_noise"):
+        return f"{sure}; the stop stood unchecked, the anchor's noise was not measured yet"
+    return sure
 
 
 def score(fitness_fn: FitnessFn, name: str, metrics: StageMetrics, anchor: Mapping[str, Any] | None,

@@ -43,6 +43,7 @@ class ExploreSettings:
     metric: str = "eval_loss"
     grace_fraction: float = 0.5
     reduction_factor: int = 3
+    rung_significance: float | None = 0.05  # an ASHA stop stands only when the design is behind with p below this
     max_failures: int = 2
     anchor_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # the explore anchor's training seeds
     qa_slow_factor: float | None = 3.0  # training QA (asiarch.train.qa): stop a trial this many times slower than its seed
@@ -58,6 +59,8 @@ class ExploreSettings:
             raise ValueError(f"explore.grace_fraction must be in (0, 1], got {self.grace_fraction}")
         if self.reduction_factor < 2:
             raise ValueError(f"explore.reduction_factor must be >= 2, got {self.reduction_factor}")
+        if self.rung_significance is not None and not 0 < self.rung_significance < 1:
+            raise ValueError(f"explore.rung_significance must be in (0, 1) or null, got {self.rung_significance}")
 
 
 @dataclass

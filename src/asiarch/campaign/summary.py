@@ -53,15 +53,17 @@ def results_rows(memory: Memory, campaign: str, top: int = 10) -> list[dict[str,
 
 def _explore_steps(c) -> str | None:
     """``96/192 p=0.04`` for a design ASHA stopped (its explore numbers are from step 96; p: how likely it
-    was as good as the rung's cutoff, see ``scoring.rung_confidence``), ``192`` for a finished one."""
+    was as good as the rung's cutoff, see ``scoring.rung_confidence``), ``192`` for a finished one,
+    ``192 kept@96 p=0.3`` for one ASHA would have stopped at step 96 but whose gap was within noise."""
     parts = c.fitness_parts or {}
     reached, total = parts.get("reached_step"), parts.get("total_steps")
     if not reached:
         return None
+    spared = "".join(f" kept@{r['step']} p={r['p']:.2g}" for r in parts.get("asha_spared") or [])
     if not (total and reached < total):
-        return str(reached)
+        return f"{reached}{spared}"
     p = (parts.get("asha_rung") or {}).get("p")
-    return f"{reached}/{total}" + ("" if p is None else f" p={p:.2g}")
+    return f"{reached}/{total}{spared}" + ("" if p is None else f" p={p:.2g}")
 
 
 def _spread(c) -> dict[str, Any]:
@@ -82,7 +84,8 @@ def _spread(c) -> dict[str, Any]:
 def campaign_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
     table = Table(title=title, caption="explore steps: a/b for a design ASHA stopped at step a (its explore fitness "
                   "compares it with the anchor at that step; p: the chance that a design this far behind the rung's "
-                  "cutoff was as good, given the anchor's run-to-run noise there); verify: mean ± sd over training runs; worst p: the largest "
+                  "cutoff was as good, given the anchor's run-to-run noise there; kept@a p: a stop at step a overruled as within "
+                  "that noise, explore.rung_significance); verify: mean ± sd over training runs; worst p: the largest "
                   "one-sided p-value against any seed (loss or benchmark); '-': not measured or not testable")
     table.add_column("design")
     table.add_column("kind")
