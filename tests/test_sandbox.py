@@ -105,13 +105,13 @@ def tiny(tmp_path_factory):
     return scale, prepare_data(scale)
 
 
-def trial(code: str, tiny, monkeypatch) -> list[dict]:
+def trial(code: str, tiny, monkeypatch, rung_tokens: tuple[int, ...] = ()) -> list[dict]:
     scale, data = tiny
     session = FakeTune()
     monkeypatch.setattr(trainable, "tune", session)
     config = {"kind": "candidate", "design": "c-1", "name": "probe", "code": code, "stage": "explore",
               "training_seed": 0, "lr": scale.train.lr}
-    run_trial(config, {"explore": scale}, {"explore": data})
+    run_trial(config, {"explore": scale}, {"explore": data}, rung_tokens=rung_tokens)
     return session.reports
 
 
@@ -132,6 +132,36 @@ def test_a_candidate_that_replaces_the_loss_function_is_caught(tiny, monkeypatch
     assert all(r["verified"] == 0 for r in steps)  # the rungs before the final one carry its own (halved) numbers
     assert "metric tampering" in last["code_error"]
     assert "final" not in last
+
+
+# lowers the training loop's token count from inside the model: claims less progress than it made (and so
+# would reach no ASHA rung, or the rung's evaluation without its outputs)
+FORGES_PROGRESS = HONEST.replace("        # PLANT", "        import gc\n"
+                                 "        for obj in gc.get_objects():\n"
+                                 "            if type(obj).__name__ == 'Trainer':\n"
+                                 "                obj.tokens_seen = 0")
+
+
+def test_the_evaluations_asha_decides_on_are_verified_outside_the_candidates_process(tiny, monkeypatch):
+    from asiarch.train.trainer import tokens_after
+
+    scale, _ = tiny
+    at = lambda step: tokens_after(step, scale.train, scale.mqar.seq_len)  # noqa: E731
+    assert scale.train.report_every == 1 and scale.train.steps == 6
+    rungs = (at(2), at(3) + 1)  # the second rung falls between two evaluations: the one after it (step 4) decides
+    *steps, final = trial(HONEST, tiny, monkeypatch, rung_tokens=rungs)
+    assert [r["step"] for r in steps if r["verified"] == 1] == [2, 4, 6] and final["verified"] == 1
+    assert [r["tokens_seen"] for r in steps] == [at(r["step"]) for r in steps]  # the parent's own count
+    honest = {r["step"]: r["eval_loss"] for r in trial(HONEST, tiny, monkeypatch)[:-1]}
+    assert all(r["eval_loss"] == pytest.approx(honest[r["step"]], abs=1e-5) for r in steps)  # scored outside: the same
+    # the loss-halving candidate is refused at its first rung, not only at the end
+    *before, refused = trial(FORGES_LOSS, tiny, monkeypatch, rung_tokens=rungs)
+    assert [r["step"] for r in before] == [1] and "metric tampering" in refused["code_error"]
+    # one that under-reports its progress (to skip the rungs): its count restarts at every forward, so its
+    # first evaluation still claims one step's tokens; its second is refused
+    *before, refused = trial(FORGES_PROGRESS, tiny, monkeypatch, rung_tokens=rungs)
+    assert [r["step"] for r in before] == [1] and "forged progress" in refused["code_error"]
+    assert f"claims step 2 and {at(1)} tokens" in refused["code_error"]
 
 
 def test_a_candidate_that_sees_the_future_only_after_its_checks_is_caught(tiny, monkeypatch):

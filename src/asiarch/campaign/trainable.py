@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from ray import tune
@@ -58,8 +58,12 @@ def _data_seed(training_seed: int, step: int) -> int:
 
 
 def run_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict[str, TrialData],
-              memory_uri: str | None = None, downstream: bool = False, sandbox: SandboxOptions | None = None) -> None:
-    """Train ``config``'s design at ``config['stage']``; report every evaluation to Tune."""
+              memory_uri: str | None = None, downstream: bool = False, sandbox: SandboxOptions | None = None,
+              rung_tokens: Sequence[int] = ()) -> None:
+    """Train ``config``'s design at ``config['stage']``; report every evaluation to Tune.
+
+    ``rung_tokens``: where the stage's scheduler decides (ASHA's rungs, in tokens); a
+    candidate's evaluations there are verified outside its process, as its final one is."""
     stage = config["stage"]
     done = _already_trained(config, memory_uri)
     if done is not None:
@@ -81,7 +85,7 @@ def run_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict
             generator = torch.Generator().manual_seed(_data_seed(scale.train.seed, state["step"]))
             state["generator"] = generator.get_state()
     if config["kind"] == "candidate":
-        _train_candidate(config, scale, data[stage], state, downstream, sandbox)
+        _train_candidate(config, scale, data[stage], state, downstream, sandbox, rung_tokens)
         return
     holder: dict[str, Any] = {}
 
@@ -96,7 +100,7 @@ def run_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict
 
 
 def _train_candidate(config: dict[str, Any], scale: ScaleConfig, data: TrialData, state: dict[str, Any] | None,
-                     downstream: bool, options: SandboxOptions | None) -> None:
+                     downstream: bool, options: SandboxOptions | None, rung_tokens: Sequence[int] = ()) -> None:
     """A candidate trains only in the sandbox (``asiarch.train.sandboxed``); this process never loads its code."""
 
     def report(metrics: dict[str, float], checkpoint_file: str) -> None:
@@ -104,7 +108,7 @@ def _train_candidate(config: dict[str, Any], scale: ScaleConfig, data: TrialData
 
     qa = _qa_monitor(config.get("qa"), scale)
     outcome = train_in_sandbox(config["code"], config.get("design"), scale, data, on_report=report, state=state,
-                               downstream=downstream, options=options, qa=qa)
+                               downstream=downstream, options=options, qa=qa, verify_tokens=rung_tokens)
     if "code_error" in outcome:  # the candidate's code failed: a result for the Engineer, not a Tune retry
         tune.report({"code_error": outcome["code_error"], "tokens_seen": outcome.get("tokens_seen", 0)})
         return

@@ -16,8 +16,10 @@ computed about the final evaluation:
   trial (only after N calls, only in one process, only at some batch size) cannot
   reproduce them.
 
-Intermediate reports (the ASHA rungs) carry the worker's own numbers, marked
-``verified: 0``; the final report's are the parent's, marked ``verified: 1``.
+Intermediate reports carry the worker's own numbers, marked ``verified: 0``, except the
+evaluations ASHA decides on (``verify_tokens``, its rungs) and the final one: those are
+the parent's, marked ``verified: 1``. Every report's step and token count must be the
+parent's own count of the training loop's progress, or the trial is refused.
 
 With a ``QAMonitor`` (``asiarch.train.qa``) the parent also applies training QA: a trial far
 slower than its seed is stopped (``{"qa_stopped": reason}``), and a report whose loss is
@@ -34,7 +36,7 @@ import re
 import secrets
 import shutil
 import tempfile
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -43,7 +45,7 @@ from asiarch.config import ScaleConfig
 from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import TrialData
 from asiarch.train.qa import QAMonitor
-from asiarch.train.trainer import MQAR_CHUNK, eval_sets, score_outputs
+from asiarch.train.trainer import MQAR_CHUNK, eval_sets, score_outputs, tokens_after
 
 # what a worker's report may carry; anything else it sends is dropped
 REPORTED = ("step", "tokens_seen", "train_loss", "lr", "grad_norm", "tokens_per_second", "eval_loss",
@@ -122,23 +124,38 @@ class _Trial:
             yield record
 
     def train(self, state: dict[str, Any] | None, downstream: bool,
-              on_report: Callable[[dict[str, float], str], None], qa: QAMonitor | None) -> dict[str, Any]:
+              on_report: Callable[[dict[str, float], str], None], qa: QAMonitor | None,
+              verify_tokens: Sequence[int] = ()) -> dict[str, Any]:
         scratch = tempfile.mkdtemp(prefix="asiarch-trial-")
         try:
+            verify_tokens = sorted(int(t) for t in verify_tokens)
             reader = self._start("train", scratch, {"scale": self.scale, "data": self.data, "state": state},
-                                 downstream=downstream)
+                                 downstream=downstream, verify_tokens=verify_tokens)
             try:
-                # the parent's own count of evaluations (a resumed trial continues where its state was)
-                done = int(state["step"]) // self.scale.train.report_every if state else 0
-                return self._follow(reader, scratch, on_report, qa, done)
+                # the parent's own count of steps (a resumed trial continues where its state was)
+                step = int(state["step"]) if state else 0
+                return self._follow(reader, scratch, on_report, qa, step, verify_tokens)
             finally:
                 sandbox.kill(reader.proc)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    def _progress(self, step: int, metrics: dict[str, float]) -> int:
+        """The step of the evaluation after ``step``, by the parent's count; the report must claim it, and
+        the tokens the loop trains on up to it (``tokens_after``): ASHA's rungs are read in those tokens."""
+        t = self.scale.train
+        step = min((step // t.report_every + 1) * t.report_every, t.steps)
+        tokens = tokens_after(step, t, self.scale.mqar.seq_len)
+        if metrics.get("step") != step or metrics.get("tokens_seen") != tokens:
+            raise _Rejected(f"forged progress: an evaluation claims step {metrics.get('step')} and "
+                            f"{metrics.get('tokens_seen')} tokens; the training loop is at step {step} and {tokens} tokens")
+        return step
+
     def _follow(self, reader: sandbox.Reader, scratch: str, on_report: Callable[[dict[str, float], str], None],
-                qa: QAMonitor | None, reports: int) -> dict[str, Any]:
+                qa: QAMonitor | None, step: int, verify_tokens: list[int]) -> dict[str, Any]:
         checkpoint, verified = None, None
+        every = self.scale.train.report_every
+        reports = step // every  # evaluations so far, training QA's count
         for record in self._records(reader):
             if "infra_error" in record:
                 raise SandboxError(f"the trial's harness failed in the sandbox: {str(record['infra_error'])[:2000]}\n"
@@ -151,6 +168,13 @@ class _Trial:
                     checkpoint = _scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt")
                     _load(checkpoint)  # refuses a checkpoint that carries anything but tensors
                     metrics = _numbers(record["report"] if isinstance(record["report"], dict) else {}, REPORTED)
+                    step = self._progress(step, metrics)
+                    at_rung = bool(verify_tokens) and metrics["tokens_seen"] >= verify_tokens[0]
+                    while verify_tokens and metrics["tokens_seen"] >= verify_tokens[0]:
+                        verify_tokens.pop(0)
+                    if at_rung and "outputs" not in record:
+                        raise _Rejected(f"the evaluation at step {step}, an ASHA rung, came without its raw outputs: "
+                                        "its numbers cannot be verified")
                     if "outputs" in record:
                         verified = self._verify(scratch, record["outputs"], checkpoint, claimed=metrics)
                         metrics.update(verified)
@@ -183,7 +207,7 @@ class _Trial:
             if "report" in record:
                 on_report(metrics, checkpoint)  # outside the try: a failure to report is not the candidate's
                 slow = qa.too_slow() if qa is not None else None
-                if slow is not None and reports * self.scale.train.report_every < self.scale.train.steps:
+                if slow is not None and step < self.scale.train.steps:
                     return {"qa_stopped": slow, "last": metrics}
         return {"code_error": f"the sandboxed trial ended without a result: {reader.died()}", "tokens_seen": 0}
 
@@ -320,12 +344,18 @@ def _replace_after(row: torch.Tensor, position: int, vocab_range: tuple[int, int
 def train_in_sandbox(source: str, design: str | None, scale: ScaleConfig, data: TrialData, *,
                      on_report: Callable[[dict[str, float], str], None], state: dict[str, Any] | None = None,
                      downstream: bool = False, options: SandboxOptions | None = None,
-                     qa: QAMonitor | None = None) -> dict[str, Any]:
+                     qa: QAMonitor | None = None, verify_tokens: Sequence[int] = ()) -> dict[str, Any]:
     """Train candidate ``source`` at ``scale`` in the sandbox; ``on_report(metrics, checkpoint_file)`` per evaluation.
+
+    ``verify_tokens``: ASHA's rungs in training tokens. The first evaluation at or past each
+    is scored and audited here like the final one (``verified: 1``), so a rung decides on
+    numbers the candidate's process could not forge; one that arrives without its raw
+    outputs is refused. Every report's step and tokens are the parent's own count.
 
     Returns ``{"final": summary}`` (its eval loss and MQAR accuracy scored and audited here),
     ``{"code_error": reason, "tokens_seen": n}`` when the candidate's code failed or its
     results were refused, or ``{"qa_stopped": reason, "last": metrics}`` when training QA
     stopped it. Raises ``SandboxError`` when the harness itself failed.
     """
-    return _Trial(source, design, scale, data, options or SandboxOptions()).train(state, downstream, on_report, qa)
+    return _Trial(source, design, scale, data, options or SandboxOptions()).train(state, downstream, on_report, qa,
+                                                                                  verify_tokens)

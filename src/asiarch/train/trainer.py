@@ -67,6 +67,14 @@ class TrainConfig:
         self.betas = tuple(self.betas)
 
 
+def tokens_after(step: int, cfg: TrainConfig, mqar_seq_len: int) -> int:
+    """Tokens the training loop has trained on after ``step`` steps: an LM batch every step and
+    an MQAR batch on every ``mqar_every``-th (from step 0). The sandbox's parent counts a
+    trial's progress with it instead of taking the candidate's process's word."""
+    mqar_batches = -(-step // cfg.mqar_every) if cfg.mqar_every else 0
+    return step * cfg.batch_size * cfg.seq_len + mqar_batches * cfg.mqar_batch_size * mqar_seq_len
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate for ``step`` (0-based): linear warmup, then cosine or WSD down to min_lr."""
     min_lr = cfg.lr * cfg.min_lr_ratio

@@ -76,11 +76,16 @@ def train(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
                    os.path.join(workdir, name))
         return name
 
+    verify_tokens = sorted(int(t) for t in request.get("verify_tokens", ()))  # the ASHA rungs, in tokens
+
     def report(metrics: dict[str, float]) -> None:
         trainer = holder["trainer"]
         record = {"report": metrics, "checkpoint": save_checkpoint()}
-        if trainer.step == scale.train.steps:  # the final evaluation: the parent scores its raw outputs
+        # the final evaluation and the first one at or past each rung: the parent scores their raw outputs
+        if trainer.step == scale.train.steps or (verify_tokens and trainer.tokens_seen >= verify_tokens[0]):
             record["outputs"] = save_outputs(trainer.step)
+            while verify_tokens and trainer.tokens_seen >= verify_tokens[0]:
+                verify_tokens.pop(0)
         emit(record)
 
     try:
