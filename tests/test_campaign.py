@@ -27,6 +27,7 @@ from asiarch.arch import seed_source
 from asiarch.campaign import Campaign, asi_arch_fitness, relative_sigmoid, scoring
 from asiarch.campaign.fitness import noise_aware_fitness
 from asiarch.campaign.stage import NAMESPACE
+from asiarch.campaign.schedulers import first_rung_step
 from asiarch.campaign.summary import results_rows
 from asiarch.proposer import OfflineBackend
 from asiarch.memory import Memory
@@ -190,6 +191,17 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
             assert spared["p"] >= spared["significance"] == campaign.explore_settings.rung_significance
             assert c.fitness_parts["reached_step"] > spared["step"] and not spared["stood"]
             assert f"kept@{spared['step']} p={spared['p']:.2g}" in table_steps[c.id]
+    # ASHA's rung evaluation of every candidate trial was scored outside the candidate's process (explore: 12
+    # steps, a 2-step warm-up, an evaluation every 3 steps)
+    rung = first_rung_step(12, campaign.explore_settings.grace_fraction, warmup_steps=2, report_every=3)
+    at_rung = []
+    for params in (campaign.paths.tune / "explore").glob("*/params.json"):
+        if json.loads(params.read_text())["kind"] != "candidate":
+            continue
+        results = [json.loads(line) for line in (params.parent / "result.json").read_text().splitlines() if line]
+        at_rung += [next(r for r in results if r.get("step", 0) >= rung)] if any(
+            r.get("step", 0) >= rung for r in results) else []
+    assert at_rung and all(r["verified"] == 1 for r in at_rung), at_rung
     verified = [c for c in candidates if c.stage == "verify"]
     assert len(verified) >= 1
     for c in verified:

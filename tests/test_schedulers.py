@@ -76,7 +76,6 @@ def local_ray():
 
 
 def test_pbt_clones_within_a_design_and_members_keep_their_identity(local_ray, tmp_path):
-    started = time.monotonic()
     runs = [{"design": design, "training_seed": seed} for design in ("alpha", "beta") for seed in (0, 1)]
     scheduler = verify_scheduler(PERTURB_EVERY * TOKENS_PER_STEP, tune.loguniform(0.02, 0.5), group_of=design_of)
     assert isinstance(scheduler, DesignPBT)
@@ -109,7 +108,6 @@ def test_pbt_clones_within_a_design_and_members_keep_their_identity(local_ray, t
     assert (summary.done, summary.running, summary.errored, summary.total) == (4, 0, 0, 4)
     assert progress.line() == "verify trials: 4/4 done, 0 running"
     assert not list((tmp_path / "pbt").glob("*/checkpoint_*")), "finished trials left checkpoints behind"
-    assert time.monotonic() - started < 90
 
 
 DESIGN_LOSS = {"d0": 1.0, "d1": 2.0, "d2": 3.0, "d3": 0.5, "d4": 1.5}
