@@ -111,14 +111,21 @@ def candidates_by_name(campaign) -> dict:
     return {c.name: c for c in memory.list_candidates(campaign=campaign.name, kind="candidate")}
 
 
+# the two refusals that re-run a trial's saved weights in a fresh sandbox: the causality audit of an evaluation
+# scored outside (a rung's or the final one), or training QA's re-check of a loss far below the seed's. Which
+# one fires first depends on when the leak starts (its call count) against the evaluations
+REFUSED_BY_A_RERUN = ("causality audit failed", "not reproducible from its weights")
+
+
 def test_the_design_that_leaks_after_its_checks_is_refused_by_the_audit(hostile_run):
     campaign, _, requests, _ = hostile_run
     patient = candidates_by_name(campaign)["patient-mixer"]
     training_failures = [f for r in patient.repairs for f in r.get("failures", []) if f.get("check") == "training"]
-    assert training_failures and "causality audit failed" in training_failures[0]["reason"]
+    assert training_failures and any(why in training_failures[0]["reason"] for why in REFUSED_BY_A_RERUN)
     assert "self.calls > 30" not in patient.code  # what was trained after the repair is the Engineer's fix
     # the Engineer was told why: the refusal reached its prompt
-    assert any("causality audit failed" in str(r["messages"]) for r in requests if r["tools"][0]["name"] == "submit_engineer")
+    assert any(why in str(r["messages"]) for why in REFUSED_BY_A_RERUN
+               for r in requests if r["tools"][0]["name"] == "submit_engineer")
 
 
 def test_the_thief_never_runs_and_the_secret_is_stored_nowhere(hostile_run):

@@ -266,6 +266,7 @@ def test_two_node_campaign_on_s3_survives_losing_its_worker_node(cluster, tmp_pa
     in_flight = [c.id for c in midway]
     mark(f"{len(before)} finished, {len(in_flight)} training")
 
+    killed_at = time.time()  # result.json timestamps are wall-clock seconds of the same machine
     assert kill_node(cluster.worker_dir) > 0
     mark("worker node killed")
     time.sleep(8)
@@ -304,7 +305,17 @@ def test_two_node_campaign_on_s3_survives_losing_its_worker_node(cluster, tmp_pa
         trials.setdefault(design, []).append({"dir": params.parent.name, "results": results})
     for cid in before:  # finished before the node died: never trained again
         assert len(trials[cid]) == 1, trials[cid]
-    for cid in in_flight:  # lost with the node midway: continued from its last checkpoint in S3, not from step 0
+    def lost(cid: str) -> bool:
+        """Training on the worker when it was killed: results before the kill, none of them the last step's, and
+        training again after it (not stopped at a rung before). The memory's live curve can lag Tune by a few
+        reports, so a design seen midway there may have finished before the kill."""
+        early = [r for t in trials[cid] for r in t["results"] if r["timestamp"] < killed_at and "step" in r]
+        after = [r for t in trials[cid] for r in t["results"] if r["timestamp"] > killed_at and "step" in r]
+        return bool(early and after) and max(r["step"] for r in early) < max(r.get("total_steps") or 0 for r in early)
+
+    lost_midway = [cid for cid in trials if cid not in before and lost(cid)]
+    assert lost_midway, (in_flight, timeline)  # the kill hit a trial between two checkpoints
+    for cid in lost_midway:  # lost with the node midway: continued from its last checkpoint in S3, not from step 0
         attempts = sorted(trials[cid], key=lambda t: min(r["timestamp"] for r in t["results"]) if t["results"] else 0)
         first_steps = [min(r["step"] for r in t["results"] if "step" in r) for t in attempts
                        if any("step" in r for r in t["results"])]
@@ -312,7 +323,10 @@ def test_two_node_campaign_on_s3_survives_losing_its_worker_node(cluster, tmp_pa
         resumed = len(first_steps) > 1 and first_steps[-1] > first_steps[0]
         mark(f"{cid}: {len(attempts)} trial(s), first steps {first_steps}, restored by Tune {restored}, "
              f"resumed in a new trial {resumed}")
-        assert restored or resumed, (cid, first_steps, attempts)
+        assert restored or resumed, (cid, first_steps, timeline, [
+            (t["dir"], [(r.get("step"), r["training_iteration"], r["iterations_since_restore"], r.get("node_ip"),
+                         r.get("verified"), round(r["timestamp"] - attempts[0]["results"][0]["timestamp"], 1))
+                        for r in t["results"]]) for t in attempts])
     assert not (tmp_path / "runs").exists() and not (Path.cwd() / "runs" / root.name).exists()
     (seed,) = [c for c in Memory(root / "memory", read_only=True).list_candidates() if c.kind == "seed"]
     assert all(run.get("downstream_mean") is not None for run in seed.explore.benchmarks["runs"])
