@@ -119,18 +119,24 @@ def constant_design(config: dict) -> None:
         tune.report({"eval_loss": DESIGN_LOSS[config["design"]], "tokens_seen": step * TOKENS_PER_STEP, "step": step})
 
 
-def test_explore_asha_reports_each_stop_with_the_cutoff_it_missed(local_ray, tmp_path):
-    """One trial at a time, so the order of arrival at the rungs is the order the trials ran in."""
-    stops: list[tuple[str, dict]] = []
-    scheduler = explore_scheduler(9 * TOKENS_PER_STEP, 0.0, 3, first_rung_tokens=2 * TOKENS_PER_STEP,
-                                  referee=lambda design, rung: stops.append((design, rung)) or True)
-    assert scheduler.rungs == [6 * TOKENS_PER_STEP, 2 * TOKENS_PER_STEP]
+def asha_over_the_ladder(referee, tmp_path: Path):
+    """ExploreASHA (rungs at steps 2 and 6 of 9) over the DESIGN_LOSS designs, one trial at a time in grid order,
+    so the order of arrival at the rungs is the order the trials ran in: the scheduler and Tune's results."""
+    scheduler = explore_scheduler(9 * TOKENS_PER_STEP, 0.0, 3, first_rung_tokens=2 * TOKENS_PER_STEP, referee=referee)
     grid = tune.Tuner(
         constant_design, param_space={"design": tune.grid_search(list(DESIGN_LOSS))},
         tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1, reuse_actors=True),
         run_config=tune.RunConfig(name="asha", storage_path=str(tmp_path), verbose=0),
     ).fit()
     assert not grid.errors
+    return scheduler, grid
+
+
+def test_explore_asha_reports_each_stop_with_the_cutoff_it_missed(local_ray, tmp_path):
+    """One trial at a time, so the order of arrival at the rungs is the order the trials ran in."""
+    stops: list[tuple[str, dict]] = []
+    scheduler, grid = asha_over_the_ladder(lambda design, rung: stops.append((design, rung)) or True, tmp_path)
+    assert scheduler.rungs == [6 * TOKENS_PER_STEP, 2 * TOKENS_PER_STEP]
     ran = sorted(grid, key=lambda r: r.metrics_dataframe["timestamp"].min())
     stopped = {r.config["design"] for r in grid if r.metrics["step"] < 9}
     assert {design for design, _ in stops} == stopped and stopped  # every stop of Tune's ASHA, and only those
@@ -236,13 +242,7 @@ def test_a_stop_the_referee_overrules_trains_on_to_the_next_rung(local_ray, tmp_
         asked.append((design, rung["step"]))
         return design != "d2"
 
-    scheduler = explore_scheduler(9 * TOKENS_PER_STEP, 0.0, 3, first_rung_tokens=2 * TOKENS_PER_STEP, referee=referee)
-    grid = tune.Tuner(
-        constant_design, param_space={"design": tune.grid_search(list(DESIGN_LOSS))},
-        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1, reuse_actors=True),
-        run_config=tune.RunConfig(name="asha-referee", storage_path=str(tmp_path), verbose=0),
-    ).fit()
-    assert not grid.errors
+    scheduler, grid = asha_over_the_ladder(referee, tmp_path)
     reached = {r.config["design"]: r.metrics["step"] for r in grid}
     # d2 (the worst) was behind at step 2 (and at step 6 among those that got there) and ran on each time
     assert reached["d2"] == 9 and ("d2", 2) in asked and ("d2", 6) in asked
@@ -277,13 +277,7 @@ def test_the_campaign_referee_spares_stops_within_the_anchors_noise(local_ray, t
     anchor = {"run_curves": [[[step, loss, 0.0] for step in range(1, 10)] for loss in (1.0, 1.5, 2.0)]}
     ruling = AnchoredRuling.options(name="pipeline-under-test", namespace="rungs").remote(anchor)
     referee = PipelineRungReferee("pipeline-under-test", "rungs", significance=0.05)
-    scheduler = explore_scheduler(9 * TOKENS_PER_STEP, 0.0, 3, first_rung_tokens=2 * TOKENS_PER_STEP, referee=referee)
-    grid = tune.Tuner(
-        constant_design, param_space={"design": tune.grid_search(list(DESIGN_LOSS))},
-        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1, reuse_actors=True),
-        run_config=tune.RunConfig(name="asha-noise", storage_path=str(tmp_path), verbose=0),
-    ).fit()
-    assert not grid.errors
+    scheduler, grid = asha_over_the_ladder(referee, tmp_path)
     reached = {r.config["design"]: r.metrics["step"] for r in grid}
     rulings = ray.get(ruling.seen.remote())
     assert rulings and {j["stood"] for _, j in rulings} == {True, False}  # this ladder has both kinds

@@ -153,10 +153,11 @@ class ExploreStage:
         from asiarch.campaign.trainable import run_trial
 
         ctx, e = self.ctx, self.ctx.explore
+        scheduler = self.scheduler()
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, scales={"explore": self.scale, "verify": self.verify_scale}, data=self.data,
                                  memory_uri=ctx.memory_uri, downstream=self._downstream(), sandbox=ctx.sandbox,
-                                 rung_tokens=self.scheduler_rungs()),
+                                 rung_tokens=[int(rung) for rung in scheduler.rungs]),  # verified outside
             ctx.run.tune_resources())
         path, storage = ctx.tune_storage("explore")
         fs = {k: v for k, v in storage.items() if k == "storage_filesystem"}
@@ -171,7 +172,7 @@ class ExploreStage:
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=CandidateSearcher(self.pipeline_name, NAMESPACE, metric=e.metric),
-                scheduler=self.scheduler(),
+                scheduler=scheduler,
                 num_samples=self.max_trials() or -1, max_concurrent_trials=slots, time_budget_s=ctx.wall_left(),
                 reuse_actors=True,  # no actor start-up between candidates
                 trial_name_creator=trial_name, trial_dirname_creator=trial_name),
@@ -198,10 +199,6 @@ class ExploreStage:
         return explore_scheduler(self.scale.train.steps * per_step, e.grace_fraction, e.reduction_factor,
                                  metric=e.metric, first_rung_tokens=self.first_rung() * per_step,
                                  referee=PipelineRungReferee(self.pipeline_name, NAMESPACE, e.rung_significance))
-
-    def scheduler_rungs(self) -> list[int]:
-        """ASHA's rungs in tokens: a candidate's first evaluation at or past each is verified outside its process."""
-        return [int(rung) for rung in self.scheduler().rungs]
 
     def _rung_rule(self) -> str:
         alpha = self.ctx.explore.rung_significance

@@ -155,10 +155,8 @@ class PipelineRungReferee:
             pipeline = ray.get_actor(self.pipeline_name, namespace=self.namespace)
             return bool(ray.get(pipeline.rule_on_rung_stop.remote(design, rung, self.significance),
                                 timeout=self.timeout_s))
-        except ValueError:  # no pipeline (a restored experiment being inspected): ASHA's decision
-            return True
-        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
-            return True
+        except (ValueError, ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+            return True  # no pipeline (a restored experiment being inspected), or no answer: ASHA's decision
 
 
 def explore_scheduler(budget_tokens: int, grace_fraction: float, reduction_factor: int,

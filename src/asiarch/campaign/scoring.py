@@ -168,6 +168,14 @@ def rung_stands(judged: Mapping[str, Any], significance: float | None) -> bool:
     return significance is None or judged.get("p") is None or judged["p"] < significance
 
 
+def rung_noise(rung: Mapping[str, Any], anchor: Mapping[str, Any] | None) -> float | None:
+    """The anchor's run-to-run spread of the rung's metric at the rung's step (eval loss only; None: unknown)."""
+    if anchor is None or rung.get("metric") != "eval_loss":
+        return None
+    then = at_step(anchor, rung.get("step") or 0)
+    return then and then["eval_loss_std"]
+
+
 def rule_on_rung(rung: Mapping[str, Any], anchor: Mapping[str, Any] | None,
                  significance: float | None) -> dict[str, Any]:
     """The referee's ruling on an ASHA stop: ``rung_confidence`` against ``anchor``'s spread at the
@@ -176,8 +184,7 @@ def rule_on_rung(rung: Mapping[str, Any], anchor: Mapping[str, Any] | None,
     Without an anchor yet (it trains alongside the first trials unless the baseline cache
     has it) there is no noise to read: the stop stands, marked ``decided_without_noise``.
     """
-    then = at_step(anchor, rung.get("step") or 0) if anchor is not None and rung.get("metric") == "eval_loss" else None
-    judged = rung_confidence(rung, then and then["eval_loss_std"])
+    judged = rung_confidence(rung, rung_noise(rung, anchor))
     return {**judged, "decided_without_noise": anchor is None, "significance": significance,
             "stood": rung_stands(judged, significance)}
 

@@ -45,7 +45,7 @@ from asiarch.config import ScaleConfig
 from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import TrialData
 from asiarch.train.qa import QAMonitor
-from asiarch.train.trainer import MQAR_CHUNK, eval_sets, score_outputs, tokens_after
+from asiarch.train.trainer import MQAR_CHUNK, eval_sets, passes_rungs, score_outputs, tokens_after
 
 # what a worker's report may carry; anything else it sends is dropped
 REPORTED = ("step", "tokens_seen", "train_loss", "lr", "grad_norm", "tokens_per_second", "eval_loss",
@@ -154,8 +154,7 @@ class _Trial:
     def _follow(self, reader: sandbox.Reader, scratch: str, on_report: Callable[[dict[str, float], str], None],
                 qa: QAMonitor | None, step: int, verify_tokens: list[int]) -> dict[str, Any]:
         checkpoint, verified = None, None
-        every = self.scale.train.report_every
-        reports = step // every  # evaluations so far, training QA's count
+        reports = step // self.scale.train.report_every  # evaluations so far, training QA's count
         for record in self._records(reader):
             if "infra_error" in record:
                 raise SandboxError(f"the trial's harness failed in the sandbox: {str(record['infra_error'])[:2000]}\n"
@@ -169,10 +168,7 @@ class _Trial:
                     _load(checkpoint)  # refuses a checkpoint that carries anything but tensors
                     metrics = _numbers(record["report"] if isinstance(record["report"], dict) else {}, REPORTED)
                     step = self._progress(step, metrics)
-                    at_rung = bool(verify_tokens) and metrics["tokens_seen"] >= verify_tokens[0]
-                    while verify_tokens and metrics["tokens_seen"] >= verify_tokens[0]:
-                        verify_tokens.pop(0)
-                    if at_rung and "outputs" not in record:
+                    if passes_rungs(metrics["tokens_seen"], verify_tokens) and "outputs" not in record:
                         raise _Rejected(f"the evaluation at step {step}, an ASHA rung, came without its raw outputs: "
                                         "its numbers cannot be verified")
                     if "outputs" in record:

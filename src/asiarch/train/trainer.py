@@ -75,6 +75,15 @@ def tokens_after(step: int, cfg: TrainConfig, mqar_seq_len: int) -> int:
     return step * cfg.batch_size * cfg.seq_len + mqar_batches * cfg.mqar_batch_size * mqar_seq_len
 
 
+def passes_rungs(tokens: int, pending: list[int]) -> bool:
+    """Whether an evaluation at ``tokens`` is the first at or past one of the ``pending`` rungs (sorted,
+    in tokens); drops the rungs it passed. The worker and the sandbox's parent keep one list each."""
+    passed = bool(pending) and tokens >= pending[0]
+    while pending and tokens >= pending[0]:
+        pending.pop(0)
+    return passed
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate for ``step`` (0-based): linear warmup, then cosine or WSD down to min_lr."""
     min_lr = cfg.lr * cfg.min_lr_ratio

@@ -54,6 +54,7 @@ def train(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
 
     from asiarch.arch.contract import candidate_at_fault, load_mixer_class
     from asiarch.train.protocol import train_mixer
+    from asiarch.train.trainer import passes_rungs
 
     # written by the trusted parent and read before any candidate code exists in this process
     inputs = torch.load(request["inputs"], weights_only=False)
@@ -82,10 +83,8 @@ def train(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
         trainer = holder["trainer"]
         record = {"report": metrics, "checkpoint": save_checkpoint()}
         # the final evaluation and the first one at or past each rung: the parent scores their raw outputs
-        if trainer.step == scale.train.steps or (verify_tokens and trainer.tokens_seen >= verify_tokens[0]):
+        if passes_rungs(trainer.tokens_seen, verify_tokens) or trainer.step == scale.train.steps:
             record["outputs"] = save_outputs(trainer.step)
-            while verify_tokens and trainer.tokens_seen >= verify_tokens[0]:
-                verify_tokens.pop(0)
         emit(record)
 
     try:
