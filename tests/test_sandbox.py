@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from asiarch import sandbox
 from asiarch.arch import load_mixer_class
 from asiarch.campaign import trainable
 from asiarch.campaign.trainable import run_trial
@@ -236,13 +239,44 @@ def test_training_qa_rechecks_a_loss_far_below_the_seed_before_it_counts(tiny):
 
 def test_training_qa_stops_a_trial_far_slower_than_its_seed(tiny):
     scale, _ = tiny
-    outcome, reports, _ = qa_trial(HONEST, tiny, {"seed": "deltanet", "wall_tokens_per_second": 1e12}, slow_factor=3.0)
-    assert "training QA" in outcome["qa_stopped"] and "more than 3x slower than the seed deltanet" in outcome["qa_stopped"]
+    # pace in tokens per CPU second of the sandbox (the kernel's count, read by the parent) where the seed has it
+    outcome, reports, _ = qa_trial(HONEST, tiny, {"seed": "deltanet", "cpu_tokens_per_second": 1e12}, slow_factor=3.0)
+    assert "tokens per CPU second" in outcome["qa_stopped"]
+    assert "more than 3x slower than the seed deltanet" in outcome["qa_stopped"]
     assert len(reports) == 3 < scale.train.steps // scale.train.report_every  # two slow windows after the first report
     assert outcome["last"] == reports[-1]
+    # a seed cached without CPU pace: the wall clock decides
+    outcome, reports, _ = qa_trial(HONEST, tiny, {"seed": "deltanet", "wall_tokens_per_second": 1e12}, slow_factor=3.0)
+    assert "tokens per wall-clock second" in outcome["qa_stopped"] and len(reports) == 3
+    # CPU pace known: a wall clock slowed by whatever else runs on the machine stops nothing
+    outcome, reports, _ = qa_trial(HONEST, tiny, {"seed": "deltanet", "wall_tokens_per_second": 1e12,
+                                                  "cpu_tokens_per_second": 1.0}, slow_factor=3.0)
+    assert "final" in outcome and len(reports) == scale.train.steps // scale.train.report_every
     # no reference yet (the seed still training): nothing is stopped or flagged on a guess
     outcome, reports, monitor = qa_trial(HONEST, tiny, None, slow_factor=3.0, leak_fraction=0.1)
     assert "final" in outcome and not monitor.notes and not any("leak_checked" in r for r in reports)
+
+
+def test_cpu_seconds_counts_the_whole_process_tree():
+    """A grandchild's CPU time counts while it runs and after it is reaped; sleeping adds none."""
+    burn = ("import os, time\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    while time.process_time() < 1.0: pass\n"
+            "    os._exit(0)\n"
+            "os.waitpid(pid, 0)\n"
+            "print('burnt', flush=True)\n"
+            "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", burn], stdout=subprocess.PIPE, text=True)
+    idle = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "burnt" and idle.stdout.readline().strip() == "up"
+        assert sandbox.cpu_seconds(proc) >= 1.0  # the reaped grandchild's second, through its parent's cutime
+        assert sandbox.cpu_seconds(idle) < 1.0  # an interpreter's start-up only
+    finally:
+        proc.kill(), idle.kill(), proc.wait(), idle.wait()
+    assert sandbox.cpu_seconds(proc) is None  # gone: unknown, not zero
 
 
 def test_qa_monitor_rules():
@@ -252,7 +286,20 @@ def test_qa_monitor_rules():
     # windows of 10 tokens/s against the seed's 100: stopped after two slow windows in a row; a fast one resets
     verdicts = [monitor.too_slow() for _ in range(6)]
     assert [v is not None for v in verdicts] == [False, False, True, False, False, True]
-    assert "10 tokens/s" in verdicts[2] and "(100 tokens/s)" in verdicts[2]
+    assert "10 tokens per wall-clock second" in verdicts[2] and "(100)" in verdicts[2]
+    # with the seed's CPU pace and the trial's CPU seconds, CPU time decides: the same slow wall clock stops
+    # nothing while the CPU pace keeps up, and a CPU pace 4x below the seed's stops it
+    clock = iter([0.0, 10.0, 20.0, 30.0, 40.0, 50.0]).__next__
+    both = QAMonitor(TrainingQA(3.0, None), lambda: {"seed": "s", "wall_tokens_per_second": 100.0,
+                                                     "cpu_tokens_per_second": 100.0}, tokens_per_report=100, clock=clock)
+    verdicts = [both.too_slow(cpu) for cpu in (0.0, 1.0, 2.0, 6.0, 10.0, 14.0)]
+    assert [v is not None for v in verdicts] == [False, False, False, False, True, True]
+    assert "25 tokens per CPU second" in verdicts[4]
+    # the trial's CPU time unknown (no /proc): back to the wall clock
+    clock = iter([0.0, 10.0, 20.0]).__next__
+    unknown = QAMonitor(TrainingQA(3.0, None), lambda: {"wall_tokens_per_second": 100.0, "cpu_tokens_per_second": 100.0},
+                        tokens_per_report=100, clock=clock)
+    assert [unknown.too_slow(None) is not None for _ in range(3)] == [False, False, True]
     # a loss more than 10 % below the seed's at the same evaluation is flagged; at or above that line, or past
     # the seed's curve, or unmeasured, it is not
     assert "8.9% below" not in (monitor.leak_suspected(0, 4.4) or "") and "12.0% below" in monitor.leak_suspected(0, 4.4)

@@ -299,6 +299,37 @@ def kill(proc: subprocess.Popen | _Forked) -> None:
         pass
 
 
+def cpu_seconds(proc: subprocess.Popen | _Forked) -> float | None:
+    """CPU time (user + system) the worker and every process under it have used, by the kernel's count.
+
+    Read from the host's /proc by the parent, so the candidate cannot forge it, and unlike wall
+    time it does not grow when other work shares the cores. None where /proc cannot be read."""
+    ppid_of: dict[int, int] = {}
+    ticks_of: dict[int, int] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        # after the name: state, ppid, ... utime (14th field), stime, cutime (reaped children), cstime
+        ppid_of[int(entry)], ticks_of[int(entry)] = int(fields[1]), sum(int(x) for x in fields[11:15])
+    if proc.pid not in ticks_of:
+        return None
+    total, frontier = 0, [proc.pid]
+    while frontier:
+        pid = frontier.pop()
+        total += ticks_of[pid]
+        frontier.extend(child for child, parent in ppid_of.items() if parent == pid)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def exit_cause(code: int | None) -> str:
     """How a worker ended, in words; the reaper reports a signal death as 128 + signal."""
     if code is not None and code > 128 and code - 128 in signal.valid_signals():

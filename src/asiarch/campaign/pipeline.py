@@ -353,7 +353,8 @@ class CampaignPipeline:
         if b is None:
             return None
         return {"seed": b.get("name"), "loss_curve": b.get("loss_curve") or [],
-                "wall_tokens_per_second": b.get("wall_tokens_per_second")}
+                "wall_tokens_per_second": b.get("wall_tokens_per_second"),
+                "cpu_tokens_per_second": b.get("cpu_tokens_per_second")}
 
     def _judge_and_score(self, design: str, early: bool, step: int, total: int) -> None:
         if not self.baseline_ready.wait(timeout=24 * 3600):

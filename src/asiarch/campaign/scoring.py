@@ -21,7 +21,8 @@ from asiarch.config import ScaleConfig
 from asiarch.memory import StageMetrics
 
 # kept per run in the stage's benchmarks
-RUN_KEYS = ("eval_loss", "mqar_accuracy", "downstream_mean", "lr", "benchmark", "wall_tokens_per_second")
+RUN_KEYS = ("eval_loss", "mqar_accuracy", "downstream_mean", "lr", "benchmark", "wall_tokens_per_second",
+            "cpu_tokens_per_second")
 
 
 def benchmark_key(scale: ScaleConfig) -> str:
@@ -117,12 +118,17 @@ def benchmark_chance(scale: ScaleConfig) -> Chance | None:
 
 def anchor_of(name: str, metrics: StageMetrics) -> dict[str, Any]:
     """What a fitness function, the Judge and training QA read of a design: its name, loss and benchmark
-    with their spread over training runs, its loss curve and its wall-clock pace."""
-    paces = sorted(run_values(metrics, "wall_tokens_per_second"))
+    with their spread over training runs, its loss curve and its pace (median over runs, wall clock and CPU)."""
+
+    def median_pace(key: str) -> float | None:
+        paces = sorted(run_values(metrics, key))
+        return paces[len(paces) // 2] if paces else None
+
     return {"name": name, "eval_loss": metrics.eval_loss, "benchmark": metrics.benchmark,
             "mqar_accuracy": metrics.mqar_accuracy, "eval_loss_std": std(run_values(metrics, "eval_loss")),
             "benchmark_std": std(run_values(metrics, "benchmark")), "loss_curve": list(metrics.loss_curve),
-            "wall_tokens_per_second": paces[len(paces) // 2] if paces else None,
+            "wall_tokens_per_second": median_pace("wall_tokens_per_second"),
+            "cpu_tokens_per_second": median_pace("cpu_tokens_per_second"),
             "run_curves": [r.get("curve") or [] for r in metrics.benchmarks.get("runs", [])]}
 
 

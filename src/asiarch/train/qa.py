@@ -9,10 +9,17 @@
   (``asiarch.train.sandboxed``): its weights must reproduce the claimed loss there, with
   the tokens after a secret position replaced changing nothing before it.
 
-Both rates are wall-clock tokens per second with the evaluations included: the seed's from
-its runs' ``wall_tokens_per_second``, the candidate's measured by the parent between two reports (the
-worker's own timing could be forged). A design identical to the seed reads ~1.1x slower
-here (sandbox and checkpoint traffic, ``benchmarks/bench_sandbox.py``), well inside 3x.
+Pace is tokens per CPU second where both sides have it (CPU scales): the seed's from its
+runs' ``cpu_tokens_per_second`` (its training process's CPU time), the candidate's from the
+kernel's count of the sandbox's CPU time between two reports, read by the parent
+(``asiarch.sandbox.cpu_seconds``; the worker's own timing could be forged). Wall-clock pace
+grows with whatever else shares the cores: on 2 busy cores it stopped a top-5 design at
+3.8x the seed's wall time, while CPU time stays with the design
+(``benchmarks/bench_qa_pace.py``). Otherwise (GPU scales, where CPU time does not measure the
+work, or a cached seed without CPU pace) both sides use wall-clock tokens per second with the
+evaluations included (``wall_tokens_per_second``). A design identical to the seed reads ~1.1x
+slower on the wall clock (sandbox and checkpoint traffic, ``benchmarks/bench_sandbox.py``),
+well inside 3x.
 """
 
 from __future__ import annotations
@@ -39,32 +46,39 @@ class TrainingQA:
 class QAMonitor:
     """Watches one trial's reports from the parent's side of the sandbox.
 
-    ``reference()`` returns the anchor seed's ``{"seed", "loss_curve", "wall_tokens_per_second"}``
-    or None while the seed is still training (the rules wait for it; they never guess).
+    ``reference()`` returns the anchor seed's ``{"seed", "loss_curve", "wall_tokens_per_second",
+    "cpu_tokens_per_second"}`` or None while the seed is still training (the rules wait for it;
+    they never guess).
     """
 
     def __init__(self, settings: TrainingQA, reference: Callable[[], dict[str, Any] | None], tokens_per_report: int,
                  clock: Callable[[], float] = time.monotonic):
         self.settings, self.reference, self.tokens_per_report, self.clock = settings, reference, tokens_per_report, clock
-        self.last: float | None = None
+        self.last: tuple[float, float | None] | None = None  # (wall clock, CPU seconds) at the last report
         self.slow_windows = 0
         self.notes: list[str] = []  # flags raised and cleared, for the candidate's record
 
-    def too_slow(self) -> str | None:
-        """Called at each report: the reason to stop this trial, or None."""
-        now, last = self.clock(), self.last
+    def too_slow(self, cpu_seconds: float | None = None) -> str | None:
+        """Called at each report with the trial's CPU seconds so far (None if unknown): the reason to stop
+        this trial, or None."""
+        now, last = (self.clock(), cpu_seconds), self.last
         self.last = now
         factor = self.settings.slow_factor
         ref = self.reference() if factor is not None else None
-        pace = ref.get("wall_tokens_per_second") if ref else None
-        if last is None or not pace:
+        if last is None or not ref:
             return None
-        rate = self.tokens_per_report / max(now - last, 1e-9)
+        if ref.get("cpu_tokens_per_second") and cpu_seconds is not None and last[1] is not None:
+            measure, pace, spent = "CPU", ref["cpu_tokens_per_second"], cpu_seconds - last[1]
+        elif ref.get("wall_tokens_per_second"):
+            measure, pace, spent = "wall-clock", ref["wall_tokens_per_second"], now[0] - last[0]
+        else:
+            return None
+        rate = self.tokens_per_report / max(spent, 1e-9)
         self.slow_windows = self.slow_windows + 1 if rate * factor < pace else 0
         if self.slow_windows < 2:
             return None
-        return (f"training QA: {rate:,.0f} tokens/s over the last evaluation window, more than {factor:g}x slower than "
-                f"the seed {ref.get('seed', '?')} ({pace:,.0f} tokens/s) for two windows in a row")
+        return (f"training QA: {rate:,.0f} tokens per {measure} second over the last evaluation window, more than "
+                f"{factor:g}x slower than the seed {ref.get('seed', '?')} ({pace:,.0f}) for two windows in a row")
 
     def leak_suspected(self, report_index: int, eval_loss: float | None) -> str | None:
         """The flag's wording when ``eval_loss`` at the ``report_index``-th evaluation (from 0) is more than
