@@ -77,8 +77,21 @@ class PlantedFaultBackend(OfflineBackend):
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
 
 
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether ``ancestor`` is among ``pid``'s parents (this test's own Ray, not another test's running beside it)."""
+    while pid > 1:
+        try:
+            pid = int((Path("/proc") / str(pid) / "stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return False
+        if pid == ancestor:
+            return True
+    return False
+
+
 def kill_one_trial_worker(stop: threading.Event, killed: list[int]) -> None:
-    """SIGKILL the first explore trial worker seen training (a crashed node, as far as Tune knows)."""
+    """SIGKILL the first explore trial worker of this process's Ray seen training (a crashed node, as far as
+    Tune knows)."""
     while not stop.is_set() and not killed:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -87,7 +100,8 @@ def kill_one_trial_worker(stop: threading.Event, killed: list[int]) -> None:
                 cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if cmd.startswith("ray::ImplicitFunc"):  # Tune's actor around a function trainable
+            # Tune's actor around a function trainable, under the Ray this process started
+            if cmd.startswith("ray::ImplicitFunc") and descends_from(int(entry.name), os.getpid()):
                 time.sleep(2.0)  # let it report a checkpoint first
                 try:
                     os.kill(int(entry.name), signal.SIGKILL)
@@ -101,6 +115,7 @@ def kill_one_trial_worker(stop: threading.Event, killed: list[int]) -> None:
 @pytest.fixture(scope="module")
 def campaign_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("campaign")
+    saved_cache = os.environ.get("ASIARCH_CACHE")
     os.environ["ASIARCH_CACHE"] = str(root / "cache")
     campaign = Campaign(overrides=[*TINY, "campaign.max_candidates=3", f"run.output_dir={root / 'runs'}"],
                         llm=PlantedFaultBackend(seed=0))
@@ -118,6 +133,10 @@ def campaign_run(tmp_path_factory):
         yield campaign, summary, killed, root
     finally:
         ray.shutdown()
+        if saved_cache is None:
+            os.environ.pop("ASIARCH_CACHE", None)
+        else:
+            os.environ["ASIARCH_CACHE"] = saved_cache
 
 
 def test_fitness_is_eq2_relative_to_the_seed():

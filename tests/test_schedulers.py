@@ -171,8 +171,29 @@ def fake_trial(root: Path, trial_id: str, status: str, checkpoint_in: str | None
     folder = root / trial_id
     (folder / "checkpoint_000000").mkdir(parents=True, exist_ok=True)
     latest = root / (checkpoint_in or trial_id) / "checkpoint_000000"
-    return SimpleNamespace(trial_id=trial_id, status=status, path=str(folder),
+    return SimpleNamespace(trial_id=trial_id, status=status, path=str(folder), is_saving=False,
                            checkpoint=tune.Checkpoint(str(latest), filesystem=pafs.LocalFileSystem()))
+
+
+def test_a_trial_completed_during_its_last_save_keeps_its_checkpoints_until_the_save_is_processed(tmp_path):
+    """Tune can finish a trial before it processes the save of its last checkpoint, which deletes the oldest
+    one beyond num_to_keep; deleting them first made Tune log 'Error handling checkpoint' (a real campaign)."""
+    progress = TrialProgress("verify", delete_checkpoints=True)
+    progress.setup(total_num_samples=1)
+    trial = fake_trial(tmp_path, "a", Trial.RUNNING)
+    trial.status, trial.is_saving = Trial.TERMINATED, True
+    progress.on_trial_complete(1, [trial], trial)
+    assert (tmp_path / "a" / "checkpoint_000000").exists()
+    trial.is_saving = False  # Tune processed the save, then calls on_trial_save
+    progress.on_trial_save(2, [trial], trial)
+    assert not (tmp_path / "a" / "checkpoint_000000").exists()
+    # a save still pending when the experiment ends is never processed: its checkpoints go then
+    other = fake_trial(tmp_path, "b", Trial.TERMINATED)
+    other.is_saving = True
+    progress.on_trial_complete(3, [trial, other], other)
+    assert (tmp_path / "b" / "checkpoint_000000").exists()
+    progress.on_experiment_end([trial, other])
+    assert not (tmp_path / "b" / "checkpoint_000000").exists()
 
 
 def test_checkpoints_go_only_when_tune_finished_the_trial_and_no_clone_needs_them(tmp_path):

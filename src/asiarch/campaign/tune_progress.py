@@ -137,7 +137,7 @@ class TrialProgress(Callback):
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self._snapshot(trials, first_sight=False)  # statuses here may be Tune's clean-up, not a verdict
-        self._clean(trials)
+        self._clean(trials, experiment_ended=True)
 
     # -- internals -----------------------------------------------------------------------------------
     def _snapshot(self, trials: list[Trial], first_sight: bool = True) -> None:
@@ -159,7 +159,7 @@ class TrialProgress(Callback):
         with self._lock:
             self._progress = progress
 
-    def _clean(self, trials: list[Trial]) -> None:
+    def _clean(self, trials: list[Trial], experiment_ended: bool = False) -> None:
         """Delete the checkpoint folders of finished trials that no unfinished trial resumes from."""
         if not self.delete_checkpoints:
             return
@@ -167,7 +167,11 @@ class TrialProgress(Callback):
         needed = [t.checkpoint.path for t in trials if t.trial_id not in self._final and t.checkpoint is not None]
         for trial in trials:
             verdict = self._final.get(trial.trial_id)
+            # a trial can complete while Tune still processes its last save, which then deletes the
+            # oldest checkpoint beyond num_to_keep: wait for that save (its on_trial_save comes back here;
+            # a save still pending when the experiment ends is never processed)
             if (verdict is None or (verdict == Trial.ERROR and not everyone_finished)
+                    or (trial.is_saving and not experiment_ended)
                     or trial.trial_id in self._cleaned or trial.checkpoint is None or trial.path is None):
                 continue
             folder = trial.path.rstrip("/") + "/"
