@@ -54,7 +54,7 @@ if [ $DRY = 1 ]; then
     n=$(cat $CUDA_FILES | grep -c "^@requires_cuda")  # each file must also import: the suite collects them all
     row tests "CUDA tests defined" "$n test functions in $(echo $CUDA_FILES | wc -w) files" "> 0" $([ "$n" -gt 0 ] && echo true || echo false)
 else
-    $PY -m pytest -q -n 0 -rs -p no:cacheprovider $CUDA_FILES > "$OUTDIR/cuda_tests.log" 2>&1; rc=$?
+    $PY -m pytest -q -rs -p no:cacheprovider $CUDA_FILES > "$OUTDIR/cuda_tests.log" 2>&1; rc=$?
     skips=$(grep -c "needs a CUDA GPU" "$OUTDIR/cuda_tests.log")
     summary=$(tail -1 "$OUTDIR/cuda_tests.log" | tr -d '=' | sed 's/^ *//;s/"//g')
     row tests "CUDA tests ($(elapsed) s in)" "$summary" "pass, 0 CUDA skips" $([ $rc = 0 ] && [ "$skips" = 0 ] && echo true || echo false)

@@ -17,13 +17,3 @@ torch.set_num_threads(1)
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU: flash-linear-attention's Triton kernels do not run on CPU"
 )
-
-# The modules that run whole campaigns, longest first: under pytest-xdist (`-n 2 --dist loadfile`, the
-# default in pyproject.toml) each module runs on one worker, taken in collection order, so starting
-# the long ones first lets the two workers finish together.
-LONGEST_MODULES = ("test_job_submit.py", "test_campaign.py", "test_hostile_campaign.py", "test_agents_offline.py")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_MODULES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

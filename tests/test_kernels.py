@@ -43,7 +43,7 @@ def test_kernels_in_the_triton_interpreter():
     """Runs this module's ``*_interpreted`` tests in a child pytest whose triton interprets kernels on the CPU."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "--durations=5", __file__, "-k", "interpreted"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=5", __file__, "-k", "interpreted"],
         cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True, timeout=INTERPRETER_TIMEOUT,
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
