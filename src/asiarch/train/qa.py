@@ -15,7 +15,9 @@ kernel's count of the sandbox's CPU time between two reports, read by the parent
 (``asiarch.sandbox.cpu_seconds``; the worker's own timing could be forged). Wall-clock pace
 grows with whatever else shares the cores: on 2 busy cores it stopped a top-5 design at
 3.8x the seed's wall time, while CPU time stays with the design
-(``benchmarks/bench_qa_pace.py``). Otherwise (GPU scales, where CPU time does not measure the
+(``benchmarks/bench_qa_pace.py``). CPU time does not count waiting: a design that sleeps or
+blocks is not slow by this measure; the sandbox's wall-clock limit and the device-hour
+budget bound it. Otherwise (GPU scales, where CPU time does not measure the
 work, or a cached seed without CPU pace) both sides use wall-clock tokens per second with the
 evaluations included (``wall_tokens_per_second``). A design identical to the seed reads ~1.1x
 slower on the wall clock (sandbox and checkpoint traffic, ``benchmarks/bench_sandbox.py``),
