@@ -39,8 +39,8 @@ class PaceRecorder(QAMonitor):
         super().__init__(TrainingQA(slow_factor=None, leak_fraction=None), lambda: None, tokens_per_report)
         self.marks: list[tuple[float, float | None]] = []
 
-    def too_slow(self, cpu_seconds: float | None = None) -> str | None:
-        self.marks.append((self.clock(), cpu_seconds))
+    def too_slow(self, cpu_clock=None) -> str | None:
+        self.marks.append((self.clock(), cpu_clock() if cpu_clock is not None else None))
         return None
 
     def paces(self) -> tuple[float, float]:

@@ -292,14 +292,14 @@ def test_qa_monitor_rules():
     clock = iter([0.0, 10.0, 20.0, 30.0, 40.0, 50.0]).__next__
     both = QAMonitor(TrainingQA(3.0, None), lambda: {"seed": "s", "wall_tokens_per_second": 100.0,
                                                      "cpu_tokens_per_second": 100.0}, tokens_per_report=100, clock=clock)
-    verdicts = [both.too_slow(cpu) for cpu in (0.0, 1.0, 2.0, 6.0, 10.0, 14.0)]
+    verdicts = [both.too_slow(lambda: cpu) for cpu in (0.0, 1.0, 2.0, 6.0, 10.0, 14.0)]
     assert [v is not None for v in verdicts] == [False, False, False, False, True, True]
     assert "25 tokens per CPU second" in verdicts[4]
     # the trial's CPU time unknown (no /proc): back to the wall clock
     clock = iter([0.0, 10.0, 20.0]).__next__
     unknown = QAMonitor(TrainingQA(3.0, None), lambda: {"wall_tokens_per_second": 100.0, "cpu_tokens_per_second": 100.0},
                         tokens_per_report=100, clock=clock)
-    assert [unknown.too_slow(None) is not None for _ in range(3)] == [False, False, True]
+    assert [unknown.too_slow(lambda: None) is not None for _ in range(3)] == [False, False, True]
     # a loss more than 10 % below the seed's at the same evaluation is flagged; at or above that line, or past
     # the seed's curve, or unmeasured, it is not
     assert "8.9% below" not in (monitor.leak_suspected(0, 4.4) or "") and "12.0% below" in monitor.leak_suspected(0, 4.4)

@@ -304,7 +304,7 @@ def cpu_seconds(proc: subprocess.Popen | _Forked) -> float | None:
 
     Read from the host's /proc by the parent, so the candidate cannot forge it, and unlike wall
     time it does not grow when other work shares the cores. None where /proc cannot be read."""
-    ppid_of: dict[int, int] = {}
+    children: dict[int, list[int]] = {}
     ticks_of: dict[int, int] = {}
     try:
         entries = os.listdir("/proc")
@@ -319,14 +319,15 @@ def cpu_seconds(proc: subprocess.Popen | _Forked) -> float | None:
         except (OSError, IndexError):
             continue  # ended while we looked
         # after the name: state, ppid, ... utime (14th field), stime, cutime (reaped children), cstime
-        ppid_of[int(entry)], ticks_of[int(entry)] = int(fields[1]), sum(int(x) for x in fields[11:15])
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        ticks_of[int(entry)] = sum(int(x) for x in fields[11:15])
     if proc.pid not in ticks_of:
         return None
     total, frontier = 0, [proc.pid]
     while frontier:
         pid = frontier.pop()
         total += ticks_of[pid]
-        frontier.extend(child for child, parent in ppid_of.items() if parent == pid)
+        frontier.extend(children.get(pid, ()))
     return total / os.sysconf("SC_CLK_TCK")
 
 

@@ -60,17 +60,19 @@ class QAMonitor:
         self.slow_windows = 0
         self.notes: list[str] = []  # flags raised and cleared, for the candidate's record
 
-    def too_slow(self, cpu_seconds: float | None = None) -> str | None:
-        """Called at each report with the trial's CPU seconds so far (None if unknown): the reason to stop
-        this trial, or None."""
-        now, last = (self.clock(), cpu_seconds), self.last
-        self.last = now
+    def too_slow(self, cpu_clock: Callable[[], float | None] | None = None) -> str | None:
+        """Called at each report; ``cpu_clock`` gives the trial's CPU seconds so far (None: unknown), read
+        only while the rule is on. The reason to stop this trial, or None."""
         factor = self.settings.slow_factor
-        ref = self.reference() if factor is not None else None
+        if factor is None:
+            return None
+        now, last = (self.clock(), cpu_clock() if cpu_clock is not None else None), self.last
+        self.last = now
+        ref = self.reference()
         if last is None or not ref:
             return None
-        if ref.get("cpu_tokens_per_second") and cpu_seconds is not None and last[1] is not None:
-            measure, pace, spent = "CPU", ref["cpu_tokens_per_second"], cpu_seconds - last[1]
+        if ref.get("cpu_tokens_per_second") and now[1] is not None and last[1] is not None:
+            measure, pace, spent = "CPU", ref["cpu_tokens_per_second"], now[1] - last[1]
         elif ref.get("wall_tokens_per_second"):
             measure, pace, spent = "wall-clock", ref["wall_tokens_per_second"], now[0] - last[0]
         else:

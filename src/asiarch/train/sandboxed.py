@@ -202,7 +202,7 @@ class _Trial:
                                       f"{str(err)[:300]}", "tokens_seen": 0}
             if "report" in record:
                 on_report(metrics, checkpoint)  # outside the try: a failure to report is not the candidate's
-                slow = qa.too_slow(sandbox.cpu_seconds(reader.proc)) if qa is not None else None
+                slow = qa.too_slow(lambda: sandbox.cpu_seconds(reader.proc)) if qa is not None else None
                 if slow is not None and step < self.scale.train.steps:
                     return {"qa_stopped": slow, "last": metrics}
         return {"code_error": f"the sandboxed trial ended without a result: {reader.died()}", "tokens_seen": 0}
