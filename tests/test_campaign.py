@@ -34,6 +34,7 @@ from asiarch.memory import Memory
 
 TINY = [
     "scale.train.eval_batches=1", "scale.corpus.max_documents=80", "scale.corpus.tokenizer_vocab_size=512",
+    "scale.model.num_layers=1", "scale.train.batch_size=8", "scale.train.mqar_batch_size=8",  # a 1-layer model: the campaign, not the model, is under test
     "scale.mqar.num_train=500", "scale.mqar.num_test=100", "scale.train.eval_mqar_examples=64",
     "scale.stages.explore_steps=12", "scale.stages.verify_steps=12",
     "scale.train.warmup_steps=2", "seeds=[deltanet]", "llm=offline", "checks.complexity_repeats=2",
@@ -48,7 +49,7 @@ def faulty_code() -> str:
     code = seed_source("deltanet").replace("class DeltaNet(", "class FaultyDelta(")
     marker = "    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:\n"
     assert marker in code
-    return code.replace(marker, marker + f"        if torch.is_grad_enabled() and hidden_states.shape[:2] == (16, 128):\n            raise {FAULT}\n")
+    return code.replace(marker, marker + f"        if torch.is_grad_enabled() and hidden_states.shape[:2] == (8, 128):\n            raise {FAULT}\n")
 
 
 class PlantedFaultBackend(OfflineBackend):
@@ -171,7 +172,7 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
     table_steps = {r["id"]: r["explore_steps"] for r in results_rows(memory, campaign.name, top=100)}
     for c in trained:
         assert c.explore.eval_loss is not None and c.explore.loss_curve and c.device_seconds > 0
-        assert c.judge.get("overall") is not None and c.analysis
+        assert c.judge.get("overall") is not None and c.analysis and c.motivation_embedding is not None
         parts = c.fitness_parts
         anchor = seeds[0].explore
         early = parts["reached_step"] < parts["total_steps"]

@@ -14,6 +14,7 @@ ASIARCH = str(Path(sys.executable).parent / "asiarch")
 SMALL = [
     "scale.train.steps=4", "scale.train.report_every=2", "scale.train.eval_batches=1",
     "scale.corpus.max_documents=80", "scale.corpus.tokenizer_vocab_size=512",
+    "scale.model.num_layers=1", "scale.train.batch_size=8", "scale.train.mqar_batch_size=8",
     "scale.mqar.num_train=500", "scale.mqar.num_test=100",
     "scale.downstream.tasks=[piqa,lambada]", "scale.downstream.limit=4",
 ]

@@ -91,6 +91,7 @@ def hostile_run(tmp_path_factory):
                 "campaign.max_candidates=2", "campaign.engineers=1", "seeds=[deltanet]", "explore.anchor_seeds=[0]",
                 "verify.training_seeds=[0]", "verify.top_fraction=0", "verify.min_promoted=0",
                 "scale.train.eval_batches=1", "scale.corpus.max_documents=80", "scale.corpus.tokenizer_vocab_size=512",
+                "scale.model.num_layers=1", "scale.train.batch_size=8", "scale.train.mqar_batch_size=8",
                 "scale.mqar.num_train=500", "scale.mqar.num_test=100", "scale.train.eval_mqar_examples=64",
                 "scale.stages.explore_steps=20", "scale.stages.verify_steps=8", "scale.train.warmup_steps=2",
                 "scale.stages.reports_per_trial=4", "checks.complexity_repeats=2", "checks.complexity_base_length=256", "run.max_parallel_trials=2",

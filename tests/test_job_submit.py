@@ -44,6 +44,7 @@ RAY = str(BIN / "ray")
 BUCKET = "asiarch-cluster"
 TINY = [
     "scale.train.eval_batches=1", "scale.corpus.max_documents=80", "scale.corpus.tokenizer_vocab_size=512",
+    "scale.model.num_layers=1", "scale.train.batch_size=8", "scale.train.mqar_batch_size=8",
     "scale.mqar.num_train=500", "scale.mqar.num_test=100", "scale.train.eval_mqar_examples=64",
     "scale.stages.explore_steps=8", "scale.stages.verify_steps=8", "scale.stages.reports_per_trial=4",
     "scale.train.warmup_steps=2", "seeds=[deltanet]", "llm=offline", "checks.complexity_repeats=2",

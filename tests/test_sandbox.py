@@ -279,6 +279,31 @@ def test_cpu_seconds_counts_the_whole_process_tree():
     assert sandbox.cpu_seconds(proc) is None  # gone: unknown, not zero
 
 
+def test_scratch_left_by_a_killed_trial_is_removed_by_the_next_one(tmp_path, monkeypatch):
+    """A trial whose process was killed (Tune ending its actor) leaves its checkpoints behind; the next
+    sandboxed run removes them, and keeps a folder whose process lives or that was written to lately."""
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+
+    def folder(name: str, age: float) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "report-2.pt").write_bytes(b"\0" * 4096)
+        stamp = time.time() - age
+        os.utime(path, (stamp, stamp))
+        return path
+
+    orphans = [folder(f"asiarch-trial-{gone.pid}-k1ll3d_a", 3600), folder(f"asiarch-audit-{gone.pid}-k1ll3d_b", 3600)]
+    kept = [folder(f"asiarch-trial-{gone.pid}-recent_1", 5),  # written to lately: maybe still in use
+            folder(f"asiarch-trial-{os.getpid()}-running", 3600),  # this process is alive
+            folder("asiarch-trial-notapid", 3600), folder("unrelated-4242-folder", 3600)]
+    fresh = Path(sandbox.scratch_dir("trial"))
+    assert fresh.parent == tmp_path and fresh.name.startswith(f"asiarch-trial-{os.getpid()}-")
+    assert not any(p.exists() for p in orphans) and all(p.exists() for p in kept)
+    assert sandbox.remove_orphan_scratch(str(tmp_path)) == []  # nothing left to remove
+
+
 def test_qa_monitor_rules():
     clock = iter([0.0, 10.0, 20.0, 21.0, 31.0, 41.0]).__next__
     monitor = QAMonitor(TrainingQA(3.0, 0.1), lambda: {"seed": "s", "wall_tokens_per_second": 100.0,

@@ -31,12 +31,15 @@ import functools
 import json
 import os
 import queue
+import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from collections import deque
 from dataclasses import dataclass
@@ -263,6 +266,45 @@ def _zygote_main() -> None:
 def shared_zygote() -> Zygote:
     """This process's zygote, started on first use: one per process, like Ray's own worker pool."""
     return Zygote()
+
+
+SCRATCH_NAME = re.compile(r"asiarch-(?:trial|audit)-(\d+)-[a-z0-9_]+")
+ORPHAN_AFTER_SECONDS = 600.0  # untouched this long with its process gone: left behind, not in use
+
+
+def scratch_dir(kind: str) -> str:
+    """A fresh folder for one sandboxed run (``kind``: trial or audit), named after this process.
+
+    A process killed mid-run (Tune ending a trial's actor, a node dying) never removes its own
+    folder, and a trial's holds its checkpoints (tens of MB): folders whose process is gone are
+    removed here first, so they cannot pile up in the temp directory over a campaign.
+    """
+    remove_orphan_scratch()
+    return tempfile.mkdtemp(prefix=f"asiarch-{kind}-{os.getpid()}-")
+
+
+def remove_orphan_scratch(root: str | None = None, min_age: float = ORPHAN_AFTER_SECONDS) -> list[str]:
+    """Remove the scratch folders of processes that no longer exist and that nothing has written to for
+    ``min_age`` seconds (a folder in use gets a new file at every report); returns their paths."""
+    root = root or tempfile.gettempdir()
+    removed = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = SCRATCH_NAME.fullmatch(entry.name)
+        if match is None or os.path.exists(f"/proc/{match[1]}"):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or time.time() - entry.stat(follow_symlinks=False).st_mtime < min_age:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        if not os.path.exists(entry.path):
+            removed.append(entry.path)
+    return removed
 
 
 def launch(module: str, request: dict[str, Any], fork: bool = True) -> subprocess.Popen | _Forked:

