@@ -26,7 +26,6 @@ from ray import cloudpickle
 from asiarch.arch import seed_source
 from asiarch.campaign import Campaign, asi_arch_fitness, relative_sigmoid, scoring
 from asiarch.campaign.fitness import noise_aware_fitness
-from asiarch.campaign.stage import NAMESPACE
 from asiarch.campaign.schedulers import first_rung_step
 from asiarch.campaign.summary import results_rows
 from asiarch.proposer import OfflineBackend
@@ -114,15 +113,13 @@ def kill_one_trial_worker(stop: threading.Event, killed: list[int]) -> None:
 
 
 @pytest.fixture(scope="module")
-def campaign_run(tmp_path_factory):
+def campaign_run(tmp_path_factory, local_ray):
     root = tmp_path_factory.mktemp("campaign")
     saved_cache = os.environ.get("ASIARCH_CACHE")
     os.environ["ASIARCH_CACHE"] = str(root / "cache")
     campaign = Campaign(overrides=[*TINY, "campaign.max_candidates=3", f"run.output_dir={root / 'runs'}"],
                         llm=PlantedFaultBackend(seed=0))
-    # one Ray for both campaigns of this module (the campaign starts its own only when none is up;
-    # tests/test_cli.py covers that path)
-    ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # the session's Ray (conftest.local_ray): the campaign starts its own only when none is up (tests/test_cli.py)
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=kill_one_trial_worker, args=(stop, killed), daemon=True)
     killer.start()
@@ -133,7 +130,6 @@ def campaign_run(tmp_path_factory):
             stop.set()
         yield campaign, summary, killed, root
     finally:
-        ray.shutdown()
         if saved_cache is None:
             os.environ.pop("ASIARCH_CACHE", None)
         else:
@@ -313,6 +309,30 @@ def test_progress_line_follows_the_verify_trials(campaign_run):
     assert "verify trials" not in Campaign.load(campaign.name, campaign.output_dir).progress_line()  # not running
     assert campaign._trial_progress["verify"].line() == "verify trials: 6/6 done, 0 running"
     assert not list((campaign.paths.tune / "verify").glob("*/checkpoint_*")), "finished verify trials keep checkpoints"
+
+
+def test_a_campaign_on_a_ray_it_did_not_start_leaves_no_actor_behind(campaign_run):
+    """On the user's own Ray (this module's), a finished campaign's writer, pipeline and agents are gone: a
+    resume in the same session can take their names again, and nothing idles on the cluster."""
+    campaign, *_ = campaign_run
+    roles = ("ray::MemoryActor", "ray::CampaignPipeline", "ray::Researcher", "ray::Engineer", "ray::Judge", "ray::Analyst")
+
+    def left() -> tuple[list[str], list[str]]:
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if campaign.name in a["name"]]
+        alive = []
+        for entry in Path("/proc").iterdir():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if cmd.startswith(roles) and descends_from(int(entry.name), os.getpid()):
+                alive.append(cmd.split()[0])
+        return names, alive
+
+    deadline = time.monotonic() + 60  # a bound for processes to exit after their kill, not a speed figure
+    while left() != ([], []) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert left() == ([], [])
 
 
 def test_a_second_campaign_at_the_same_scale_trains_no_seed(campaign_run):

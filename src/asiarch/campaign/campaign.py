@@ -255,6 +255,16 @@ class Campaign:
             stop_progress.set()
             if started_ray:
                 ray.shutdown()
+            else:  # a Ray the user keeps: free the campaign's actors and their names (a resume creates them again)
+                self._release_actors()
+
+    def _release_actors(self) -> None:
+        """Kill the actors this campaign created on a Ray it did not start (its stages end their own)."""
+        for name in (f"asiarch-memory-{self.name}", f"asiarch-usd-{self.name}"):
+            try:
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+            except ValueError:  # never created (the offline proposer has no account) or already gone
+                continue
 
     def _open_record(self) -> None:
         """Refuse storage other nodes cannot reach, then open (or create) ``campaign.json``, before any work."""

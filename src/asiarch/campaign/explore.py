@@ -217,24 +217,27 @@ class ExploreStage:
         self.pipeline = CampaignPipeline.options(name=self.pipeline_name, namespace=NAMESPACE, **on_this_node()).remote(
             self._pipeline_settings(slots), _fork_backend(ctx.backend, 0), ctx.writer, self.scale, ctx.fitness_fn,
             ctx.seed_result(ctx.anchor_seed, "explore"))
-        waiter = self._start_anchor()
-        tuner = self._tuner(slots)
-        ctx.console.print(f"explore: {ctx.settings.max_candidates} candidate(s) at {self.scale.name}, "
-                          f"{self.scale.train.steps} steps, {slots} trial slot(s), ASHA's first rung at step "
-                          f"{self.first_rung()} (after the {self.scale.train.warmup_steps}-step warm-up), then x"
-                          f"{ctx.explore.reduction_factor}{self._rung_rule()}; at most {self.max_trials() or 'unbounded'} trials "
-                          f"(Tune's count: retrains after repairs and crashes included)")
-        fit_through_node_losses(tuner, lambda: self._tuner(slots), ctx, "explore")
-        # let the last judgements and analyses land before promotion reads the memory
-        while ray.get(self.pipeline.status.remote())["scoring"]:
-            time.sleep(0.5)
-        left = ctx.wall_left()
-        if not ray.get(self.pipeline.explore_over.remote()) and (left is None or left > 1.0):
-            ray.get(self.pipeline.stop.remote())  # Tune stopped early (Ctrl-C, a stop request), not the budget
-            raise StageInterrupted("explore stopped before its candidate budget was spent")
-        ray.get(self.pipeline.stop.remote())
-        if waiter is not None:
-            waiter.join()
-        training = ctx.memory().list_candidates(campaign=ctx.name, status=Status.TRAINING.value)
-        if training:  # Tune stopped under running trials: they continue on the next run
-            raise StageInterrupted(f"explore stopped with {len(training)} candidate(s) still training")
+        try:
+            waiter = self._start_anchor()
+            tuner = self._tuner(slots)
+            ctx.console.print(f"explore: {ctx.settings.max_candidates} candidate(s) at {self.scale.name}, "
+                              f"{self.scale.train.steps} steps, {slots} trial slot(s), ASHA's first rung at step "
+                              f"{self.first_rung()} (after the {self.scale.train.warmup_steps}-step warm-up), then x"
+                              f"{ctx.explore.reduction_factor}{self._rung_rule()}; at most {self.max_trials() or 'unbounded'} trials "
+                              f"(Tune's count: retrains after repairs and crashes included)")
+            fit_through_node_losses(tuner, lambda: self._tuner(slots), ctx, "explore")
+            # let the last judgements and analyses land before promotion reads the memory
+            while ray.get(self.pipeline.status.remote())["scoring"]:
+                time.sleep(0.5)
+            left = ctx.wall_left()
+            if not ray.get(self.pipeline.explore_over.remote()) and (left is None or left > 1.0):
+                ray.get(self.pipeline.stop.remote())  # Tune stopped early (Ctrl-C, a stop request), not the budget
+                raise StageInterrupted("explore stopped before its candidate budget was spent")
+            ray.get(self.pipeline.stop.remote())
+            if waiter is not None:
+                waiter.join()
+            training = ctx.memory().list_candidates(campaign=ctx.name, status=Status.TRAINING.value)
+            if training:  # Tune stopped under running trials: they continue on the next run
+                raise StageInterrupted(f"explore stopped with {len(training)} candidate(s) still training")
+        finally:  # its agents go with it; a resume in this Ray session creates them again under the same name
+            ray.kill(self.pipeline)
