@@ -17,22 +17,3 @@ torch.set_num_threads(1)
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU: flash-linear-attention's Triton kernels do not run on CPU"
 )
-
-
-def start_local_ray() -> None:
-    import ray
-
-    from asiarch.campaign.stage import NAMESPACE
-
-    ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, configure_logging=False)
-
-
-@pytest.fixture(scope="session")
-def local_ray():
-    """One local Ray for every in-process test that needs one (each start costs ~7 s on 2 cores): campaigns
-    run on it as on a user's own Ray, and must leave nothing behind on it."""
-    import ray
-
-    start_local_ray()
-    yield
-    ray.shutdown()

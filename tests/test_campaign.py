@@ -26,6 +26,7 @@ from ray import cloudpickle
 from asiarch.arch import seed_source
 from asiarch.campaign import Campaign, asi_arch_fitness, relative_sigmoid, scoring
 from asiarch.campaign.fitness import noise_aware_fitness
+from asiarch.campaign.stage import NAMESPACE
 from asiarch.campaign.schedulers import first_rung_step
 from asiarch.campaign.summary import results_rows
 from asiarch.proposer import OfflineBackend
@@ -113,13 +114,15 @@ def kill_one_trial_worker(stop: threading.Event, killed: list[int]) -> None:
 
 
 @pytest.fixture(scope="module")
-def campaign_run(tmp_path_factory, local_ray):
+def campaign_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("campaign")
     saved_cache = os.environ.get("ASIARCH_CACHE")
     os.environ["ASIARCH_CACHE"] = str(root / "cache")
     campaign = Campaign(overrides=[*TINY, "campaign.max_candidates=3", f"run.output_dir={root / 'runs'}"],
                         llm=PlantedFaultBackend(seed=0))
-    # the session's Ray (conftest.local_ray): the campaign starts its own only when none is up (tests/test_cli.py)
+    # one Ray for both campaigns of this module, as a user's own Ray (the campaign starts its own only when
+    # none is up; tests/test_cli.py covers that path)
+    ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, configure_logging=False)
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=kill_one_trial_worker, args=(stop, killed), daemon=True)
     killer.start()
@@ -130,6 +133,7 @@ def campaign_run(tmp_path_factory, local_ray):
             stop.set()
         yield campaign, summary, killed, root
     finally:
+        ray.shutdown()
         if saved_cache is None:
             os.environ.pop("ASIARCH_CACHE", None)
         else:

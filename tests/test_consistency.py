@@ -136,7 +136,7 @@ def dashboard_numbers(summary: dict) -> dict:
     return numbers(summary["counts"], summary["total"], summary["trained"], summary["verified"], summary["breakthroughs"])
 
 
-def test_the_dashboard_view_and_its_http_api(campaign, expected, local_ray):
+def test_the_dashboard_view_and_its_http_api(campaign, expected):
     summary = CampaignData(campaign.root).summary()
     assert dashboard_numbers(summary) == expected_numbers(expected)
     assert summary["best"]["fitness"] == summary["best_fitness"] == expected.best_fitness

@@ -15,11 +15,9 @@ import os
 from pathlib import Path
 
 import pytest
-import ray
 
 from asiarch.campaign import Campaign
 from asiarch.memory import Memory
-from conftest import start_local_ray
 from messages_server import MessagesServer, Step
 
 SECRET = "sk-ant-api03-CANARYcanaryCANARY0123456789abcdef"
@@ -86,11 +84,6 @@ def hostile_run(tmp_path_factory):
     CANARY.unlink(missing_ok=True)
     saved = {key: os.environ.get(key) for key in ("ANTHROPIC_API_KEY", "ASIARCH_CACHE")}
     os.environ.update(ANTHROPIC_API_KEY=SECRET, ASIARCH_CACHE=str(root / "cache"))
-    # a Ray of its own, started now: its agents read the key from this environment, as on a fresh machine
-    # (the session's Ray, conftest.local_ray, started before the key was set; it is started again after)
-    shared = ray.is_initialized()
-    if shared:
-        ray.shutdown()
     try:
         with MessagesServer(responder=respond) as server:
             campaign = Campaign(overrides=[
@@ -111,8 +104,6 @@ def hostile_run(tmp_path_factory):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        if shared:
-            start_local_ray()
     return campaign, summary, requests, root
 
 

@@ -169,7 +169,7 @@ def test_no_secret_leaves_in_a_request(server, monkeypatch):
     assert "tok-0123456789abcdef" not in sent and "test-key" not in sent and sent.count("[redacted]") == 2
 
 
-def test_every_agent_of_a_campaign_draws_on_one_budget(local_ray):
+def test_every_agent_of_a_campaign_draws_on_one_budget():
     """Three copies of the backend (as three agent actors get them) share one UsdAccount: together they
     spend at most its limit plus the requests in flight when it ran out, and each is then refused."""
     import pickle
@@ -178,6 +178,9 @@ def test_every_agent_of_a_campaign_draws_on_one_budget(local_ray):
 
     from asiarch.llm import UsdAccount
 
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     per_call = (1200 * 3.0 + 300 * 15.0) / 1e6  # the server's default usage at the default prices
     limit = 10.5 * per_call
     with MessagesServer(responder=lambda tool, body: Step(tool_input=GOOD)) as running:
@@ -202,6 +205,8 @@ def test_every_agent_of_a_campaign_draws_on_one_budget(local_ray):
             t.join(timeout=60)
         state = ray.get(account.state.remote())
         served = len(running.requests)
+    if started:
+        ray.shutdown()  # the modules after this one start their own Ray
     assert len(refused) == 3 and all("budget of $" in r for r in refused)
     assert served == state["requests"] >= 11  # the account saw every request
     assert limit <= state["spent"] <= limit + 3 * per_call  # at most the in-flight requests past the limit

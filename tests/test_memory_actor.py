@@ -14,6 +14,11 @@ SHARED_KEYS = 25
 USAGE_ADDS = len(range(0, WRITES, 8))  # one usage increment every 8th write
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
 
 
 @ray.remote(num_cpus=0)

