@@ -90,26 +90,35 @@ def descends_from(pid: int, ancestor: int) -> bool:
     return False
 
 
+def own_ray_processes(prefixes: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(pid, command line) of the processes under this process's Ray whose command line starts with one of
+    ``prefixes`` (Ray renames workers ``ray::<actor class>``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith(prefixes) and descends_from(int(entry.name), os.getpid()):
+            found.append((int(entry.name), cmd))
+    return found
+
+
 def kill_one_trial_worker(stop: threading.Event, killed: list[int]) -> None:
     """SIGKILL the first explore trial worker of this process's Ray seen training (a crashed node, as far as
     Tune knows)."""
     while not stop.is_set() and not killed:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
+        # Tune's actor around a function trainable, under the Ray this process started
+        for pid, _ in own_ray_processes(("ray::ImplicitFunc",)):
+            time.sleep(2.0)  # let it report a checkpoint first
             try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
                 continue
-            # Tune's actor around a function trainable, under the Ray this process started
-            if cmd.startswith("ray::ImplicitFunc") and descends_from(int(entry.name), os.getpid()):
-                time.sleep(2.0)  # let it report a checkpoint first
-                try:
-                    os.kill(int(entry.name), signal.SIGKILL)
-                    killed.append(int(entry.name))
-                except ProcessLookupError:
-                    continue
-                return
+            return
         time.sleep(0.2)
 
 
@@ -323,15 +332,7 @@ def test_a_campaign_on_a_ray_it_did_not_start_leaves_no_actor_behind(campaign_ru
 
     def left() -> tuple[list[str], list[str]]:
         names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if campaign.name in a["name"]]
-        alive = []
-        for entry in Path("/proc").iterdir():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if cmd.startswith(roles) and descends_from(int(entry.name), os.getpid()):
-                alive.append(cmd.split()[0])
-        return names, alive
+        return names, [cmd.split()[0] for _, cmd in own_ray_processes(roles)]
 
     deadline = time.monotonic() + 60  # a bound for processes to exit after their kill, not a speed figure
     while left() != ([], []) and time.monotonic() < deadline:

@@ -302,6 +302,8 @@ def test_scratch_left_by_a_killed_trial_is_removed_by_the_next_one(tmp_path, mon
     assert fresh.parent == tmp_path and fresh.name.startswith(f"asiarch-trial-{os.getpid()}-")
     assert not any(p.exists() for p in orphans) and all(p.exists() for p in kept)
     assert sandbox.remove_orphan_scratch(str(tmp_path)) == []  # nothing left to remove
+    with pytest.raises(ValueError, match="unknown scratch kind"):
+        sandbox.scratch_dir("upload")  # a name the clean-up would not recognise
 
 
 def test_qa_monitor_rules():

@@ -268,7 +268,8 @@ def shared_zygote() -> Zygote:
     return Zygote()
 
 
-SCRATCH_NAME = re.compile(r"asiarch-(?:trial|audit)-(\d+)-[a-z0-9_]+")
+SCRATCH_KINDS = ("trial", "audit")  # the sandboxed runs that keep a scratch folder
+SCRATCH_NAME = re.compile(rf"asiarch-(?:{'|'.join(SCRATCH_KINDS)})-(\d+)-[a-z0-9_]+")
 ORPHAN_AFTER_SECONDS = 600.0  # untouched this long with its process gone: left behind, not in use
 
 
@@ -279,6 +280,8 @@ def scratch_dir(kind: str) -> str:
     folder, and a trial's holds its checkpoints (tens of MB): folders whose process is gone are
     removed here first, so they cannot pile up in the temp directory over a campaign.
     """
+    if kind not in SCRATCH_KINDS:
+        raise ValueError(f"unknown scratch kind {kind!r}; one of {SCRATCH_KINDS}")
     remove_orphan_scratch()
     return tempfile.mkdtemp(prefix=f"asiarch-{kind}-{os.getpid()}-")
 

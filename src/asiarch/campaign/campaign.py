@@ -204,7 +204,7 @@ class Campaign:
         paths, started = self.paths, time.monotonic()
         stop_progress = threading.Event()
         try:
-            self.writer = MemoryActor.options(name=f"asiarch-memory-{self.name}", namespace=NAMESPACE,
+            self.writer = MemoryActor.options(name=self._actor_name("memory"), namespace=NAMESPACE,
                                               **on_this_node()).remote(
                 self.memory_uri, embedder=self._embedder)
             ray.get(self.writer.uri.remote())  # the writer has created the tables
@@ -258,11 +258,15 @@ class Campaign:
             else:  # a Ray the user keeps: free the campaign's actors and their names (a resume creates them again)
                 self._release_actors()
 
+    def _actor_name(self, role: str) -> str:
+        """The name of this campaign's ``role`` actor (memory writer, usd account) in ``NAMESPACE``."""
+        return f"asiarch-{role}-{self.name}"
+
     def _release_actors(self) -> None:
         """Kill the actors this campaign created on a Ray it did not start (its stages end their own)."""
-        for name in (f"asiarch-memory-{self.name}", f"asiarch-usd-{self.name}"):
+        for role in ("memory", "usd"):
             try:
-                ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+                ray.kill(ray.get_actor(self._actor_name(role), namespace=NAMESPACE))
             except ValueError:  # never created (the offline proposer has no account) or already gone
                 continue
 
@@ -349,7 +353,7 @@ class Campaign:
         limits = [x for x in (getattr(backend.config, "budget_usd", None), self.settings.max_usd) if x is not None]
         limit = min(limits) if limits else None
         spent = self.memory().campaign_counts(self.name).usd  # a resumed campaign keeps what it spent
-        account = ray.remote(UsdAccount).options(name=f"asiarch-usd-{self.name}", namespace=NAMESPACE,
+        account = ray.remote(UsdAccount).options(name=self._actor_name("usd"), namespace=NAMESPACE,
                                                  get_if_exists=True, num_cpus=0, **on_this_node()).remote(limit, spent)
         backend.share_budget(account)
         self.console.print("LLM budget: " + ("no limit" if limit is None else

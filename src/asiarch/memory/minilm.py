@@ -51,10 +51,9 @@ class _Layer(nn.Module):
 class MiniLM(nn.Module):
     """The encoder with mean pooling; ``encode`` gives L2-normalised float32 rows."""
 
-    def __init__(self, config: dict, max_length: int):
+    def __init__(self, config: dict):
         super().__init__()
         hidden, eps = config["hidden_size"], config["layer_norm_eps"]
-        self.max_length = max_length
         self.word = nn.Embedding(config["vocab_size"], hidden)
         self.position = nn.Embedding(config["max_position_embeddings"], hidden)
         self.token_type = nn.Embedding(config["type_vocab_size"], hidden)
@@ -117,7 +116,7 @@ def load_minilm(model_dir: str | Path, device: str = "cpu") -> MiniLM:
     if config.get("model_type") != "bert" or not pooling.get("pooling_mode_mean_tokens"):
         raise ValueError(f"{model_dir} is not a mean-pooled BERT sentence encoder (all-MiniLM-L6-v2's layout)")
     max_length = int(json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"])
-    model = MiniLM(config, max_length)
+    model = MiniLM(config)
     model.load_state_dict(_renamed(load_file(str(model_dir / "model.safetensors")), config["num_hidden_layers"]))
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     tokenizer.enable_truncation(max_length)  # sentence-transformers' max_seq_length, not the file's own 128
