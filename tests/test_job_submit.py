@@ -58,6 +58,14 @@ TINY = [
 DONE = ("stopped", "finished", "promoted")
 
 
+def _json_or_none(line: str) -> dict | None:
+    """A line of a result file Tune may be writing: None until it is whole."""
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,15 +88,21 @@ def _processes_of(marker: str) -> list[int]:
     return found
 
 
-def kill_node(temp_dir: str) -> int:
-    """SIGKILL every process of one node, as a machine that dies would; returns how many."""
+def signal_node(temp_dir: str, signum: int) -> int:
+    """Send ``signum`` to every process of one node; returns how many (its sandboxed trainers go with their
+    parents: they die with them and, their parent stopped, nothing they compute reaches Tune)."""
     pids = _processes_of(temp_dir)
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signum)
         except ProcessLookupError:
             continue
     return len(pids)
+
+
+def kill_node(temp_dir: str) -> int:
+    """SIGKILL every process of one node, as a machine that dies would; returns how many."""
+    return signal_node(temp_dir, signal.SIGKILL)
 
 
 class Cluster:
@@ -159,6 +173,28 @@ class Cluster:
         cmd = [sys.executable, str(ROOT / "examples" / "submit_job.py"), "--address", self.address,
                "--output-dir", output_dir, *([] if wait else ["--no-wait"]), *TINY]
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=600)
+
+    def trials_midway(self) -> list[str]:
+        """Explore trials whose last result Tune's driver (on the head) holds is not their last step: the trials a
+        node lost now would lose midway. Read from the driver's own result files, which Tune writes as each result
+        arrives (the memory's curves and S3 lag it)."""
+        midway = set()
+        for result in Path(self.head_dir).glob("session_latest/artifacts/*/explore/driver_artifacts/*/result.json"):
+            steps = [r for r in map(_json_or_none, result.read_text().splitlines()) if r and "step" in r]
+            if steps and steps[-1]["step"] < (steps[-1].get("total_steps") or 0):
+                midway.add(result.parent.name)
+        return sorted(midway)
+
+    def freeze_worker_if_midway(self) -> list[str]:
+        """Stop the worker node and return the trials it holds midway; resume it (within Ray's health check: a
+        node is dead after ~3 s without an answer) and return [] when there are none. A trial can finish
+        between two polls of the memory, so the kill waits for a state that cannot change under it."""
+        signal_node(self.worker_dir, signal.SIGSTOP)
+        time.sleep(1.0)  # results already sent reach the driver's files
+        midway = self.trials_midway()
+        if not midway:
+            signal_node(self.worker_dir, signal.SIGCONT)
+        return midway
 
     def job(self, *args: str) -> str:
         out = subprocess.run([RAY, "job", *args, "--address", self.address], env=self.env, capture_output=True,
@@ -256,19 +292,17 @@ def test_two_node_campaign_on_s3_survives_losing_its_worker_node(cluster, tmp_pa
         if "summary" in served and "serve up" not in [what for _, what in timeline]:
             mark("serve up")
         finished = [c for c in rows.values() if c.status in DONE and c.fitness is not None]
-        midway = [c for c in rows.values() if c.status == "training" and 1 <= len(c.explore.loss_curve) < 4]
-        if finished and midway:  # a trial with a checkpoint in S3 and training left to do
+        if finished and (in_flight := cluster.freeze_worker_if_midway()):  # a trial with training left to do
+            killed_at = time.time()  # the node stopped before this: nothing it computed later reaches Tune
             break
-        time.sleep(2)
+        time.sleep(1)
     else:
         pytest.fail("no candidate finished while another was midway: " + cluster.job("logs", job_id)[-3000:])
     before = {cid: (c.explore.eval_loss, c.explore.loss_curve) for cid, c in rows.items()
               if c.status in DONE and c.fitness is not None}
-    in_flight = [c.id for c in midway]
-    mark(f"{len(before)} finished, {len(in_flight)} training")
+    mark(f"{len(before)} finished, trials midway: {in_flight}; the worker node stopped")
 
-    killed_at = time.time()  # result.json timestamps are wall-clock seconds of the same machine
-    assert kill_node(cluster.worker_dir) > 0
+    assert kill_node(cluster.worker_dir) > 0  # result.json timestamps are wall-clock seconds of this machine
     mark("worker node killed")
     time.sleep(8)
     status = cluster.job("status", job_id)

@@ -130,7 +130,7 @@ def test_weighted_sampling_prefers_fit_designs_with_few_children(tmp_path):
     memory.upsert_candidates([scored(0, 1.0), scored(1, 1.0), scored(2, 0.0)])
     memory.upsert_candidates([scored(10 + i, None, parent_ids=["cand-000"]) for i in range(5)])
     rng = random.Random(1)
-    parents = Counter(memory.sample_parents("c1", rule="weighted", rng=rng, num_references=0)[0].id for _ in range(600))
+    parents = Counter(memory.sample_parents("c1", rule="weighted", rng=rng, num_references=0)[0].id for _ in range(200))
     assert parents["cand-001"] > parents["cand-000"] > 0  # same fitness, but cand-000 already has 5 children
     assert parents["cand-001"] > parents["cand-002"]  # fitter wins
     with pytest.raises(MemoryInputError, match="unknown parent-sampling rule"):

@@ -9,8 +9,8 @@ import ray
 
 from asiarch.memory import Candidate, Memory, MemoryActor, StageMetrics
 
-WRITERS, WRITES = 4, 60
-SHARED_KEYS = 25
+WRITERS, WRITES = 4, 30
+SHARED_KEYS = 10
 USAGE_ADDS = len(range(0, WRITES, 8))  # one usage increment every 8th write
 
 
@@ -66,27 +66,34 @@ def test_concurrent_writers_through_the_actor(local_ray, tmp_path):
 
 
 
-def test_agents_embed_their_queries_with_the_writers_model(local_ray, tmp_path):
-    """An agent reads the memory in its own process but embeds through the writer (one MiniLM per
-    campaign): its query vectors are the ones the writer stores."""
+def test_agents_read_through_the_writer_and_never_load_lancedb(local_ray, tmp_path):
+    """An agent actor reads through the campaign's writer: its queries are embedded by the writer's model (the
+    vectors the writer stores), it sees the writer's latest write at once, and its process never imports
+    LanceDB or the embedding model."""
+    import sys
+
+    from asiarch.agents import ResearcherActor
     from asiarch.agents.roles import MemoryAccess
-    from asiarch.memory import Insight, WriterEmbedder
-    from asiarch.memory.schema import insight_from_row
+    from asiarch.memory import Insight
+    from asiarch.proposer import OfflineBackend
 
     uri = str(tmp_path / "memory")
     writer = MemoryActor.remote(uri)
     texts = ["gate the delta rule with a data-dependent decay", "a wider causal convolution on the keys"]
     ray.get(writer.upsert_insights.remote([Insight(id=f"i{n}", kind="paper", source="test", design_insight=t)
                                            for n, t in enumerate(texts)]))
-    reader = MemoryAccess(uri, writer).reader
-    assert isinstance(reader.embedder, WriterEmbedder) and reader.embedder.dim == 384
-    stored = {row["id"]: row for row in reader.list_insights()}
-    insights = [insight_from_row(stored[f"i{n}"]) for n in range(len(texts))]
-    vectors = reader.embedder.embed([i.embedding_text for i in insights])
-    assert vectors.shape == (2, 384)
-    for vector, insight in zip(vectors, insights):
-        assert insight.embedding is not None
-        assert abs(float(vector @ vector) - 1.0) < 1e-5
-        assert max(abs(a - b) for a, b in zip(vector, insight.embedding)) < 1e-5
-    (best, _), *_ = reader.search_insights("widen the convolution over keys", k=2, mode="vector")
-    assert best.id == "i1"  # the agent's query, embedded by the writer, finds the nearer insight
+    agent = ResearcherActor.remote(backend=OfflineBackend(seed=0), uri=uri, writer=writer, campaign="c")
+
+    def search(role, query: str) -> list[str]:
+        return [i.id for i, _ in role.memory.reader.search_insights(query, k=2, mode="vector")]
+
+    assert ray.get(agent.__ray_call__.remote(search, "widen the convolution over keys"))[0] == "i1"
+    assert ray.get(agent.__ray_call__.remote(search, "a decay that depends on the data"))[0] == "i0"
+    ray.get(writer.upsert_candidates.remote(Candidate(id="new", campaign="c", name="new")))
+    seen = ray.get(agent.__ray_call__.remote(lambda role: role.memory.reader.get_candidate("new")))
+    assert seen is not None and seen.name == "new"
+    loaded = ray.get(agent.__ray_call__.remote(
+        lambda role: [m for m in ("lancedb", "asiarch.memory.store", "asiarch.memory.minilm") if m in sys.modules]))
+    assert loaded == []
+    with pytest.raises(ValueError, match="give the embedder to the MemoryActor"):
+        MemoryAccess(uri, writer, embedder=object())

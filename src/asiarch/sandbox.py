@@ -90,8 +90,10 @@ def clean_env() -> dict[str, str]:
 
 WORKERS = ("asiarch.checks.worker", "asiarch.train.worker")  # the modules a zygote may start
 ZYGOTE_FD = "ASIARCH_ZYGOTE_FD"
-# what every worker imports before it locks down: imported once by the zygote instead of once per worker
-PRELOADED = ("torch", "torch.nn.functional", "torch.optim", "asiarch.arch.contract", "asiarch.arch.model",
+# what every worker imports before it locks down: imported once by the zygote instead of once per worker.
+# torch._dynamo: torch imports it (~900 modules, ~1.8 s of CPU) the first time an optimizer is built, which
+# every trainer and training check does
+PRELOADED = ("torch", "torch._dynamo", "torch.nn.functional", "torch.optim", "asiarch.arch.contract", "asiarch.arch.model",
              "asiarch.data.mqar", "asiarch.train.protocol", "asiarch.checks.executable", "asiarch.checks.worker",
              "asiarch.train.worker")
 

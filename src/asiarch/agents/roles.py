@@ -13,7 +13,8 @@ from asiarch.checks import check_candidate
 from asiarch.llm.protocol import LLMBackend, Usage
 from asiarch.llm.schemas import ROLE_SCHEMAS, with_context
 from asiarch.llm.templates import render
-from asiarch.memory import Candidate, Insight, Memory, Status, WriterEmbedder, code_hash
+from asiarch.memory.lifecycle import Status
+from asiarch.memory.schema import Candidate, Insight, code_hash
 from asiarch.proposer.render import seed_of_genome
 
 
@@ -34,27 +35,44 @@ class AgentsConfig:
 
 
 class MemoryAccess:
-    """Reads from a ``Memory`` opened here; writes go to the campaign's single writer.
+    """Where a role reads and writes the memory: the campaign's single writer for both.
 
-    ``writer`` is a ``MemoryActor`` handle (several agents in a campaign) or a writable
-    ``Memory`` (one process, tests); the same calls work on both.
+    ``writer`` is a ``MemoryActor`` handle (the agents of a campaign: they read through it, so
+    their processes never import LanceDB or load the embedding model, and they see their own
+    writes at once) or a writable ``Memory`` (one process, tests). Without one, a ``Memory``
+    is opened at ``uri``. The same calls work on all three.
     """
 
     def __init__(self, uri: str, writer: Any = None, embedder: Any = None):
-        if writer is None or isinstance(writer, Memory):
-            self.reader = writer if writer is not None else Memory(uri, embedder=embedder)
-            self.writer = self.reader
-        else:  # queries are embedded by the writer's model unless a custom embedder was given
-            self.reader = Memory(uri, embedder=embedder or WriterEmbedder(writer), read_only=True)
-            self.writer = writer
+        import ray
+
+        if isinstance(writer, ray.actor.ActorHandle):
+            if embedder is not None:
+                raise ValueError("an agent that reads through the campaign's MemoryActor embeds with the writer's "
+                                 "model: give the embedder to the MemoryActor, not to the agent")
+            self.reader = _ActorCalls(writer)
+        elif writer is not None:
+            self.reader = writer
+        else:
+            from asiarch.memory.store import Memory
+
+            self.reader = Memory(uri, embedder=embedder)
 
     def write(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        call = getattr(self.writer, method)
-        if hasattr(call, "remote"):
-            import ray
+        return getattr(self.reader, method)(*args, **kwargs)
 
-            return ray.get(call.remote(*args, **kwargs))
-        return call(*args, **kwargs)
+
+class _ActorCalls:
+    """A ``MemoryActor`` handle called like a ``Memory``: ``calls.get_candidate(cid)`` waits for the actor's answer."""
+
+    def __init__(self, actor: Any):
+        self.actor = actor
+
+    def __getattr__(self, method: str) -> Any:
+        import ray
+
+        remote = getattr(self.actor, method)  # AttributeError for a method the actor does not have
+        return lambda *args, **kwargs: ray.get(remote.remote(*args, **kwargs))
 
 
 def _summary(c: Candidate | None) -> dict[str, Any] | None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import inspect
 import traceback
 import types
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where a class is checked or loaded: the agents read this module's text only
+    from torch import nn
 
 CONSTRUCTOR_PARAMS = ("hidden_size", "num_heads", "layer_idx")
 FORWARD_PARAMS = ("hidden_states", "attention_mask")
@@ -36,6 +38,8 @@ def _params(fn) -> tuple[list[inspect.Parameter], bool]:
 
 def contract_violations(cls: type) -> list[str]:
     """Every way ``cls`` breaks the contract, as readable sentences (empty when it conforms)."""
+    from torch import nn
+
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         return [f"{getattr(cls, '__name__', cls)!r} is not a torch.nn.Module subclass"]
     problems = []
@@ -101,6 +105,8 @@ def load_mixer_class(source: str, class_name: str | None = None, module_name: st
     must define exactly one conforming ``nn.Module`` subclass of its own; helper modules
     with other signatures are fine.
     """
+    from torch import nn
+
     try:
         code = compile(source, _source_filename(module_name), "exec")
     except SyntaxError as err:

@@ -52,9 +52,9 @@ def normalised_code(source: str) -> str | None:
 
 @lru_cache(maxsize=None)
 def _seed_forms() -> dict[str, str]:
-    from asiarch.arch import SEEDS, seed_source
+    from asiarch.arch import SEED_MIXERS, seed_source
 
-    return {name: normalised_code(seed_source(name)) for name in SEEDS}
+    return {name: normalised_code(seed_source(name)) for name in SEED_MIXERS}
 
 
 def seed_twin(source: str) -> str | None:

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from asiarch import sandbox
-from asiarch.checks.executable import CHECK_ORDER
+from asiarch.checks.order import CHECK_ORDER
 from asiarch.checks.policy import PolicyConfig, check_policy
 
 __all__ = ["CHECK_ORDER", "CheckOptions", "CheckReport", "CheckResult", "PolicyConfig", "check_candidate", "check_policy"]

@@ -1,7 +1,7 @@
 """The executable checks. They run inside the sandbox worker, never in the caller.
 
 Each check takes the candidate's mixer class and the options and returns
-``(passed, reason, measurements)``. They run in ``CHECK_ORDER``; the later ones assume
+``(passed, reason, measurements)``. They run in ``order.CHECK_ORDER``; the later ones assume
 the earlier ones passed (a class that cannot be built has no shape to check).
 """
 
@@ -17,13 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 Result = tuple[bool, str, dict[str, Any]]
-
-# contract, instantiate and shape are prerequisites: after one fails the rest cannot run.
-PREREQUISITES = ("contract", "instantiate", "shape")
-CHECK_ORDER = (  # cheap before expensive: the parameter count before the timing sweep
-    "contract", "instantiate", "shape", "causality", "batch_independence", "odd_lengths", "param_budget",
-    "complexity", "finite_gradients", "training_smoke",
-)
 
 
 def _build(cls: type[nn.Module], opts: dict[str, Any], seed: int = 0) -> nn.Module:

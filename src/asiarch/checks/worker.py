@@ -56,7 +56,8 @@ def run(request: dict[str, Any], emit, gaps: list[str]) -> int:
 
     torch.set_num_threads(1)
     from asiarch.arch.contract import CandidateLoadError, candidate_frames, load_mixer_class
-    from asiarch.checks.executable import CHECK_ORDER, CHECKS, PREREQUISITES
+    from asiarch.checks.executable import CHECKS
+    from asiarch.checks.order import CHECK_ORDER, PREREQUISITES
     import asiarch.arch.model  # noqa: F401 - used by the training smoke check
     import asiarch.data.mqar  # noqa: F401
 

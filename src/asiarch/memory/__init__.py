@@ -1,54 +1,35 @@
-"""One memory for a campaign: candidates, lineage, results and paper insights in LanceDB."""
+"""One memory for a campaign: candidates, lineage, results and paper insights in LanceDB.
 
-from asiarch.memory.actor import MemoryActor
-from asiarch.memory.embed import Embedder, FunctionEmbedder, MiniLMEmbedder, WriterEmbedder
-from asiarch.memory.lifecycle import (
-    KINDS,
-    STAGES,
-    STATUSES,
-    CampaignCounts,
-    IllegalTransition,
-    Kind,
-    Status,
-    counts_toward_budget,
-    is_breakthrough,
-    is_seed,
-    is_verified,
-    seed_row_id,
-)
-from asiarch.memory.schema import (
-    SCHEMA_VERSION,
-    Candidate,
-    Insight,
-    MemoryInputError,
-    StageMetrics,
-    code_hash,
-)
-from asiarch.memory.store import Memory
+The names below load on first use: a process that only needs the records (``Candidate``,
+``Status``) or the redactor, such as an agent or a trial, never imports LanceDB (~2 s of CPU).
+"""
 
-__all__ = [
-    "KINDS",
-    "CampaignCounts",
-    "IllegalTransition",
-    "Kind",
-    "Status",
-    "counts_toward_budget",
-    "is_breakthrough",
-    "is_seed",
-    "is_verified",
-    "seed_row_id",
-    "SCHEMA_VERSION",
-    "STAGES",
-    "STATUSES",
-    "Candidate",
-    "Embedder",
-    "FunctionEmbedder",
-    "WriterEmbedder",
-    "Insight",
-    "Memory",
-    "MemoryActor",
-    "MemoryInputError",
-    "MiniLMEmbedder",
-    "StageMetrics",
-    "code_hash",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> the submodule that defines it (the one place this package's exports are listed)
+_EXPORTS = {
+    **dict.fromkeys(("MemoryActor",), "actor"),
+    **dict.fromkeys(("Embedder", "FunctionEmbedder", "MiniLMEmbedder"), "embed"),
+    **dict.fromkeys(("KINDS", "STAGES", "STATUSES", "CampaignCounts", "IllegalTransition", "Kind", "Status",
+                     "counts_toward_budget", "is_breakthrough", "is_seed", "is_verified", "seed_row_id"), "lifecycle"),
+    **dict.fromkeys(("SCHEMA_VERSION", "Candidate", "Insight", "MemoryInputError", "StageMetrics", "code_hash"),
+                    "schema"),
+    **dict.fromkeys(("Memory",), "store"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'asiarch.memory' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"asiarch.memory.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -47,32 +47,6 @@ class MiniLMEmbedder:
         return model.encode(texts, batch_size=self.batch_size)
 
 
-class WriterEmbedder:
-    """Embeds through the campaign's ``MemoryActor``, which holds the campaign's one embedding model.
-
-    Agents read the memory in their own processes and embed a query now and then (insight
-    search, nearest designs). Loading MiniLM in each of them costs every agent process ~6 s
-    of CPU and ~90 MB; asking the writer, which loaded it for its own writes, costs a round trip.
-    """
-
-    def __init__(self, writer) -> None:
-        self.writer = writer
-        self._dim: int | None = None
-
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            import ray
-
-            self._dim = int(ray.get(self.writer.embedding_dim.remote()))
-        return self._dim
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        import ray
-
-        return np.asarray(ray.get(self.writer.embed.remote(list(texts))), dtype=np.float32)
-
-
 class FunctionEmbedder:
     """Wraps ``fn(texts) -> array [n, dim]`` (your own model) and normalises its rows."""
 

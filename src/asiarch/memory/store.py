@@ -134,6 +134,7 @@ class Memory:
         self.keep_versions_for = keep_versions_for  # readers holding an older version keep working this long
         self.ann_min_rows, self.ann_nprobes, self.ann_refine_factor = ann_min_rows, ann_nprobes, ann_refine_factor
         self._ranking: tuple[int, pa.Table] | None = None  # (table version, scored rows best first)
+        self._children: tuple[int, str | None, dict[str, int]] | None = None  # (version, campaign, children per parent)
         self._ann_seen: tuple[int, bool] | None = None  # (table version, has a vector index)
         self._writes_since_optimize = 0
         self._fts_stale = True
@@ -584,11 +585,15 @@ class Memory:
         return [ids[i] for i in sorted(range(len(ids)), key=lambda i: -keys[i])[:n]]
 
     def _child_counts(self, campaign: str | None) -> dict[str, int]:
-        parents = self._scan(_where(campaign=campaign), ["parent_ids"])["parent_ids"]
-        counts: dict[str, int] = {}
-        for parent in pc.list_flatten(parents).to_pylist():
-            counts[parent] = counts.get(parent, 0) + 1
-        return counts
+        """Children per parent id in ``campaign``; cached per table version, like ``_scored``."""
+        version = self.candidates.version
+        if self._children is None or self._children[:2] != (version, campaign):
+            parents = self._scan(_where(campaign=campaign), ["parent_ids"])["parent_ids"]
+            counts: dict[str, int] = {}
+            for parent in pc.list_flatten(parents).to_pylist():
+                counts[parent] = counts.get(parent, 0) + 1
+            self._children = (version, campaign, counts)
+        return self._children[2]
 
     def neighbours(
         self,
