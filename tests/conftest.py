@@ -1,4 +1,5 @@
-"""Shared test setup: a local-only Ray, one torch thread, and the CUDA skip marker."""
+"""Shared test setup: a local-only Ray, one torch thread, the CUDA skip marker, and how pytest-xdist splits
+the suite over its two workers (``-n 2`` in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import warnings
 
 # Keep any Ray started by a test on 127.0.0.1; set before ray is imported anywhere.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Every Ray a test starts is its own: never one that another test (the other xdist worker's, or the two-node
+# cluster of test_job_submit) has running on this machine, which `ray.init()` would otherwise join.
+os.environ.setdefault("RAY_ADDRESS", "local")
 warnings.filterwarnings("ignore", message="Triton is not supported on current platform")
 
 import pytest  # noqa: E402
@@ -17,3 +21,26 @@ torch.set_num_threads(1)
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU: flash-linear-attention's Triton kernels do not run on CPU"
 )
+
+
+# Whole campaigns (each keeps both cores busy for minutes): one after another on one xdist worker, started first,
+# while the other worker runs the rest of the suite, each module whole (its module fixtures run once).
+CAMPAIGNS = ("test_job_submit.py", "test_campaign.py", "test_hostile_campaign.py", "test_cli.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in CAMPAIGNS)  # stable: the campaigns first, then as collected
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's work units: a module, or all the campaign modules together. (Its ``xdist_group`` marks do
+    not group anything under pytest 9: the suffix they add to a test's id no longer reaches the id.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "campaigns" if module.rsplit("/", 1)[-1] in CAMPAIGNS else module
+
+    return ModuleScheduling(config, log)

@@ -191,7 +191,7 @@ class Campaign:
         self._choose()
         started_ray = not ray.is_initialized()
         if started_ray:
-            if os.environ.get("RAY_ADDRESS"):  # `ray job submit` or a user pointing at a cluster: join it
+            if (os.environ.get("RAY_ADDRESS") or "local") != "local":  # `ray job submit` or a user's cluster: join it
                 ray.init(namespace=NAMESPACE, log_to_driver=False)
             else:
                 ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, configure_logging=False)
