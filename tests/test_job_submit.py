@@ -174,27 +174,29 @@ class Cluster:
                "--output-dir", output_dir, *([] if wait else ["--no-wait"]), *TINY]
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=600)
 
-    def trials_midway(self) -> list[str]:
-        """Explore trials whose last result Tune's driver (on the head) holds is not their last step: the trials a
-        node lost now would lose midway. Read from the driver's own result files, which Tune writes as each result
-        arrives (the memory's curves and S3 lag it)."""
-        midway = set()
+    def driver_trials(self) -> dict[str, tuple[str, int, int]]:
+        """Each explore trial that has reported, as (design, last step, total steps), read from the result files
+        Tune's driver (on the head) writes as each result arrives: cheap to poll, and ahead of the memory and S3."""
+        trials = {}
         for result in Path(self.head_dir).glob("session_latest/artifacts/*/explore/driver_artifacts/*/result.json"):
             steps = [r for r in map(_json_or_none, result.read_text().splitlines()) if r and "step" in r]
-            if steps and steps[-1]["step"] < (steps[-1].get("total_steps") or 0):
-                midway.add(result.parent.name)
-        return sorted(midway)
+            if steps:
+                last = steps[-1]
+                trials[result.parent.name] = (last["config"]["design"], last["step"], last.get("total_steps") or 0)
+        return trials
 
-    def freeze_worker_if_midway(self) -> list[str]:
-        """Stop the worker node and return the trials it holds midway; resume it (within Ray's health check: a
-        node is dead after ~3 s without an answer) and return [] when there are none. A trial can finish
-        between two polls of the memory, so the kill waits for a state that cannot change under it."""
+    def freeze_worker_if_midway(self) -> tuple[list[str], set[str]]:
+        """Stop the worker node; return the trials it holds midway and the designs whose trials had finished,
+        both read while it is stopped (a state that cannot change under the kill). With none midway, resume it
+        (within Ray's health check: a node is dead after ~3 s without an answer) and return nothing."""
         signal_node(self.worker_dir, signal.SIGSTOP)
         time.sleep(1.0)  # results already sent reach the driver's files
-        midway = self.trials_midway()
+        trials = self.driver_trials()
+        midway = sorted(name for name, (_, step, total) in trials.items() if step < total)
         if not midway:
             signal_node(self.worker_dir, signal.SIGCONT)
-        return midway
+            return [], set()
+        return midway, {design for design, step, total in trials.values() if step >= total}
 
     def job(self, *args: str) -> str:
         out = subprocess.run([RAY, "job", *args, "--address", self.address], env=self.env, capture_output=True,
@@ -279,31 +281,34 @@ def test_two_node_campaign_on_s3_survives_losing_its_worker_node(cluster, tmp_pa
     assert "explore:" not in logs and not (tmp_path / "local-runs").exists()  # refused before writing anything
     mark("the local one refused")
     deadline = time.monotonic() + 420
-    root = None
-    while time.monotonic() < deadline:
-        try:
-            root = root or (runs / (runs / "LATEST").read_text().strip())
-            rows = candidates(root)
-        except Exception:  # the campaign is creating its memory
-            rows = {}
-        if not dashboard.is_alive() and not served and any(c.status == "training" for c in rows.values()):
+    while time.monotonic() < deadline:  # polls Tune's driver files only: a trial lasts seconds at this scale
+        trials = cluster.driver_trials()
+        if trials and not dashboard.is_alive() and not served:
             dashboard.start()  # the machine is busy training: start the dashboard now
             mark("trials training: asiarch serve started")
         if "summary" in served and "serve up" not in [what for _, what in timeline]:
             mark("serve up")
-        finished = [c for c in rows.values() if c.status in DONE and c.fitness is not None]
-        if finished and (in_flight := cluster.freeze_worker_if_midway()):  # a trial with training left to do
-            killed_at = time.time()  # the node stopped before this: nothing it computed later reaches Tune
-            break
-        time.sleep(1)
+        states = [step >= total for _, step, total in trials.values()]
+        if any(states) and not all(states):  # one trial finished, another still reporting
+            in_flight, finished = cluster.freeze_worker_if_midway()
+            if in_flight:
+                killed_at = time.time()  # the node stopped before this: nothing it computed later reaches Tune
+                break
+        time.sleep(0.3)
     else:
-        pytest.fail("no candidate finished while another was midway: " + cluster.job("logs", job_id)[-3000:])
-    before = {cid: (c.explore.eval_loss, c.explore.loss_curve) for cid, c in rows.items()
-              if c.status in DONE and c.fitness is not None}
-    mark(f"{len(before)} finished, trials midway: {in_flight}; the worker node stopped")
+        pytest.fail("no trial finished while another was midway: " + cluster.job("logs", job_id)[-3000:])
+    mark(f"trials finished: {sorted(finished)}, midway: {in_flight}; the worker node stopped")
 
     assert kill_node(cluster.worker_dir) > 0  # result.json timestamps are wall-clock seconds of this machine
     mark("worker node killed")
+    root = runs / (runs / "LATEST").read_text().strip()
+    while True:  # the driver, on the head, records the finished ones in the memory
+        rows = candidates(root)
+        if finished <= {cid for cid, c in rows.items() if c.status in DONE and c.fitness is not None}:
+            break
+        assert time.monotonic() < deadline + 120, (finished, {c.name: c.status for c in rows.values()})
+        time.sleep(1)
+    before = {cid: (rows[cid].explore.eval_loss, rows[cid].explore.loss_curve) for cid in finished}
     time.sleep(8)
     status = cluster.job("status", job_id)
     assert "running" in status.lower(), status + cluster.job("logs", job_id)[-3000:]  # the driver and its actors: on the head
