@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+
+from asiarch.lazy import lazy_exports
 
 # Seed name -> "module:class" of its mixer. The first four are the 2024 baselines; the rest are the 2025-26
 # frontier (fla 0.6.0's KDA, GDN-2, RWKV-7, Gated DeltaProduct). ``SEEDS`` maps the names to the classes.
@@ -49,19 +50,6 @@ def _seeds() -> dict[str, type]:
     return classes
 
 
-def __getattr__(name: str) -> Any:
-    if name == "SEEDS":
-        value = _seeds()
-    elif name in _EXPORTS:
-        value = getattr(importlib.import_module(f"asiarch.arch.{_EXPORTS[name]}"), name)
-    else:
-        raise AttributeError(f"module 'asiarch.arch' has no attribute {name!r}")
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | {"SEEDS"})
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, computed={"SEEDS": _seeds})
 
 __all__ = ["SEEDS", "SEED_MIXERS", "seed_source", *sorted(_EXPORTS)]

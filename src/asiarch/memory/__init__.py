@@ -6,8 +6,7 @@ The names below load on first use: a process that only needs the records (``Cand
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from asiarch.lazy import lazy_exports
 
 # public name -> the submodule that defines it (the one place this package's exports are listed)
 _EXPORTS = {
@@ -23,13 +22,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'asiarch.memory' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"asiarch.memory.{_EXPORTS[name]}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
