@@ -97,3 +97,33 @@ def test_agents_read_through_the_writer_and_never_load_lancedb(local_ray, tmp_pa
     assert loaded == []
     with pytest.raises(ValueError, match="give the embedder to the MemoryActor"):
         MemoryAccess(uri, writer, embedder=object())
+
+
+@ray.remote(num_cpus=0)
+class TrialProcess:
+    """A fresh worker process, as Tune's trial actor is one."""
+
+    def already_trained(self, memory, design: str) -> tuple[dict | None, list[str]]:
+        import sys
+
+        from asiarch.campaign.trainable import _already_trained
+
+        config = {"kind": "candidate", "stage": "explore", "design": design}
+        return _already_trained(config, memory), [m for m in ("lancedb", "asiarch.memory.store") if m in sys.modules]
+
+
+def test_a_trial_finds_a_candidate_trained_before_a_restart_through_the_writer(local_ray, tmp_path):
+    """A restarted driver's explore trial reports a candidate the memory already holds as trained, instead of
+    training it again; the lookup goes through the writer, so the trial process never loads LanceDB."""
+    writer = MemoryActor.remote(str(tmp_path / "memory"))
+    ray.get(writer.upsert_candidates.remote([
+        Candidate(id="done", campaign="c", name="done", status="finished", tokens_trained=4096,
+                  explore=StageMetrics(eval_loss=4.25, mqar_accuracy=0.5)),
+        Candidate(id="queued", campaign="c", name="queued", explore=StageMetrics(eval_loss=None)),
+    ]))
+    trial = TrialProcess.remote()
+    done, loaded = ray.get(trial.already_trained.remote(writer, "done"))
+    assert done == {"eval_loss": 4.25, "mqar_accuracy": 0.5, "tokens_seen": 4096, "already_trained": True}
+    assert ray.get(trial.already_trained.remote(writer, "queued"))[0] is None  # not trained yet: trains
+    assert ray.get(trial.already_trained.remote(writer, "unknown"))[0] is None
+    assert loaded == []

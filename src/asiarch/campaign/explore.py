@@ -156,7 +156,7 @@ class ExploreStage:
         scheduler = self.scheduler()
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, scales={"explore": self.scale, "verify": self.verify_scale}, data=self.data,
-                                 memory_uri=ctx.memory_uri, downstream=self._downstream(), sandbox=ctx.sandbox,
+                                 memory=ctx.writer, downstream=self._downstream(), sandbox=ctx.sandbox,
                                  rung_tokens=[int(rung) for rung in scheduler.rungs]),  # verified outside
             ctx.run.tune_resources())
         path, storage = ctx.tune_storage("explore")

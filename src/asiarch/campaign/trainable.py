@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import replace
 from typing import Any, Callable, Sequence
 
+import ray
 import torch
 from ray import tune
 
@@ -40,13 +41,12 @@ def trial_scale(scale: ScaleConfig, config: dict[str, Any]) -> ScaleConfig:
     return replace(scale, train=train)
 
 
-def _already_trained(config: dict[str, Any], memory_uri: str | None) -> dict[str, Any] | None:
-    """The stored explore result of a candidate trained before the driver restarted, if any."""
-    if memory_uri is None or config["kind"] != "candidate" or config["stage"] != "explore":
+def _already_trained(config: dict[str, Any], memory: Any) -> dict[str, Any] | None:
+    """The stored explore result of a candidate trained before the driver restarted, if any (read through the
+    campaign's memory writer: a trial process never loads LanceDB)."""
+    if memory is None or config["kind"] != "candidate" or config["stage"] != "explore":
         return None
-    from asiarch.memory import Memory
-
-    c = Memory(memory_uri, read_only=True).get_candidate(config["design"])
+    c = ray.get(memory.get_candidate.remote(config["design"]))
     if c is None or c.status not in FINISHED_STATUSES or c.explore.eval_loss is None:
         return None
     return {"eval_loss": c.explore.eval_loss, "mqar_accuracy": c.explore.mqar_accuracy,
@@ -58,14 +58,16 @@ def _data_seed(training_seed: int, step: int) -> int:
 
 
 def run_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict[str, TrialData],
-              memory_uri: str | None = None, downstream: bool = False, sandbox: SandboxOptions | None = None,
+              memory: Any = None, downstream: bool = False, sandbox: SandboxOptions | None = None,
               rung_tokens: Sequence[int] = ()) -> None:
     """Train ``config``'s design at ``config['stage']``; report every evaluation to Tune.
 
+    ``memory``: the campaign's ``MemoryActor`` (explore looks up candidates a restarted driver already had
+    trained).
     ``rung_tokens``: where the stage's scheduler decides (ASHA's rungs, in tokens); a
     candidate's evaluations there are verified outside its process, as its final one is."""
     stage = config["stage"]
-    done = _already_trained(config, memory_uri)
+    done = _already_trained(config, memory)
     if done is not None:
         tune.report(done)
         return

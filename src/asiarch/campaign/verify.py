@@ -33,7 +33,7 @@ def _run_verify_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], da
     from asiarch.campaign.trainable import run_trial
 
     flat = {**config["run"], "stage": "verify", "lr": config["lr"]}
-    run_trial(flat, scales, data, memory_uri=None, downstream=downstream, sandbox=sandbox)
+    run_trial(flat, scales, data, memory=None, downstream=downstream, sandbox=sandbox)
 
 
 class VerifyStage:
