@@ -144,7 +144,9 @@ def main() -> None:
     timing_file = work / "bench_funnel_wall.json"
     if args.reuse:
         campaign = Campaign.load(name, work / "runs", console=log)
-        walls = json.loads(timing_file.read_text())
+        walls = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+        if "asha" not in walls:
+            log.print("the campaign's wall time was not recorded (a run stopped before this fix): shown as 0")
     else:
         # the explore anchor first (into the baseline cache, as `asiarch baselines --stage explore` does): the
         # rung rule reads every stop against its noise, not only the stops after it finished training
@@ -154,6 +156,7 @@ def main() -> None:
         started = time.monotonic()
         campaign.run()
         walls = {"asha": time.monotonic() - started}
+        timing_file.write_text(json.dumps(walls))  # now: a run stopped during full training resumes with --reuse
     memory = Memory(campaign.memory_uri, read_only=True)
     rows = memory.list_candidates(campaign=name)
     candidates = sorted((c for c in rows if not is_baseline(c) and counts_toward_budget(c)), key=lambda c: c.created_at)
