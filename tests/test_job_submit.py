@@ -301,19 +301,19 @@ def test_two_node_campaign_on_s3_survives_losing_its_worker_node(cluster, tmp_pa
 
     assert kill_node(cluster.worker_dir) > 0  # result.json timestamps are wall-clock seconds of this machine
     mark("worker node killed")
-    root = runs / (runs / "LATEST").read_text().strip()
-    while True:  # the driver, on the head, records the finished ones in the memory
-        rows = candidates(root)
-        if finished <= {cid for cid, c in rows.items() if c.status in DONE and c.fitness is not None}:
-            break
-        assert time.monotonic() < deadline + 120, (finished, {c.name: c.status for c in rows.values()})
-        time.sleep(1)
-    before = {cid: (rows[cid].explore.eval_loss, rows[cid].explore.loss_curve) for cid in finished}
     time.sleep(8)
     status = cluster.job("status", job_id)
     assert "running" in status.lower(), status + cluster.job("logs", job_id)[-3000:]  # the driver and its actors: on the head
     cluster.start_worker()
     mark("worker node back")
+    root = runs / (runs / "LATEST").read_text().strip()
+    while True:  # the finished ones reach the memory (their last step may need the worker: read after it is back)
+        rows = candidates(root)
+        if finished <= {cid for cid, c in rows.items() if c.status in DONE and c.fitness is not None}:
+            break
+        assert time.monotonic() < deadline + 300, (finished, {c.name: c.status for c in rows.values()})
+        time.sleep(1)
+    before = {cid: (rows[cid].explore.eval_loss, rows[cid].explore.loss_curve) for cid in finished}
     status = cluster.wait_job(job_id, 420)
     mark("job ended")
     logs = cluster.job("logs", job_id)
