@@ -25,7 +25,7 @@ requires_cuda = pytest.mark.skipif(
 
 # Whole campaigns (each keeps both cores busy for minutes): one after another on one xdist worker, started first,
 # while the other worker runs the rest of the suite, each module whole (its module fixtures run once).
-CAMPAIGNS = ("test_job_submit.py", "test_campaign.py", "test_hostile_campaign.py", "test_cli.py")
+CAMPAIGNS = ("test_job_submit.py", "test_campaign.py", "test_hostile_campaign.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -311,3 +311,36 @@ def test_the_campaign_referee_spares_stops_within_the_anchors_noise(local_ray, t
     assert scheduler.spared == sum(not j["stood"] for _, j in rulings) > 0
     ray.kill(ruling)
     assert PipelineRungReferee("no-such-pipeline", "rungs", 0.05)("d0", {"step": 2}) is True  # no pipeline: ASHA's stop
+
+
+def counting_to_three(config):
+    """Reports steps 1..3, each with a checkpoint holding its step."""
+    for step in range(1, 4):
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, "step").write_text(str(step))
+            tune.report({"step": step}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+class CheckpointsSeenBeforeTuneRegistersThem(tune.Callback):
+    """At ``on_checkpoint`` Tune has the result naming the new checkpoint but still holds the previous one as
+    ``trial.checkpoint``: the state a node lost between a report and Tune's save round trip leaves behind."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        from asiarch.campaign.explore import last_checkpoint
+
+        found, step = last_checkpoint(trial), None
+        if found is not None:
+            with found.as_directory() as folder:
+                step = int(Path(folder, "step").read_text())
+        self.seen.append((trial.last_result["step"], trial.checkpoint is not None, step))
+
+
+def test_a_crashed_trial_resumes_from_the_checkpoint_it_reported_even_if_tune_never_registered_it(local_ray, tmp_path):
+    watcher = CheckpointsSeenBeforeTuneRegistersThem()
+    tune.Tuner(counting_to_three, run_config=tune.RunConfig(name="ckpt", storage_path=str(tmp_path), verbose=0,
+                                                             callbacks=[watcher])).fit()
+    # (reported step, Tune had registered a checkpoint, the step in the checkpoint last_checkpoint found)
+    assert watcher.seen == [(1, False, 1), (2, True, 2), (3, True, 3)]

@@ -10,13 +10,14 @@ once at the same scale, outside Tune, and anchors the fitness.
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import threading
 import time
 from typing import Any
 
 import ray
-from ray.tune import Callback
+from ray.tune import Callback, Checkpoint
 
 from asiarch.arch import SEEDS
 from asiarch.campaign import scoring
@@ -29,6 +30,8 @@ from asiarch.config import ScaleConfig, seeded_scale
 from asiarch.train.protocol import TrialData, train_mixer
 from asiarch.train.trainer import MEASURED_STOPS
 from asiarch.campaign.placement import on_this_node
+
+log = logging.getLogger(__name__)
 
 
 @ray.remote(max_retries=2)
@@ -59,14 +62,31 @@ class ResumeCrashedTrials(Callback):
         self.pipeline_name, self.namespace = pipeline_name, namespace
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        design, checkpoint = trial.config.get("design"), trial.checkpoint
+        design, checkpoint = trial.config.get("design"), last_checkpoint(trial)
         if design is None or checkpoint is None:
             return
         try:
             pipeline = ray.get_actor(self.pipeline_name, namespace=self.namespace)
             ray.get(pipeline.keep_checkpoint.remote(design, checkpoint), timeout=30)
-        except Exception:  # noqa: BLE001 - without it the candidate trains again from the start: slower, not wrong
-            pass
+        except Exception as err:  # noqa: BLE001 - the candidate then trains again from step 0: slower, not wrong
+            log.warning("explore: the last checkpoint of crashed trial %s (%s) was not handed on (%s: %s); "
+                        "its candidate trains again from step 0", trial.trial_id, design, type(err).__name__, err)
+
+
+def last_checkpoint(trial: Any) -> Checkpoint | None:
+    """The trial's latest checkpoint, including one Tune has not registered yet.
+
+    Tune registers a reported checkpoint through a second call to the trial's actor, after the
+    result itself; a node lost between the two leaves ``trial.checkpoint`` at the one before,
+    though the report's checkpoint is in storage already (``tune.report`` uploads it before it
+    returns the result): its folder is named in the last result.
+    """
+    name = (trial.last_result or {}).get("checkpoint_dir_name")
+    registered = trial.checkpoint
+    if not name or (registered is not None and registered.path.rstrip("/").endswith("/" + name)):
+        return registered
+    return Checkpoint(path=f"{trial.storage.trial_fs_path}/{name}", filesystem=trial.storage.storage_filesystem)
+
 
 class ExploreStage:
     """Runs (or resumes) explore to the end of the candidate budget."""
