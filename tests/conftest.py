@@ -24,7 +24,9 @@ requires_cuda = pytest.mark.skipif(
 
 
 # Whole campaigns (each keeps both cores busy for minutes): one after another on one xdist worker, started first,
-# while the other worker runs the rest of the suite, each module whole (its module fixtures run once).
+# while the other worker runs the rest of the suite, each module whole (its module fixtures run once); the worker
+# that finishes first takes the modules left. test_cli.py (seed baselines, ~2 min) is not among them: with it the
+# campaign worker ran ~2 min after the other had finished.
 CAMPAIGNS = ("test_job_submit.py", "test_campaign.py", "test_hostile_campaign.py")
 
 
