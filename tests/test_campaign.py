@@ -38,6 +38,7 @@ TINY = [
     "scale.mqar.num_train=500", "scale.mqar.num_test=100", "scale.train.eval_mqar_examples=64",
     "scale.stages.explore_steps=12", "scale.stages.verify_steps=12",
     "scale.train.warmup_steps=2", "seeds=[deltanet]", "llm=offline", "checks.complexity_repeats=2",
+    "checks.complexity_base_length=256",  # the sweep from T=256 (quadratic designs still fail it by far)
     "run.max_parallel_trials=2",  # verify.training_seeds: the default three (PBT gets a population per design)
     "scale.stages.reports_per_trial=4",
 ]

@@ -48,6 +48,7 @@ TINY = [
     "scale.mqar.num_train=500", "scale.mqar.num_test=100", "scale.train.eval_mqar_examples=64",
     "scale.stages.explore_steps=8", "scale.stages.verify_steps=8", "scale.stages.reports_per_trial=4",
     "scale.train.warmup_steps=2", "seeds=[deltanet]", "llm=offline", "checks.complexity_repeats=2",
+    "checks.complexity_base_length=256",  # the sweep from T=256 (quadratic designs still fail it by far)
     "run.max_parallel_trials=2", "campaign.max_candidates=3", "run.trial_resources={trial_host:1}",
     "explore.anchor_seeds=[0]",  # one anchor run: the noise estimate is tested in test_campaign.py
     "explore.grace_fraction=1.0",  # no early stops: a candidate is still training when the first finishes
