@@ -160,7 +160,7 @@ def test_diverse_renders_pass_the_checks():
     ]
     with ThreadPoolExecutor(2) as pool:
         # the complexity sweep from T=256 with 2 repeats, as the campaigns in tests run it (the seeds pass it at the
-        # defaults in test_checks.py): under the suite's load a longer sweep is re-measured, minutes each
+        # defaults in test_checks.py); most of this test's time is each render's training smoke check
         reports = list(pool.map(lambda g: check_candidate(render(g), complexity_base_length=256, complexity_repeats=2),
                                 genomes))
     for g, report in zip(genomes, reports):

@@ -82,9 +82,8 @@ def last_checkpoint(trial: Any) -> Checkpoint | None:
     returns the result): its folder is named in the last result.
     """
     name = (trial.last_result or {}).get("checkpoint_dir_name")
-    registered = trial.checkpoint
-    if not name or (registered is not None and registered.path.rstrip("/").endswith("/" + name)):
-        return registered
+    if not name:  # the last report carried no checkpoint: Tune's record (an earlier one, or none) is the latest
+        return trial.checkpoint
     return Checkpoint(path=f"{trial.storage.trial_fs_path}/{name}", filesystem=trial.storage.storage_filesystem)
 
 
