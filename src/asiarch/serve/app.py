@@ -281,10 +281,10 @@ def serve_campaign(campaign_dir: str | Path, host: str = DEFAULT_HOST, port: int
     started_ray = not ray.is_initialized()
     if started_ray:
         _check_port_free(host, port)
-        _init_ray(start)
+        init_ray_for_serve(start)
     name = APP_NAME if route_prefix == "/" else f"{APP_NAME}{route_prefix.replace('/', '-')}"
     try:
-        _start_serve(app, name, host, port, route_prefix, start, quiet=not blocking)
+        start_serve(app, name, host, port, route_prefix, start, quiet=not blocking)
     except BaseException:
         if started_ray:
             ray.shutdown()
@@ -318,7 +318,7 @@ def serve_campaign(campaign_dir: str | Path, host: str = DEFAULT_HOST, port: int
     return url
 
 
-def _init_ray(start: ServeStart) -> None:
+def init_ray_for_serve(start: ServeStart, num_cpus: int | None = None) -> None:
     """A local Ray whose Serve waits ``start.ready_timeout_s`` for its proxy (the setting is read by Serve's
     controller, a process Ray starts now with this environment)."""
     import ray
@@ -328,13 +328,13 @@ def _init_ray(start: ServeStart) -> None:
     try:
         with warnings.catch_warnings():  # Ray forks its workers after LanceDB is loaded; harmless here
             warnings.filterwarnings("ignore", message="lancedb fork support")
-            ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
     finally:
         if saved is None:
             os.environ.pop("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", None)
 
 
-def _start_serve(app: Application, name: str, host: str, port: int, route_prefix: str, start: ServeStart,
+def start_serve(app: Application, name: str, host: str, port: int, route_prefix: str, start: ServeStart,
                  quiet: bool) -> None:
     """``serve.start`` and ``serve.run``, again after a proxy that died while starting (a busy machine)."""
     from ray.exceptions import RayError
