@@ -33,6 +33,30 @@ def test_softmax_attention_fails_complexity_unless_quadratic_is_allowed():
     assert allowed.passed and "quadratic cost allowed" in allowed.results[-1].reason
 
 
+CHEAP_LINEAR = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+
+    class RunningSum(nn.Module):
+        def __init__(self, hidden_size, num_heads, layer_idx=None, **kwargs):
+            super().__init__()
+            self.gain = nn.Parameter(torch.ones(hidden_size))
+
+        def forward(self, hidden_states, attention_mask=None, **kwargs):
+            return hidden_states.cumsum(1) * self.gain
+""")
+
+
+def test_a_design_cheaper_than_a_clock_tick_is_timed_not_zeroed():
+    """Its forward+backward at T=256 takes well under the 4 ms between scheduler ticks. The process's CPU clock,
+    which the sandbox's CPU-time limit makes advance only at ticks, read such runs as 0 s and fitted a huge
+    exponent; the thread's clock times them."""
+    report = check_candidate(CHEAP_LINEAR, checks=["complexity"], complexity_base_length=256, complexity_repeats=2)
+    assert report.passed, report.summary()
+    assert all(s > 0 for s in report.measurements["complexity"]["cpu_seconds"])
+
+
 def test_report_is_stored_on_the_candidate(tmp_path):
     report = check_candidate(seed_source("deltanet"), checks=["shape", "param_budget"])
     memory = Memory(tmp_path / "mem")

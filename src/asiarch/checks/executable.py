@@ -162,16 +162,18 @@ def check_complexity(cls, opts) -> Result:
     memory = [_saved_bytes(mixer, x) for x in inputs]  # also the warm-up run for each length
 
     def sweep() -> list[float]:
-        # CPU seconds of this process (every thread of it), not wall seconds: time spent waiting for a core that
-        # another process holds is not the design's cost, and on a campaign's busy cores it bent wall-clock fits
-        # of linear designs past the bound. The lengths take turns (T, 2T, 4T, 8T, T, ...), so load that comes
-        # and goes during a sweep reaches every length alike instead of only the ones timed last.
+        # CPU seconds of this thread (torch computes on it: one intra-op thread in the worker), not wall seconds:
+        # time spent waiting for a core that another process holds is not the design's cost, and on a campaign's
+        # busy cores it bent wall-clock fits of linear designs past the bound. Not the process's CPU clock either:
+        # with the sandbox's CPU-time limit armed, Linux advances that clock only at scheduler ticks (4 ms here),
+        # which zeroed a cheap design's shortest runs. The lengths take turns (T, 2T, 4T, 8T, T, ...), so load
+        # that comes and goes during a sweep reaches every length alike instead of only the ones timed last.
         seconds = [math.inf] * len(inputs)
         for _ in range(opts["complexity_repeats"]):
             for i, x in enumerate(inputs):
-                start = time.process_time()
+                start = time.thread_time()
                 mixer(x).sum().backward()
-                seconds[i] = min(seconds[i], time.process_time() - start)  # the least-disturbed run per length
+                seconds[i] = min(seconds[i], time.thread_time() - start)  # the least-disturbed run per length
                 mixer.zero_grad(set_to_none=True)
         return seconds
 
