@@ -335,7 +335,7 @@ def init_ray_for_serve(start: ServeStart, num_cpus: int | None = None) -> None:
 
 
 def start_serve(app: Application, name: str, host: str, port: int, route_prefix: str, start: ServeStart,
-                 quiet: bool) -> None:
+                quiet: bool) -> None:
     """``serve.start`` and ``serve.run``, again after a proxy that died while starting (a busy machine)."""
     from ray.exceptions import RayError
     from ray.serve.exceptions import RayServeException
