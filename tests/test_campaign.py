@@ -30,7 +30,7 @@ from asiarch.campaign.stage import NAMESPACE
 from asiarch.campaign.schedulers import first_rung_step
 from asiarch.campaign.summary import results_rows
 from asiarch.proposer import OfflineBackend
-from asiarch.memory import Memory
+from asiarch.memory import Memory, lifecycle
 
 TINY = [
     "scale.train.eval_batches=1", "scale.corpus.max_documents=80", "scale.corpus.tokenizer_vocab_size=512",
@@ -203,6 +203,12 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
         # the final table says at which step a stopped design's explore numbers were taken
         assert table_steps[c.id].split()[0] == (f"{parts['reached_step']}/{parts['total_steps']}" if early
                                                 else str(parts["reached_step"]))
+    # each explore fitness records the campaign's device-hours when it was scored (the discovery curve's x):
+    # its own trial included, never more than the campaign spent in all
+    spent_hours = sum(c.device_seconds for c in rows) / 3600
+    for c in trained:
+        at = c.explore.fitness_parts[lifecycle.SCORED_AT]
+        assert at <= spent_hours + 1e-6 and (c.stage == "verify" or at >= c.device_seconds / 3600 - 1e-6)
     stopped = [c for c in trained if c.fitness_parts["early_stopped"]]
     assert all("ASHA stopped it" in c.status_reason for c in stopped if c.status == "stopped")
     for c in stopped:  # each ASHA stop says what it was measured against, and how sure it was

@@ -8,6 +8,7 @@ import matplotlib.image
 import pytest
 
 from asiarch.memory import Memory
+from asiarch.memory.lifecycle import SCORED_AT
 from asiarch.report import FIGURES, write_report
 from asiarch.serve.data import CampaignData
 from asiarch.testing.demo import demo_embedder, make_demo_campaign
@@ -68,6 +69,31 @@ def test_report_without_campaign_json_rebuilds_discovery_from_the_memory(tmp_pat
     report = write_report(tmp_path / "runs", tmp_path / "out")  # a runs folder means its LATEST campaign
     check_figures(tmp_path / "out")
     assert report.read_text().startswith("# Campaign bare")
+
+
+def test_the_best_fitness_curve_puts_each_explore_fitness_where_it_was_scored(tmp_path):
+    """Not at the candidate's last update: a verified candidate's explore fitness stays at explore's hours."""
+    root = make_demo_campaign(tmp_path / "runs", n=40, seed=3, name="curve")
+    memory = Memory(root / "memory", embedder=demo_embedder())
+    scored = [c for c in memory.list_candidates(campaign="curve", kind="candidate") if c.explore.fitness is not None]
+    best, expected = None, []
+    for c in sorted(scored, key=lambda c: (c.explore.fitness_parts[SCORED_AT], c.id)):
+        if best is None or c.explore.fitness > best:
+            best = c.explore.fitness
+            expected.append((c.explore.fitness_parts[SCORED_AT], c.id, best))
+    discovery = CampaignData(root).discovery()
+    assert discovery["best_fitness_order"] == "scored"
+    assert [(p["device_hours"], p["candidate_id"], p["best_fitness"]) for p in discovery["best_fitness"]] == expected
+    verified = [c for c in scored if c.stage == "verify"]
+    assert verified and all(c.explore.fitness_parts[SCORED_AT] < discovery["device_hours"] for c in verified)
+    # a campaign from before the stamp: one row without it puts the whole curve in update order, and says so
+    memory.set_stage(scored[0].id, "explore", fitness_parts={k: v for k, v in scored[0].explore.fitness_parts.items()
+                                                             if k != SCORED_AT})
+    fallback = CampaignData(root).discovery()
+    assert fallback["best_fitness_order"] == "last update"
+    assert [p["best_fitness"] for p in fallback["best_fitness"]] == sorted(p["best_fitness"] for p in fallback["best_fitness"])
+    write_report(root, tmp_path / "out")
+    check_figures(tmp_path / "out")
 
 
 def test_report_of_a_campaign_that_has_no_candidates_yet(tmp_path):

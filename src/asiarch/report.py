@@ -100,8 +100,9 @@ def plot_discovery(discovery: dict[str, Any], path: Path, title: str = "") -> Pa
     if curve:
         twin = ax.twinx()
         twin.step([c["device_hours"] for c in curve] + [end], [c["best_fitness"] for c in curve] + [curve[-1]["best_fitness"]],
-                  where="post", color="#5b8def", lw=1.2, alpha=0.8, label="best fitness")
-        twin.set_ylabel("best fitness so far", color="#5b8def")
+                  where="post", color="#5b8def", lw=1.2, alpha=0.8,
+                  label="best explore fitness" + (" (in update order)" if discovery.get("best_fitness_order") == "last update" else ""))
+        twin.set_ylabel("best explore fitness so far", color="#5b8def")
         lines = ax.get_legend_handles_labels()
         more = twin.get_legend_handles_labels()
         ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left", fontsize=8)

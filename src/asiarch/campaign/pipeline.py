@@ -23,7 +23,7 @@ import ray
 
 from asiarch.campaign import scoring
 from asiarch.campaign.fitness import FitnessFn
-from asiarch.memory import Candidate, CampaignCounts, Kind, Memory, Status
+from asiarch.memory import Candidate, CampaignCounts, Kind, Memory, Status, lifecycle
 from asiarch.campaign.placement import on_this_node
 
 log = logging.getLogger(__name__)
@@ -372,6 +372,7 @@ class CampaignPipeline:
                                 early_stopped=early, reached_step=step, total_steps=total)
         if judge_error:
             fitness.parts.setdefault("missing", {})["judge"] = f"the Judge failed: {judge_error}"
+        fitness.parts[lifecycle.SCORED_AT] = round(self._used().device_seconds / 3600, 6)  # this trial's included
         changes: dict[str, Any] = {}
         asha = f"ASHA stopped it at step {step}/{total}"
         rung = self._rung_stop(design) if early and c.status_reason.startswith(asha) else None

@@ -82,6 +82,11 @@ def check_move(candidate_id: str, old_status: str, new_status: str, old_stage: s
                                 f"(from {old.value} the allowed moves are: {allowed})")
 
 
+# The key of a stage's fitness parts that says when it was scored: the campaign's device-hours then (seeds
+# included). The discovery curve plots each explore fitness there, not at the candidate's last update.
+SCORED_AT = "scored_at_device_hours"
+
+
 def seed_row_id(campaign: str, seed: str) -> str:
     """The memory id of a campaign's seed baseline."""
     return f"{campaign}-seed-{seed}"

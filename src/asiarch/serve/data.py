@@ -37,7 +37,7 @@ SUMMARY_COLUMNS = list(dict.fromkeys([
     "id", "name", "kind", "status", "stage", "generation", "parent_ids", "reached_training", "breakthrough",
     "explore_fitness", "verify_fitness", "explore_eval_loss", "explore_benchmark", "explore_mqar_accuracy",
     "verify_eval_loss", "verify_benchmark", "judge_json", "device_seconds", "llm_usd", "repair_attempts",
-    "created_at", "updated_at", *lifecycle.FACT_COLUMNS,
+    "created_at", "updated_at", "explore_fitness_parts_json", *lifecycle.FACT_COLUMNS,
 ]))
 # What the candidate table may be sorted by (summary keys); "fitness" is the explore fitness.
 SORT_KEYS = (
@@ -198,10 +198,12 @@ class CampaignData:
         facts = lifecycle.facts(raw)
         judge = _loads(raw.get("judge_json"))
         overall = judge.get("overall")
+        scored_at = _loads(raw.get("explore_fitness_parts_json")).get(lifecycle.SCORED_AT)
         return {
             "id": raw["id"], "name": raw["name"], "kind": facts.kind, "status": raw["status"], "stage": raw["stage"],
             "generation": int(raw.get("generation") or 0), "parent_ids": list(raw.get("parent_ids") or []),
             "fitness": _finite(raw.get("explore_fitness")), "verify_fitness": _finite(raw.get("verify_fitness")),
+            "fitness_scored_at_hours": _finite(scored_at) if isinstance(scored_at, (int, float)) else None,
             **{key: _finite(raw.get(key)) for key in ("explore_eval_loss", "explore_benchmark", "explore_mqar_accuracy",
                                                       "verify_eval_loss", "verify_benchmark")},
             "judge": _finite(overall) if isinstance(overall, (int, float)) else None,
@@ -408,10 +410,12 @@ class CampaignData:
 
         The campaign records the curve in ``campaign.json``; before it does (or for an old
         campaign) it is rebuilt from the memory: rows in update order, compute summed.
-        Also gives the best fitness against compute, which moves before any breakthrough.
+        Also gives the best explore fitness against compute, which moves before any
+        breakthrough: each at the device-hours its fitness was scored at (``lifecycle.SCORED_AT``);
+        for a campaign that did not record them, in update order (``best_fitness_order`` says which).
         """
         rows = sorted(self.rows(), key=lambda r: (r["updated_at"] or "", r["created_at"] or "", r["id"]))
-        hours, best, derived, fitness_curve, count = 0.0, None, [], [], 0
+        hours, derived, by_update, count = 0.0, [], [], 0
         for r in rows:
             hours += r["device_seconds"] / 3600
             if r["baseline"]:
@@ -420,9 +424,15 @@ class CampaignData:
                 count += 1
                 derived.append({"device_hours": hours, "breakthroughs": count, "candidate_id": r["id"],
                                 "at": r["updated_at"]})
-            if r["fitness"] is not None and (best is None or r["fitness"] > best):
+            if r["fitness"] is not None:
+                by_update.append((hours, r))
+        scored = [(r["fitness_scored_at_hours"], r) for _, r in by_update]
+        order = "scored" if all(at is not None for at, _ in scored) else "last update"
+        best, fitness_curve = None, []
+        for at, r in sorted(scored, key=lambda p: (p[0], p[1]["id"])) if order == "scored" else by_update:
+            if best is None or r["fitness"] > best:
                 best = r["fitness"]
-                fitness_curve.append({"device_hours": hours, "best_fitness": best, "candidate_id": r["id"]})
+                fitness_curve.append({"device_hours": at, "best_fitness": best, "candidate_id": r["id"]})
         recorded = self.state().get("discovery")
         source = "campaign.json" if isinstance(recorded, list) and recorded else "memory"
         points = [dict(p) for p in recorded if isinstance(p, dict)] if source == "campaign.json" else derived
@@ -432,7 +442,8 @@ class CampaignData:
         names = {r["id"]: r["name"] for r in rows}
         for p in points:
             p["name"] = names.get(p.get("candidate_id"))
-        return {"source": source, "points": points, "best_fitness": fitness_curve, "device_hours": hours,
+        return {"source": source, "points": points, "best_fitness": fitness_curve, "best_fitness_order": order,
+                "device_hours": hours,
                 "breakthroughs": points[-1]["breakthroughs"] if points else 0}
 
     # ------------------------------------------------------------------ insights

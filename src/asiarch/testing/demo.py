@@ -167,6 +167,7 @@ def make_demo_campaign(runs_dir: str | Path, n: int = 40, seed: int = 0, name: s
             baselines[stage][s] = {"eval_loss": m.eval_loss, "benchmark": m.benchmark, "mqar_accuracy": m.mqar_accuracy}
     names: set[str] = set()
     scored: list[Candidate] = [c for c in rows]
+    spent = 90.0 * len(SEEDS)  # device-seconds so far, in proposal order: the seeds' explore runs, then each trial
     for i in range(n):
         pool = sorted(scored, key=lambda c: -(c.fitness or 0))[:10] if rng.random() < 0.8 else scored
         parent = rng.choice(pool)
@@ -224,10 +225,12 @@ def make_demo_campaign(runs_dir: str | Path, n: int = 40, seed: int = 0, name: s
             terms = {"loss": _sigmoid_term(anchor["eval_loss"] - loss, anchor["eval_loss"]),
                      "benchmark": _sigmoid_term(bench - anchor["benchmark"], anchor["benchmark"]), "judge": overall}
             c.explore.fitness = round(sum(terms.values()) / 3, 5)
-            c.explore.fitness_parts = {"terms": terms, "missing": {}, "formula": "asi_arch_eq2", "stage": "explore"}
+            c.explore.fitness_parts = {"terms": terms, "missing": {}, "formula": "asi_arch_eq2", "stage": "explore",
+                                       lifecycle.SCORED_AT: round((spent + c.device_seconds) / 3600, 6)}
             if rng.random() < 0.2:
                 c.repairs = [{"attempt": 1, "failures": [{"check": "shape"}], "fixed": True}]
         rows.append(c)
+        spent += c.device_seconds
         quality[cid] = q
         if c.fitness is not None:
             scored.append(c)
