@@ -19,9 +19,11 @@ import pytest
 
 from asiarch import sandbox
 from asiarch.arch import load_mixer_class
+from asiarch.arch.model import count_parameters
+from asiarch.checks import CheckOptions, ParameterBudget, check_candidate, reference_parameters
 from asiarch.campaign import trainable
 from asiarch.campaign.trainable import run_trial
-from asiarch.train.protocol import train_mixer
+from asiarch.train.protocol import build_model, train_mixer
 from asiarch.train.qa import QAMonitor, TrainingQA
 from asiarch.train.sandboxed import train_in_sandbox
 from test_trainable_blame import FakeTune  # Tune's session as run_trial uses it
@@ -108,13 +110,14 @@ def tiny(tmp_path_factory):
     return scale, prepare_data(scale)
 
 
-def trial(code: str, tiny, monkeypatch, rung_tokens: tuple[int, ...] = ()) -> list[dict]:
+def trial(code: str, tiny, monkeypatch, rung_tokens: tuple[int, ...] = (),
+          budget: ParameterBudget | None = None) -> list[dict]:
     scale, data = tiny
     session = FakeTune()
     monkeypatch.setattr(trainable, "tune", session)
     config = {"kind": "candidate", "design": "c-1", "name": "probe", "code": code, "stage": "explore",
               "training_seed": 0, "lr": scale.train.lr}
-    run_trial(config, {"explore": scale}, {"explore": data}, rung_tokens=rung_tokens)
+    run_trial(config, {"explore": scale}, {"explore": data}, rung_tokens=rung_tokens, budget=budget)
     return session.reports
 
 
@@ -165,6 +168,46 @@ def test_the_evaluations_asha_decides_on_are_verified_outside_the_candidates_pro
     *before, refused = trial(FORGES_PROGRESS, tiny, monkeypatch, rung_tokens=rungs)
     assert [r["step"] for r in before] == [1] and "forged progress" in refused["code_error"]
     assert f"claims step 2 and {at(1)} tokens" in refused["code_error"]
+
+
+# a policy-clean mixer that is four times wider from layer 1 on: the check builds layer 0 only
+GROWS_PAST_LAYER_0 = HONEST.replace("        self.calls = 0", "        self.calls = 0\n"
+                                    "        self.wide = nn.Linear(hidden_size, 8 * hidden_size) if layer_idx else None").replace(
+    "        # PLANT", "        if self.wide is not None:\n"
+    "            out = out + self.wide(hidden_states)[:, :, : hidden_states.shape[-1]]")
+# adds a head of its own to the language model around it once it runs (the optimizer never sees it; the
+# checkpoint does)
+GROWS_THE_HARNESS = HONEST.replace("        # PLANT", "        if self.calls == 1:\n"
+                                   "            import gc\n"
+                                   "            for obj in gc.get_objects():\n"
+                                   "                if type(obj).__name__ == 'LanguageModel':\n"
+                                   "                    obj.extra_head = nn.Linear(hidden_states.shape[-1], 8)")
+
+
+def test_every_checkpoint_is_counted_outside_and_held_to_the_parameter_budget(tiny, monkeypatch):
+    scale, data = tiny
+    band = (0.2, 2.0)  # HONEST's one linear map is 0.24x DeltaNet's mixer at this width
+    budget = ParameterBudget("deltanet", band)
+    # the check passes the growing design: the one mixer it builds (layer 0) is in the band
+    report = check_candidate(GROWS_PAST_LAYER_0, scale, checks=["instantiate", "param_budget"], param_band=band)
+    assert report.passed, report.summary()
+    reference = reference_parameters("deltanet", scale.model.hidden_size, scale.model.num_heads,
+                                     dict(scale.model.mixer_kwargs))
+    assert report.measurements["param_budget"]["reference_parameters"] == reference
+    *steps, refused = trial(GROWS_PAST_LAYER_0, tiny, monkeypatch, budget=budget)
+    assert steps == [] and "parameter budget: layer 1's mixer" in refused["code_error"]
+    assert "outside the allowed band [0.2x, 2.0x]" in refused["code_error"]
+    # an honest design trains to the end; its parameter counts are the trainable's count of its checkpoint
+    *steps, final = trial(HONEST, tiny, monkeypatch, budget=budget)
+    model = build_model(scale, load_mixer_class(HONEST), data)  # trusted test code, in process
+    assert final["verified"] == 1 and "code_error" not in final
+    assert final["parameters"] == count_parameters(model)
+    # and without a budget the harness is still checked: a module the candidate adds to the model is refused
+    *steps, refused = trial(GROWS_THE_HARNESS, tiny, monkeypatch)
+    assert steps == [] and "is not the training harness" in refused["code_error"]
+    assert "extra_head.bias, extra_head.weight" in refused["code_error"]
+    assert CheckOptions(checks=["shape"]).parameter_budget() is None  # no check, no budget in training
+    assert CheckOptions(param_band=band).parameter_budget() == budget
 
 
 def test_a_candidate_that_sees_the_future_only_after_its_checks_is_caught(tiny, monkeypatch):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -118,6 +118,24 @@ class VocabView(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids, vocab_range=self.vocab_range)
+
+
+def count_state(state: Mapping[str, torch.Tensor]) -> int:
+    """Elements of every tensor in a state dict, shared storage counted once.
+
+    What a checkpoint holds of a module: its parameters and its persistent buffers. The
+    parameter budget counts this, in the check and in every training checkpoint, because a
+    buffer the forward pass updates is capacity too, and the trainable sees only the state.
+    """
+    seen: set[tuple[int, ...]] = set()
+    total = 0
+    for tensor in state.values():
+        key = ((id(tensor),) if tensor.is_meta or tensor.numel() == 0 else  # meta tensors have no storage to share
+               (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), *tensor.shape))
+        if key not in seen:
+            seen.add(key)
+            total += tensor.numel()
+    return total
 
 
 def count_parameters(model: nn.Module, exclude_embeddings: bool = False) -> int:

@@ -176,7 +176,8 @@ class ExploreStage:
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, scales={"explore": self.scale, "verify": self.verify_scale}, data=self.data,
                                  memory=ctx.writer, downstream=self._downstream(), sandbox=ctx.sandbox,
-                                 rung_tokens=[int(rung) for rung in scheduler.rungs]),  # verified outside
+                                 rung_tokens=[int(rung) for rung in scheduler.rungs],  # verified outside
+                                 budget=ctx.parameter_budget),
             ctx.run.tune_resources())
         path, storage = ctx.tune_storage("explore")
         fs = {k: v for k, v in storage.items() if k == "storage_filesystem"}

@@ -18,7 +18,7 @@ from asiarch.campaign import scoring
 from asiarch.campaign.fitness import FitnessFn
 from asiarch.campaign.settings import CampaignSettings, ExploreSettings, RunSettings, VerifySettings
 from asiarch.campaign.state import CampaignPaths, CampaignRecord
-from asiarch.config import ScaleConfig
+from asiarch.config import ScaleConfig, build_dataclass
 from asiarch.memory import Candidate, Kind, Memory, StageMetrics, Status, seed_row_id
 from asiarch.storage import tune_storage
 
@@ -56,6 +56,13 @@ class StageContext:
     @property
     def anchor_seed(self) -> str:
         return self.settings.seed
+
+    @property
+    def parameter_budget(self) -> Any:
+        """The check's parameter budget, which candidate trials hold every checkpoint to (a ``ParameterBudget``)."""
+        from asiarch.checks import CheckOptions
+
+        return build_dataclass(CheckOptions, self.check_options, "checks").parameter_budget()
 
     @property
     def bench_key(self) -> str:

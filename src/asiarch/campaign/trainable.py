@@ -25,6 +25,7 @@ import torch
 from ray import tune
 
 from asiarch.arch import SEEDS
+from asiarch.checks import ParameterBudget
 from asiarch.config import ScaleConfig
 from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import TrialData, train_mixer
@@ -59,13 +60,14 @@ def _data_seed(training_seed: int, step: int) -> int:
 
 def run_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict[str, TrialData],
               memory: Any = None, downstream: bool = False, sandbox: SandboxOptions | None = None,
-              rung_tokens: Sequence[int] = ()) -> None:
+              rung_tokens: Sequence[int] = (), budget: ParameterBudget | None = None) -> None:
     """Train ``config``'s design at ``config['stage']``; report every evaluation to Tune.
 
     ``memory``: the campaign's ``MemoryActor`` (explore looks up candidates a restarted driver already had
     trained).
     ``rung_tokens``: where the stage's scheduler decides (ASHA's rungs, in tokens); a
-    candidate's evaluations there are verified outside its process, as its final one is."""
+    candidate's evaluations there are verified outside its process, as its final one is.
+    ``budget``: the parameter budget a candidate's checkpoints are held to (``CheckOptions.parameter_budget()``)."""
     stage = config["stage"]
     done = _already_trained(config, memory)
     if done is not None:
@@ -87,7 +89,7 @@ def run_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict
             generator = torch.Generator().manual_seed(_data_seed(scale.train.seed, state["step"]))
             state["generator"] = generator.get_state()
     if config["kind"] == "candidate":
-        _train_candidate(config, scale, data[stage], state, downstream, sandbox, rung_tokens)
+        _train_candidate(config, scale, data[stage], state, downstream, sandbox, rung_tokens, budget)
         return
     holder: dict[str, Any] = {}
 
@@ -102,7 +104,8 @@ def run_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict
 
 
 def _train_candidate(config: dict[str, Any], scale: ScaleConfig, data: TrialData, state: dict[str, Any] | None,
-                     downstream: bool, options: SandboxOptions | None, rung_tokens: Sequence[int] = ()) -> None:
+                     downstream: bool, options: SandboxOptions | None, rung_tokens: Sequence[int] = (),
+                     budget: ParameterBudget | None = None) -> None:
     """A candidate trains only in the sandbox (``asiarch.train.sandboxed``); this process never loads its code."""
 
     def report(metrics: dict[str, float], checkpoint_file: str) -> None:
@@ -110,7 +113,8 @@ def _train_candidate(config: dict[str, Any], scale: ScaleConfig, data: TrialData
 
     qa = _qa_monitor(config.get("qa"), scale)
     outcome = train_in_sandbox(config["code"], config.get("design"), scale, data, on_report=report, state=state,
-                               downstream=downstream, options=options, qa=qa, verify_tokens=rung_tokens)
+                               downstream=downstream, options=options, qa=qa, verify_tokens=rung_tokens,
+                               budget=budget)
     if "code_error" in outcome:  # the candidate's code failed: a result for the Engineer, not a Tune retry
         tune.report({"code_error": outcome["code_error"], "tokens_seen": outcome.get("tokens_seen", 0)})
         return

@@ -15,6 +15,7 @@ from typing import Any
 import ray
 
 from asiarch.campaign import scoring
+from asiarch.checks import ParameterBudget
 from asiarch.campaign.stage import StageContext, StageInterrupted, fit_through_node_losses, tokens_per_step, trial_name
 from asiarch.campaign.state import now_iso
 from asiarch.config import ScaleConfig
@@ -29,11 +30,12 @@ def _design_of(config: dict[str, Any]) -> str:
 
 
 def _run_verify_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict[str, TrialData],
-                      downstream: bool = False, sandbox: SandboxOptions | None = None) -> None:
+                      downstream: bool = False, sandbox: SandboxOptions | None = None,
+                      budget: ParameterBudget | None = None) -> None:
     from asiarch.campaign.trainable import run_trial
 
     flat = {**config["run"], "stage": "verify", "lr": config["lr"]}
-    run_trial(flat, scales, data, memory=None, downstream=downstream, sandbox=sandbox)
+    run_trial(flat, scales, data, memory=None, downstream=downstream, sandbox=sandbox, budget=budget)
 
 
 class VerifyStage:
@@ -80,7 +82,7 @@ class VerifyStage:
                                          group_of=_design_of)
         trainable = tune.with_resources(
             tune.with_parameters(_run_verify_trial, scales={"verify": scale}, data={"verify": self.data["verify"]},
-                                 downstream=self._downstream(), sandbox=ctx.sandbox),
+                                 downstream=self._downstream(), sandbox=ctx.sandbox, budget=ctx.parameter_budget),
             ctx.run.tune_resources())
         path, storage = ctx.tune_storage("verify")
         fs = {k: v for k, v in storage.items() if k == "storage_filesystem"}

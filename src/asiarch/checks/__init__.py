@@ -32,7 +32,8 @@ from asiarch import sandbox
 from asiarch.checks.order import CHECK_ORDER
 from asiarch.checks.policy import PolicyConfig, check_policy
 
-__all__ = ["CHECK_ORDER", "CheckOptions", "CheckReport", "CheckResult", "PolicyConfig", "check_candidate", "check_policy"]
+__all__ = ["CHECK_ORDER", "CheckOptions", "CheckReport", "CheckResult", "ParameterBudget", "PolicyConfig",
+           "check_candidate", "check_policy", "reference_parameters"]
 
 
 @dataclass
@@ -106,6 +107,30 @@ class CheckOptions:
     def __post_init__(self) -> None:
         self.param_band = tuple(self.param_band)  # YAML gives a list
 
+    def parameter_budget(self) -> "ParameterBudget | None":
+        """The parameter budget training holds a candidate to; None when ``checks`` leaves that check out."""
+        if self.checks is not None and "param_budget" not in self.checks:
+            return None
+        return ParameterBudget(self.reference_seed, self.param_band)
+
+
+@dataclass(frozen=True)
+class ParameterBudget:
+    """The parameter-budget check's rule, carried into training.
+
+    The check builds one mixer (``layer_idx=0``) in the candidate's process; the trainable
+    counts the tensors of every layer's mixer in each checkpoint the trial writes
+    (``asiarch.train.sandboxed``), so a mixer that grows past layer 0, or a count the
+    candidate's process forged, cannot reach a result.
+    """
+
+    reference_seed: str
+    band: tuple[float, float]
+
+    def reference(self, hidden_size: int, num_heads: int, mixer_kwargs: dict[str, Any]) -> int:
+        """The reference seed's mixer size at this shape: what the band multiplies."""
+        return reference_parameters(self.reference_seed, hidden_size, num_heads, mixer_kwargs)
+
 
 def _scale_shape(scale) -> tuple[int, int, dict[str, Any], int, int]:
     from asiarch.config import ScaleConfig, load_scale
@@ -118,12 +143,14 @@ def _scale_shape(scale) -> tuple[int, int, dict[str, Any], int, int]:
             scale.train.seq_len)
 
 
-def _reference_parameters(seed: str, hidden_size: int, num_heads: int, mixer_kwargs: dict[str, Any]) -> int:
-    from asiarch.arch import SEEDS  # trusted code: the seed is built in this process
+def reference_parameters(seed: str, hidden_size: int, num_heads: int, mixer_kwargs: dict[str, Any]) -> int:
+    """Tensor elements in seed ``seed``'s mixer state at this shape (trusted code, built in this process)."""
+    from asiarch.arch import SEEDS
+    from asiarch.arch.model import count_state
 
     if seed not in SEEDS:
         raise ValueError(f"reference_seed {seed!r} is not a seed; choose from {sorted(SEEDS)}")
-    return sum(p.numel() for p in SEEDS[seed](hidden_size, num_heads, **mixer_kwargs).parameters())
+    return count_state(SEEDS[seed](hidden_size, num_heads, layer_idx=0, **mixer_kwargs).state_dict())
 
 
 def check_candidate(source: str, scale="cpu_tiny", **options: Any) -> CheckReport:
@@ -163,7 +190,7 @@ def check_candidate(source: str, scale="cpu_tiny", **options: Any) -> CheckRepor
             "smoke_min_improvement": opts.smoke_min_improvement, "atol": opts.atol, "rtol": opts.rtol,
             "max_grad_norm": opts.max_grad_norm, "train_batch_size": train_batch, "train_seq_len": train_len,
             "causality_seed": secrets.randbelow(2**31),  # a shape and positions the candidate cannot know beforehand
-            "reference_parameters": _reference_parameters(opts.reference_seed, hidden, heads, mixer_kwargs),
+            "reference_parameters": reference_parameters(opts.reference_seed, hidden, heads, mixer_kwargs),
         },
     }
     worker_results, gaps = _run_worker(request, opts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -204,15 +204,28 @@ def check_complexity(cls, opts) -> Result:
     return True, f"time ~T^{time_exp:.2f}, memory ~T^{mem_exp:.2f} (bound T^{bound})", measurements
 
 
+def param_band_violation(parameters: int, reference: int, band: Sequence[float]) -> str | None:
+    """Why ``parameters`` is outside ``band`` times the reference mixer's, or None: the parameter budget's rule,
+    applied by the check (to the mixer it builds) and by the trainable (to every mixer in a checkpoint)."""
+    low, high = band
+    ratio = parameters / max(reference, 1)
+    if low <= ratio <= high:
+        return None
+    return (f"{parameters:,} parameters, {ratio:.2f}x the reference mixer's {reference:,}, "
+            f"outside the allowed band [{low}x, {high}x]")
+
+
 def check_param_budget(cls, opts) -> Result:
-    params = sum(p.numel() for p in _build(cls, opts).parameters())
+    from asiarch.arch.model import count_state
+
+    # the state dict, not .parameters(): a persistent buffer is capacity too, and it is what a checkpoint holds
+    params = count_state(_build(cls, opts).state_dict())
     reference = opts["reference_parameters"]
-    low, high = opts["param_band"]
     ratio = params / max(reference, 1)
     measurements = {"parameters": params, "reference_parameters": reference, "ratio": ratio}
-    if not low <= ratio <= high:
-        return False, (f"{params:,} parameters is {ratio:.2f}x the reference mixer's {reference:,}, "
-                       f"outside the allowed band [{low}x, {high}x]"), measurements
+    violation = param_band_violation(params, reference, opts["param_band"])
+    if violation is not None:
+        return False, violation, measurements
     return True, f"{params:,} parameters, {ratio:.2f}x the reference mixer", measurements
 
 

@@ -21,6 +21,11 @@ evaluations ASHA decides on (``verify_tokens``, its rungs) and the final one: th
 the parent's, marked ``verified: 1``. Every report's step and token count must be the
 parent's own count of the training loop's progress, or the trial is refused.
 
+Every checkpoint's model state is counted here too (``_StateAudit``): the stored parameter
+counts are this count, everything but the mixers must be the training harness as the
+harness builds it, and with a ``ParameterBudget`` every layer's mixer must hold the budget
+the check applied to the one mixer it built (layer 0).
+
 With a ``QAMonitor`` (``asiarch.train.qa``) the parent also applies training QA: a trial far
 slower than its seed is stopped (``{"qa_stopped": reason}``), and a report whose loss is
 implausibly far below the seed's is re-evaluated from its checkpoint in a fresh sandbox
@@ -35,11 +40,15 @@ import random
 import re
 import secrets
 import shutil
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import torch
 
 from asiarch import sandbox
+from asiarch.arch.model import count_state
+from asiarch.checks import ParameterBudget
+from asiarch.checks.executable import param_band_violation
 from asiarch.config import ScaleConfig
 from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import TrialData
@@ -90,10 +99,69 @@ def _numbers(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, float]:
     return out
 
 
+MIXER_KEY = re.compile(r"blocks\.(\d+)\.mixer\.")  # a mixer's tensors in the model's state dict
+
+
+class _NoMixer(torch.nn.Module):
+    """A mixer without state: the harness built around it has exactly the harness's tensors."""
+
+    def __init__(self, hidden_size: int, num_heads: int, layer_idx: int | None = None, **kwargs: Any):
+        super().__init__()
+
+
+class _StateAudit:
+    """The trainable's own count of the model state in a checkpoint the worker wrote.
+
+    The harness (embeddings, norms, MLPs) is trusted code, but it ran in the candidate's
+    process: its tensors must have the names and shapes the harness gives them here (built
+    on the meta device around a mixer without state). Each layer's mixer is held to the
+    parameter budget; the counts stored for the trial are these, not the worker's.
+    """
+
+    def __init__(self, scale: ScaleConfig, data: TrialData, budget: ParameterBudget | None):
+        from asiarch.arch.model import LanguageModel
+
+        config = replace(scale.model, vocab_size=data.vocab_size)
+        self.layers, self.budget = config.num_layers, budget
+        with torch.device("meta"):  # shapes only: no memory, no draw from this process's random generator
+            model = LanguageModel(config, _NoMixer)
+        self.harness = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        self.reference = (0 if budget is None else
+                          budget.reference(config.hidden_size, config.num_heads, dict(config.mixer_kwargs)))
+
+    def __call__(self, checkpoint: Any) -> dict[str, int]:
+        trainer = checkpoint.get("trainer") if isinstance(checkpoint, dict) else None
+        state = trainer.get("model") if isinstance(trainer, dict) else None
+        if (not isinstance(state, dict) or not state
+                or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+            raise _Rejected("a checkpoint of the trial carries no model state the trainable can count")
+        layer_of = {k: int(m.group(1)) for k in state if (m := MIXER_KEY.match(k))}
+        stray = sorted(k for k, layer in layer_of.items() if layer >= self.layers)
+        if stray:
+            raise _Rejected(f"the trial's checkpoint holds mixer tensors for layers the model does not have: {stray[:3]}")
+        theirs = {k: tuple(v.shape) for k, v in state.items() if k not in layer_of}
+        if theirs != self.harness:
+            differ = sorted(k for k in self.harness.keys() | theirs.keys() if self.harness.get(k) != theirs.get(k))
+            raise _Rejected(f"the trial's checkpoint is not the training harness around the candidate's mixers: "
+                            f"{len(differ)} tensor(s) differ from the harness's ({', '.join(differ[:3])})")
+        if self.budget is not None:
+            for layer in range(self.layers):
+                mixer = {k: v for k, v in state.items() if layer_of.get(k) == layer}
+                violation = param_band_violation(count_state(mixer), self.reference, self.budget.band)
+                if violation is not None:
+                    raise _Rejected(f"parameter budget: layer {layer}'s mixer in the trial's checkpoint has {violation} "
+                                    f"(the check built layer 0's only)")
+        total = count_state(state)
+        embed = state.get("embed.weight")
+        return {"parameters": total, "non_embedding_parameters": total - (embed.numel() if embed is not None else 0)}
+
+
 class _Trial:
     def __init__(self, source: str, design: str | None, scale: ScaleConfig, data: TrialData,
-                 options: SandboxOptions):
+                 options: SandboxOptions, budget: ParameterBudget | None = None):
         self.source, self.design, self.scale, self.data, self.options = source, design, scale, data, options
+        self.count_state = _StateAudit(scale, data, budget)
+        self.counted: dict[str, int] = {}  # the last checkpoint's count
         self.val, self.mqar_test = eval_sets(scale.train, data.corpus, data.mqar)
         self.ranges = {"lm": (0, data.corpus.vocab_size), "mqar": tuple(data.mqar.vocab_range)}
         self.gaps: list[str] = []
@@ -164,7 +232,7 @@ class _Trial:
             try:
                 if "report" in record:
                     checkpoint = _scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt")
-                    _load(checkpoint)  # refuses a checkpoint that carries anything but tensors
+                    self.counted = self.count_state(_load(checkpoint))  # tensors only; the harness; the budget
                     metrics = _numbers(record["report"] if isinstance(record["report"], dict) else {}, REPORTED)
                     step = self._progress(step, metrics)
                     if passes_rungs(metrics["tokens_seen"], verify_tokens) and "outputs" not in record:
@@ -188,8 +256,13 @@ class _Trial:
                     summary["stop_message"] = str(final.get("stop_message", ""))[:300]
                     if "outputs" in record:  # stopped early: scored as it stands
                         checkpoint = _scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt")
+                        self.counted = self.count_state(_load(checkpoint))
                         verified = self._verify(scratch, record["outputs"], checkpoint, claimed=None)
                     summary.update(verified or {"verified": 0})
+                    # the parameter counts are ours; a trial that never wrote a checkpoint has none
+                    for key in ("parameters", "non_embedding_parameters"):
+                        summary.pop(key, None)
+                    summary.update(self.counted)
                     return {"final": summary}
             except SandboxError:
                 raise
@@ -339,18 +412,21 @@ def _replace_after(row: torch.Tensor, position: int, vocab_range: tuple[int, int
 def train_in_sandbox(source: str, design: str | None, scale: ScaleConfig, data: TrialData, *,
                      on_report: Callable[[dict[str, float], str], None], state: dict[str, Any] | None = None,
                      downstream: bool = False, options: SandboxOptions | None = None,
-                     qa: QAMonitor | None = None, verify_tokens: Sequence[int] = ()) -> dict[str, Any]:
+                     qa: QAMonitor | None = None, verify_tokens: Sequence[int] = (),
+                     budget: ParameterBudget | None = None) -> dict[str, Any]:
     """Train candidate ``source`` at ``scale`` in the sandbox; ``on_report(metrics, checkpoint_file)`` per evaluation.
 
     ``verify_tokens``: ASHA's rungs in training tokens. The first evaluation at or past each
     is scored and audited here like the final one (``verified: 1``), so a rung decides on
     numbers the candidate's process could not forge; one that arrives without its raw
     outputs is refused. Every report's step and tokens are the parent's own count.
+    ``budget``: the parameter budget every layer's mixer is held to in every checkpoint
+    (``CheckOptions.parameter_budget()``; None checks the harness by nothing and the budget not at all).
 
     Returns ``{"final": summary}`` (its eval loss and MQAR accuracy scored and audited here),
     ``{"code_error": reason, "tokens_seen": n}`` when the candidate's code failed or its
     results were refused, or ``{"qa_stopped": reason, "last": metrics}`` when training QA
     stopped it. Raises ``SandboxError`` when the harness itself failed.
     """
-    return _Trial(source, design, scale, data, options or SandboxOptions()).train(state, downstream, on_report, qa,
-                                                                                  verify_tokens)
+    return _Trial(source, design, scale, data, options or SandboxOptions(), budget).train(state, downstream, on_report,
+                                                                                          qa, verify_tokens)
