@@ -95,6 +95,7 @@ def plot_discovery(discovery: dict[str, Any], path: Path, title: str = "") -> Pa
     ax.set_xlabel("device-hours")
     ax.set_ylabel("cumulative breakthroughs")
     ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylim(-0.1, max(ys) + 1)  # counts: from zero, never a symmetric band around a flat 0
     ax.grid(alpha=0.3)
     curve = discovery.get("best_fitness") or []
     if curve:
