@@ -549,7 +549,9 @@ def lock_down(limits: dict[str, Any], scratch: str | None = None, isolated: bool
     vm_kib = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0])
     address_space = vm_kib * 1024 + limits["memory_mb"] * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_seconds"], limits["cpu_seconds"]))
+    # SIGXCPU at the limit, SIGKILL only a few CPU seconds later: the parent then reports a CPU-time limit as
+    # one (with equal limits the kernel sends both at once, and the kill read as the memory limit's)
+    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_seconds"], limits["cpu_seconds"] + 5))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write then fails with an error instead of killing us
     file_bytes = int(limits.get("file_mb", 0)) * 2**20
