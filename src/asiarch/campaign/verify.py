@@ -15,9 +15,9 @@ from typing import Any
 import ray
 
 from asiarch.campaign import scoring
-from asiarch.checks import ParameterBudget
 from asiarch.campaign.stage import StageContext, StageInterrupted, fit_through_node_losses, tokens_per_step, trial_name
 from asiarch.campaign.state import now_iso
+from asiarch.checks import ParameterBudget
 from asiarch.config import ScaleConfig
 from asiarch.memory import Candidate, Kind, Status
 from asiarch.sandbox import SandboxOptions
