@@ -37,7 +37,7 @@ SUMMARY_COLUMNS = list(dict.fromkeys([
     "id", "name", "kind", "status", "stage", "generation", "parent_ids", "reached_training", "breakthrough",
     "explore_fitness", "verify_fitness", "explore_eval_loss", "explore_benchmark", "explore_mqar_accuracy",
     "verify_eval_loss", "verify_benchmark", "judge_json", "device_seconds", "llm_usd", "repair_attempts",
-    "created_at", "updated_at", "explore_fitness_parts_json", *lifecycle.FACT_COLUMNS,
+    "created_at", "updated_at", *lifecycle.FACT_COLUMNS,
 ]))
 # What the candidate table may be sorted by (summary keys); "fitness" is the explore fitness.
 SORT_KEYS = (
@@ -198,12 +198,10 @@ class CampaignData:
         facts = lifecycle.facts(raw)
         judge = _loads(raw.get("judge_json"))
         overall = judge.get("overall")
-        scored_at = _loads(raw.get("explore_fitness_parts_json")).get(lifecycle.SCORED_AT)
         return {
             "id": raw["id"], "name": raw["name"], "kind": facts.kind, "status": raw["status"], "stage": raw["stage"],
             "generation": int(raw.get("generation") or 0), "parent_ids": list(raw.get("parent_ids") or []),
             "fitness": _finite(raw.get("explore_fitness")), "verify_fitness": _finite(raw.get("verify_fitness")),
-            "fitness_scored_at_hours": _finite(scored_at) if isinstance(scored_at, (int, float)) else None,
             **{key: _finite(raw.get(key)) for key in ("explore_eval_loss", "explore_benchmark", "explore_mqar_accuracy",
                                                       "verify_eval_loss", "verify_benchmark")},
             "judge": _finite(overall) if isinstance(overall, (int, float)) else None,
@@ -426,7 +424,8 @@ class CampaignData:
                                 "at": r["updated_at"]})
             if r["fitness"] is not None:
                 by_update.append((hours, r))
-        scored = [(r["fitness_scored_at_hours"], r) for _, r in by_update]
+        stamps = self._explore_scored_at() if by_update else {}
+        scored = [(stamps.get(r["id"]), r) for _, r in by_update]
         order = "scored" if all(at is not None for at, _ in scored) else "last update"
         best, fitness_curve = None, []
         for at, r in sorted(scored, key=lambda p: (p[0], p[1]["id"])) if order == "scored" else by_update:
@@ -445,6 +444,18 @@ class CampaignData:
         return {"source": source, "points": points, "best_fitness": fitness_curve, "best_fitness_order": order,
                 "device_hours": hours,
                 "breakthroughs": points[-1]["breakthroughs"] if points else 0}
+
+    def _explore_scored_at(self) -> dict[str, float | None]:
+        """Each candidate's ``lifecycle.SCORED_AT`` stamp: read here, for the curve only, not with every summary row
+        (the fitness parts are the widest column the summary would otherwise carry)."""
+        memory = self.memory()
+        if memory is None:
+            return {}
+        stamps: dict[str, float | None] = {}
+        for raw in memory.scan_candidates(self.name, ["id", "explore_fitness_parts_json"]).to_pylist():
+            at = _loads(raw.get("explore_fitness_parts_json")).get(lifecycle.SCORED_AT)
+            stamps[raw["id"]] = _finite(at) if isinstance(at, (int, float)) else None
+        return stamps
 
     # ------------------------------------------------------------------ insights
 

@@ -145,8 +145,10 @@ class _StateAudit:
             raise _Rejected(f"the trial's checkpoint is not the training harness around the candidate's mixers: "
                             f"{len(differ)} tensor(s) differ from the harness's ({', '.join(differ[:3])})")
         if self.budget is not None:
-            for layer in range(self.layers):
-                mixer = {k: v for k, v in state.items() if layer_of.get(k) == layer}
+            mixers: list[dict[str, torch.Tensor]] = [{} for _ in range(self.layers)]
+            for key, layer in layer_of.items():
+                mixers[layer][key] = state[key]
+            for layer, mixer in enumerate(mixers):
                 violation = param_band_violation(count_state(mixer), self.reference, self.budget.band)
                 if violation is not None:
                     raise _Rejected(f"parameter budget: layer {layer}'s mixer in the trial's checkpoint has {violation} "
@@ -160,7 +162,7 @@ class _Trial:
     def __init__(self, source: str, design: str | None, scale: ScaleConfig, data: TrialData,
                  options: SandboxOptions, budget: ParameterBudget | None = None):
         self.source, self.design, self.scale, self.data, self.options = source, design, scale, data, options
-        self.count_state = _StateAudit(scale, data, budget)
+        self.audit_state = _StateAudit(scale, data, budget)
         self.counted: dict[str, int] = {}  # the last checkpoint's count
         self.val, self.mqar_test = eval_sets(scale.train, data.corpus, data.mqar)
         self.ranges = {"lm": (0, data.corpus.vocab_size), "mqar": tuple(data.mqar.vocab_range)}
@@ -232,7 +234,7 @@ class _Trial:
             try:
                 if "report" in record:
                     checkpoint = _scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt")
-                    self.counted = self.count_state(_load(checkpoint))  # tensors only; the harness; the budget
+                    self.counted = self.audit_state(_load(checkpoint))  # tensors only; the harness; the budget
                     metrics = _numbers(record["report"] if isinstance(record["report"], dict) else {}, REPORTED)
                     step = self._progress(step, metrics)
                     if passes_rungs(metrics["tokens_seen"], verify_tokens) and "outputs" not in record:
@@ -256,7 +258,7 @@ class _Trial:
                     summary["stop_message"] = str(final.get("stop_message", ""))[:300]
                     if "outputs" in record:  # stopped early: scored as it stands
                         checkpoint = _scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt")
-                        self.counted = self.count_state(_load(checkpoint))
+                        self.counted = self.audit_state(_load(checkpoint))
                         verified = self._verify(scratch, record["outputs"], checkpoint, claimed=None)
                     summary.update(verified or {"verified": 0})
                     # the parameter counts are ours; a trial that never wrote a checkpoint has none
@@ -421,7 +423,7 @@ def train_in_sandbox(source: str, design: str | None, scale: ScaleConfig, data: 
     numbers the candidate's process could not forge; one that arrives without its raw
     outputs is refused. Every report's step and tokens are the parent's own count.
     ``budget``: the parameter budget every layer's mixer is held to in every checkpoint
-    (``CheckOptions.parameter_budget()``; None checks the harness by nothing and the budget not at all).
+    (``CheckOptions.parameter_budget()``; with None the harness is still checked, no mixer is held to a budget).
 
     Returns ``{"final": summary}`` (its eval loss and MQAR accuracy scored and audited here),
     ``{"code_error": reason, "tokens_seen": n}`` when the candidate's code failed or its
