@@ -165,3 +165,28 @@ def test_evaluate_downstream_restores_mode(task_docs: dict[str, list[MCDoc]], to
     assert not model.training
     with pytest.raises(ValueError, match="unknown downstream task"):
         evaluate_downstream(model, tok, tasks=("mmlu",))
+
+
+def test_the_batches_a_model_runs_on_hold_no_answer(task_docs: dict[str, list[MCDoc]], tok: tokenizers.Tokenizer) -> None:
+    """A sandboxed trial gets ``ChoiceBatches.batches`` only: nothing in them says which choice is gold and every
+    choice of a document is there. The scorer, which holds the answers, checks the logits it is handed."""
+    docs = task_docs["piqa"][:6]
+    requests = downstream.choice_batches(tok, docs, max_len=256, batch_size=4)
+    flipped = downstream.choice_batches(tok, [MCDoc(d.doc_id, d.contexts, d.continuations, 1 - d.gold) for d in docs],
+                                        max_len=256, batch_size=4)
+    for (x, m), (y, n) in zip(requests.batches, flipped.batches, strict=True):
+        assert torch.equal(x, y) and torch.equal(m, n)  # the same batches whichever choice is gold
+    assert sum(len(rows) for rows in requests.rows) == sum(len(d.continuations) for d in docs)
+    model = BigramLM.from_counts(tok, docs, tok.get_vocab_size())
+    with torch.no_grad():
+        picked = downstream.continuation_logits(model, requests.batches)
+    assert downstream.score_choices(requests, picked) == score_multiple_choice(model, tok, docs, max_len=256, batch_size=4)
+    assert downstream.score_choices(flipped, picked)["acc_norm"] == pytest.approx(
+        1 - downstream.score_choices(requests, picked)["acc_norm"])  # two choices: the answers decide, held here
+    assert len(requests.batches) == 3  # 12 requests, 4 a batch
+    with pytest.raises(ValueError, match="expected logits for 3 batches, got 1"):
+        downstream.score_choices(requests, picked[:1])
+    with pytest.raises(ValueError, match=r"expected logits of shape \[\d+, V\]"):
+        downstream.score_choices(requests, [picked[0][1:], *picked[1:]])
+    with pytest.raises(ValueError, match="cannot score targets"):
+        downstream.score_choices(requests, [t[:, :3] for t in picked])

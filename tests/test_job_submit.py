@@ -355,7 +355,9 @@ def test_two_node_campaign_on_s3_survives_losing_its_worker_node(cluster, tmp_pa
         return bool(early and after) and max(r["step"] for r in early) < max(r.get("total_steps") or 0 for r in early)
 
     lost_midway = [cid for cid in trials if cid not in before and lost(cid)]
-    assert lost_midway, (in_flight, timeline)  # the kill hit a trial between two checkpoints
+    assert lost_midway, (in_flight, timeline, {  # the kill hit a trial between two checkpoints
+        cid: [(r.get("step"), r.get("total_steps"), round(r["timestamp"] - killed_at, 1)) for t in trials[cid]
+              for r in t["results"]] for cid in trials if cid not in before})
     for cid in lost_midway:  # lost with the node midway: continued from its last checkpoint in S3, not from step 0
         attempts = sorted(trials[cid], key=lambda t: min(r["timestamp"] for r in t["results"]) if t["results"] else 0)
         first_steps = [min(r["step"] for r in t["results"] if "step" in r) for t in attempts

