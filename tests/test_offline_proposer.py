@@ -147,12 +147,13 @@ def test_motif_weights_bias_mutation():
 
 
 def test_diverse_renders_pass_the_checks():
-    """The seeds' genomes and some far from them pass every check (about 6 s each, two at a time)."""
+    """A seed's genome and some far from it pass every check (10-20 s each, most of it the training smoke check;
+    two at a time). DeltaNet's genome and its mutations pass them in every offline campaign of the suite."""
     from concurrent.futures import ThreadPoolExecutor
 
     from asiarch.checks import check_candidate
 
-    genomes = [seed_genome("deltanet"), seed_genome("rwkv7")] + [  # chunk_ssd: the linear design below
+    genomes = [seed_genome("rwkv7")] + [  # chunk_ssd: the linear design below
         Genome(operator="linear", feature_map="elu1", qk_norm="none", short_conv=0, output_gate="sigmoid",
                head_mult=2, window=32),
         FRONTIER_MIXES[2],  # channel gates, token shift and a window
