@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from asiarch import sandbox
 from asiarch.arch import load_mixer_class
@@ -141,6 +142,41 @@ def test_a_candidate_that_replaces_the_loss_function_is_caught(tiny, monkeypatch
     assert all(r["verified"] == 0 for r in steps)  # the rungs before the final one carry its own (halved) numbers
     assert "metric tampering" in last["code_error"]
     assert "final" not in last
+
+
+# rescales the harness's logits whenever the model is evaluated: a temperature the harness does not have
+TEMPERS_THE_HEAD = HONEST.replace("        self.calls = 0", "        self.calls = 0\n"
+                                  "        import asiarch.arch.model as M\n"
+                                  "        if not hasattr(M.LanguageModel, 'harness_forward'):\n"
+                                  "            M.LanguageModel.harness_forward = M.LanguageModel.forward\n"
+                                  "            M.LanguageModel.forward = lambda self, *a, **k: (\n"
+                                  "                self.harness_forward(*a, **k) * (1.0 if self.training else 0.5))")
+
+
+def test_evaluations_are_scored_through_the_checkpoints_head_not_the_candidates(tiny, monkeypatch):
+    """The trial hands over features before the final norm; the trainable applies the harness's norm and head
+    with the checkpoint's weights, so a head the candidate's process altered does not count."""
+    import torch.nn.functional as F
+
+    scale, data = tiny
+    *_, honest = trial(HONEST, tiny, monkeypatch)
+    *_, tempered = trial(TEMPERS_THE_HEAD, tiny, monkeypatch)
+    assert tempered["verified"] == 1 and "code_error" not in tempered
+    assert tempered["eval_loss"] == pytest.approx(honest["eval_loss"], abs=1e-6)
+    # in process, the same code does change what the model's forward returns in eval mode
+    model = build_model(scale, load_mixer_class(TEMPERS_THE_HEAD), data).eval()
+    try:
+        inputs, targets = data.corpus.val_batches(4, scale.train.seq_len, 1)[0]
+        with torch.no_grad():
+            altered = F.cross_entropy(model(inputs, vocab_range=(0, data.corpus.vocab_size)).flatten(0, 1), targets.flatten())
+            harness = F.cross_entropy(model.harness_forward(inputs, vocab_range=(0, data.corpus.vocab_size)).flatten(0, 1),
+                                      targets.flatten())
+        assert abs(altered.item() - harness.item()) > 1e-3
+    finally:
+        from asiarch.arch.model import LanguageModel
+
+        LanguageModel.forward = LanguageModel.harness_forward  # this process is the test's: undo the patch
+        del LanguageModel.harness_forward
 
 
 # lowers the training loop's token count from inside the model: claims less progress than it made (and so

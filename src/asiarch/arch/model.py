@@ -91,22 +91,62 @@ class LanguageModel(nn.Module):
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The residual stream after the last block, before the final norm: ``[B, T, hidden_size]``.
+
+        What a sandboxed trial hands its parent for every evaluation: the parent applies the
+        harness's last norm and head itself (``HarnessHead``), from the checkpoint's weights.
+        hidden_size numbers a position instead of a vocabulary's, so the files stay small at any scale.
+        """
+        x = self.embed(input_ids)
+        if self.config.scale_embeddings:
+            x = x * math.sqrt(self.config.hidden_size)
+        for block in self.blocks:
+            x = block(x, attention_mask)
+        return x
+
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         vocab_range: tuple[int, int] | None = None,
     ) -> torch.Tensor:
-        x = self.embed(input_ids)
-        if self.config.scale_embeddings:
-            x = x * math.sqrt(self.config.hidden_size)
-        for block in self.blocks:
-            x = block(x, attention_mask)
-        x = self.norm(x)
+        x = self.norm(self.features(input_ids, attention_mask))
         if vocab_range is None:
             return self.head(x)
         lo, hi = vocab_range
         return F.linear(x, self.head.weight[lo:hi])
+
+
+@dataclass(frozen=True)
+class HarnessHead:
+    """The harness's final RMSNorm and tied head, as tensors: logits from ``LanguageModel.features``.
+
+    Every evaluation is scored through this, in float32: a seed's in its own process, a
+    candidate's in the Tune trainable from its checkpoint's weights, so the two are
+    measured alike and nothing the candidate's process does after its last block counts.
+    """
+
+    norm_weight: torch.Tensor
+    head_weight: torch.Tensor
+    eps: float
+
+    @classmethod
+    def of_state(cls, state: Mapping[str, torch.Tensor], eps: float, device: str | torch.device = "cpu") -> "HarnessHead":
+        """From a model state dict (a checkpoint's ``trainer.model``)."""
+        return cls(state["norm.weight"].detach().to(device, torch.float32),
+                   state["head.weight"].detach().to(device, torch.float32), eps)
+
+    @classmethod
+    def of_model(cls, model: "LanguageModel") -> "HarnessHead":
+        return cls.of_state({"norm.weight": model.norm.weight, "head.weight": model.head.weight}, model.config.norm_eps,
+                            model.head.weight.device)
+
+    def logits(self, features: torch.Tensor, vocab_range: tuple[int, int]) -> torch.Tensor:
+        """Logits over token ids ``vocab_range[0]..vocab_range[1]-1`` at every position of ``features``."""
+        x = features.to(self.head_weight.device, torch.float32)
+        x = F.rms_norm(x, (x.shape[-1],), self.norm_weight, self.eps)
+        return F.linear(x, self.head_weight[vocab_range[0] : vocab_range[1]])
 
 
 class VocabView(nn.Module):

@@ -6,12 +6,15 @@ computed about the final evaluation:
 
 - the worker's checkpoints and outputs are read weights-only, by names the parent checks
   (no paths, no links), so a file can carry tensors and nothing else;
-- the final evaluation arrives as raw logits, and this process scores them with its own
-  torch (``trainer.score_outputs``): replacing the loss function in the candidate's
-  process changes nothing here, and a claimed loss that disagrees with its own outputs is
-  reported as tampering;
+- the final evaluation arrives as the model's features before the harness's last norm
+  (``LanguageModel.features``), and this process applies the norm and head with the
+  checkpoint's weights (``HarnessHead``) and scores them with its own torch
+  (``trainer.score_outputs``): replacing the loss function in the candidate's process
+  changes nothing here, and a claimed loss that disagrees with its own outputs is reported
+  as tampering. Features, not logits: hidden_size numbers a position instead of a
+  vocabulary's, so the files stay within the scratch limit at the GPU scales too;
 - a causality audit re-runs a few evaluation rows through the saved weights in a second,
-  fresh sandbox, with every token after a secret position replaced: the logits up to that
+  fresh sandbox, with every token after a secret position replaced: the features up to that
   position must equal the ones the trial reported. A design that saw the future in the
   trial (only after N calls, only in one process, only at some batch size) cannot
   reproduce them.
@@ -24,7 +27,7 @@ parent's own count of the training loop's progress, or the trial is refused.
 Downstream scores (``downstream=True``) are never taken from the trial: the final weights
 run the downstream batches in a fresh sandbox that holds no answers (the parent keeps the
 gold choices and targets, and the wheel's answer files are hidden in its mount namespace),
-the parent scores the returned logits, and a few multi-token answers are re-run in another
+the parent scores the returned features through the head, and a few multi-token answers are re-run in another
 fresh sandbox with the tokens after a secret position replaced (the causality audit again).
 
 Every checkpoint's model state is counted here too (``_StateAudit``): the stored parameter
@@ -52,7 +55,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from asiarch import sandbox
-from asiarch.arch.model import count_state
+from asiarch.arch.model import HarnessHead, count_state
 from asiarch.checks import ParameterBudget
 from asiarch.checks.executable import param_band_violation
 from asiarch.config import ScaleConfig
@@ -175,6 +178,7 @@ class _Trial:
         self.downstream_scores: dict[str, Any] | None = None  # the last weights' scores, measured here
         self.audit_state = _StateAudit(scale, data, budget)
         self.counted: dict[str, int] = {}  # the last checkpoint's count
+        self.heads: dict[str, HarnessHead] = {}  # the last checkpoint's head, by its file
         self.val, self.mqar_test = eval_sets(scale.train, data.corpus, data.mqar)
         self.ranges = {"lm": (0, data.corpus.vocab_size), "mqar": tuple(data.mqar.vocab_range)}
         self.gaps: list[str] = []
@@ -244,8 +248,7 @@ class _Trial:
                         .get("tokens_seen", 0)}
             try:
                 if "report" in record:
-                    checkpoint = _scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt")
-                    self.counted = self.audit_state(_load(checkpoint))  # tensors only; the harness; the budget
+                    checkpoint = self._take(_scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt"))
                     metrics = _numbers(record["report"] if isinstance(record["report"], dict) else {}, REPORTED)
                     step = self._progress(step, metrics)
                     if passes_rungs(metrics["tokens_seen"], verify_tokens) and "outputs" not in record:
@@ -270,8 +273,7 @@ class _Trial:
                     summary["stop_reason"] = str(final.get("stop_reason", ""))[:40]
                     summary["stop_message"] = str(final.get("stop_message", ""))[:300]
                     if "outputs" in record:  # stopped early: scored as it stands
-                        checkpoint = _scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt")
-                        self.counted = self.audit_state(_load(checkpoint))
+                        checkpoint = self._take(_scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt"))
                         verified = self._verify(scratch, record["outputs"], checkpoint, claimed=None)
                         if self.downstream:
                             self.score_downstream(checkpoint)
@@ -298,22 +300,30 @@ class _Trial:
                     return {"qa_stopped": slow, "last": metrics}
         return {"code_error": f"the sandboxed trial ended without a result: {reader.died()}", "tokens_seen": 0}
 
+    def _take(self, checkpoint: str) -> str:
+        """Read a checkpoint the worker wrote (tensors only), count it (the harness, the budget) and keep its head."""
+        saved = _load(checkpoint)
+        self.counted = self.audit_state(saved)
+        self.heads = {checkpoint: HarnessHead.of_state(saved["trainer"]["model"], self.scale.model.norm_eps,
+                                                       self.scale.train.device)}
+        return checkpoint
+
     def _verify(self, scratch: str, name: Any, checkpoint: str, claimed: dict[str, float] | None) -> dict[str, float]:
-        """Score the final evaluation's raw logits here, compare with what the worker claimed, audit causality."""
+        """Score an evaluation's features here through the checkpoint's head, compare with what the worker
+        claimed, audit causality."""
         outputs = _load(_scratch_file(scratch, name, r"outputs-\d{1,9}\.pt"))
         lm, mqar = (outputs.get("lm"), outputs.get("mqar")) if isinstance(outputs, dict) else (None, None)
-        vocab = self.ranges["lm"][1]
+        width = self.scale.model.hidden_size
         if (not isinstance(lm, list) or len(lm) != len(self.val)
-                or any(not isinstance(t, torch.Tensor) or tuple(t.shape) != (*y.shape, vocab) for t, (_, y) in zip(lm, self.val))):
+                or any(not isinstance(t, torch.Tensor) or tuple(t.shape) != (*y.shape, width) for t, (_, y) in zip(lm, self.val))):
             raise _Rejected("the final evaluation's outputs do not have the shape of the evaluation set")
         if self.mqar_test is not None:
-            width = self.ranges["mqar"][1] - self.ranges["mqar"][0]
             chunks = [self.mqar_test[1][i : i + MQAR_CHUNK] for i in range(0, len(self.mqar_test[1]), MQAR_CHUNK)]
             if (not isinstance(mqar, list) or len(mqar) != len(chunks)
                     or any(not isinstance(t, torch.Tensor) or tuple(t.shape) != (*y.shape, width) for t, y in zip(mqar, chunks))):
                 raise _Rejected("the final evaluation's MQAR outputs do not have the shape of the test set")
         scores = score_outputs(outputs, self.val, self.mqar_test, self.ranges["lm"],
-                               self.ranges["mqar"] if self.mqar_test is not None else None)
+                               self.ranges["mqar"] if self.mqar_test is not None else None, self.heads[checkpoint])
         if not math.isfinite(scores["eval_loss"]):
             raise _Rejected(f"the final evaluation's loss is {scores['eval_loss']}")
         if claimed is not None and "eval_loss" in claimed:
@@ -328,7 +338,7 @@ class _Trial:
         """Re-run a few rows, each with its tokens after a secret position replaced, in a fresh sandbox."""
         rng = random.Random(secrets.randbits(64))
         generator = torch.Generator().manual_seed(rng.getrandbits(63))
-        picks: dict[str, list[tuple[torch.Tensor, int]]] = {"lm": [], "mqar": []}  # (claimed logits, position)
+        picks: dict[str, list[tuple[torch.Tensor, int]]] = {"lm": [], "mqar": []}  # (claimed features, position)
         rows: dict[str, list[torch.Tensor]] = {"lm": [], "mqar": []}
         lm_rows = [(b, r) for b, (x, _) in enumerate(self.val) for r in range(x.shape[0])]
         mqar_rows = list(range(len(self.mqar_test[0]))) if self.mqar_test is not None else []
@@ -349,12 +359,12 @@ class _Trial:
             for j, (claimed, position) in enumerate(task_picks):
                 got = logits.get(task) if isinstance(logits, dict) else None
                 if not isinstance(got, torch.Tensor) or got.shape[0] <= j or got.shape[1:] != claimed.shape:
-                    raise _Rejected("causality audit: the re-run returned logits of the wrong shape")
+                    raise _Rejected("causality audit: the re-run returned features of the wrong shape")
                 diff, tolerance = self._prefix_gap(claimed, got[j], position)
                 if not diff <= tolerance:
                     raise _Rejected(
                         f"causality audit failed: re-run in a fresh process with every {task} token after position "
-                        f"{position} replaced, the logits up to position {position} differ from the trial's by {diff:.3g} "
+                        f"{position} replaced, the model's features up to position {position} differ from the trial's by {diff:.3g} "
                         f"(tolerance {tolerance:.3g}): the trial's outputs depended on later tokens or on state the "
                         f"weights do not hold")
 
@@ -366,22 +376,27 @@ class _Trial:
             self.choices = downstream_requests(self.data.corpus.tokenizer, cfg.tasks, cfg.limit, cfg.max_len,
                                                cfg.batch_size)
         batches = {task: requests.batches for task, requests in self.choices.items()}
-        logits = self._rerun({}, checkpoint, "downstream evaluation", choices=batches).get("choices")
-        if not isinstance(logits, dict) or not all(
-                isinstance(task, list) and all(isinstance(t, torch.Tensor) and bool(torch.isfinite(t).all()) for t in task)
-                for task in logits.values()):
-            raise _Rejected("the downstream evaluation returned logits that are missing or not finite")
+        features = self._rerun({}, checkpoint, "downstream evaluation", choices=batches).get("choices")
+        width = self.scale.model.hidden_size
+        if not isinstance(features, dict) or not all(
+                isinstance(task, list) and all(isinstance(t, torch.Tensor) and t.dim() == 2 and t.shape[1] == width
+                                               and bool(torch.isfinite(t).all()) for t in task)
+                for task in features.values()):
+            raise _Rejected("the downstream evaluation returned features that are missing, misshapen or not finite")
+        head = self.heads[checkpoint]
+        logits = {task: [head.logits(t, self.ranges["lm"]).cpu() for t in task_features]
+                  for task, task_features in features.items()}
         try:
             scores = downstream_scores(self.choices, logits)
         except ValueError as err:
-            raise _Rejected(f"the downstream evaluation's logits cannot be scored: {err}") from err
-        self._audit_choices(logits, checkpoint)
+            raise _Rejected(f"the downstream evaluation's outputs cannot be scored: {err}") from err
+        self._audit_choices(features, checkpoint)
         self.downstream_scores = scores
         return scores["mean"]
 
-    def _audit_choices(self, logits: dict[str, list[torch.Tensor]], checkpoint: str) -> None:
+    def _audit_choices(self, features: dict[str, list[torch.Tensor]], checkpoint: str) -> None:
         """Re-run a few downstream rows with their tokens after a secret position inside the answer replaced,
-        in another fresh sandbox: the answer's logits up to that position must not change. Only answers of
+        in another fresh sandbox: the answer's features up to that position must not change. Only answers of
         two or more tokens are picked (the last one is never an input, so a one-token answer cannot be seen)."""
         assert self.choices is not None
         rng = random.Random(secrets.randbits(64))
@@ -394,8 +409,8 @@ class _Trial:
             inputs, mask = self.choices[task].batches[b]
             answer = mask[r].nonzero().flatten()
             start, position = int(answer[0]), rng.randrange(int(answer[0]), int(answer[-1]))
-            offset = int(mask[:r].sum())  # where row r's answer starts among the batch's answer logits
-            claims.append((task, position, logits[task][b][offset : offset + position - start + 1]))
+            offset = int(mask[:r].sum())  # where row r's answer starts among the batch's answer features
+            claims.append((task, position, features[task][b][offset : offset + position - start + 1]))
             audit_mask = torch.zeros_like(mask[r])
             audit_mask[start : position + 1] = True
             rows.append((_replace_after(inputs[r], position, self.ranges["lm"], generator)[None], audit_mask[None]))
@@ -407,12 +422,12 @@ class _Trial:
             raise _Rejected("downstream causality audit: the re-run returned the wrong number of rows")
         for (task, position, claimed), other in zip(claims, again):
             if not isinstance(other, torch.Tensor) or other.shape != claimed.shape:
-                raise _Rejected("downstream causality audit: the re-run returned logits of the wrong shape")
+                raise _Rejected("downstream causality audit: the re-run returned features of the wrong shape")
             diff, tolerance = self._prefix_gap(claimed, other, claimed.shape[0] - 1)
             if not diff <= tolerance:
                 raise _Rejected(
                     f"causality audit failed: a {task} answer re-run in a fresh process with every token after position "
-                    f"{position} replaced has logits up to that position that differ from the downstream evaluation's by "
+                    f"{position} replaced has features up to that position that differ from the downstream evaluation's by "
                     f"{diff:.3g} (tolerance {tolerance:.3g}): the design's answers depended on later tokens")
 
     def _prefix_gap(self, logits: torch.Tensor, other: torch.Tensor, position: int) -> tuple[float, float]:
@@ -458,13 +473,14 @@ class _Trial:
                  for _ in range(max(1, self.options.audit_rows))]
         perturbed = [_replace_after(inputs[row], position, self.ranges["lm"], generator) for row, position in picks]
         logits = self._rerun({"lm": torch.cat([inputs, torch.stack(perturbed)])}, checkpoint,
-                             f"training QA's re-check ({flag})").get("lm")
+                             f"training QA's re-check ({flag})").get("lm")  # features: the head is applied here
         total = inputs.shape[0] + len(picks)
-        if not isinstance(logits, torch.Tensor) or tuple(logits.shape[:2]) != (total, inputs.shape[1]):
-            raise _Rejected(f"{flag}; the re-check returned logits of the wrong shape")
+        if (not isinstance(logits, torch.Tensor)
+                or tuple(logits.shape) != (total, inputs.shape[1], self.scale.model.hidden_size)):
+            raise _Rejected(f"{flag}; the re-check returned features of the wrong shape")
         sizes = [x.shape[0] for x, _ in self.val]
         again = score_outputs({"lm": list(logits[: inputs.shape[0]].split(sizes)), "mqar": []}, self.val, None,
-                              self.ranges["lm"], None)["eval_loss"]
+                              self.ranges["lm"], None, self.heads[checkpoint])["eval_loss"]
         if not abs(again - claimed) <= RECHECK_TOLERANCE * max(1.0, abs(claimed)):
             raise _Rejected(f"{flag}; its checkpoint re-evaluated in a fresh sandbox scores {again:.4f}, not the "
                             f"claimed {claimed:.4f}: the result is not reproducible from its weights")
@@ -472,7 +488,7 @@ class _Trial:
             diff, tolerance = self._prefix_gap(logits[row], logits[inputs.shape[0] + j], position)
             if not diff <= tolerance:
                 raise _Rejected(f"{flag}; re-checked in a fresh sandbox, replacing the tokens after position {position} "
-                                f"changed the logits before it by {diff:.3g}: the design sees the future")
+                                f"changed the model's features before it by {diff:.3g}: the design sees the future")
 
 
 class _Rejected(Exception):

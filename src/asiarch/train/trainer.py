@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asiarch.arch.model import HarnessHead
+
 
 class StopReason(str, Enum):
     COMPLETED = "completed"
@@ -129,23 +131,24 @@ def eval_sets(cfg: TrainConfig, lm_data: LMData, mqar: RecallData | None):
 
 @torch.no_grad()
 def score_outputs(outputs: dict[str, list[torch.Tensor]], val, mqar_test, lm_range: tuple[int, int],
-                  mqar_range: tuple[int, int] | None) -> dict[str, float]:
-    """Eval loss and MQAR accuracy of ``eval_outputs``' logits against ``eval_sets``' targets.
+                  mqar_range: tuple[int, int] | None, head: HarnessHead) -> dict[str, float]:
+    """Eval loss and MQAR accuracy of ``eval_outputs``' features, through ``head``, against ``eval_sets``' targets.
 
     A pure function of tensors, so a parent process can score a sandboxed trial's outputs
-    with its own, untouched torch.
+    with its own, untouched torch and the head weights of the trial's checkpoint.
     """
     losses = []
-    for logits, (_, targets) in zip(outputs["lm"], val, strict=True):
-        targets = torch.where(targets == -100, targets, targets - lm_range[0])
-        losses.append(F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100).item())
+    for features, (_, targets) in zip(outputs["lm"], val, strict=True):
+        logits = head.logits(features, lm_range)
+        targets = torch.where(targets == -100, targets, targets - lm_range[0]).to(logits.device)
+        losses.append(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100).item())
     metrics = {"eval_loss": sum(losses) / len(losses)}
     if mqar_test is not None and mqar_range is not None:
         labels = mqar_test[1]
         correct = total = 0
-        for i, logits in enumerate(outputs["mqar"]):
+        for i, features in enumerate(outputs["mqar"]):
             y = labels[i * MQAR_CHUNK : (i + 1) * MQAR_CHUNK]
-            pred = logits.argmax(-1) + mqar_range[0]
+            pred = head.logits(features, mqar_range).argmax(-1).cpu() + mqar_range[0]
             mask = y != -100
             correct += (pred[mask] == y[mask]).sum().item()
             total += mask.sum().item()
@@ -226,26 +229,31 @@ class Trainer:
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
     @torch.no_grad()
-    def eval_outputs(self) -> dict[str, list[torch.Tensor]]:
-        """The raw logits of the evaluation sets (``eval_sets``), on the CPU: what ``score_outputs`` scores.
+    def eval_outputs(self, device: str | torch.device = "cpu") -> dict[str, list[torch.Tensor]]:
+        """The model's features (``LanguageModel.features``) on the evaluation sets (``eval_sets``), float32 on
+        ``device``: what ``score_outputs`` scores.
 
-        A sandboxed trial hands these to its parent, which scores them itself: a metric
-        computed in the candidate's own process could be forged there.
+        A sandboxed trial hands these to its parent, which applies the harness's head and
+        scores them itself: a metric computed in the candidate's own process could be forged there.
         """
         was_training = self.model.training
         self.model.eval()
-        outputs = {"lm": [self._logits(x, self._lm_range).cpu() for x, _ in self._val], "mqar": []}
+
+        def features(inputs: torch.Tensor) -> torch.Tensor:
+            with self._autocast():
+                return self.model.features(inputs.to(self.device)).float().to(device)
+
+        outputs = {"lm": [features(x) for x, _ in self._val], "mqar": []}
         if self._mqar_test is not None:
             inputs = self._mqar_test[0]
-            outputs["mqar"] = [self._logits(inputs[i : i + MQAR_CHUNK], self.mqar.vocab_range).cpu()
-                               for i in range(0, len(inputs), MQAR_CHUNK)]
+            outputs["mqar"] = [features(inputs[i : i + MQAR_CHUNK]) for i in range(0, len(inputs), MQAR_CHUNK)]
         self.model.train(was_training)
         return outputs
 
     def evaluate(self) -> dict[str, float]:
         """Validation LM loss on fixed batches and MQAR accuracy on a fixed test slice."""
-        return score_outputs(self.eval_outputs(), self._val, self._mqar_test, self._lm_range,
-                             self.mqar.vocab_range if self.mqar is not None else None)
+        return score_outputs(self.eval_outputs(self.device), self._val, self._mqar_test, self._lm_range,
+                             self.mqar.vocab_range if self.mqar is not None else None, HarnessHead.of_model(self.model))
 
     def train(self) -> TrainResult:
         """Run until ``cfg.steps`` (or a stop condition); safe to call again after a restore."""

@@ -4,8 +4,9 @@ The parent (``asiarch.train.sandboxed``) writes the trial's inputs (scale, data,
 state) into a fresh scratch directory and starts this process. It isolates itself
 (``asiarch.sandbox``), reads the inputs and imports what it trusts, locks down, and only
 then executes the candidate's source. Each evaluation becomes a checkpoint file in the
-scratch directory and one nonce-stamped line; the final evaluation also leaves its raw
-logits, which the parent scores and audits itself. Mode ``audit`` runs given inputs
+scratch directory and one nonce-stamped line; the final evaluation (and each ASHA rung's)
+also leaves the model's features on the evaluation sets, which the parent turns into
+logits with the checkpoint's head, scores and audits itself. Mode ``audit`` runs given inputs
 through given weights in a fresh process: the second half of the parent's causality audit,
 and the downstream evaluation (the parent keeps the answers and scores the logits).
 """
@@ -108,13 +109,13 @@ def train(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
 
 
 def audit(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
-    """Logits of the audit rows under the saved weights, in eval mode, in this fresh process; with ``choices``
-    (downstream batches: inputs and continuation masks, never the answers) the logits at their continuations."""
+    """Features (``LanguageModel.features``) of the audit rows under the saved weights, in eval mode, in this
+    fresh process; with ``choices`` (downstream batches: inputs and continuation masks, never the answers) the
+    features at their continuations. The parent applies the harness's head."""
     import torch
 
     from asiarch.arch.contract import load_mixer_class
-    from asiarch.arch.model import LanguageModel, VocabView
-    from asiarch.data.downstream import continuation_logits
+    from asiarch.arch.model import LanguageModel
 
     inputs = torch.load(request["inputs"], weights_only=False)  # the trusted parent's
     scale = inputs["scale"]
@@ -132,13 +133,12 @@ def audit(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
         # the trainer's precision: bf16 autocast on CUDA, fp32 on the CPU
         precision = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         with torch.no_grad(), precision:
-            logits: dict[str, Any] = {task: model(rows.to(device), vocab_range=tuple(inputs["ranges"][task])).float().cpu()
-                                      for task, rows in inputs["rows"].items() if len(rows)}
+            features: dict[str, Any] = {task: model.features(rows.to(device)).float().cpu()
+                                        for task, rows in inputs["rows"].items() if len(rows)}
         with torch.no_grad():  # as evaluate_downstream scores the seeds: no autocast
-            lm = VocabView(model, tuple(inputs["ranges"]["lm"]))
-            logits["choices"] = {task: continuation_logits(lm, batches, device)
-                                 for task, batches in inputs.get("choices", {}).items()}
-        torch.save(logits, os.path.join(workdir, "audit.pt"))
+            features["choices"] = {task: [model.features(x.to(device))[mask.to(device)].float().cpu() for x, mask in batches]
+                                   for task, batches in inputs.get("choices", {}).items()}
+        torch.save(features, os.path.join(workdir, "audit.pt"))
     except BaseException as err:  # noqa: BLE001 - whatever fails here, the candidate's weights or code did it
         emit({"code_error": f"the audit could not re-run the final weights: {type(err).__name__}: {err}"})
         return 0
