@@ -159,10 +159,10 @@ def test_evaluations_are_scored_through_the_checkpoints_head_not_the_candidates(
     import torch.nn.functional as F
 
     scale, data = tiny
-    *_, honest = trial(HONEST, tiny, monkeypatch)
+    honest = train_mixer(load_mixer_class(HONEST), scale, data, downstream=False)  # trusted test code, in process
     *_, tempered = trial(TEMPERS_THE_HEAD, tiny, monkeypatch)
     assert tempered["verified"] == 1 and "code_error" not in tempered
-    assert tempered["eval_loss"] == pytest.approx(honest["eval_loss"], abs=1e-6)
+    assert tempered["eval_loss"] == pytest.approx(honest["eval_loss"], abs=1e-5)
     # in process, the same code does change what the model's forward returns in eval mode
     model = build_model(scale, load_mixer_class(TEMPERS_THE_HEAD), data).eval()
     try:
