@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from statistics import NormalDist
 
 import pytest
 import ray
@@ -227,6 +228,20 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
             assert spared["p"] >= spared["significance"] == campaign.explore_settings.rung_significance
             assert c.fitness_parts["reached_step"] > spared["step"] and not spared["stood"]
             assert f"kept@{spared['step']} p={spared['p']:.2g}" in table_steps[c.id]
+    # verify's promotion says how sure its cut was: the explore-loss gap to the best design left out, in the anchor's noise
+    finishers = sorted((c for c in candidates if c.fitness is not None and c.status != "stopped"),
+                       key=lambda c: (-c.fitness, c.id))
+    promoted = [c for c in finishers if c.stage == "verify"]
+    cut = json.loads(campaign.paths.state.read_text()).get("promotion_cut")
+    if len(promoted) < len(finishers):
+        last, left_out = finishers[len(promoted) - 1], finishers[len(promoted)]
+        assert (cut["promoted"], cut["left_out"]) == (last.name, left_out.name)
+        assert cut["loss_gap"] == pytest.approx(left_out.explore.eval_loss - last.explore.eval_loss)
+        assert cut["noise_sd"] == pytest.approx(scoring.std(scoring.run_values(seeds[0].explore, "eval_loss")))
+        z = cut["loss_gap"] / (math.sqrt(2) * cut["noise_sd"])  # two single runs: the gap's sd is sqrt(2) x noise
+        assert cut["p"] == pytest.approx(1 - NormalDist().cdf(z))
+    else:
+        assert cut is None
     # ASHA's rung evaluation of every candidate trial was scored outside the candidate's process (explore: 12
     # steps, a 2-step warm-up, an evaluation every 3 steps)
     rung = first_rung_step(12, campaign.explore_settings.grace_fraction, warmup_steps=2, report_every=3)

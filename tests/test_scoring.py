@@ -214,3 +214,16 @@ def test_the_referee_reads_a_stop_against_the_anchor_at_the_rungs_step():
     assert early["stood"] and early["decided_without_noise"] and early["p"] is None
     unevaluated = scoring.rule_on_rung({**rung, "step": 36}, anchor, 0.05)  # no anchor evaluation at that step
     assert unevaluated["stood"] and unevaluated["p"] is None and not unevaluated["decided_without_noise"]
+
+
+def test_the_promotion_cut_is_judged_against_the_anchors_noise():
+    """p: the chance that two equal designs, one explore run each, show the gap at the cut."""
+    equal = scoring.promotion_cut(("a", 4.0), ("b", 4.0), 0.025)
+    assert equal["p"] == pytest.approx(0.5) and equal["loss_gap"] == 0.0
+    clear = scoring.promotion_cut(("a", 3.90), ("b", 4.00), 0.025)  # 0.1 apart: 2.8 sd of a two-run gap
+    assert clear["p"] == pytest.approx(0.0023, abs=2e-4) and "separated them" in scoring.describe_cut(clear, 0.05)
+    reversed_ = scoring.promotion_cut(("a", 4.02), ("b", 4.00), 0.025)  # promoted on fitness with a higher loss
+    assert reversed_["p"] > 0.5 and "within the anchor's run-to-run noise" in scoring.describe_cut(reversed_, 0.05)
+    unknown = scoring.promotion_cut(("a", 3.9), ("b", 4.0), None)
+    assert unknown["p"] is None and "not judged" in scoring.describe_cut(unknown, 0.05)
+    assert scoring.promotion_cut(("a", None), ("b", 4.0), 0.02)["why"] == "an explore loss is missing"

@@ -247,6 +247,39 @@ def score(fitness_fn: FitnessFn, name: str, metrics: StageMetrics, anchor: Mappi
     return Fitness(fitness.value, parts)
 
 
+def promotion_cut(last: tuple[str, float | None], first_left: tuple[str, float | None],
+                  noise_sd: float | None) -> dict[str, Any]:
+    """How sure verify's promotion cut was: the explore-loss gap between the last design promoted and the best one
+    left out, against the anchor's run-to-run noise at explore.
+
+    Each design's explore loss is one training run, so the gap between two equal designs has sd
+    sqrt(2) x ``noise_sd``. ``p`` is the chance of a gap this large in the promoted design's favour
+    between two equal designs: small, the cut separated them; near 0.5 or above, it was a coin
+    (the promotion follows explore fitness, which can rank a slightly higher loss first).
+    """
+    (name, loss), (other, other_loss) = last, first_left
+    out: dict[str, Any] = {"promoted": name, "left_out": other, "loss_gap": None, "noise_sd": noise_sd, "p": None}
+    if loss is None or other_loss is None:
+        out["why"] = "an explore loss is missing"
+        return out
+    out["loss_gap"] = other_loss - loss
+    if not noise_sd:
+        out["why"] = "the anchor's explore noise was not measured (fewer than two anchor runs)"
+        return out
+    out["p"] = 0.5 * math.erfc(out["loss_gap"] / (math.sqrt(2) * noise_sd) / math.sqrt(2))
+    return out
+
+
+def describe_cut(cut: Mapping[str, Any], alpha: float) -> str:
+    """One line for the campaign's log: the promotion cut and how sure it was."""
+    head = f"the cut between {cut['promoted']} (promoted) and {cut['left_out']} (left out)"
+    if cut.get("p") is None:
+        return f"{head}: not judged ({cut.get('why', 'no noise estimate')})"
+    verdict = "separated them" if cut["p"] < alpha else "is within the anchor's run-to-run noise"
+    return (f"{head}: explore loss gap {cut['loss_gap']:+.4f} against a noise sd of {cut['noise_sd']:.4f} "
+            f"(p {cut['p']:.2g}): the cut {verdict}")
+
+
 def run_values(metrics: StageMetrics, key: str) -> list[float]:
     """One measurement of every training run behind ``metrics`` (finite values only)."""
     values = [r.get(key) for r in metrics.benchmarks.get("runs", [])]

@@ -59,9 +59,20 @@ class VerifyStage:
         if not eligible:
             return []
         n = min(len(eligible), max(ctx.verify.min_promoted, math.ceil(ctx.verify.top_fraction * len(eligible))))
+        reason = f"top {n} of {len(eligible)}"
+        if n < len(eligible):  # how sure the cut was: said, recorded, and kept with each promoted candidate
+            anchor = ctx.seed_result(ctx.anchor_seed, "explore") or {}
+            cut = scoring.promotion_cut((eligible[n - 1].name, eligible[n - 1].explore.eval_loss),
+                                        (eligible[n].name, eligible[n].explore.eval_loss), anchor.get("eval_loss_std"))
+            ctx.record.update(promotion_cut=cut)
+            line = scoring.describe_cut(cut, ctx.verify.significance)
+            ctx.console.print(f"verify: promoted the top {n} of {len(eligible)} by explore fitness; {line}",
+                              markup=False, highlight=False)
+            if cut["p"] is not None:
+                reason += f"; cut p {cut['p']:.2g} (explore loss gap {cut['loss_gap']:+.4f} to {eligible[n].name})"
         for c in eligible[:n]:
             ray.get(ctx.writer.update_candidate.remote(
-                c.id, status=Status.PROMOTED, status_reason=f"explore fitness {c.fitness:.3f}: top {n} of {len(eligible)}"))
+                c.id, status=Status.PROMOTED, status_reason=f"explore fitness {c.fitness:.3f}: {reason}"))
         return memory.get_candidates([c.id for c in eligible[:n]])
 
     def _tuner(self, runs: list[dict[str, Any]]):
