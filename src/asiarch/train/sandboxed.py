@@ -354,10 +354,10 @@ class _Trial:
             rows[task].append(_replace_after(x, position, self.ranges[task], generator))
             picks[task].append((claimed, position))
         inputs = {task: torch.stack(r) if r else torch.zeros(0, 1, dtype=torch.long) for task, r in rows.items()}
-        logits = self._rerun(inputs, checkpoint, "causality audit")
+        features = self._rerun(inputs, checkpoint, "causality audit")
         for task, task_picks in picks.items():
             for j, (claimed, position) in enumerate(task_picks):
-                got = logits.get(task) if isinstance(logits, dict) else None
+                got = features.get(task) if isinstance(features, dict) else None
                 if not isinstance(got, torch.Tensor) or got.shape[0] <= j or got.shape[1:] != claimed.shape:
                     raise _Rejected("causality audit: the re-run returned features of the wrong shape")
                 diff, tolerance = self._prefix_gap(claimed, got[j], position)
@@ -369,8 +369,9 @@ class _Trial:
                         f"weights do not hold")
 
     def score_downstream(self, checkpoint: str) -> float:
-        """The downstream mean of ``checkpoint``'s weights, scored here from the logits a fresh sandbox returns
-        for the requests' batches (inputs and continuation masks: the answers never leave this process)."""
+        """The downstream mean of ``checkpoint``'s weights, scored here (through the checkpoint's head) from the
+        features a fresh sandbox returns at the answers of the requests' batches (inputs and continuation masks:
+        the answers themselves never leave this process)."""
         if self.choices is None:
             cfg = self.scale.downstream
             self.choices = downstream_requests(self.data.corpus.tokenizer, cfg.tasks, cfg.limit, cfg.max_len,
@@ -430,33 +431,33 @@ class _Trial:
                     f"{position} replaced has features up to that position that differ from the downstream evaluation's by "
                     f"{diff:.3g} (tolerance {tolerance:.3g}): the design's answers depended on later tokens")
 
-    def _prefix_gap(self, logits: torch.Tensor, other: torch.Tensor, position: int) -> tuple[float, float]:
-        """How far two rows' logits differ up to ``position``, and how far a causal design's may (the one rule
+    def _prefix_gap(self, mine: torch.Tensor, other: torch.Tensor, position: int) -> tuple[float, float]:
+        """How far two rows' features differ up to ``position``, and how far a causal design's may (the one rule
         of the causality audit and of training QA's re-check)."""
-        head, again = logits[: position + 1], other[: position + 1]
+        head, again = mine[: position + 1], other[: position + 1]
         return (head - again).abs().max().item(), self.options.audit_tolerance * max(1.0, head.abs().max().item())
 
     def _rerun(self, rows: dict[str, torch.Tensor], checkpoint: str, what: str,
                choices: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None) -> dict[str, Any]:
-        """The logits of ``rows`` under ``checkpoint``'s weights, from a fresh sandbox (the audit worker); with
-        ``choices`` (downstream batches) also their continuation logits, under ``"choices"``."""
+        """The features of ``rows`` under ``checkpoint``'s weights, from a fresh sandbox (the audit worker); with
+        ``choices`` (downstream batches) also the features at their continuations, under ``"choices"``."""
         scratch = sandbox.scratch_dir("audit")
         try:
             inputs = {"scale": self.scale, "vocab_size": self.data.vocab_size, "ranges": self.ranges, "rows": rows,
                       "choices": choices or {}}
             reader = self._start("audit", scratch, inputs, checkpoint=checkpoint)
             try:
-                logits = None
+                outputs = None
                 for record in self._records(reader):
                     if "audit" in record:
-                        logits = _load(_scratch_file(scratch, record["audit"], r"audit\.pt"))
+                        outputs = _load(_scratch_file(scratch, record["audit"], r"audit\.pt"))
                     elif "code_error" in record:
                         raise _Rejected(f"{what}: {str(record['code_error'])[:500]}")
                     elif "infra_error" in record:
                         raise SandboxError(f"the {what}'s harness failed: {str(record['infra_error'])[:2000]}")
-                if not isinstance(logits, dict):
+                if not isinstance(outputs, dict):
                     raise _Rejected(f"{what}: the worker ended without a result: {reader.died()}")
-                return logits
+                return outputs
             finally:
                 sandbox.kill(reader.proc)
         finally:
@@ -472,20 +473,20 @@ class _Trial:
         picks = [(rng.randrange(inputs.shape[0]), rng.randrange(0, inputs.shape[1] - 1))
                  for _ in range(max(1, self.options.audit_rows))]
         perturbed = [_replace_after(inputs[row], position, self.ranges["lm"], generator) for row, position in picks]
-        logits = self._rerun({"lm": torch.cat([inputs, torch.stack(perturbed)])}, checkpoint,
+        features = self._rerun({"lm": torch.cat([inputs, torch.stack(perturbed)])}, checkpoint,
                              f"training QA's re-check ({flag})").get("lm")  # features: the head is applied here
         total = inputs.shape[0] + len(picks)
-        if (not isinstance(logits, torch.Tensor)
-                or tuple(logits.shape) != (total, inputs.shape[1], self.scale.model.hidden_size)):
+        if (not isinstance(features, torch.Tensor)
+                or tuple(features.shape) != (total, inputs.shape[1], self.scale.model.hidden_size)):
             raise _Rejected(f"{flag}; the re-check returned features of the wrong shape")
         sizes = [x.shape[0] for x, _ in self.val]
-        again = score_outputs({"lm": list(logits[: inputs.shape[0]].split(sizes)), "mqar": []}, self.val, None,
+        again = score_outputs({"lm": list(features[: inputs.shape[0]].split(sizes)), "mqar": []}, self.val, None,
                               self.ranges["lm"], None, self.heads[checkpoint])["eval_loss"]
         if not abs(again - claimed) <= RECHECK_TOLERANCE * max(1.0, abs(claimed)):
             raise _Rejected(f"{flag}; its checkpoint re-evaluated in a fresh sandbox scores {again:.4f}, not the "
                             f"claimed {claimed:.4f}: the result is not reproducible from its weights")
         for j, (row, position) in enumerate(picks):
-            diff, tolerance = self._prefix_gap(logits[row], logits[inputs.shape[0] + j], position)
+            diff, tolerance = self._prefix_gap(features[row], features[inputs.shape[0] + j], position)
             if not diff <= tolerance:
                 raise _Rejected(f"{flag}; re-checked in a fresh sandbox, replacing the tokens after position {position} "
                                 f"changed the model's features before it by {diff:.3g}: the design sees the future")
