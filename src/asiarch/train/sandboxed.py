@@ -443,7 +443,7 @@ class _Trial:
         ``choices`` (downstream batches) also the features at their continuations, under ``"choices"``."""
         scratch = sandbox.scratch_dir("audit")
         try:
-            inputs = {"scale": self.scale, "vocab_size": self.data.vocab_size, "ranges": self.ranges, "rows": rows,
+            inputs = {"scale": self.scale, "vocab_size": self.data.vocab_size, "rows": rows,
                       "choices": choices or {}}
             reader = self._start("audit", scratch, inputs, checkpoint=checkpoint)
             try:

@@ -8,7 +8,7 @@ scratch directory and one nonce-stamped line; the final evaluation (and each ASH
 also leaves the model's features on the evaluation sets, which the parent turns into
 logits with the checkpoint's head, scores and audits itself. Mode ``audit`` runs given inputs
 through given weights in a fresh process: the second half of the parent's causality audit,
-and the downstream evaluation (the parent keeps the answers and scores the logits).
+and the downstream evaluation (the parent keeps the answers, applies the head and scores).
 """
 
 from __future__ import annotations
