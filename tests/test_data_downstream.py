@@ -179,7 +179,7 @@ def test_the_batches_a_model_runs_on_hold_no_answer(task_docs: dict[str, list[MC
     assert sum(len(rows) for rows in requests.rows) == sum(len(d.continuations) for d in docs)
     model = BigramLM.from_counts(tok, docs, tok.get_vocab_size())
     with torch.no_grad():
-        picked = downstream.continuation_logits(model, requests.batches)
+        picked = downstream.continuation_outputs(model, requests.batches)
     assert downstream.score_choices(requests, picked) == score_multiple_choice(model, tok, docs, max_len=256, batch_size=4)
     assert downstream.score_choices(flipped, picked)["acc_norm"] == pytest.approx(
         1 - downstream.score_choices(requests, picked)["acc_norm"])  # two choices: the answers decide, held here

@@ -147,6 +147,13 @@ def at_step(anchor: Mapping[str, Any], step: int) -> dict[str, Any] | None:
             "benchmark_std": std(benches), "step": int(step)}
 
 
+def single_run_gap_p(gap: float, noise_sd: float) -> float:
+    """The chance that two equal designs, measured by one training run each with run-to-run sd ``noise_sd``, show
+    a gap of at least ``gap`` in one's favour (the gap's sd is sqrt(2) x noise_sd): the rule behind ASHA's stops
+    (``rung_confidence``) and verify's promotion cut (``promotion_cut``)."""
+    return 0.5 * math.erfc(gap / (2.0 * noise_sd))
+
+
 def rung_confidence(rung: Mapping[str, Any], noise_sd: float | None) -> dict[str, Any]:
     """How sure an ASHA stop was: the design's gap behind the rung's cutoff, against run-to-run noise.
 
@@ -161,7 +168,7 @@ def rung_confidence(rung: Mapping[str, Any], noise_sd: float | None) -> dict[str
     out = {**rung, "behind": behind, "noise_sd": noise_sd, "behind_sd": None, "p": None}
     if noise_sd is None or not noise_sd > 0:
         return {**out, "why": "no spread of the anchor at that step"}
-    return {**out, "behind_sd": behind / noise_sd, "p": 0.5 * math.erfc(behind / (2.0 * noise_sd))}
+    return {**out, "behind_sd": behind / noise_sd, "p": single_run_gap_p(behind, noise_sd)}
 
 
 def rung_stands(judged: Mapping[str, Any], significance: float | None) -> bool:
@@ -266,7 +273,7 @@ def promotion_cut(last: tuple[str, float | None], first_left: tuple[str, float |
     if not noise_sd:
         out["why"] = "the anchor's explore noise was not measured (fewer than two anchor runs)"
         return out
-    out["p"] = 0.5 * math.erfc(out["loss_gap"] / (math.sqrt(2) * noise_sd) / math.sqrt(2))
+    out["p"] = single_run_gap_p(out["loss_gap"], noise_sd)
     return out
 
 

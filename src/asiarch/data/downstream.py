@@ -187,16 +187,8 @@ def score_multiple_choice(
     has one continuation (LAMBADA) ``acc`` is greedy exact match and ``acc_norm`` is absent.
     """
     requests = choice_batches(tokenizer, docs, max_len, batch_size)
-    picked = []
     with torch.no_grad():
-        for inputs, mask in requests.batches:
-            logits = logprob_fn(inputs)
-            if logits.shape[:2] != inputs.shape:
-                raise ValueError(
-                    f"logprob_fn returned shape {tuple(logits.shape)} for inputs {tuple(inputs.shape)}; "
-                    "expected [B, T, V]"
-                )
-            picked.append(logits[mask.to(logits.device)])
+        picked = continuation_outputs(logprob_fn, requests.batches)
     return score_choices(requests, picked)
 
 
@@ -391,24 +383,25 @@ def evaluate_downstream(
     model.eval()
     try:
         with torch.no_grad():
-            picked = {name: continuation_logits(model, task.batches, device) for name, task in requests.items()}
+            picked = {name: continuation_outputs(model, task.batches, device) for name, task in requests.items()}
     finally:
         model.train(was_training)
     return downstream_scores(requests, picked)
 
 
-def continuation_logits(model: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                        device: str | torch.device = "cpu") -> list[torch.Tensor]:
-    """``model``'s logits at each batch's continuation positions (``logits[mask]``), float32 on the CPU:
-    what ``score_choices`` scores. Runs as given (the caller sets eval mode and no_grad)."""
+def continuation_outputs(model: Callable[[torch.Tensor], Any], batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                         device: str | torch.device = "cpu") -> list[torch.Tensor]:
+    """``model``'s outputs ``[B, T, ...]`` at each batch's continuation positions (``out[mask]``), float32 on the
+    CPU. Logits are what ``score_choices`` scores; a sandboxed trial returns ``LanguageModel.features`` here
+    and its parent applies the head. Runs as given (the caller sets eval mode and no_grad)."""
     picked = []
     for inputs, mask in batches:
         out = model(inputs.to(device))
         if isinstance(out, (tuple, list)):
             out = out[0]
-        logits = getattr(out, "logits", out)
-        if logits.shape[:2] != inputs.shape:
-            raise ValueError(f"the model returned shape {tuple(logits.shape)} for inputs {tuple(inputs.shape)}; "
+        out = getattr(out, "logits", out)
+        if out.shape[:2] != inputs.shape:
+            raise ValueError(f"the model returned shape {tuple(out.shape)} for inputs {tuple(inputs.shape)}; "
                              "expected [B, T, V]")
-        picked.append(logits[mask.to(logits.device)].float().cpu())
+        picked.append(out[mask.to(out.device)].float().cpu())
     return picked

@@ -116,6 +116,7 @@ def audit(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
 
     from asiarch.arch.contract import load_mixer_class
     from asiarch.arch.model import LanguageModel
+    from asiarch.data.downstream import continuation_outputs
 
     inputs = torch.load(request["inputs"], weights_only=False)  # the trusted parent's
     scale = inputs["scale"]
@@ -136,7 +137,7 @@ def audit(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
             features: dict[str, Any] = {task: model.features(rows.to(device)).float().cpu()
                                         for task, rows in inputs["rows"].items() if len(rows)}
         with torch.no_grad():  # as evaluate_downstream scores the seeds: no autocast
-            features["choices"] = {task: [model.features(x.to(device))[mask.to(device)].float().cpu() for x, mask in batches]
+            features["choices"] = {task: continuation_outputs(model.features, batches, device)
                                    for task, batches in inputs.get("choices", {}).items()}
         torch.save(features, os.path.join(workdir, "audit.pt"))
     except BaseException as err:  # noqa: BLE001 - whatever fails here, the candidate's weights or code did it
