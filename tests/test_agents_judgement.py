@@ -50,3 +50,27 @@ def test_the_judge_reads_the_seed_at_the_candidates_progress(tmp_path):
     assert stopped.judge["performance"] > 5  # ahead of the seed at equal progress, although 0.4 behind its final
     finished = judge.score("child", seeds=[SEED])
     assert "eval loss 4.450 vs best seed 4.600 at evaluation 8" in finished.judge_rationale
+
+
+def test_the_judge_scores_growth_only_beyond_its_measurement_noise(tmp_path):
+    memory, uri = stored(tmp_path)
+    code = render(seed_genome("deltanet"))
+
+    def measured(cid: str, complexity: dict) -> None:
+        report = {"passed": True, "results": [{"check": "complexity", "passed": True, "measurements": complexity},
+                                              {"check": "param_budget", "passed": True, "measurements": {"ratio": 1.0}}]}
+        memory.upsert_candidates(Candidate(id=cid, campaign="x", name=cid, code=code, status="finished",
+                                           check_report=report,
+                                           explore=StageMetrics(loss_curve=CHILD, eval_loss=CHILD[-1], fitness=0.5)))
+
+    measured("steeper", {"time_exponent": 1.04, "time_exponent_se": 0.03})  # the seeds' run-to-run spread
+    measured("flatter", {"time_exponent": 0.95, "time_exponent_se": 0.03})
+    measured("unsure", {"time_exponent": 1.04})  # a record from before the standard error was measured
+    measured("quadratic", {"time_exponent": 1.6, "time_exponent_se": 0.02})
+    judge = Judge(OfflineBackend(), uri, memory, "x")
+    scores = {cid: judge.score(cid, seeds=[SEED]) for cid in ("steeper", "flatter", "unsure", "quadratic")}
+    complexity = {cid: c.judge["complexity"] for cid, c in scores.items()}
+    # two linear designs whose exponents differ by noise score alike; the same exponent with no noise estimate counts
+    assert complexity["steeper"] == complexity["flatter"] > complexity["unsure"] > complexity["quadratic"]
+    assert "T^1.04 ± 0.03: linear within noise" in scores["steeper"].judge_rationale
+    assert "faster than linear by 0.60 (beyond noise" in scores["quadratic"].judge_rationale

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from asiarch.arch import SEEDS, seed_source
-from asiarch.checks import CHECK_ORDER, CheckOptions, check_candidate, check_policy
+from asiarch.checks import CHECK_ORDER, CheckOptions, check_candidate, check_policy, growth_beyond_linear
 from asiarch.checks import _run_worker as run_worker
 from asiarch.memory import Candidate, Memory
 
@@ -20,7 +20,9 @@ def test_linear_seeds_pass_every_check(name):
     report = check_candidate(seed_source(name))
     assert report.passed, report.summary()
     assert [r.check for r in report.results] == ["policy", *CHECK_ORDER]
-    assert report.measurements["complexity"]["time_exponent"] < 1.3
+    complexity = report.measurements["complexity"]
+    assert complexity["time_exponent"] < 1.3 and complexity["time_exponent_se"] > 0  # every timed run's fit
+    assert growth_beyond_linear(complexity, 0.05)["beyond_linear"] < 0.1  # what the Judge counts of it
     assert 0.5 <= report.measurements["param_budget"]["ratio"] <= 2.0
 
 
@@ -31,6 +33,8 @@ def test_softmax_attention_fails_complexity_unless_quadratic_is_allowed():
     allowed = check_candidate(seed_source("attention"), allow_quadratic=True, checks=["complexity"],
                               complexity_base_length=128)  # the flag is what is tested: the shortest sweep
     assert allowed.passed and "quadratic cost allowed" in allowed.results[-1].reason
+    growth = growth_beyond_linear(allowed.measurements["complexity"], 0.05)
+    assert growth["beyond_linear"] > 0.2 and "faster than linear" in growth["verdict"], growth
 
 
 CHEAP_LINEAR = textwrap.dedent("""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asiarch.arch.identity import normalised_code, seed_twin
-from asiarch.checks import check_candidate
+from asiarch.checks import check_candidate, growth_beyond_linear
 from asiarch.llm.protocol import LLMBackend, Usage
 from asiarch.llm.schemas import ROLE_SCHEMAS, with_context
 from asiarch.llm.templates import render
@@ -32,6 +32,8 @@ class AgentsConfig:
     tried_shown: int = 8  # designs of the campaign the Researcher sees by name and one line (nearest, then latest)
     # ASI-Arch's weights (performance 0.3, innovation 0.25, complexity 0.45)
     judge_weights: dict[str, float] = field(default_factory=lambda: {"performance": 0.3, "innovation": 0.25, "complexity": 0.45})
+    # the one-sided level beyond which a measured growth exponent counts as faster than linear for the Judge
+    judge_significance: float = 0.05
 
 
 class MemoryAccess:
@@ -298,9 +300,11 @@ class Judge(_Role):
     def score(self, candidate_id: str, seeds: list[dict[str, Any]]) -> Candidate:
         c = self.memory.reader.get_candidate(candidate_id)
         measured = {r["check"]: r.get("measurements", {}) for r in c.check_report.get("results") or []}
+        growth = growth_beyond_linear(measured.get("complexity", {}), self.config.judge_significance)
         context = {"seeds": [_seed_view(s, c.explore.loss_curve) for s in seeds], "candidate": {
             **_summary(c), "parameter_ratio": measured.get("param_budget", {}).get("ratio", 1.0),
-            "growth_exponent": measured.get("complexity", {}).get("time_exponent", 1.0)}}
+            "growth_exponent": growth["exponent"], "growth_exponent_se": growth["se"],
+            "growth_beyond_linear": growth["beyond_linear"], "growth": growth["verdict"]}}
         result = self.ask("judge", render("judge"), context)
         weights = self.config.judge_weights
         overall = sum(weights[k] * result.data[k] for k in weights) / 10

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 import time
 from typing import Any, Callable, Sequence
 
@@ -148,9 +149,32 @@ def _saved_bytes(mixer: nn.Module, x: torch.Tensor) -> int:
 
 def _growth_exponent(lengths: list[int], values: list[float]) -> float:
     """Least-squares slope of log(value) against log(length)."""
+    return _log_log_fit(lengths, values)[0]
+
+
+def _log_log_fit(lengths: Sequence[int], values: Sequence[float]) -> tuple[float, float | None]:
+    """Slope of log(value) against log(length) and its standard error (None with fewer than three points or one
+    length): what says how sure a growth exponent is."""
     xs, ys = [math.log(n) for n in lengths], [math.log(max(v, 1e-12)) for v in values]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    return sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / sum((a - mx) ** 2 for a in xs)
+    sxx = sum((a - mx) ** 2 for a in xs)
+    slope = sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / sxx
+    if len(xs) < 3 or sxx == 0:
+        return slope, None
+    residual = sum((b - my - slope * (a - mx)) ** 2 for a, b in zip(xs, ys))
+    return slope, math.sqrt(residual / (len(xs) - 2) / sxx)
+
+
+def _exponent_noise(lengths: list[int], passes: list[list[float]]) -> float | None:
+    """How far a growth exponent from these timed passes over ``lengths`` may be off: the larger of the log-log
+    fit's standard error over every timed run and the spread of the exponents fitted to each pass alone (load that
+    bends one whole pass shows in the second, jitter within passes in the first). benchmarks/bench_growth_noise.py
+    measures how often it covers the spread between checks."""
+    fit_se = _log_log_fit([n for _ in passes for n in lengths], [t for times in passes for t in times])[1]
+    per_pass = [_growth_exponent(lengths, times) for times in passes]
+    spread = statistics.stdev(per_pass) if len(per_pass) >= 2 else None
+    known = [v for v in (fit_se, spread) if v is not None]
+    return max(known) if known else None
 
 
 def check_complexity(cls, opts) -> Result:
@@ -170,12 +194,17 @@ def check_complexity(cls, opts) -> Result:
         # that comes and goes during a sweep reaches every length alike instead of only the ones timed last.
         seconds = [math.inf] * len(inputs)
         for _ in range(opts["complexity_repeats"]):
+            timed.append([])
             for i, x in enumerate(inputs):
                 start = time.thread_time()
                 mixer(x).sum().backward()
-                seconds[i] = min(seconds[i], time.thread_time() - start)  # the least-disturbed run per length
+                took = time.thread_time() - start
+                seconds[i] = min(seconds[i], took)  # the least-disturbed run per length
+                timed[-1].append(took)
                 mixer.zero_grad(set_to_none=True)
         return seconds
+
+    timed: list[list[float]] = []  # every pass over the lengths: their spread says how sure the exponent is
 
     bound, mem_exp = opts["max_growth_exponent"], _growth_exponent(lengths, memory)
     seconds = sweep()
@@ -193,8 +222,9 @@ def check_complexity(cls, opts) -> Result:
         if not moved:
             break
     time_exp = _growth_exponent(lengths, seconds)
+    time_se = _exponent_noise(lengths, timed)
     measurements = {"lengths": lengths, "cpu_seconds": seconds, "saved_bytes": memory, "sweeps": sweeps,
-                    "time_exponent": time_exp, "memory_exponent": mem_exp, "bound": bound}
+                    "time_exponent": time_exp, "time_exponent_se": time_se, "memory_exponent": mem_exp, "bound": bound}
     if opts["allow_quadratic"]:
         return True, f"quadratic cost allowed (time ~T^{time_exp:.2f}, memory ~T^{mem_exp:.2f})", measurements
     worst = max(time_exp, mem_exp)

@@ -146,9 +146,13 @@ class OfflineBackend:
         genome = genome_from_source(me.get("code", ""))
         new_motifs = len(genome.motifs() - seed_genome("deltanet").motifs()) if genome else 0
         innovation = min(10.0, 3.0 + 1.5 * new_motifs)
-        ratio, exponent = me.get("parameter_ratio", 1.0), me.get("growth_exponent", 1.0)
-        complexity = max(0.0, min(10.0, 10 - 4 * abs(ratio - 1.0) - 10 * max(0.0, exponent - 1.0)))
-        parts.append(f"{new_motifs} motifs beyond DeltaNet; {ratio:.2f}x parameters; time ~T^{exponent:.2f}")
+        ratio = me.get("parameter_ratio", 1.0)
+        # growth counts only where it is beyond its measurement's noise (the Judge's context); a bare exponent counts whole
+        exponent = me.get("growth_exponent") or 1.0
+        excess = me.get("growth_beyond_linear", max(0.0, exponent - 1.0))
+        complexity = max(0.0, min(10.0, 10 - 4 * abs(ratio - 1.0) - 10 * excess))
+        parts.append(f"{new_motifs} motifs beyond DeltaNet; {ratio:.2f}x parameters; "
+                     f"time {me.get('growth') or f'~T^{exponent:.2f}'}")
         return {"performance": round(max(0.0, min(10.0, performance)), 2), "innovation": innovation,
                 "complexity": round(complexity, 2), "rationale": "; ".join(parts)}
 
