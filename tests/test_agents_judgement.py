@@ -74,3 +74,35 @@ def test_the_judge_scores_growth_only_beyond_its_measurement_noise(tmp_path):
     assert complexity["steeper"] == complexity["flatter"] > complexity["unsure"] > complexity["quadratic"]
     assert "T^1.04 ± 0.03: linear within noise" in scores["steeper"].judge_rationale
     assert "faster than linear by 0.60 (beyond noise" in scores["quadratic"].judge_rationale
+
+
+def seed_runs(finals: list[float], mqar: float) -> dict:
+    """A seed as ``scoring.anchor_of`` gives it: the mean curve and each run's (step, loss, benchmark) rows."""
+    runs = [[[24 * (i + 1), loss + (final - SEED["eval_loss"]), mqar] for i, loss in enumerate(SEED["loss_curve"])]
+            for final in finals]
+    mean_curve = [sum(run[i][1] for run in runs) / len(runs) for i in range(len(SEED["loss_curve"]))]
+    return {**SEED, "eval_loss": mean_curve[-1], "loss_curve": mean_curve, "mqar_accuracy": mqar, "run_curves": runs}
+
+
+def test_the_judge_reads_a_loss_gap_against_the_seeds_noise_and_recall_against_chance(tmp_path):
+    from asiarch.campaign.scoring import Chance
+
+    memory, uri = stored(tmp_path)
+    memory.upsert_candidates(Candidate(id="guessing", campaign="x", name="guessing", code=render(seed_genome("deltanet")),
+                                       status="finished", explore=StageMetrics(loss_curve=CHILD, eval_loss=CHILD[-1],
+                                                                               mqar_accuracy=0.13, fitness=0.5)))
+    judge = Judge(OfflineBackend(), uri, memory, "x")
+    close = seed_runs([4.43, 4.46, 4.49], mqar=0.5)  # the child's 4.45 is inside this seed's spread (sd 0.03)
+    tie = judge.score("child", seeds=[close])
+    assert tie.judge["performance"] == 5.0 + max(-1.0, min(1.0, 2 * (0.5 - 0.5)))  # loss: a tie; recall: equal
+    assert "within the seed's noise" in tie.judge_rationale
+    far = seed_runs([4.59, 4.60, 4.61], mqar=0.5)  # 0.15 behind the child with sd 0.01: beyond noise
+    ahead = judge.score("child", seeds=[far])
+    assert ahead.judge["performance"] > 5 and "within the seed's noise" not in ahead.judge_rationale
+
+    chance = Chance(level=0.125, trials=2048)  # cpu_tiny's MQAR: 256 examples x 8 pairs, 1/8 by a bag of values
+    guessing = judge.score("guessing", seeds=[seed_runs([4.59, 4.60, 4.61], mqar=0.12)], recall_chance=chance)
+    assert "recall at chance, not scored" in guessing.judge_rationale
+    recalling = judge.score("guessing", seeds=[seed_runs([4.59, 4.60, 4.61], mqar=0.5)], recall_chance=chance)
+    assert "MQAR 0.130 vs best seed 0.500" in recalling.judge_rationale  # the seed recalls: the gap is real
+    assert recalling.judge["performance"] < guessing.judge["performance"]

@@ -227,3 +227,19 @@ def test_the_promotion_cut_is_judged_against_the_anchors_noise():
     unknown = scoring.promotion_cut(("a", 3.9), ("b", 4.0), None)
     assert unknown["p"] is None and "not judged" in scoring.describe_cut(unknown, 0.05)
     assert scoring.promotion_cut(("a", None), ("b", 4.0), 0.02)["why"] == "an explore loss is missing"
+
+
+def test_a_single_run_against_a_seeds_mean_is_read_against_the_seeds_spread_at_that_evaluation():
+    # three seed runs: 4.00, 4.02, 4.04 at the second evaluation (mean 4.02, sd 0.02)
+    seed = {"loss_curve": [5.0, 4.02], "run_curves": [[[24, 5.0, 0.1], [48, 4.00 + d, 0.1]] for d in (0.0, 0.02, 0.04)]}
+    better, tie, worse = (scoring.judged_gap(loss, seed, 2, 0.05) for loss in (3.90, 4.01, 4.20))
+    assert (better["verdict"], tie["verdict"], worse["verdict"]) == ("better beyond noise", "within noise",
+                                                                      "worse beyond noise")
+    assert better["their_loss"] == pytest.approx(4.02) and better["noise_sd"] == pytest.approx(0.02)
+    # the gap of one run against a mean of three has sd 0.02 x sqrt(1 + 1/3)
+    assert better["p_better"] == pytest.approx(stats.norm.sf(0.12 / (0.02 * math.sqrt(4 / 3))))
+    assert scoring.single_run_gap_p(0.12, 0.02) == pytest.approx(stats.norm.sf(0.12 / (0.02 * math.sqrt(2))))
+    single = scoring.judged_gap(3.9, {"loss_curve": [5.0, 4.02], "run_curves": seed["run_curves"][:1]}, 2, 0.05)
+    assert single["verdict"] == "noise not measured" and single["their_loss"] == pytest.approx(4.0)
+    unrecorded = scoring.judged_gap(3.9, {"loss_curve": [5.0, 4.02]}, 2, 0.05)  # no runs kept: the mean curve
+    assert unrecorded["their_loss"] == 4.02 and unrecorded["p_better"] is None

@@ -105,12 +105,34 @@ def at_equal_progress(curve: list[float], other: list[float]) -> dict[str, Any] 
             "delta": round(curve[n - 1] - other[n - 1], 4)}
 
 
-def _seed_view(seed: dict[str, Any], curve: list[float]) -> dict[str, Any]:
-    """A seed's measured numbers as agents read them, with the candidate compared at equal progress."""
+def _seed_view(seed: dict[str, Any], curve: list[float], significance: float | None = None) -> dict[str, Any]:
+    """A seed's measured numbers as agents read them, with the candidate compared at equal progress; with
+    ``significance``, that comparison is read against the seed's run-to-run spread there (``scoring.judged_gap``)."""
     view = {k: seed.get(k) for k in ("name", "eval_loss", "eval_loss_std", "mqar_accuracy", "benchmark")}
     view["loss_curve"] = _rounded(seed.get("loss_curve"))
-    view["candidate_vs_seed_at_equal_progress"] = at_equal_progress(curve, seed.get("loss_curve") or [])
+    equal = at_equal_progress(curve, seed.get("loss_curve") or [])
+    if equal is not None and significance is not None:
+        from asiarch.campaign.scoring import judged_gap  # the campaign's noise rules (imported late: no cycle)
+
+        gap = judged_gap(curve[equal["evaluation"] - 1], seed, equal["evaluation"], significance)
+        if gap["their_loss"] is not None:
+            equal.update(their_loss=round(gap["their_loss"], 4), delta=round(equal["loss"] - gap["their_loss"], 4))
+        equal.update(noise_sd=None if gap["noise_sd"] is None else round(gap["noise_sd"], 4), seed_runs=gap["runs"],
+                     verdict=gap["verdict"])
+    view["candidate_vs_seed_at_equal_progress"] = equal
     return view
+
+
+def _recall_at_chance(mine: float | None, seeds: list[dict[str, Any]], chance: Any, significance: float) -> str | None:
+    """Why recall cannot tell the candidate from the seeds, or None: when neither the candidate's MQAR nor any
+    seed's is above MQAR's chance level (binomial, one-sided at ``significance``), its differences are guesses."""
+    if chance is None or mine is None:
+        return None
+    theirs = [s["mqar_accuracy"] for s in seeds if s.get("mqar_accuracy") is not None]
+    if any(chance.p_above(x) < significance for x in [mine, *theirs]):
+        return None
+    return (f"recall is at chance for the candidate ({mine:.4f}) and every seed ({', '.join(f'{x:.4f}' for x in theirs)}):"
+            f" chance {chance.level:.4f} over {chance.trials} queries; its differences are guesses")
 
 
 def system_prompt() -> str:
@@ -295,16 +317,25 @@ class Engineer(_Role):
 
 
 class Judge(_Role):
-    """Scores a trained candidate (performance, innovation, complexity) against the seeds' results."""
+    """Scores a trained candidate (performance, innovation, complexity) against the seeds' results, each
+    measurement with its noise: a loss gap against a seed's run-to-run spread, recall against its chance level,
+    growth against the complexity check's error."""
 
-    def score(self, candidate_id: str, seeds: list[dict[str, Any]]) -> Candidate:
+    def score(self, candidate_id: str, seeds: list[dict[str, Any]], recall_chance: Any = None) -> Candidate:
+        """``seeds``: the seeds' results as ``scoring.anchor_of`` gives them; ``recall_chance``: MQAR's
+        ``scoring.Chance`` at the stage's scale (None: recall is read without a chance level)."""
         c = self.memory.reader.get_candidate(candidate_id)
         measured = {r["check"]: r.get("measurements", {}) for r in c.check_report.get("results") or []}
-        growth = growth_beyond_linear(measured.get("complexity", {}), self.config.judge_significance)
-        context = {"seeds": [_seed_view(s, c.explore.loss_curve) for s in seeds], "candidate": {
+        alpha = self.config.judge_significance
+        growth = growth_beyond_linear(measured.get("complexity", {}), alpha)
+        views = [_seed_view(s, c.explore.loss_curve, alpha) for s in seeds]
+        context = {"seeds": views, "candidate": {
             **_summary(c), "parameter_ratio": measured.get("param_budget", {}).get("ratio", 1.0),
             "growth_exponent": growth["exponent"], "growth_exponent_se": growth["se"],
             "growth_beyond_linear": growth["beyond_linear"], "growth": growth["verdict"]}}
+        at_chance = _recall_at_chance(c.explore.mqar_accuracy, seeds, recall_chance, alpha)
+        if at_chance:
+            context["candidate"]["recall_at_chance"] = at_chance
         result = self.ask("judge", render("judge"), context)
         weights = self.config.judge_weights
         overall = sum(weights[k] * result.data[k] for k in weights) / 10

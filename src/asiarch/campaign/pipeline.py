@@ -58,6 +58,7 @@ class CampaignPipeline:
         from asiarch.agents import AnalystActor, EngineerActor, JudgeActor, ResearcherActor
 
         self.s, self.writer, self.scale, self.fitness_fn = settings, writer, explore_scale, fitness_fn
+        self.recall_chance = scoring.mqar_chance(explore_scale) if explore_scale is not None else None  # for the Judge
         common = dict(backend=backend, uri=settings.memory_uri, writer=writer, campaign=settings.campaign,
                       config=settings.agents)
         here = on_this_node()  # the driver's node: a lost worker node costs trials, never the agents
@@ -362,7 +363,7 @@ class CampaignPipeline:
         baseline = self.baseline
         judge_score, judge_error = None, None
         try:
-            judged: Candidate = ray.get(self.judge.score.remote(design, [baseline]))
+            judged: Candidate = ray.get(self.judge.score.remote(design, [baseline], self.recall_chance))
             judge_score = judged.judge.get("overall")
         except Exception as err:  # recorded as a missing fitness term, never a silent default
             judge_error = f"{type(err).__name__}: {err}"

@@ -110,10 +110,7 @@ def benchmark_chance(scale: ScaleConfig) -> Chance | None:
 
         level, documents = chance_level(scale.downstream.tasks, scale.downstream.limit)
         return Chance(level=level, trials=documents)
-    m = scale.mqar
-    examples = min(scale.train.eval_mqar_examples, m.num_test)
-    level = max(1.0 / (m.vocab_size - m.vocab_size // 2), 1.0 / m.num_kv_pairs)
-    return Chance(level=level, trials=examples * m.num_kv_pairs)
+    return mqar_chance(scale)
 
 
 def anchor_of(name: str, metrics: StageMetrics) -> dict[str, Any]:
@@ -147,11 +144,48 @@ def at_step(anchor: Mapping[str, Any], step: int) -> dict[str, Any] | None:
             "benchmark_std": std(benches), "step": int(step)}
 
 
-def single_run_gap_p(gap: float, noise_sd: float) -> float:
-    """The chance that two equal designs, measured by one training run each with run-to-run sd ``noise_sd``, show
-    a gap of at least ``gap`` in one's favour (the gap's sd is sqrt(2) x noise_sd): the rule behind ASHA's stops
-    (``rung_confidence``) and verify's promotion cut (``promotion_cut``)."""
-    return 0.5 * math.erfc(gap / (2.0 * noise_sd))
+def single_run_gap_p(gap: float, noise_sd: float, other_runs: int = 1) -> float:
+    """The chance that two equal designs, one measured by a single training run and the other by the mean of
+    ``other_runs`` runs, each run with sd ``noise_sd``, show a gap of at least ``gap`` in the single run's favour
+    (the gap's sd is noise_sd x sqrt(1 + 1 / other_runs): sqrt(2) between two single runs). The rule behind
+    ASHA's stops (``rung_confidence``), verify's promotion cut (``promotion_cut``) and the Judge's reading of
+    a loss against a seed's (``judged_gap``)."""
+    return 0.5 * math.erfc(gap / (math.sqrt(2.0 * (1.0 + 1.0 / other_runs)) * noise_sd))
+
+
+def judged_gap(loss: float, seed: Mapping[str, Any], evaluation: int, significance: float) -> dict[str, Any]:
+    """A design's eval loss (one run) at its ``evaluation``-th evaluation against a seed's mean there, read against
+    the seed's run-to-run spread at that evaluation: ``p_better`` is the chance that an equal design shows a gap
+    this far in its favour; ``verdict`` is "better" or "worse" beyond noise (one-sided at ``significance``),
+    "within noise", or "noise not measured" (fewer than two seed runs reached that evaluation)."""
+    runs = [curve[evaluation - 1][1] for curve in seed.get("run_curves") or [] if len(curve) >= evaluation
+            and isinstance(curve[evaluation - 1][1], (int, float)) and math.isfinite(curve[evaluation - 1][1])]
+    their, sd = mean(runs), std(runs)
+    if their is None:  # no per-run curves (a seed stored before they were kept): its mean curve, unread noise
+        curve = seed.get("loss_curve") or []
+        their = curve[evaluation - 1] if len(curve) >= evaluation else None
+    out = {"evaluation": evaluation, "loss": loss, "their_loss": their, "noise_sd": sd, "runs": len(runs),
+           "p_better": None, "verdict": "noise not measured"}
+    if their is None or not sd:
+        return out
+    gap = their - loss
+    out["p_better"] = single_run_gap_p(gap, sd, len(runs))
+    if out["p_better"] < significance:
+        out["verdict"] = "better beyond noise"
+    elif single_run_gap_p(-gap, sd, len(runs)) < significance:
+        out["verdict"] = "worse beyond noise"
+    else:
+        out["verdict"] = "within noise"
+    return out
+
+
+def mqar_chance(scale: ScaleConfig) -> Chance:
+    """MQAR's chance level at ``scale`` and the queries one measurement is over (``benchmark_chance`` says why
+    the level is the larger of 2/V and 1/K)."""
+    m = scale.mqar
+    examples = min(scale.train.eval_mqar_examples, m.num_test)
+    return Chance(level=max(1.0 / (m.vocab_size - m.vocab_size // 2), 1.0 / m.num_kv_pairs),
+                  trials=examples * m.num_kv_pairs)
 
 
 def rung_confidence(rung: Mapping[str, Any], noise_sd: float | None) -> dict[str, Any]:

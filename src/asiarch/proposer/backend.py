@@ -126,21 +126,27 @@ class OfflineBackend:
     def _judge(self, ctx: dict[str, Any]) -> dict[str, Any]:
         me, seeds = ctx.get("candidate", {}), ctx.get("seeds", [])
         # each seed's loss at the candidate's progress when the curves say it (an early stop is not a finish)
-        losses = []
+        losses = []  # (seed's loss, the candidate's, where, how the gap reads against the seed's noise)
         for s in seeds:
             equal = s.get("candidate_vs_seed_at_equal_progress")
             if equal and me.get("loss_curve"):
-                losses.append((equal["their_loss"], equal["loss"], f" at evaluation {equal['evaluation']}"))
+                losses.append((equal["their_loss"], equal["loss"], f" at evaluation {equal['evaluation']}",
+                               equal.get("verdict")))
             elif s.get("eval_loss") is not None and me.get("eval_loss") is not None:
-                losses.append((s["eval_loss"], me["eval_loss"], ""))
+                losses.append((s["eval_loss"], me["eval_loss"], "", None))
         best_recall = max((s["mqar_accuracy"] for s in seeds if s.get("mqar_accuracy") is not None), default=None)
         parts = []
         performance = 5.0
         if losses:
-            best_loss, mine, where = min(losses)
-            performance += max(-4.0, min(4.0, 20 * (best_loss - mine) / best_loss))
-            parts.append(f"eval loss {mine:.3f} vs best seed {best_loss:.3f}{where}")
-        if best_recall is not None and me.get("mqar_accuracy") is not None:
+            best_loss, mine, where, verdict = min(losses, key=lambda row: row[0])
+            if verdict == "within noise":  # a gap the seed's own runs show: a tie, worth no points either way
+                parts.append(f"eval loss {mine:.3f} vs best seed {best_loss:.3f}{where}, within the seed's noise")
+            else:
+                performance += max(-4.0, min(4.0, 20 * (best_loss - mine) / best_loss))
+                parts.append(f"eval loss {mine:.3f} vs best seed {best_loss:.3f}{where}")
+        if me.get("recall_at_chance"):
+            parts.append("recall at chance, not scored")
+        elif best_recall is not None and me.get("mqar_accuracy") is not None:
             performance += max(-1.0, min(1.0, 2 * (me["mqar_accuracy"] - best_recall)))
             parts.append(f"MQAR {me['mqar_accuracy']:.3f} vs best seed {best_recall:.3f}")
         genome = genome_from_source(me.get("code", ""))
