@@ -44,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="complexity checks per design")
     parser.add_argument("--load", type=int, default=1, help="busy-loop processes beside the checks (0: idle)")
-    parser.add_argument("--significance", type=float, default=0.05, help="agents.judge_significance")
+    parser.add_argument("--significance", type=float, default=0.05, help="agents.significance")
     parser.add_argument("--out", type=Path, default=None, help="write every measurement as JSON")
     args = parser.parse_args()
 

@@ -106,3 +106,19 @@ def test_the_judge_reads_a_loss_gap_against_the_seeds_noise_and_recall_against_c
     recalling = judge.score("guessing", seeds=[seed_runs([4.59, 4.60, 4.61], mqar=0.5)], recall_chance=chance)
     assert "MQAR 0.130 vs best seed 0.500" in recalling.judge_rationale  # the seed recalls: the gap is real
     assert recalling.judge["performance"] < guessing.judge["performance"]
+
+
+def test_the_analyst_draws_no_insight_from_a_gap_within_noise(tmp_path):
+    memory, uri = stored(tmp_path)
+    near = PARENT[:-1] + [PARENT[-1] - 0.03]  # 0.03 below its parent: above the old fixed 0.02, inside the noise
+    memory.upsert_candidates(Candidate(id="near", campaign="x", name="near", parent_ids=["parent"], status="finished",
+                                       code=render(replace(seed_genome("deltanet"), output_gate="silu")),
+                                       explore=StageMetrics(loss_curve=near, eval_loss=near[-1], fitness=0.5)))
+    anchor = seed_runs([4.57, 4.60, 4.63], mqar=0.5)  # sd 0.03 at every evaluation: two runs differ by ~0.042
+    analyst = Analyst(OfflineBackend(), uri, memory, "x")
+    noise = analyst.analyse("near", seeds=[anchor])
+    assert "vs parent 4.750 (-0.030) at evaluation 8 (within noise)" in noise.analysis
+    real = analyst.analyse("child", seeds=[anchor])  # 0.3 below the same parent
+    assert "vs parent 4.750 (-0.300) at evaluation 8 (better beyond noise)" in real.analysis
+    sources = {row["source"] for row in memory.list_insights(kind="experiment")}
+    assert "child" in sources and "near" not in sources  # only the gap beyond noise became an insight

@@ -32,8 +32,9 @@ class AgentsConfig:
     tried_shown: int = 8  # designs of the campaign the Researcher sees by name and one line (nearest, then latest)
     # ASI-Arch's weights (performance 0.3, innovation 0.25, complexity 0.45)
     judge_weights: dict[str, float] = field(default_factory=lambda: {"performance": 0.3, "innovation": 0.25, "complexity": 0.45})
-    # the one-sided level beyond which a measured growth exponent counts as faster than linear for the Judge
-    judge_significance: float = 0.05
+    # the one-sided level a measured difference must pass before the Judge scores it (a loss gap, growth above
+    # linear, recall above chance) or the Analyst draws an insight from it (a loss gap to a relative)
+    significance: float = 0.05
 
 
 class MemoryAccess:
@@ -326,7 +327,7 @@ class Judge(_Role):
         ``scoring.Chance`` at the stage's scale (None: recall is read without a chance level)."""
         c = self.memory.reader.get_candidate(candidate_id)
         measured = {r["check"]: r.get("measurements", {}) for r in c.check_report.get("results") or []}
-        alpha = self.config.judge_significance
+        alpha = self.config.significance
         growth = growth_beyond_linear(measured.get("complexity", {}), alpha)
         views = [_seed_view(s, c.explore.loss_curve, alpha) for s in seeds]
         context = {"seeds": views, "candidate": {
@@ -345,25 +346,34 @@ class Judge(_Role):
 
 class Analyst(_Role):
     """Compares a scored candidate with its parent, grandparent, two fittest siblings and the seeds, each at
-    equal training progress; distils insights."""
+    equal training progress and against run-to-run noise (the first seed's spread at that evaluation, the
+    anchor's); distils insights."""
 
     def analyse(self, candidate_id: str, seeds: list[dict[str, Any]] | None = None) -> Candidate:
+        from asiarch.campaign.scoring import gap_verdict, runs_at_evaluation, std  # imported late: no cycle
+
         reader = self.memory.reader
         c = reader.get_candidate(candidate_id)
         ancestors = reader.ancestors(candidate_id) if c.parent_ids else []
         parent = ancestors[0] if ancestors else None
         grandparent = next((a for a in ancestors[1:] if parent and a.id in parent.parent_ids), None)
         siblings = reader.siblings(candidate_id)[:2] if c.parent_ids else []
+        anchor, alpha = (seeds or [None])[0], self.config.significance
 
         def relative(r: Candidate | None) -> dict[str, Any] | None:
             view = _summary(r)
             if view is not None:
-                view["candidate_vs_this_at_equal_progress"] = at_equal_progress(c.explore.loss_curve, r.explore.loss_curve)
+                equal = at_equal_progress(c.explore.loss_curve, r.explore.loss_curve)
+                if equal is not None and anchor is not None:  # two single runs, each with the anchor's spread
+                    sd = std(runs_at_evaluation(anchor, equal["evaluation"]))
+                    equal.update(noise_sd=None if sd is None else round(sd, 4),
+                                 verdict=gap_verdict(-equal["delta"], sd, 1, alpha)[1])
+                view["candidate_vs_this_at_equal_progress"] = equal
             return view
 
         context = {"candidate": _summary(c), "parent": relative(parent), "grandparent": relative(grandparent),
                    **{f"sibling_{i + 1}": relative(s) for i, s in enumerate(siblings)},
-                   "seeds": [_seed_view(s, c.explore.loss_curve) for s in seeds or []]}
+                   "seeds": [_seed_view(s, c.explore.loss_curve, alpha) for s in seeds or []]}
         result = self.ask("analyst", render("analyst"), context)
         insights = [
             Insight(id=f"{candidate_id}-insight-{i}", kind="experiment", source=candidate_id, campaign=self.campaign,

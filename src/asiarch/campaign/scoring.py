@@ -153,29 +153,40 @@ def single_run_gap_p(gap: float, noise_sd: float, other_runs: int = 1) -> float:
     return 0.5 * math.erfc(gap / (math.sqrt(2.0 * (1.0 + 1.0 / other_runs)) * noise_sd))
 
 
+def runs_at_evaluation(seed: Mapping[str, Any], evaluation: int) -> list[float]:
+    """The eval loss of each of a seed's training runs at its ``evaluation``-th evaluation (``anchor_of``'s
+    ``run_curves``; finite values only): what its run-to-run spread there is read from."""
+    rows = [curve[evaluation - 1] for curve in seed.get("run_curves") or [] if len(curve) >= evaluation]
+    return [float(r[1]) for r in rows if isinstance(r[1], (int, float)) and math.isfinite(r[1])]
+
+
+def gap_verdict(gap: float, noise_sd: float | None, other_runs: int, significance: float) -> tuple[float | None, str]:
+    """How a loss gap in one run's favour (``gap`` = other's loss - its loss) reads against run-to-run noise
+    ``noise_sd``: the chance that an equal design shows it (``single_run_gap_p``) and "better beyond noise",
+    "worse beyond noise" (one-sided at ``significance``), "within noise", or "noise not measured"."""
+    if not noise_sd:
+        return None, "noise not measured"
+    p_better = single_run_gap_p(gap, noise_sd, other_runs)
+    if p_better < significance:
+        return p_better, "better beyond noise"
+    if single_run_gap_p(-gap, noise_sd, other_runs) < significance:
+        return p_better, "worse beyond noise"
+    return p_better, "within noise"
+
+
 def judged_gap(loss: float, seed: Mapping[str, Any], evaluation: int, significance: float) -> dict[str, Any]:
     """A design's eval loss (one run) at its ``evaluation``-th evaluation against a seed's mean there, read against
-    the seed's run-to-run spread at that evaluation: ``p_better`` is the chance that an equal design shows a gap
-    this far in its favour; ``verdict`` is "better" or "worse" beyond noise (one-sided at ``significance``),
-    "within noise", or "noise not measured" (fewer than two seed runs reached that evaluation)."""
-    runs = [curve[evaluation - 1][1] for curve in seed.get("run_curves") or [] if len(curve) >= evaluation
-            and isinstance(curve[evaluation - 1][1], (int, float)) and math.isfinite(curve[evaluation - 1][1])]
+    the seed's run-to-run spread at that evaluation (``gap_verdict``; "noise not measured" when fewer than two seed
+    runs reached it, and then a seed stored without per-run curves is read from its mean curve)."""
+    runs = runs_at_evaluation(seed, evaluation)
     their, sd = mean(runs), std(runs)
-    if their is None:  # no per-run curves (a seed stored before they were kept): its mean curve, unread noise
+    if their is None:
         curve = seed.get("loss_curve") or []
         their = curve[evaluation - 1] if len(curve) >= evaluation else None
     out = {"evaluation": evaluation, "loss": loss, "their_loss": their, "noise_sd": sd, "runs": len(runs),
            "p_better": None, "verdict": "noise not measured"}
-    if their is None or not sd:
-        return out
-    gap = their - loss
-    out["p_better"] = single_run_gap_p(gap, sd, len(runs))
-    if out["p_better"] < significance:
-        out["verdict"] = "better beyond noise"
-    elif single_run_gap_p(-gap, sd, len(runs)) < significance:
-        out["verdict"] = "worse beyond noise"
-    else:
-        out["verdict"] = "within noise"
+    if their is not None:
+        out["p_better"], out["verdict"] = gap_verdict(their - loss, sd, len(runs), significance)
     return out
 
 

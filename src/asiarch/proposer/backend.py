@@ -33,6 +33,19 @@ REPAIRS: dict[str, dict[str, Any]] = {
 }
 
 
+def _beyond_noise(comparison: dict[str, Any]) -> bool:
+    """Whether a loss comparison is evidence: beyond run-to-run noise where the context says how it reads
+    (``verdict``), else (no noise measured) a gap above 0.02."""
+    verdict = comparison.get("verdict")
+    if verdict in (None, "noise not measured"):
+        return abs(comparison["delta"]) > 0.02
+    return verdict.endswith("beyond noise")
+
+
+def _noise_note(comparison: dict[str, Any]) -> str:
+    return f" ({comparison['verdict']})" if comparison.get("verdict") else ""
+
+
 class OfflineBackend:
     name = "offline"
 
@@ -169,9 +182,9 @@ class OfflineBackend:
         if equal is not None:
             delta = equal["delta"]
             lines.append(f"eval loss {equal['loss']:.3f} vs parent {equal['their_loss']:.3f} ({delta:+.3f}) at "
-                         f"evaluation {equal['evaluation']}")
+                         f"evaluation {equal['evaluation']}{_noise_note(equal)}")
             mine, theirs = genome_from_source(me.get("code", "")), genome_from_source(parent.get("code", ""))
-            if mine and theirs and abs(delta) > 0.02:
+            if mine and theirs and _beyond_noise(equal):
                 moved = [k for k in mine.to_dict() if getattr(mine, k) != getattr(theirs, k)]
                 gained = sorted(mine.motifs() - theirs.motifs()) or sorted(mine.motifs())[:2]
                 verdict = "lowered" if delta < 0 else "raised"
@@ -186,10 +199,10 @@ class OfflineBackend:
             same = other.get("candidate_vs_this_at_equal_progress")
             if same is not None:
                 lines.append(f"vs {relative} {other.get('name', '?')}: {same['delta']:+.3f} eval loss at evaluation "
-                             f"{same['evaluation']}")
+                             f"{same['evaluation']}{_noise_note(same)}")
         for seed in ctx.get("seeds", []):
             same = seed.get("candidate_vs_seed_at_equal_progress")
             if same is not None:
                 lines.append(f"vs seed {seed.get('name', '?')}: {same['delta']:+.3f} eval loss at evaluation "
-                             f"{same['evaluation']}")
+                             f"{same['evaluation']}{_noise_note(same)}")
         return {"analysis": "; ".join(lines) or "no comparable relatives with results yet", "insights": insights}
