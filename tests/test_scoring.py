@@ -243,3 +243,30 @@ def test_a_single_run_against_a_seeds_mean_is_read_against_the_seeds_spread_at_t
     assert single["verdict"] == "noise not measured" and single["their_loss"] == pytest.approx(4.0)
     unrecorded = scoring.judged_gap(3.9, {"loss_curve": [5.0, 4.02]}, 2, 0.05)  # no runs kept: the mean curve
     assert unrecorded["their_loss"] == 4.02 and unrecorded["p_better"] is None
+
+
+def test_the_results_table_gives_the_anchors_explore_spread_and_marks_recall_at_chance(tmp_path):
+    import numpy as np
+
+    from asiarch.campaign.summary import campaign_table, results_rows
+    from asiarch.memory import Candidate, FunctionEmbedder, Kind, Memory, StageMetrics
+
+    memory = Memory(tmp_path / "mem", embedder=FunctionEmbedder(lambda texts: np.ones((len(texts), 8)), 8))
+    runs = [{"eval_loss": loss, "mqar_accuracy": 0.08} for loss in (4.10, 4.13, 4.15)]
+    memory.upsert_candidates([
+        Candidate(id="seed", campaign="x", name="deltanet", code="x", kind=Kind.SEED.value, status="finished",
+                  explore=StageMetrics(eval_loss=4.1267, mqar_accuracy=0.08, benchmarks={"runs": runs})),
+        Candidate(id="guess", campaign="x", name="guessing", code="y", status="finished",
+                  explore=StageMetrics(eval_loss=4.0, mqar_accuracy=0.13, fitness=0.7,
+                                       benchmarks={"runs": [{"eval_loss": 4.0, "mqar_accuracy": 0.13}]})),
+        Candidate(id="recall", campaign="x", name="recalling", code="z", status="finished",
+                  explore=StageMetrics(eval_loss=4.2, mqar_accuracy=0.4, fitness=0.6,
+                                       benchmarks={"runs": [{"eval_loss": 4.2, "mqar_accuracy": 0.4}]})),
+    ])
+    chance = scoring.Chance(level=0.125, trials=2048)
+    rows = {r["name"]: r for r in results_rows(memory, "x", recall_chance=chance)}
+    assert rows["deltanet"]["explore_loss_text"] == f"4.127 ± {stats.tstd([4.10, 4.13, 4.15]):.3f}"
+    assert rows["guessing"]["explore_loss_text"] == "4.000"  # one run: its noise is the anchor's, said in the caption
+    assert rows["guessing"]["explore_mqar_text"] == "0.130 (chance)" and rows["recalling"]["explore_mqar_text"] == "0.400"
+    assert rows["deltanet"]["explore_mqar_text"] == "0.080 ± 0.000 (chance)"
+    assert "mean ± sd over its runs for the anchor seed" in str(campaign_table(list(rows.values()), "t").caption)

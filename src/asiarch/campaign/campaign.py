@@ -399,9 +399,11 @@ class Campaign:
         return " | " + line
 
     def _print_results(self) -> None:
+        from asiarch.campaign import scoring
         from asiarch.campaign.summary import results_rows, write_campaign_results, campaign_table
 
-        rows = results_rows(self.memory(), self.name)
+        rows = results_rows(self.memory(), self.name, recall_chance=scoring.mqar_chance(self.scale),
+                            significance=self.agents_config.significance)
         write_campaign_results(self.paths.results, rows, self.name)
         self.console.print(campaign_table(rows, title=f"Campaign {self.name}: best candidates against the seeds"))
         self.console.print(self.progress_line(), highlight=False, markup=False, soft_wrap=True)

@@ -21,8 +21,8 @@ COLUMNS = [
     # (header, key, format)
     ("explore fitness", "explore_fitness", "{:.3f}"),
     ("explore steps", "explore_steps", "{}"),
-    ("explore loss", "explore_loss", "{:.3f}"),
-    ("explore MQAR", "explore_mqar", "{:.3f}"),
+    ("explore loss", "explore_loss_text", "{}"),
+    ("explore MQAR", "explore_mqar_text", "{}"),
     ("verify loss ± sd", "verify_loss_text", "{}"),
     ("verify MQAR ± sd", "verify_mqar_text", "{}"),
     ("runs", "verify_runs", "{}"),
@@ -33,8 +33,12 @@ COLUMNS = [
 ]
 
 
-def results_rows(memory: Memory, campaign: str, top: int = 10) -> list[dict[str, Any]]:
-    """Seeds first, then candidates: verified ones by verify fitness, then the rest by explore fitness."""
+def results_rows(memory: Memory, campaign: str, top: int = 10, recall_chance: scoring.Chance | None = None,
+                 significance: float = 0.05) -> list[dict[str, Any]]:
+    """Seeds first, then candidates: verified ones by verify fitness, then the rest by explore fitness.
+
+    With ``recall_chance`` (MQAR's ``scoring.Chance`` at the campaign's scale), an explore MQAR not above it
+    (binomial, one-sided p >= ``significance``) is marked "(chance)"."""
     rows, seeds = [], []
     for c in memory.list_candidates(campaign=campaign):
         row = {"id": c.id, "name": c.name, "kind": "seed" if is_seed(c) else "candidate", "status": c.status,
@@ -43,7 +47,7 @@ def results_rows(memory: Memory, campaign: str, top: int = 10) -> list[dict[str,
                "explore_mqar": c.explore.mqar_accuracy, "verify_loss": c.verify.eval_loss,
                "verify_mqar": c.verify.mqar_accuracy, "verify_fitness": c.verify.fitness,
                "breakthrough": "yes" if is_breakthrough(c) else ("no" if is_verified(c) else None),
-               "parents": c.parent_ids, **_spread(c)}
+               "parents": c.parent_ids, **_spread(c), **_explore_text(c, recall_chance, significance)}
         (seeds if is_seed(c) else rows).append(row)
     rows = [r for r in rows if r["explore_fitness"] is not None or r["verify_loss"] is not None]
     rows.sort(key=lambda r: (r["verify_fitness"] is None, -(r["verify_fitness"] or 0.0), -(r["explore_fitness"] or 0.0)))
@@ -66,6 +70,23 @@ def _explore_steps(c) -> str | None:
     return f"{reached}/{total}{spared}" + ("" if p is None else f" p={p:.2g}")
 
 
+def _explore_text(c, chance: scoring.Chance | None, significance: float) -> dict[str, str | None]:
+    """Explore loss and MQAR as read: a mean ± sd where the design trained more than one run (the anchor seed),
+    one run's value otherwise, and MQAR marked "(chance)" where it does not beat guessing."""
+
+    def text(values: list[float], value: float | None) -> str | None:
+        sd = scoring.std(values)
+        if value is None:
+            return None
+        return f"{value:.3f}" + ("" if sd is None else f" ± {sd:.3f}")
+
+    mqar = text(scoring.run_values(c.explore, "mqar_accuracy"), c.explore.mqar_accuracy)
+    if mqar is not None and chance is not None and chance.p_above(c.explore.mqar_accuracy) >= significance:
+        mqar += " (chance)"
+    return {"explore_loss_text": text(scoring.run_values(c.explore, "eval_loss"), c.explore.eval_loss),
+            "explore_mqar_text": mqar}
+
+
 def _spread(c) -> dict[str, Any]:
     """Verify means with their spread over training runs, and the weakest of the tests against the seeds."""
     loss, mqar = scoring.run_values(c.verify, "eval_loss"), scoring.run_values(c.verify, "mqar_accuracy")
@@ -85,8 +106,11 @@ def campaign_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
     table = Table(title=title, caption="explore steps: a/b for a design ASHA stopped at step a (its explore fitness "
                   "compares it with the anchor at that step; p: the chance that a design this far behind the rung's "
                   "cutoff was as good, given the anchor's run-to-run noise there; kept@a p: a stop at step a overruled as within "
-                  "that noise, explore.rung_significance); verify: mean ± sd over training runs; worst p: the largest "
-                  "one-sided p-value against any seed (loss or benchmark); '-': not measured or not testable")
+                  "that noise, explore.rung_significance); explore loss and MQAR: one training run for a candidate, "
+                  "mean ± sd over its runs for the anchor seed (that sd is the noise every explore number carries); "
+                  "(chance): an MQAR that does not beat guessing (binomial); verify: mean ± sd over training runs; "
+                  "worst p: the largest one-sided p-value against any seed (loss or benchmark); '-': not measured or "
+                  "not testable")
     table.add_column("design")
     table.add_column("kind")
     for header, _, _ in COLUMNS:
