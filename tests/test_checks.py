@@ -33,8 +33,8 @@ def test_softmax_attention_fails_complexity_unless_quadratic_is_allowed():
     allowed = check_candidate(seed_source("attention"), allow_quadratic=True, checks=["complexity"],
                               complexity_base_length=128)  # the flag is what is tested: the shortest sweep
     assert allowed.passed and "quadratic cost allowed" in allowed.results[-1].reason
-    growth = growth_beyond_linear(allowed.measurements["complexity"], 0.05)
-    assert growth["beyond_linear"] > 0.2 and "faster than linear" in growth["verdict"], growth
+    growth = growth_beyond_linear(strict.failures[0].measurements, 0.05)  # T=512..4096 (at 128 it reads T^1.05-1.3)
+    assert growth["beyond_linear"] > 0.3 and "faster than linear" in growth["verdict"], growth
 
 
 CHEAP_LINEAR = textwrap.dedent("""
@@ -55,7 +55,7 @@ CHEAP_LINEAR = textwrap.dedent("""
 def test_a_design_cheaper_than_a_clock_tick_is_timed_not_zeroed():
     """Its forward+backward at T=256 takes well under the 4 ms between scheduler ticks. The process's CPU clock,
     which the sandbox's CPU-time limit makes advance only at ticks, read such runs as 0 s and fitted a huge
-    exponent; the thread's clock times them."""
+    exponent; the parent reads each thread's count (settled while the worker waits on it)."""
     report = check_candidate(CHEAP_LINEAR, checks=["complexity"], complexity_base_length=256, complexity_repeats=2)
     assert report.passed, report.summary()
     assert all(s > 0 for s in report.measurements["complexity"]["cpu_seconds"])
@@ -147,7 +147,7 @@ def probe(body: str, preload=(), **limits) -> tuple[str, list[str]]:
     request = {"source": textwrap.dedent(body), "preload": list(preload), "checks": [], "fail_fast": True, "nonce": secrets.token_hex(8),
                "limits": {"memory_mb": opts.memory_mb, "cpu_seconds": opts.cpu_seconds, "max_processes": opts.max_processes},
                "options": {}}
-    results, gaps = run_worker(request, opts)
+    results, gaps, _ = run_worker(request, opts)
     assert results and results[0].check == "contract", results
     return results[0].reason, gaps
 
@@ -257,3 +257,69 @@ def test_the_smoke_checks_adamw_equals_torch_optim():
     for a, b in zip(ours.parameters(), reference.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
         assert a.grad is None
+
+
+# Quadratic in time (every position scores every other: a T x T product), linear in saved activations (the product
+# is reduced before anything keeps it), with the clock its checks read forged: each call advances the process's
+# time.thread_time by 1 microsecond a token, so a clock read in its own process sees linear growth.
+FORGES_THE_CLOCK = textwrap.dedent("""
+    import time
+    import torch
+    from torch import nn
+
+    _fake = [0.0]
+    time.thread_time = lambda: _fake[0]
+
+
+    class ForgedClock(nn.Module):
+        def __init__(self, hidden_size, num_heads, layer_idx=None, **kwargs):
+            super().__init__()
+            self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+
+        def forward(self, hidden_states, attention_mask=None, **kwargs):
+            _fake[0] += hidden_states.shape[1] * 1e-6
+            q, k, v = self.qkv(hidden_states).chunk(3, dim=-1)
+            return v * torch.sigmoid((q @ k.transpose(-1, -2)).mean(-1, keepdim=True))
+""")
+
+# Quadratic while it can be caught, a cumulative sum (linear, cheap) once called more than the complexity check's
+# warm-up pass: its timed runs are cheap and honest-looking on any clock, but compute another function.
+SKIPS_WHEN_TIMED = FORGES_THE_CLOCK.replace("time.thread_time = lambda: _fake[0]", "").replace(
+    "        _fake[0] += hidden_states.shape[1] * 1e-6\n",
+    "        _fake[0] += 1\n        if _fake[0] > 4:\n            return hidden_states.cumsum(1) * 0.1\n")
+assert "cumsum" in SKIPS_WHEN_TIMED
+
+
+def past_the_policy(monkeypatch) -> None:
+    """These designs import ``time`` and keep module state, which the policy refuses; the policy is a filter,
+    so the tests stand for designs that got past it."""
+    import asiarch.checks as checks
+    from asiarch.checks.policy import PolicyReport
+
+    monkeypatch.setattr(checks, "check_policy", lambda source, config=None: PolicyReport(modules=["torch", "time"]))
+
+
+def test_a_forged_clock_does_not_make_a_quadratic_design_linear(monkeypatch):
+    past_the_policy(monkeypatch)
+    opts = CheckOptions()
+    worker_only = {"source": FORGES_THE_CLOCK, "preload": ["torch", "time"], "checks": ["contract", "complexity"],
+                   "fail_fast": True, "nonce": secrets.token_hex(8), "parent_clock": False,
+                   "limits": {"memory_mb": opts.memory_mb, "cpu_seconds": opts.cpu_seconds, "max_processes": opts.max_processes},
+                   "options": {"hidden_size": 128, "num_heads": 4, "mixer_kwargs": {}, "allow_quadratic": False,
+                               "max_growth_exponent": 1.3, "complexity_base_length": 512, "complexity_repeats": 2}}
+    (forged,) = [r for r in run_worker(worker_only, opts)[0] if r.check == "complexity"]
+    assert forged.passed and forged.measurements["time_exponent"] < 1.1  # timed in its own process: forged linear
+    report = check_candidate(FORGES_THE_CLOCK, checks=["complexity"], complexity_repeats=2)
+    (outside,) = report.failures
+    assert outside.check == "complexity" and "CPU time grows as T^" in outside.reason, outside.reason
+    assert outside.measurements["time_exponent"] > 1.3 and "the parent" in outside.measurements["timed_by"]
+
+
+def test_timed_runs_that_compute_something_else_are_caught_by_a_fresh_replay(monkeypatch):
+    past_the_policy(monkeypatch)
+    report = check_candidate(SKIPS_WHEN_TIMED, checks=["complexity"], complexity_repeats=2)
+    (caught,) = report.failures
+    assert "did not compute what a fresh process computes on the same input" in caught.reason, caught.reason
+    honest = check_candidate(FORGES_THE_CLOCK.replace("time.thread_time = lambda: _fake[0]", ""),
+                             checks=["complexity"], complexity_repeats=2, allow_quadratic=True)
+    assert honest.passed, honest.summary()  # the same design without the switch replays to the same digests

@@ -43,7 +43,7 @@ import time
 import warnings
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x2, 0x4, 0x8, 0x1000, 0x4000, 0x40000
@@ -312,11 +312,12 @@ def remove_orphan_scratch(root: str | None = None, min_age: float = ORPHAN_AFTER
     return removed
 
 
-def launch(module: str, request: dict[str, Any], fork: bool = True) -> subprocess.Popen | _Forked:
-    """Start ``python -m module`` as a sandbox worker and hand it ``request`` (JSON on stdin).
+def launch(module: str, request: dict[str, Any], fork: bool = True, keep_stdin: bool = False) -> subprocess.Popen | _Forked:
+    """Start ``python -m module`` as a sandbox worker and hand it ``request`` (one JSON line on stdin).
 
     ``fork``: fork it from this process's zygote (no interpreter start-up); a fresh
-    interpreter when that is off or the zygote cannot be started.
+    interpreter when that is off or the zygote cannot be started. ``keep_stdin``: leave stdin
+    open after the request, for a worker the parent answers while it runs (``ParentClock``).
     """
     proc = None
     if fork:
@@ -329,8 +330,11 @@ def launch(module: str, request: dict[str, Any], fork: bool = True) -> subproces
             warnings.filterwarnings("ignore", message="lancedb fork support")
             proc = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, env=clean_env(), start_new_session=True, text=True)
-    proc.stdin.write(json.dumps(request))
-    proc.stdin.close()
+    proc.stdin.write(json.dumps(request) + "\n")
+    if keep_stdin:
+        proc.stdin.flush()
+    else:
+        proc.stdin.close()
     return proc
 
 
@@ -346,13 +350,11 @@ def kill(proc: subprocess.Popen | _Forked) -> None:
         pass
 
 
-def cpu_seconds(proc: subprocess.Popen | _Forked) -> float | None:
-    """CPU time (user + system) the worker and every process under it have used, by the kernel's count.
-
-    Read from the host's /proc by the parent, so the candidate cannot forge it, and unlike wall
-    time it does not grow when other work shares the cores. None where /proc cannot be read."""
+def _tree(proc: subprocess.Popen | _Forked) -> dict[int, list[bytes]] | None:
+    """The ``/proc/<pid>/stat`` fields after the name of the worker and every process under it, read from the
+    host's /proc by the parent (the candidate cannot forge them). None where /proc cannot be read."""
     children: dict[int, list[int]] = {}
-    ticks_of: dict[int, int] = {}
+    stats: dict[int, list[bytes]] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -365,17 +367,63 @@ def cpu_seconds(proc: subprocess.Popen | _Forked) -> float | None:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue  # ended while we looked
-        # after the name: state, ppid, ... utime (14th field), stime, cutime (reaped children), cstime
-        children.setdefault(int(fields[1]), []).append(int(entry))
-        ticks_of[int(entry)] = sum(int(x) for x in fields[11:15])
-    if proc.pid not in ticks_of:
+        children.setdefault(int(fields[1]), []).append(int(entry))  # state, ppid, ...
+        stats[int(entry)] = fields
+    if proc.pid not in stats:
         return None
-    total, frontier = 0, [proc.pid]
+    tree, frontier = {}, [proc.pid]
     while frontier:
         pid = frontier.pop()
-        total += ticks_of[pid]
+        tree[pid] = stats[pid]
         frontier.extend(children.get(pid, ()))
-    return total / os.sysconf("SC_CLK_TCK")
+    return tree
+
+
+def cpu_seconds(proc: subprocess.Popen | _Forked) -> float | None:
+    """CPU time (user + system) the worker and every process under it have used, by the kernel's count.
+
+    Read from the host's /proc by the parent, so the candidate cannot forge it, and unlike wall
+    time it does not grow when other work shares the cores. None where /proc cannot be read."""
+    tree = _tree(proc)
+    if tree is None:
+        return None
+    # utime (14th field), stime, cutime (reaped children), cstime: the 12th-15th after the name
+    return sum(sum(int(x) for x in fields[11:15]) for fields in tree.values()) / os.sysconf("SC_CLK_TCK")
+
+
+def _thread_stats(pid: int, name: str) -> list[bytes]:
+    """Each thread's ``/proc/<pid>/task/<tid>/<name>`` (empty when the process ended while we looked)."""
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/{name}", "rb") as f:
+                out.append(f.read())
+    except OSError:
+        pass
+    return out
+
+
+def cpu_ns(proc: subprocess.Popen | _Forked) -> int | None:
+    """CPU time in nanoseconds the worker and every process under it have used, from the kernel's per-thread
+    accounting (``schedstat``; processes already reaped count through their parent's cutime and cstime, in clock
+    ticks). Exact for a thread that is not running when it is read (the kernel settles a thread's count when it
+    stops), within a scheduler tick for one that is. None where /proc cannot be read. ``ParentClock``'s clock."""
+    tree = _tree(proc)
+    if tree is None:
+        return None
+    tick_ns = 10**9 // os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid, fields in tree.items():
+        total += (int(fields[13]) + int(fields[14])) * tick_ns
+        total += sum(int(line.split()[0]) for line in _thread_stats(pid, "schedstat") if line.split())
+    return total
+
+
+def running_threads(proc: subprocess.Popen | _Forked) -> int:
+    """Threads of the worker's process tree running now (state R): ``ParentClock`` waits for none before it
+    reads the count a run ended with."""
+    tree = _tree(proc) or {}
+    return sum(line.rsplit(b")", 1)[1].split()[0] == b"R" for pid in tree for line in _thread_stats(pid, "stat"))
 
 
 def exit_cause(code: int | None) -> str:
@@ -456,6 +504,68 @@ class Channel:
     def emit(self, record: dict[str, Any]) -> None:
         self.stream.write(json.dumps({**record, "nonce": self.nonce}, default=float) + "\n")
         self.stream.flush()
+
+
+class ParentClock:
+    """A worker's clock that only the parent reads: each run is timed from the kernel's count of the worker's
+    CPU time (``cpu_ns``), read by the parent while the worker waits on stdin before and after it.
+
+    The worker announces a run and blocks; the parent reads the count and answers with the run's input
+    (a scale and a shift it draws, so nothing can be computed before the run starts); the worker runs and
+    reports a digest of what it computed, and blocks; the parent waits until no thread of the worker's runs,
+    reads the count again and answers with the seconds between. Patching the clocks in the candidate's
+    process changes nothing the parent reads; ``ParentStopwatch`` is the parent's side.
+    """
+
+    def __init__(self, emit: Callable[[dict[str, Any]], None], stdin) -> None:
+        self.emit, self.stdin = emit, stdin
+
+    def __call__(self, label: dict[str, Any], run: Callable[[dict[str, Any]], Any]) -> float | None:
+        self.emit({"timing": "start", **label})
+        go = json.loads(self.stdin.readline())
+        digest = run(go)
+        self.emit({"timing": "stop", "digest": digest})
+        return json.loads(self.stdin.readline())["seconds"]
+
+
+class ParentStopwatch:
+    """The parent's side of ``ParentClock``: answers the worker's timing records and keeps every run it timed
+    (its label, the input it drew, the seconds by the kernel's count, the digest the worker reported)."""
+
+    def __init__(self, proc: subprocess.Popen | _Forked) -> None:
+        import secrets
+
+        self.proc, self.random = proc, secrets.SystemRandom()
+        self.runs: list[dict[str, Any]] = []
+        self._open: dict[str, Any] | None = None
+
+    def answer(self, record: dict[str, Any]) -> None:
+        """Handle one ``{"timing": ...}`` record; a record out of turn ends the protocol (the worker is killed
+        by the caller when it then blocks)."""
+        if record["timing"] == "start" and self._open is None:
+            go = {"scale": self.random.uniform(0.5, 1.5), "shift": self.random.uniform(-0.5, 0.5),
+                  "seed": self.random.randrange(2**31)}
+            label = {k: v for k, v in record.items() if k != "timing"}
+            self._open = {**label, "go": go, "start_ns": cpu_ns(self.proc)}
+            self._reply(go)
+        elif record["timing"] == "stop" and self._open is not None:
+            for _ in range(200):  # the worker blocks on stdin right after its report: settle its threads' counts
+                if not running_threads(self.proc):
+                    break
+                time.sleep(0.0005)
+            end, run, self._open = cpu_ns(self.proc), self._open, None
+            start = run.pop("start_ns")
+            run["seconds"] = None if None in (start, end) else (end - start) / 1e9
+            run["digest"] = record.get("digest")
+            self.runs.append(run)
+            self._reply({"seconds": run["seconds"]})
+
+    def _reply(self, message: dict[str, Any]) -> None:
+        try:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass  # the worker is gone; its reader says how it ended
 
 
 def _die_with_parent(parent: int | None) -> None:

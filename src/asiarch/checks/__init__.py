@@ -23,6 +23,7 @@ the same sandbox (``asiarch.train.worker``) and verify its final evaluation outs
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -222,14 +223,18 @@ def check_candidate(source: str, scale="cpu_tiny", **options: Any) -> CheckRepor
             "reference_parameters": reference_parameters(opts.reference_seed, hidden, heads, mixer_kwargs),
         },
     }
-    worker_results, gaps = _run_worker(request, opts)
+    request["parent_clock"] = "complexity" in wanted
+    worker_results, gaps, timed = _run_worker(request, opts)
+    _complexity_outside(worker_results, timed, request, opts, gaps)
     return CheckReport(results + worker_results, time.monotonic() - started, gaps)
 
 
-def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[CheckResult], list[str]]:
-    """Start the worker, follow its protocol lines, enforce per-check wall time, explain how it ended."""
-    proc = sandbox.launch("asiarch.checks.worker", request)
+def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[CheckResult], list[str], list[dict[str, Any]]]:
+    """Start the worker, follow its protocol lines, enforce per-check wall time, explain how it ended; time the
+    complexity check's runs from here (``sandbox.ParentStopwatch``) and return them."""
+    proc = sandbox.launch("asiarch.checks.worker", request, keep_stdin=bool(request.get("parent_clock")))
     reader = sandbox.Reader(proc, request["nonce"])
+    stopwatch = sandbox.ParentStopwatch(proc)
     results: list[CheckResult] = []
     gaps: list[str] = []
     running = "startup"
@@ -239,8 +244,10 @@ def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[Check
                 sandbox.kill(proc)
                 reason = f"timed out: no result after {reader.timeout:.0f}s (the worker was killed)"
                 results.append(CheckResult(_check_name(running), False, reason))
-                return results, gaps
-            if "sandbox" in record:
+                return results, gaps, stopwatch.runs
+            if "timing" in record:
+                stopwatch.answer(record)
+            elif "sandbox" in record:
                 gaps = list(record["sandbox"])
             elif "start" in record:
                 running, reader.timeout = record["start"], opts.check_timeout
@@ -252,7 +259,93 @@ def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[Check
             results.append(CheckResult(_check_name(running), False, reader.died()))
     finally:
         sandbox.kill(proc)  # and whatever the candidate left running in its process group
-    return results, gaps
+    return results, gaps, stopwatch.runs
+
+
+def _complexity_outside(results: list[CheckResult], timed: list[dict[str, Any]], request: dict[str, Any],
+                        opts: CheckOptions, gaps: list[str]) -> None:
+    """Replace the complexity check's verdict by the parent's: from the CPU times this process read (the worker's
+    own clock and verdict are the candidate's to forge), once a fresh process, replaying the longest run and one
+    other on the same inputs, shows the digests the timed runs reported (a run that skipped its work does not).
+    The activation-memory exponent is still the worker's measurement."""
+    from asiarch.checks.executable import complexity_inputs, complexity_verdict
+
+    at = next((i for i, r in enumerate(results) if r.check == "complexity"), None)
+    if at is None:
+        return
+    worker, options = results[at], request["options"]
+
+    def refuse(reason: str) -> None:
+        results[at] = CheckResult("complexity", False, reason, worker.measurements, worker.seconds)
+
+    lengths = complexity_inputs({**options, "hidden_size": 1})[0]  # the lengths only (inputs of width 1)
+    n = len(lengths)
+    passes = [[r["seconds"] for r in timed[k:k + n]] for k in range(0, len(timed) - n + 1, n)
+              if [r.get("length") for r in timed[k:k + n]] == lengths]
+    if not passes:
+        if worker.passed:  # a failure before any run (the design raised) stands as the worker said it
+            refuse("its runs were not timed by the parent: the worker reported a verdict without the timing protocol")
+        return
+    if any(t is None for times in passes for t in times):
+        gaps.append("complexity timed in the candidate's process: this process could not read the kernel's CPU count")
+        return
+    mem_exp = worker.measurements.get("memory_exponent")
+    if not isinstance(mem_exp, (int, float)):
+        refuse("the worker reported no activation-memory exponent")
+        return
+    replayed = [timed[len(passes) * n - 1], timed[secrets.randbelow(len(passes) * n - 1)]]  # 8T last, one other
+    mismatch = _replay(request, replayed, opts)
+    if mismatch:
+        refuse(mismatch)
+        return
+    passed, reason, measurements = complexity_verdict(
+        lengths, passes, float(mem_exp), options, saved_bytes=worker.measurements.get("saved_bytes"),
+        timed_by="the parent, from the kernel's count of the worker's CPU time",
+        worker_time_exponent=worker.measurements.get("time_exponent"))
+    results[at] = CheckResult("complexity", passed, reason, measurements, worker.seconds)
+
+
+def _replay(request: dict[str, Any], runs: list[dict[str, Any]], opts: CheckOptions) -> str | None:
+    """Why the timed runs' digests are not what a fresh process computes on the same inputs, or None."""
+    replay = {**request, "nonce": secrets.token_hex(16), "replay": [{"length": r["length"], "go": r["go"]} for r in runs],
+              "parent_clock": False}
+    proc = sandbox.launch("asiarch.checks.worker", replay)
+    reader = sandbox.Reader(proc, replay["nonce"])
+    digests: dict[int, list[float]] = {}
+    try:
+        for record in reader.records(timeout=opts.check_timeout):
+            if record is None:
+                return f"its replay in a fresh process timed out after {reader.timeout:.0f}s"
+            if "replay_error" in record:
+                return f"its replay in a fresh process raised {record['replay_error'][:200]}"
+            if "replayed" in record:
+                digests[int(record["replayed"])] = record["digest"]
+    finally:
+        sandbox.kill(proc)
+    for k, run in enumerate(runs):
+        mine, fresh = run.get("digest"), digests.get(k)
+        if fresh is None:
+            return "its replay in a fresh process returned nothing"
+        if not (isinstance(mine, list) and len(mine) == len(fresh) and _digests_agree(mine, fresh)):
+            return (f"a timed run at T={run['length']} did not compute what a fresh process computes on the same "
+                    f"input (digest {mine} vs {fresh}): its time is not the design's")
+    return None
+
+
+def _digests_agree(timed: list[float], fresh: list[float], rtol: float = 1e-4) -> bool:
+    """Sums and sums of squares (output, then gradient) within ``rtol`` of the fresh run's scale; a value that is
+    not finite must be the same non-finite value (a design with NaN gradients fails its own check, not this one)."""
+    def close(a: float, b: float, scale: float) -> bool:
+        if not (math.isfinite(a) and math.isfinite(b)):
+            return a == b or (math.isnan(a) and math.isnan(b))
+        return abs(a - b) <= rtol * scale + 1e-9
+
+    ok = True
+    for total, squares, total2, squares2 in ((timed[0], timed[1], fresh[0], fresh[1]), (timed[2], timed[3], fresh[2], fresh[3])):
+        norm = math.sqrt(abs(squares2)) if math.isfinite(squares2) else 0.0
+        ok &= close(total, total2, abs(total2) + norm if math.isfinite(total2) else 0.0)
+        ok &= close(squares, squares2, abs(squares2) if math.isfinite(squares2) else 0.0)
+    return ok
 
 
 def _check_name(running: str | None) -> str:

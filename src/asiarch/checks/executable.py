@@ -177,61 +177,94 @@ def _exponent_noise(lengths: list[int], passes: list[list[float]]) -> float | No
     return max(known) if known else None
 
 
-def check_complexity(cls, opts) -> Result:
-    """CPU time and activation memory of forward+backward at T, 2T, 4T, 8T; both must grow sub-quadratically."""
-    mixer = _build(cls, opts).train()
+def complexity_run(mixer: nn.Module, x: torch.Tensor, go: dict[str, Any] | None = None) -> list[float]:
+    """One timed unit of the complexity check: forward and backward of ``mixer`` on ``x * scale + shift`` with
+    torch's generator at ``seed`` (``go``, drawn by the parent per run), and a digest of what it computed (sum and
+    sum of squares of the output and of the input's gradient): a run that skipped the work cannot show the digest
+    a fresh process computes on the same input."""
+    go = go or {"scale": 1.0, "shift": 0.0, "seed": 0}
+    torch.manual_seed(go["seed"])  # a design that draws random numbers (dropout) draws the same in a replay
+    xi = (x.detach() * go["scale"] + go["shift"]).requires_grad_(True)
+    out = mixer(xi)
+    out.sum().backward()
+    mixer.zero_grad(set_to_none=True)
+    grad = xi.grad if xi.grad is not None else torch.zeros(())  # a design that ignores its input has none
+    digest = [out.detach().double(), grad.double()]
+    return [v for t in digest for v in (float(t.sum()), float(t.square().sum()))]
+
+
+def complexity_inputs(opts: dict[str, Any]) -> tuple[list[int], list[torch.Tensor]]:
+    """The complexity check's lengths (T, 2T, 4T, 8T) and its base inputs: what a replay rebuilds."""
     base = opts["complexity_base_length"]
     lengths = [base, 2 * base, 4 * base, 8 * base]
-    inputs = [_inputs(1, length, opts["hidden_size"], 7).requires_grad_(True) for length in lengths]
-    memory = [_saved_bytes(mixer, x) for x in inputs]  # also the warm-up run for each length
+    return lengths, [_inputs(1, length, opts["hidden_size"], 7).requires_grad_(True) for length in lengths]
 
-    def sweep() -> list[float]:
-        # CPU seconds of this thread (torch computes on it: one intra-op thread in the worker), not wall seconds:
-        # time spent waiting for a core that another process holds is not the design's cost, and on a campaign's
-        # busy cores it bent wall-clock fits of linear designs past the bound. Not the process's CPU clock either:
-        # with the sandbox's CPU-time limit armed, Linux advances that clock only at scheduler ticks (4 ms here),
-        # which zeroed a cheap design's shortest runs. The lengths take turns (T, 2T, 4T, 8T, T, ...), so load
-        # that comes and goes during a sweep reaches every length alike instead of only the ones timed last.
-        seconds = [math.inf] * len(inputs)
-        for _ in range(opts["complexity_repeats"]):
-            timed.append([])
-            for i, x in enumerate(inputs):
-                start = time.thread_time()
-                mixer(x).sum().backward()
-                took = time.thread_time() - start
-                seconds[i] = min(seconds[i], took)  # the least-disturbed run per length
-                timed[-1].append(took)
-                mixer.zero_grad(set_to_none=True)
-        return seconds
 
-    timed: list[list[float]] = []  # every pass over the lengths: their spread says how sure the exponent is
-
-    bound, mem_exp = opts["max_growth_exponent"], _growth_exponent(lengths, memory)
-    seconds = sweep()
-    sweeps = 1
-    # Load that hit one length harder than another bends the time fit (a campaign's trials on the same two cores
-    # bent a linear design's to T^1.35 in three sweeps): sweep again, keeping each length's best, but only where
-    # that can change the verdict (memory, which load does not bend, within the bound; quadratic cost not allowed),
-    # and until a sweep reproduces every length's best within 5 % (load that bends the fit varies between sweeps).
-    while (_growth_exponent(lengths, seconds) > bound >= mem_exp and not opts["allow_quadratic"]
-           and sweeps < 5):
-        again = sweep()
-        sweeps += 1
-        moved = any(new < 0.95 * old for old, new in zip(seconds, again))
-        seconds = [min(old, new) for old, new in zip(seconds, again)]
-        if not moved:
-            break
-    time_exp = _growth_exponent(lengths, seconds)
-    time_se = _exponent_noise(lengths, timed)
-    measurements = {"lengths": lengths, "cpu_seconds": seconds, "saved_bytes": memory, "sweeps": sweeps,
-                    "time_exponent": time_exp, "time_exponent_se": time_se, "memory_exponent": mem_exp, "bound": bound}
+def complexity_verdict(lengths: list[int], passes: list[list[float]], mem_exp: float, opts: dict[str, Any],
+                       **more: Any) -> Result:
+    """The complexity check's verdict from timed passes over ``lengths`` (each length's fastest run) and the
+    activation memory's exponent: the worker's, and the parent's from its own clock (``checks.check_candidate``)."""
+    seconds = [min(times[i] for times in passes) for i in range(len(lengths))]
+    time_exp, bound = _growth_exponent(lengths, seconds), opts["max_growth_exponent"]
+    measurements = {"lengths": lengths, "cpu_seconds": seconds, "sweeps": max(1, len(passes) // opts["complexity_repeats"]),
+                    "time_exponent": time_exp, "time_exponent_se": _exponent_noise(lengths, passes),
+                    "memory_exponent": mem_exp, "bound": bound, **more}
     if opts["allow_quadratic"]:
         return True, f"quadratic cost allowed (time ~T^{time_exp:.2f}, memory ~T^{mem_exp:.2f})", measurements
     worst = max(time_exp, mem_exp)
     if worst > bound:
         which = "CPU time" if time_exp >= mem_exp else "activation memory"
-        return False, f"{which} grows as T^{worst:.2f} from T={base} to {8 * base}, above the bound T^{bound}", measurements
+        return False, (f"{which} grows as T^{worst:.2f} from T={lengths[0]} to {lengths[-1]}, above the bound "
+                       f"T^{bound}"), measurements
     return True, f"time ~T^{time_exp:.2f}, memory ~T^{mem_exp:.2f} (bound T^{bound})", measurements
+
+
+def check_complexity(cls, opts) -> Result:
+    """CPU time and activation memory of forward+backward at T, 2T, 4T, 8T; both must grow sub-quadratically.
+
+    With ``opts["clock"]`` (the sandbox's ``ParentClock``) each run is timed by the parent, from the kernel's
+    count of the worker's CPU time, on an input it varies per run; the parent re-derives the verdict from its
+    own times and replays some runs in a fresh process. Without one (a direct call), by this thread's CPU clock.
+    """
+    mixer = _build(cls, opts).train()
+    lengths, inputs = complexity_inputs(opts)
+    memory = [_saved_bytes(mixer, x) for x in inputs]  # also the warm-up run for each length
+    clock = opts.get("clock")
+
+    def timed(i: int) -> float:
+        # CPU seconds, not wall seconds: time spent waiting for a core that another process holds is not the
+        # design's cost, and on a campaign's busy cores it bent wall-clock fits of linear designs past the bound.
+        # Per thread (not the process's CPU clock, which with the sandbox's CPU-time limit armed advances only at
+        # scheduler ticks, 4 ms here, and zeroed a cheap design's shortest runs); the parent reads each thread's.
+        start = time.thread_time()
+        if clock is None:
+            complexity_run(mixer, inputs[i])
+            return time.thread_time() - start
+        seconds = clock({"length": lengths[i]}, lambda go: complexity_run(mixer, inputs[i], go))
+        return seconds if seconds is not None else time.thread_time() - start  # the parent could not read /proc
+
+    def sweep() -> None:
+        # The lengths take turns (T, 2T, 4T, 8T, T, ...), so load that comes and goes during a sweep reaches every
+        # length alike instead of only the ones timed last.
+        for _ in range(opts["complexity_repeats"]):
+            passes.append([timed(i) for i in range(len(inputs))])
+
+    passes: list[list[float]] = []  # every pass over the lengths: their spread says how sure the exponent is
+    bound, mem_exp = opts["max_growth_exponent"], _growth_exponent(lengths, memory)
+    sweep()
+    sweeps = 1
+    # Load that hit one length harder than another bends the time fit (a campaign's trials on the same two cores
+    # bent a linear design's to T^1.35 in three sweeps): sweep again, keeping each length's best, but only where
+    # that can change the verdict (memory, which load does not bend, within the bound; quadratic cost not allowed),
+    # and until a sweep reproduces every length's best within 5 % (load that bends the fit varies between sweeps).
+    best = lambda: [min(times[i] for times in passes) for i in range(len(lengths))]  # noqa: E731
+    while (_growth_exponent(lengths, best()) > bound >= mem_exp and not opts["allow_quadratic"] and sweeps < 5):
+        before = best()
+        sweep()
+        sweeps += 1
+        if not any(new < 0.95 * old for old, new in zip(before, best())):
+            break
+    return complexity_verdict(lengths, passes, mem_exp, opts, saved_bytes=memory)
 
 
 def param_band_violation(parameters: int, reference: int, band: Sequence[float]) -> str | None:

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from asiarch.sandbox import Channel, isolate, lock_down
+from asiarch.sandbox import Channel, ParentClock, isolate, lock_down
 
 
 def preload(modules: list[str]) -> None:
@@ -42,7 +42,7 @@ def preload(modules: list[str]) -> None:
 
 
 def main() -> int:
-    request = json.loads(sys.stdin.read())
+    request = json.loads(sys.stdin.readline())  # stdin stays open: the parent times the complexity runs through it
     gaps = isolate()
     channel = Channel(request.pop("nonce"))
     try:
@@ -79,12 +79,15 @@ def run(request: dict[str, Any], emit, gaps: list[str]) -> int:
               "seconds": time.perf_counter() - start})
         return 0
     emit({"check": "contract", "passed": True, "reason": f"defines {cls.__name__}", "seconds": time.perf_counter() - start})
+    if "replay" in request:
+        return replay(cls, options, request["replay"], emit)
 
+    clock = ParentClock(emit, sys.stdin) if request.get("parent_clock") else None
     for name in [n for n in CHECK_ORDER if n in CHECKS and n in wanted]:
         emit({"start": name})
         start = time.perf_counter()
         try:
-            passed, reason, measurements = CHECKS[name](cls, options)
+            passed, reason, measurements = CHECKS[name](cls, {**options, "clock": clock} if name == "complexity" else options)
         except BaseException as err:  # noqa: BLE001 - the candidate's code raised inside the check
             frames = candidate_frames(err)
             where = f" (candidate line {frames[-1].lineno})" if frames else ""
@@ -93,6 +96,23 @@ def run(request: dict[str, Any], emit, gaps: list[str]) -> int:
               "seconds": time.perf_counter() - start})
         if not passed and (fail_fast or name in PREREQUISITES):
             break
+    return 0
+
+
+def replay(cls, options: dict[str, Any], runs: list[dict[str, Any]], emit) -> int:
+    """Some of a complexity check's timed runs again, in this fresh process, untimed: the digests of what they
+    computed, for the parent to compare with the ones the timed worker reported."""
+    from asiarch.checks.executable import _build, complexity_inputs, complexity_run
+
+    emit({"start": "complexity"})
+    try:
+        mixer = _build(cls, options).train()
+        lengths, inputs = complexity_inputs(options)
+        for k, run in enumerate(runs):
+            i = lengths.index(run["length"])
+            emit({"replayed": k, "digest": complexity_run(mixer, inputs[i], run["go"])})
+    except BaseException as err:  # noqa: BLE001 - the candidate's code raised: no digest, the parent says so
+        emit({"replay_error": f"{type(err).__name__}: {err}"})
     return 0
 
 
