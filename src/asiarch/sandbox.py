@@ -403,12 +403,13 @@ def _thread_stats(pid: int, name: str) -> list[bytes]:
     return out
 
 
-def cpu_ns(proc: subprocess.Popen | _Forked) -> int | None:
+def cpu_ns(proc: subprocess.Popen | _Forked, tree: dict[int, list[bytes]] | None = None) -> int | None:
     """CPU time in nanoseconds the worker and every process under it have used, from the kernel's per-thread
     accounting (``schedstat``; processes already reaped count through their parent's cutime and cstime, in clock
     ticks). Exact for a thread that is not running when it is read (the kernel settles a thread's count when it
-    stops), within a scheduler tick for one that is. None where /proc cannot be read. ``ParentClock``'s clock."""
-    tree = _tree(proc)
+    stops), within a scheduler tick for one that is. None where /proc cannot be read. ``ParentClock``'s clock.
+    ``tree``: the worker's processes as ``_tree`` found them a moment ago (saves a scan of /proc)."""
+    tree = tree or _tree(proc)
     if tree is None:
         return None
     tick_ns = 10**9 // os.sysconf("SC_CLK_TCK")
@@ -419,10 +420,10 @@ def cpu_ns(proc: subprocess.Popen | _Forked) -> int | None:
     return total
 
 
-def running_threads(proc: subprocess.Popen | _Forked) -> int:
+def running_threads(proc: subprocess.Popen | _Forked, tree: dict[int, list[bytes]] | None = None) -> int:
     """Threads of the worker's process tree running now (state R): ``ParentClock`` waits for none before it
-    reads the count a run ended with."""
-    tree = _tree(proc) or {}
+    reads the count a run ended with. ``tree``: as for ``cpu_ns``."""
+    tree = tree or _tree(proc) or {}
     return sum(line.rsplit(b")", 1)[1].split()[0] == b"R" for pid in tree for line in _thread_stats(pid, "stat"))
 
 
@@ -549,11 +550,11 @@ class ParentStopwatch:
             self._open = {**label, "go": go, "start_ns": cpu_ns(self.proc)}
             self._reply(go)
         elif record["timing"] == "stop" and self._open is not None:
-            for _ in range(200):  # the worker blocks on stdin right after its report: settle its threads' counts
-                if not running_threads(self.proc):
-                    break
+            tree = _tree(self.proc)  # one scan of /proc; the processes a run may have started are in it
+            settle = time.monotonic() + 0.05  # the worker blocks on stdin right after its report: its threads'
+            while running_threads(self.proc, tree) and time.monotonic() < settle:  # counts settle when they stop
                 time.sleep(0.0005)
-            end, run, self._open = cpu_ns(self.proc), self._open, None
+            end, run, self._open = cpu_ns(self.proc, tree), self._open, None
             start = run.pop("start_ns")
             run["seconds"] = None if None in (start, end) else (end - start) / 1e9
             run["digest"] = record.get("digest")

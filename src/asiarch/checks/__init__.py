@@ -262,6 +262,9 @@ def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[Check
     return results, gaps, stopwatch.runs
 
 
+TIMED_BY = "the parent, from the kernel's count of the worker's CPU time"  # the complexity check's timing, as stored
+
+
 def _complexity_outside(results: list[CheckResult], timed: list[dict[str, Any]], request: dict[str, Any],
                         opts: CheckOptions, gaps: list[str]) -> None:
     """Replace the complexity check's verdict by the parent's: from the CPU times this process read (the worker's
@@ -282,14 +285,19 @@ def _complexity_outside(results: list[CheckResult], timed: list[dict[str, Any]],
     n = len(lengths)
     passes = [[r["seconds"] for r in timed[k:k + n]] for k in range(0, len(timed) - n + 1, n)
               if [r.get("length") for r in timed[k:k + n]] == lengths]
-    if not passes:
-        if worker.passed:  # a failure before any run (the design raised) stands as the worker said it
-            refuse("its runs were not timed by the parent: the worker reported a verdict without the timing protocol")
-        return
     if any(t is None for times in passes for t in times):
         gaps.append("complexity timed in the candidate's process: this process could not read the kernel's CPU count")
         return
     mem_exp = worker.measurements.get("memory_exponent")
+    if not worker.passed:  # the failure stands (a design that raised, or one over the bound by the parent's times)
+        if passes and isinstance(mem_exp, (int, float)):  # with the numbers this process measured
+            measured = complexity_verdict(lengths, passes, float(mem_exp), options, timed_by=TIMED_BY)[2]
+            results[at] = CheckResult("complexity", False, worker.reason, {**worker.measurements, **measured},
+                                      worker.seconds)
+        return
+    if not passes:
+        refuse("its runs were not timed by the parent: the worker reported a verdict without the timing protocol")
+        return
     if not isinstance(mem_exp, (int, float)):
         refuse("the worker reported no activation-memory exponent")
         return
@@ -300,7 +308,7 @@ def _complexity_outside(results: list[CheckResult], timed: list[dict[str, Any]],
         return
     passed, reason, measurements = complexity_verdict(
         lengths, passes, float(mem_exp), options, saved_bytes=worker.measurements.get("saved_bytes"),
-        timed_by="the parent, from the kernel's count of the worker's CPU time",
+        timed_by=TIMED_BY,
         worker_time_exponent=worker.measurements.get("time_exponent"))
     results[at] = CheckResult("complexity", passed, reason, measurements, worker.seconds)
 
