@@ -129,11 +129,10 @@ def _recall_at_chance(mine: float | None, seeds: list[dict[str, Any]], chance: A
     seed's is above MQAR's chance level (binomial, one-sided at ``significance``), its differences are guesses."""
     if chance is None or mine is None:
         return None
-    theirs = [s["mqar_accuracy"] for s in seeds if s.get("mqar_accuracy") is not None]
-    if any(chance.p_above(x) < significance for x in [mine, *theirs]):
-        return None
-    return (f"recall is at chance for the candidate ({mine:.4f}) and every seed ({', '.join(f'{x:.4f}' for x in theirs)}):"
-            f" chance {chance.level:.4f} over {chance.trials} queries; its differences are guesses")
+    named = {"the candidate": mine, **{f"seed {s.get('name', i)}": s["mqar_accuracy"]
+                                       for i, s in enumerate(seeds) if s.get("mqar_accuracy") is not None}}
+    why = chance.none_beats(named, significance)
+    return f"recall is {why}; its differences are guesses" if why else None
 
 
 def system_prompt() -> str:

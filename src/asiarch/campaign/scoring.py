@@ -91,6 +91,19 @@ class Chance:
         hits = round(accuracy * self.trials)
         return float(stats.binom.sf(hits - 1, self.trials, self.level))
 
+    def beats(self, accuracy: float, alpha: float) -> bool:
+        """Whether ``accuracy`` beats guessing at one-sided level ``alpha``."""
+        return self.p_above(accuracy) < alpha
+
+    def none_beats(self, named: Mapping[str, float], alpha: float) -> str | None:
+        """Why these measurements (by whose they are) cannot be told from guessing, or None when any beats it:
+        the rule that leaves a benchmark term out of the fitness and recall out of the Judge's score."""
+        ps = {who: self.p_above(value) for who, value in named.items()}
+        if any(p < alpha for p in ps.values()):
+            return None
+        listed = ", ".join(f"{who} ({named[who]:.4f}, p={p:.2f})" for who, p in ps.items())
+        return f"at chance for {listed}: chance {self.level:.4f} over {self.trials} questions"
+
 
 def benchmark_chance(scale: ScaleConfig) -> Chance | None:
     """The fitness benchmark's chance level at ``scale``, and over how many trials it is measured.
@@ -286,11 +299,9 @@ def score(fitness_fn: FitnessFn, name: str, metrics: StageMetrics, anchor: Mappi
                                                 "compared with its final result"}
     at_chance = None
     if chance is not None and None not in (mine["benchmark"], theirs.get("benchmark")):
-        p_mine, p_theirs = chance.p_above(mine["benchmark"]), chance.p_above(theirs["benchmark"])
-        if p_mine >= alpha and p_theirs >= alpha:
-            at_chance = (f"the benchmark is at chance for both the design ({mine['benchmark']:.4f}, p={p_mine:.2f}) and "
-                         f"the anchor ({theirs['benchmark']:.4f}, p={p_theirs:.2f}): chance {chance.level:.4f} over "
-                         f"{chance.trials} questions")
+        why = chance.none_beats({"the design": mine["benchmark"], "the anchor": theirs["benchmark"]}, alpha)
+        if why:
+            at_chance = f"the benchmark is {why}"
             mine["benchmark"], theirs["benchmark"] = None, None
     fitness = coerce_fitness(fitness_fn(mine, theirs, judge))
     parts = {**fitness.parts, "stage": stage, **notes}

@@ -70,35 +70,31 @@ def _explore_steps(c) -> str | None:
     return f"{reached}/{total}{spared}" + ("" if p is None else f" p={p:.2g}")
 
 
+def _with_spread(value: float | None, runs: list[float]) -> str | None:
+    """``value`` (the mean over ``runs`` when it is None) with the runs' sd when there are two or more."""
+    value = scoring.mean(runs) if value is None else value
+    if value is None:
+        return None
+    sd = scoring.std(runs)
+    return f"{value:.3f}" + ("" if sd is None else f" ± {sd:.3f}")
+
+
 def _explore_text(c, chance: scoring.Chance | None, significance: float) -> dict[str, str | None]:
     """Explore loss and MQAR as read: a mean ± sd where the design trained more than one run (the anchor seed),
     one run's value otherwise, and MQAR marked "(chance)" where it does not beat guessing."""
-
-    def text(values: list[float], value: float | None) -> str | None:
-        sd = scoring.std(values)
-        if value is None:
-            return None
-        return f"{value:.3f}" + ("" if sd is None else f" ± {sd:.3f}")
-
-    mqar = text(scoring.run_values(c.explore, "mqar_accuracy"), c.explore.mqar_accuracy)
-    if mqar is not None and chance is not None and chance.p_above(c.explore.mqar_accuracy) >= significance:
+    mqar = _with_spread(c.explore.mqar_accuracy, scoring.run_values(c.explore, "mqar_accuracy"))
+    if mqar is not None and chance is not None and not chance.beats(c.explore.mqar_accuracy, significance):
         mqar += " (chance)"
-    return {"explore_loss_text": text(scoring.run_values(c.explore, "eval_loss"), c.explore.eval_loss),
+    return {"explore_loss_text": _with_spread(c.explore.eval_loss, scoring.run_values(c.explore, "eval_loss")),
             "explore_mqar_text": mqar}
 
 
 def _spread(c) -> dict[str, Any]:
     """Verify means with their spread over training runs, and the weakest of the tests against the seeds."""
     loss, mqar = scoring.run_values(c.verify, "eval_loss"), scoring.run_values(c.verify, "mqar_accuracy")
-
-    def text(values: list[float]) -> str | None:
-        if not values:
-            return None
-        sd = scoring.std(values)
-        return f"{scoring.mean(values):.3f}" + ("" if sd is None else f" ± {sd:.3f}")
-
     ps = [t[k]["p"] for t in (c.verify.fitness_parts.get("tests") or {}).values() for k in ("loss", "benchmark")]
-    return {"verify_loss_text": text(loss), "verify_mqar_text": text(mqar), "verify_runs": len(loss) or None,
+    return {"verify_loss_text": _with_spread(None, loss), "verify_mqar_text": _with_spread(None, mqar),
+            "verify_runs": len(loss) or None,
             "worst_p": None if not ps else (None if None in ps else max(ps))}
 
 

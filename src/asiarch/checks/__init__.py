@@ -271,7 +271,7 @@ def _complexity_outside(results: list[CheckResult], timed: list[dict[str, Any]],
     own clock and verdict are the candidate's to forge), once a fresh process, replaying the longest run and one
     other on the same inputs, shows the digests the timed runs reported (a run that skipped its work does not).
     The activation-memory exponent is still the worker's measurement."""
-    from asiarch.checks.executable import complexity_inputs, complexity_verdict
+    from asiarch.checks.executable import complexity_lengths, complexity_verdict
 
     at = next((i for i, r in enumerate(results) if r.check == "complexity"), None)
     if at is None:
@@ -281,7 +281,7 @@ def _complexity_outside(results: list[CheckResult], timed: list[dict[str, Any]],
     def refuse(reason: str) -> None:
         results[at] = CheckResult("complexity", False, reason, worker.measurements, worker.seconds)
 
-    lengths = complexity_inputs({**options, "hidden_size": 1})[0]  # the lengths only (inputs of width 1)
+    lengths = complexity_lengths(options)
     n = len(lengths)
     passes = [[r["seconds"] for r in timed[k:k + n]] for k in range(0, len(timed) - n + 1, n)
               if [r.get("length") for r in timed[k:k + n]] == lengths]

@@ -193,18 +193,28 @@ def complexity_run(mixer: nn.Module, x: torch.Tensor, go: dict[str, Any] | None 
     return [v for t in digest for v in (float(t.sum()), float(t.square().sum()))]
 
 
-def complexity_inputs(opts: dict[str, Any]) -> tuple[list[int], list[torch.Tensor]]:
-    """The complexity check's lengths (T, 2T, 4T, 8T) and its base inputs: what a replay rebuilds."""
+def complexity_lengths(opts: dict[str, Any]) -> list[int]:
+    """The complexity check's lengths: T, 2T, 4T, 8T."""
     base = opts["complexity_base_length"]
-    lengths = [base, 2 * base, 4 * base, 8 * base]
+    return [base, 2 * base, 4 * base, 8 * base]
+
+
+def complexity_inputs(opts: dict[str, Any]) -> tuple[list[int], list[torch.Tensor]]:
+    """The complexity check's lengths and its base inputs: what a replay rebuilds."""
+    lengths = complexity_lengths(opts)
     return lengths, [_inputs(1, length, opts["hidden_size"], 7).requires_grad_(True) for length in lengths]
+
+
+def _fastest(passes: list[list[float]]) -> list[float]:
+    """Each length's least-disturbed time over the passes: load on the machine only adds time."""
+    return [min(times) for times in zip(*passes)]
 
 
 def complexity_verdict(lengths: list[int], passes: list[list[float]], mem_exp: float, opts: dict[str, Any],
                        **more: Any) -> Result:
     """The complexity check's verdict from timed passes over ``lengths`` (each length's fastest run) and the
     activation memory's exponent: the worker's, and the parent's from its own clock (``checks.check_candidate``)."""
-    seconds = [min(times[i] for times in passes) for i in range(len(lengths))]
+    seconds = _fastest(passes)
     time_exp, bound = _growth_exponent(lengths, seconds), opts["max_growth_exponent"]
     measurements = {"lengths": lengths, "cpu_seconds": seconds, "sweeps": max(1, len(passes) // opts["complexity_repeats"]),
                     "time_exponent": time_exp, "time_exponent_se": _exponent_noise(lengths, passes),
@@ -252,17 +262,15 @@ def check_complexity(cls, opts) -> Result:
     passes: list[list[float]] = []  # every pass over the lengths: their spread says how sure the exponent is
     bound, mem_exp = opts["max_growth_exponent"], _growth_exponent(lengths, memory)
     sweep()
-    sweeps = 1
     # Load that hit one length harder than another bends the time fit (a campaign's trials on the same two cores
     # bent a linear design's to T^1.35 in three sweeps): sweep again, keeping each length's best, but only where
     # that can change the verdict (memory, which load does not bend, within the bound; quadratic cost not allowed),
     # and until a sweep reproduces every length's best within 5 % (load that bends the fit varies between sweeps).
-    best = lambda: [min(times[i] for times in passes) for i in range(len(lengths))]  # noqa: E731
-    while (_growth_exponent(lengths, best()) > bound >= mem_exp and not opts["allow_quadratic"] and sweeps < 5):
-        before = best()
+    while (_growth_exponent(lengths, _fastest(passes)) > bound >= mem_exp and not opts["allow_quadratic"]
+           and len(passes) < 5 * opts["complexity_repeats"]):  # at most 5 sweeps
+        before = _fastest(passes)
         sweep()
-        sweeps += 1
-        if not any(new < 0.95 * old for old, new in zip(before, best())):
+        if not any(new < 0.95 * old for old, new in zip(before, _fastest(passes))):
             break
     return complexity_verdict(lengths, passes, mem_exp, opts, saved_bytes=memory)
 
