@@ -402,6 +402,6 @@ def continuation_outputs(model: Callable[[torch.Tensor], Any], batches: Sequence
         out = getattr(out, "logits", out)
         if out.shape[:2] != inputs.shape:
             raise ValueError(f"the model returned shape {tuple(out.shape)} for inputs {tuple(inputs.shape)}; "
-                             "expected [B, T, V]")
+                             "expected [B, T, ...] (logits or features)")
         picked.append(out[mask.to(out.device)].float().cpu())
     return picked

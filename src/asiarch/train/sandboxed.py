@@ -474,7 +474,7 @@ class _Trial:
                  for _ in range(max(1, self.options.audit_rows))]
         perturbed = [_replace_after(inputs[row], position, self.ranges["lm"], generator) for row, position in picks]
         features = self._rerun({"lm": torch.cat([inputs, torch.stack(perturbed)])}, checkpoint,
-                             f"training QA's re-check ({flag})").get("lm")  # features: the head is applied here
+                               f"training QA's re-check ({flag})").get("lm")  # features: the head is applied here
         total = inputs.shape[0] + len(picks)
         if (not isinstance(features, torch.Tensor)
                 or tuple(features.shape) != (total, inputs.shape[1], self.scale.model.hidden_size)):
