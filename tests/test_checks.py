@@ -234,6 +234,36 @@ def test_a_hang_is_killed_and_blamed_on_the_running_check():
     assert "timed out" in report.failures[0].reason
 
 
+# Hangs in its first check while a thread, holding the worker's channel (found among the process's objects, as
+# any code in the process can), keeps writing stamped records: the worker never goes silent.
+FLOODS_THE_CHANNEL = seed_source("deltanet").replace(
+    "import torch\n", "import gc\nimport threading\nimport time\nimport torch\n", 1).replace(
+    "        b, t, _ = hidden_states.shape\n",
+    "        b, t, _ = hidden_states.shape\n"
+    "        channel = next(o for o in gc.get_objects() if type(o).__name__ == 'Channel' and hasattr(o, 'emit'))\n"
+    "        def flood():\n"
+    "            while True:\n"
+    "                channel.emit({'sandbox': []})\n"
+    "                time.sleep(0.2)\n"
+    "        threading.Thread(target=flood, daemon=True).start()\n"
+    "        while True:\n"
+    "            time.sleep(0.5)\n", 1)
+
+
+def test_a_worker_that_keeps_writing_is_still_killed_at_the_checks_wall_time(monkeypatch):
+    past_the_policy(monkeypatch, modules=("torch", "gc", "threading", "time"))
+    reports = []
+    # a guard, not a speed claim: without the deadline the check never returns, and the test should fail, not hang
+    checking = threading.Thread(target=lambda: reports.append(check_candidate(FLOODS_THE_CHANNEL, check_timeout=4)),
+                                daemon=True)
+    checking.start()
+    checking.join(600)
+    assert reports, "the check did not return: the flooding worker was never killed"
+    (report,) = reports
+    assert [f.check for f in report.failures] == ["shape"], report.summary()
+    assert "past its 4s of wall time" in report.failures[0].reason, report.failures[0].reason
+
+
 def test_the_smoke_checks_adamw_equals_torch_optim():
     """The training smoke check's written-out AdamW (no torch.optim in the worker) is torch's AdamW."""
     import copy
@@ -290,13 +320,13 @@ SKIPS_WHEN_TIMED = FORGES_THE_CLOCK.replace("time.thread_time = lambda: _fake[0]
 assert "cumsum" in SKIPS_WHEN_TIMED
 
 
-def past_the_policy(monkeypatch) -> None:
-    """These designs import ``time`` and keep module state, which the policy refuses; the policy is a filter,
-    so the tests stand for designs that got past it."""
+def past_the_policy(monkeypatch, modules: tuple[str, ...] = ("torch", "time")) -> None:
+    """These designs import ``time`` (and more) and keep module state, which the policy refuses; the policy is a
+    filter, so the tests stand for designs that got past it."""
     import asiarch.checks as checks
     from asiarch.checks.policy import PolicyReport
 
-    monkeypatch.setattr(checks, "check_policy", lambda source, config=None: PolicyReport(modules=["torch", "time"]))
+    monkeypatch.setattr(checks, "check_policy", lambda source, config=None: PolicyReport(modules=list(modules)))
 
 
 def test_a_forged_clock_does_not_make_a_quadratic_design_linear(monkeypatch):

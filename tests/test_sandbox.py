@@ -137,6 +137,28 @@ def test_an_honest_candidate_trains_in_the_sandbox_exactly_as_in_process(tiny, m
     assert final["mqar_accuracy"] == pytest.approx(reference["mqar_accuracy"])
 
 
+# trains never: it holds the worker's channel (found among the process's objects) and keeps writing stamped records
+FLOODS_THE_CHANNEL = HONEST.replace("        # PLANT", """        import gc, threading, time
+        channel = next(o for o in gc.get_objects() if type(o).__name__ == "Channel" and hasattr(o, "emit"))
+        def flood():
+            while True:
+                channel.emit({"sandbox": []})
+                time.sleep(0.2)
+        threading.Thread(target=flood, daemon=True).start()
+        while True:
+            time.sleep(0.5)""")
+
+
+def test_a_worker_that_keeps_writing_is_killed_at_the_runs_wall_deadline(tiny, monkeypatch):
+    """Its records never let the parent's silence timeout fire; the run's wall deadline (startup, twice the wall
+    budget and 10 minutes at this scale: here shortened) does."""
+    import asiarch.train.sandboxed as sandboxed
+
+    monkeypatch.setattr(sandboxed, "_wall_deadline", lambda scale, startup: 30.0)
+    *_, last = trial(FLOODS_THE_CHANNEL, tiny, monkeypatch)
+    assert "ran past its 30s of wall time and was killed" in last["code_error"], last
+
+
 def test_a_candidate_that_replaces_the_loss_function_is_caught(tiny, monkeypatch):
     *steps, last = trial(FORGES_LOSS, tiny, monkeypatch)
     assert all(r["verified"] == 0 for r in steps)  # the rungs before the final one carry its own (halved) numbers

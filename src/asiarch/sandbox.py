@@ -447,6 +447,7 @@ class Reader:
     def __init__(self, proc: subprocess.Popen, nonce: str):
         self.proc, self.nonce = proc, nonce
         self.lines: queue.Queue[str | None] = queue.Queue()
+        self.deadline: float | None = None  # time.monotonic() past which no record is read (expire_in)
         self.stderr_tail: deque[str] = deque(maxlen=40)
         threading.Thread(target=self._pump, args=(proc.stdout, self.lines.put, True), daemon=True).start()
         threading.Thread(target=self._pump, args=(proc.stderr, self.stderr_tail.append, False), daemon=True).start()
@@ -457,15 +458,32 @@ class Reader:
         if is_protocol:
             self.lines.put(None)
 
+    def expire_in(self, seconds: float | None) -> None:
+        """A wall-clock deadline ``seconds`` from now (None: none) that records keep no worker past: a worker
+        that keeps writing never goes silent, so the silence timeout alone would let it run on."""
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline has passed (a ``None`` record then means that, not silence)."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
     def records(self, timeout: float | None = None) -> Iterator[dict[str, Any] | None]:
         """Protocol records until the worker says ``done`` or its stdout closes; a final ``None`` when
-        ``timeout`` seconds pass without one (the caller may change ``self.timeout`` between records)."""
+        ``timeout`` seconds pass without one, or when the deadline (``expire_in``) passes, whatever it writes
+        (the caller may change ``self.timeout`` and the deadline between records)."""
         self.timeout = timeout
         while True:
+            wait = self.timeout
+            if self.deadline is not None:
+                left = self.deadline - time.monotonic()
+                wait = left if wait is None else min(wait, left)
             try:
-                line = self.lines.get(timeout=self.timeout)
+                if wait is not None and wait <= 0:
+                    raise queue.Empty
+                line = self.lines.get(timeout=wait)
             except queue.Empty:
-                yield None  # the worker went silent: the caller kills it and says so
+                yield None  # the worker went silent or ran past its deadline: the caller kills it and says so
                 return
             if line is None:
                 return

@@ -238,11 +238,16 @@ def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[Check
     results: list[CheckResult] = []
     gaps: list[str] = []
     running = "startup"
+    # wall time: start-up, then each check from its start; the whole run never past start-up plus every check's
+    # share (a worker that starts checks again, or writes without end, is stopped all the same)
+    last = time.monotonic() + opts.startup_timeout + len(request["checks"]) * opts.check_timeout
+    reader.expire_in(opts.startup_timeout)
     try:
         for record in reader.records(timeout=opts.startup_timeout):
             if record is None:
                 sandbox.kill(proc)
-                reason = f"timed out: no result after {reader.timeout:.0f}s (the worker was killed)"
+                reason = (f"timed out: past its {_wall_share(running, opts):.0f}s of wall time (the worker was killed)"
+                          if reader.expired else f"timed out: no result after {reader.timeout:.0f}s (the worker was killed)")
                 results.append(CheckResult(_check_name(running), False, reason))
                 return results, gaps, stopwatch.runs
             if "timing" in record:
@@ -251,6 +256,7 @@ def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[Check
                 gaps = list(record["sandbox"])
             elif "start" in record:
                 running, reader.timeout = record["start"], opts.check_timeout
+                reader.expire_in(min(opts.check_timeout, last - time.monotonic()))
             elif "check" in record:
                 results.append(CheckResult(record["check"], bool(record["passed"]), str(record["reason"]),
                                            record.get("measurements") or {}, float(record.get("seconds", 0.0))))
@@ -260,6 +266,10 @@ def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[Check
     finally:
         sandbox.kill(proc)  # and whatever the candidate left running in its process group
     return results, gaps, stopwatch.runs
+
+
+def _wall_share(running: str | None, opts: CheckOptions) -> float:
+    return opts.startup_timeout if running == "startup" else opts.check_timeout
 
 
 TIMED_BY = "the parent, from the kernel's count of the worker's CPU time"  # the complexity check's timing, as stored
@@ -319,11 +329,14 @@ def _replay(request: dict[str, Any], runs: list[dict[str, Any]], opts: CheckOpti
               "parent_clock": False}
     proc = sandbox.launch("asiarch.checks.worker", replay)
     reader = sandbox.Reader(proc, replay["nonce"])
+    reader.expire_in(opts.startup_timeout + opts.check_timeout)
     digests: dict[int, list[float]] = {}
     try:
         for record in reader.records(timeout=opts.check_timeout):
             if record is None:
-                return f"its replay in a fresh process timed out after {reader.timeout:.0f}s"
+                return (f"its replay in a fresh process ran past {opts.startup_timeout + opts.check_timeout:.0f}s "
+                        "of wall time" if reader.expired else
+                        f"its replay in a fresh process timed out after {reader.timeout:.0f}s")
             if "replay_error" in record:
                 return f"its replay in a fresh process raised {record['replay_error'][:200]}"
             if "replayed" in record:

@@ -84,6 +84,13 @@ def _cpu_budget(scale: ScaleConfig) -> int:
     return 10**7 if wall is None else int(2 * wall * max(1, scale.torch_threads) + 600)
 
 
+def _wall_deadline(scale: ScaleConfig, startup: float) -> float | None:
+    """Wall seconds a worker process may run at most (None where the scale sets no wall budget): start-up, the
+    training budget twice over and 10 minutes for evaluations and checkpoints, as its CPU-time limit."""
+    wall = scale.train.max_wall_seconds
+    return None if wall is None else startup + 2 * wall + 600
+
+
 def _scratch_file(scratch: str, name: Any, pattern: str) -> str:
     """A file the worker named: a plain file directly in its scratch directory, never a link or a path."""
     if not isinstance(name, str) or not re.fullmatch(pattern, name):
@@ -195,12 +202,16 @@ class _Trial:
 
     def _records(self, reader: sandbox.Reader):
         """The worker's records; a silent worker is killed after the start-up timeout, then after
-        its wall-time budget between two records."""
+        its wall-time budget between two records; one that keeps writing, at the run's wall deadline
+        (``_wall_deadline``: the trainer's own wall budget is kept by candidate code)."""
         wall = self.scale.train.max_wall_seconds
+        deadline = _wall_deadline(self.scale, self.options.startup_timeout)
+        reader.expire_in(deadline)
         for record in reader.records(timeout=self.options.startup_timeout):
             if record is None:
                 sandbox.kill(reader.proc)
-                yield {"code_error": f"the sandboxed worker went silent for {reader.timeout:.0f}s and was killed"}
+                yield {"code_error": f"the sandboxed worker ran past its {deadline:.0f}s of wall time and was killed"
+                       if reader.expired else f"the sandboxed worker went silent for {reader.timeout:.0f}s and was killed"}
                 return
             if "sandbox" in record:
                 self.gaps = [str(g) for g in record["sandbox"]][:10]
