@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -132,6 +133,31 @@ def test_mqar_is_learnt_alongside_the_lm(corpus, mqar):
                             scale_embeddings=False)
     result = Trainer(LanguageModel(model_cfg, SEEDS["deltanet"]), cfg, corpus, mqar).train()
     assert result.final["mqar_accuracy"] > 0.5  # chance is 1/64: values are half of the 128 MQAR ids
+    # recall that binds scores above the binding score's chance level of 0, by far more than its standard error
+    assert result.final["mqar_binding"] > 10 * result.final["mqar_binding_se"] > 0
+
+
+def test_recall_binding_is_zero_for_a_bag_of_values_and_positive_only_for_binding():
+    from asiarch.train.trainer import recall_binding
+
+    offset, vocab, k = 1000, 16, 4
+    labels = torch.full((3, 12), -100)
+    values = torch.tensor([[9, 11, 12, 15], [8, 10, 13, 14], [9, 10, 11, 12]])
+    labels[:, [5, 7, 9, 11]] = values + offset  # each of the K context values queried once
+    bag = torch.full((3, 12, vocab), -5.0)
+    for row, vs in enumerate(values):
+        bag[row, :, vs] = 2.0  # knows which values appear, not which key asks for which
+    assert recall_binding(bag, labels, offset) == pytest.approx([0.0, 0.0, 0.0], abs=1e-6)
+    unsure = bag.clone()
+    unsure[:, :, values[:, 0]] += 3.0  # prefers one value whatever is asked: below 0
+    assert all(score < 0 for score in recall_binding(unsure, labels, offset))
+    binds = bag.clone()
+    for row, vs in enumerate(values):
+        for query, v in zip((5, 7, 9, 11), vs):
+            binds[row, query, v] += 4.0
+    scores = recall_binding(binds, labels, offset)
+    # the right value e^4 times as likely as each other context value: log(K e^4 / (e^4 + K - 1)), at most log K
+    assert scores == pytest.approx([math.log(k * math.exp(4) / (math.exp(4) + k - 1))] * 3, abs=1e-5)
 
 
 def test_mqar_needs_a_dataset(corpus):

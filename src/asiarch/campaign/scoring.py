@@ -21,8 +21,8 @@ from asiarch.config import ScaleConfig
 from asiarch.memory import StageMetrics
 
 # kept per run in the stage's benchmarks
-RUN_KEYS = ("eval_loss", "mqar_accuracy", "downstream_mean", "lr", "benchmark", "wall_tokens_per_second",
-            "cpu_tokens_per_second")
+RUN_KEYS = ("eval_loss", "mqar_accuracy", "mqar_binding", "mqar_binding_se", "downstream_mean", "lr", "benchmark",
+            "wall_tokens_per_second", "cpu_tokens_per_second")
 
 
 def benchmark_key(scale: ScaleConfig) -> str:

@@ -9,6 +9,7 @@ resumed run continues exactly where the uninterrupted one would be.
 from __future__ import annotations
 
 import math
+import statistics
 import os
 import time
 from contextlib import nullcontext
@@ -146,14 +147,44 @@ def score_outputs(outputs: dict[str, list[torch.Tensor]], val, mqar_test, lm_ran
     if mqar_test is not None and mqar_range is not None:
         labels = mqar_test[1]
         correct = total = 0
+        binding: list[float] = []  # one value per example: the mean over its queries
         for i, features in enumerate(outputs["mqar"]):
             y = labels[i * MQAR_CHUNK : (i + 1) * MQAR_CHUNK]
-            pred = head.logits(features, mqar_range).argmax(-1).cpu() + mqar_range[0]
+            logits = head.logits(features, mqar_range).float().cpu()
+            pred = logits.argmax(-1) + mqar_range[0]
             mask = y != -100
             correct += (pred[mask] == y[mask]).sum().item()
             total += mask.sum().item()
+            binding += recall_binding(logits, y, mqar_range[0])
         metrics["mqar_accuracy"] = correct / max(1, total)
+        if len(binding) >= 2:
+            metrics["mqar_binding"] = statistics.fmean(binding)
+            metrics["mqar_binding_se"] = statistics.stdev(binding) / math.sqrt(len(binding))
     return metrics
+
+
+def recall_binding(logits: torch.Tensor, labels: torch.Tensor, offset: int) -> list[float]:
+    """MQAR recall as a continuous score whose chance level is known: per example, the mean over its queries of
+    log p(the queried key's value) - log(mean p over the example's K context values).
+
+    Every key is queried once, so the labels of an example are its K context values. A design that knows which
+    values appear but not which key each belongs to (a bag of tokens) spreads its probability evenly over them and
+    scores 0; one whose prediction does not depend on which of them is asked scores at most 0 on average (Jensen);
+    only binding keys to values scores above 0. Unlike argmax accuracy it moves before the right value wins.
+    ``logits`` [B, T, V] over the MQAR tokens, ``labels`` [B, T] in global ids (value - ``offset`` indexes V)."""
+    scores = []
+    log_probs = torch.log_softmax(logits, dim=-1)
+    for row, y in zip(log_probs, labels):
+        mask = y != -100
+        values = (y[mask] - offset).long()
+        if values.numel() == 0:
+            continue
+        at_queries = row[mask]  # [Q, V]
+        over_context = at_queries[:, values]  # [Q, K]: every context value, at every query
+        right = at_queries.gather(1, values[:, None]).squeeze(1)
+        score = right - (torch.logsumexp(over_context, dim=1) - math.log(values.numel()))
+        scores.append(score.mean().item())
+    return scores
 
 
 @dataclass
