@@ -20,6 +20,14 @@ level; only stops decided without a noise estimate, or every one with the rule o
 what-if over the same runs: had those designs trained on (their full runs stand in), the
 tokens spent and the top 5 kept.
 
+With ``--against verify`` the second arm is full training at the verify budget instead
+(``scale.stages.verify_steps`` of the calibrated scale, 4x explore): every candidate trains as
+long as a verified design does, and the explore anchor's seed trains on each of
+``explore.anchor_seeds`` at that budget to anchor its fitness. This asks whether the cheap
+funnel picks what the long training would: compute per candidate is ASHA's explore tokens
+against the verify budget's, the ranking and the top 5 are the verify budget's. ``--against
+explore verify`` runs both.
+
 Then, from the full-training curves (every candidate evaluated at every report step),
 successive halving is replayed for every first rung and reduction factor: the same three
 measures for each, so the trade-off is visible. This replay is synchronous halving over
@@ -27,6 +35,7 @@ measured curves (a simulation), labelled so; the campaign's own ASHA is asynchro
 
     .venv/bin/python benchmarks/bench_funnel.py [--candidates 16] [--explore-steps N] [--grace-fraction F] [--reduction-factor N]
     .venv/bin/python benchmarks/bench_funnel.py --work DIR --reuse   # score an earlier run's campaign again
+    .venv/bin/python benchmarks/bench_funnel.py --work DIR --reuse --against explore verify   # add the verify arm
 """
 
 from __future__ import annotations
@@ -117,6 +126,8 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=2, help="run.max_parallel_trials, and full-training tasks at once")
     parser.add_argument("--work", type=Path, default=None, help="where runs/ goes (default: a new temporary directory)")
     parser.add_argument("--reuse", action="store_true", help="reuse the campaign (and full-training runs) already under --work")
+    parser.add_argument("--against", nargs="+", choices=("explore", "verify"), default=["explore"],
+                        help="full training at the explore budget (default), at the verify budget, or both")
     args = parser.parse_args()
 
     from hydra.utils import instantiate
@@ -125,7 +136,6 @@ def main() -> None:
     from asiarch.campaign import Campaign, scoring
     from asiarch.config import compose, stage_scale
     from asiarch.memory import Memory, counts_toward_budget, is_seed as is_baseline
-    from asiarch.train.protocol import prepare_data
 
     if args.reuse and args.work is None:
         parser.error("--reuse needs --work (the directory of the earlier run)")
@@ -170,25 +180,18 @@ def main() -> None:
     scale = stage_scale(base, base.stages.explore_steps)
     fitness_fn = instantiate(cfg.fitness)
     bench_key, chance = scoring.benchmark_key(scale), scoring.benchmark_chance(scale)
-    full_file = work / "bench_funnel_full.json"
-    full: dict[str, dict[str, Any]] = json.loads(full_file.read_text()) if full_file.exists() else {}
-    todo = [c for c in candidates if c.id not in full]
-    if todo:
-        started = time.monotonic()
-        ray.init(num_cpus=args.slots, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        try:
-            data = ray.put(prepare_data(scale))
-            refs = {c.id: train_fully.remote(c.code, scale, data) for c in todo}
-            for cid, ref in refs.items():
-                try:
-                    full[cid] = ray.get(ref)
-                except Exception as err:  # noqa: BLE001 - a candidate whose code fails: recorded, not scored
-                    full[cid] = {"error": f"{type(err).__name__}: {str(err)[:200]}"}
-                full_file.write_text(json.dumps(full, default=str))
-                log.print(f"full training: {len(full)}/{len(candidates)}")
-        finally:
-            ray.shutdown()
-        walls["full"] = walls.get("full", 0.0) + time.monotonic() - started
+    # what ASHA measured at explore, scored with the current conf (equal to the stored fitness unless --reuse changed
+    # conf; a candidate the campaign promoted stores its verify fitness, so its explore one is scored again here)
+    asha_fitness = {c.id: scoring.score(
+        fitness_fn, c.name, c.explore, anchor, c.judge.get("overall"), "explore", chance=chance,
+        stopped_at=c.fitness_parts.get("reached_step") if c.fitness_parts.get("early_stopped") else None).value
+        for c in candidates}
+    if "verify" in args.against:
+        against_verify(candidates, spent, asha_fitness, cfg, fitness_fn, args, work, walls, timing_file, log, console)
+    if "explore" not in args.against:
+        return
+    jobs = {c.id: (c.code, scale) for c in candidates}
+    full = train_all(jobs, work / "bench_funnel_full.json", args.slots, walls, "full", log)
     timing_file.write_text(json.dumps(walls))
 
     records = []
@@ -199,9 +202,7 @@ def main() -> None:
             fitness_fn, c.name, scoring.stage_metrics([summary], bench_key), anchor, judge, "explore", chance=chance)
         parts = c.fitness_parts
         early = bool(parts.get("early_stopped"))
-        # what ASHA measured, scored with the current conf (equal to the stored fitness unless --reuse changed conf)
-        asha_fit = scoring.score(fitness_fn, c.name, c.explore, anchor, judge, "explore", chance=chance,
-                                 stopped_at=parts.get("reached_step") if early else None).value
+        asha_fit = asha_fitness[c.id]
         records.append({
             "id": c.id, "name": c.name, "status": c.status, "early_stopped": early,
             "reached_step": parts.get("reached_step"), "total_steps": parts.get("total_steps"),
@@ -220,6 +221,129 @@ def main() -> None:
     report(records, args, campaign, walls, work, console)
     replay(candidates, full, {r["id"]: r["full_fitness"] for r in records}, anchor, fitness_fn, bench_key, chance,
            scale, console)
+
+
+def train_all(jobs: dict[str, tuple[str, ScaleConfig]], file: Path, slots: int, walls: dict[str, float], arm: str,
+              log: Console) -> dict[str, dict[str, Any]]:
+    """Each job's code trained in full at its scale, ``slots`` at once in Ray tasks; results kept in ``file`` as
+    they come (a stopped run resumes with --reuse), a job whose code fails recorded with its error."""
+    from asiarch.train.protocol import prepare_data
+
+    done: dict[str, dict[str, Any]] = json.loads(file.read_text()) if file.exists() else {}
+    todo = {key: job for key, job in jobs.items() if key not in done}
+    if not todo:
+        return done
+    started = time.monotonic()
+    ray.init(num_cpus=slots, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        data = ray.put(prepare_data(next(iter(todo.values()))[1]))  # the corpus and MQAR do not depend on steps or seed
+        refs = {key: train_fully.remote(code, scale, data) for key, (code, scale) in todo.items()}
+        for key, ref in refs.items():
+            try:
+                done[key] = ray.get(ref)
+            except Exception as err:  # noqa: BLE001 - a candidate whose code fails: recorded, not scored
+                done[key] = {"error": f"{type(err).__name__}: {str(err)[:200]}"}
+            file.write_text(json.dumps(done, default=str))
+            log.print(f"{arm} training: {sum(k in done for k in jobs)}/{len(jobs)}")
+    finally:
+        ray.shutdown()
+    walls[arm] = walls.get(arm, 0.0) + time.monotonic() - started
+    return done
+
+
+def against_verify(candidates, spent: dict[str, dict[str, float]], asha_fitness: dict[str, float | None], cfg,
+                   fitness_fn, args, work: Path,
+                   walls: dict[str, float], timing_file: Path, log: Console, console: Console) -> None:
+    """The second arm at the verify budget: every candidate (the campaign's training seed) and the explore anchor's
+    seed on each anchor training seed, trained as long as a verified design is; ASHA's explore against it."""
+    from scipy.stats import spearmanr
+
+    from asiarch.arch import seed_source
+    from asiarch.campaign import scoring
+    from asiarch.config import compose, seeded_scale, stage_scale
+
+    own = ScaleConfig.from_dict(compose(SMALL).scale)  # the calibrated scale's verify budget (TINY_VERIFY cuts the campaign's)
+    base = ScaleConfig.from_dict(cfg.scale)
+    vscale = stage_scale(base, own.stages.verify_steps)
+    seed = str(cfg.campaign.seed)
+    anchor_seeds = [int(t) for t in cfg.explore.anchor_seeds]
+    jobs = {c.id: (c.code, vscale) for c in candidates}
+    jobs.update({f"anchor:{seed}:s{t}": (seed_source(seed), seeded_scale(vscale, t)) for t in anchor_seeds})
+    runs = train_all(jobs, work / "bench_funnel_full_verify.json", args.slots, walls, "full_verify", log)
+    timing_file.write_text(json.dumps(walls))
+    bench_key, chance = scoring.benchmark_key(vscale), scoring.benchmark_chance(vscale)
+    anchor_runs = [runs[f"anchor:{seed}:s{t}"] for t in anchor_seeds]
+    broken = [r["error"] for r in anchor_runs if "error" in r]
+    if broken:
+        raise RuntimeError(f"the anchor seed failed at the verify budget: {broken[0]}")
+    anchor = scoring.anchor_of(seed, scoring.stage_metrics(anchor_runs, bench_key))
+
+    records = []
+    for c in candidates:
+        run, parts, judge = runs[c.id], c.fitness_parts, c.judge.get("overall")
+        early = bool(parts.get("early_stopped"))
+        verify_fit = None if "error" in run else scoring.score(
+            fitness_fn, c.name, scoring.stage_metrics([run], bench_key), anchor, judge, "verify", chance=chance)
+        records.append({
+            "id": c.id, "name": c.name, "early_stopped": early, "reached_step": parts.get("reached_step"),
+            "total_steps": parts.get("total_steps"), "asha_tokens": spent.get(c.id, {}).get("tokens", 0.0),
+            "asha_seconds": spent.get(c.id, {}).get("seconds", 0.0), "asha_fitness": asha_fitness[c.id],
+            "asha_loss": c.explore.eval_loss,
+            "verify_tokens": float(run.get("tokens_seen") or 0), "verify_seconds": run.get("train_seconds", 0.0),
+            "verify_loss": run.get("eval_loss"), "verify_benchmark": run.get(bench_key),
+            "verify_fitness": verify_fit.value if verify_fit else None,
+            "verify_missing": verify_fit.parts.get("missing") if verify_fit else None, "verify_error": run.get("error")})
+    (work / "bench_funnel_verify.json").write_text(json.dumps({"anchor": {
+        "name": seed, "eval_loss": anchor["eval_loss"], "eval_loss_std": anchor["eval_loss_std"],
+        "benchmark": anchor["benchmark"], "benchmark_std": anchor["benchmark_std"]}, "records": records}, indent=2,
+        default=str))
+
+    scored = [r for r in records if r["asha_fitness"] is not None and r["verify_fitness"] is not None]
+    asha_rank = dict(zip((r["id"] for r in scored), _ranks([r["asha_fitness"] for r in scored])))
+    verify_rank = dict(zip((r["id"] for r in scored), _ranks([r["verify_fitness"] for r in scored])))
+    steps = vscale.train.steps
+    table = Table(title=f"funnel: the same {len(records)} candidates, ASHA explore ({base.stages.explore_steps} steps) "
+                        f"vs full training at the verify budget ({steps} steps, one training seed)")
+    for header in ("candidate", "ASHA", "ASHA tokens", "verify tokens", "ASHA loss", "verify loss", "verify MQAR",
+                   "ASHA fitness", "verify fitness", "rank ASHA", "rank verify"):
+        table.add_column(header, justify="left" if header in ("candidate", "ASHA") else "right")
+    for r in sorted(records, key=lambda r: verify_rank.get(r["id"], 10**6)):
+        kept = f"stopped at {r['reached_step']}/{r['total_steps']}" if r["early_stopped"] else "kept"
+        table.add_row(r["name"], kept, f"{r['asha_tokens']:,.0f}", f"{r['verify_tokens']:,.0f}", _f(r["asha_loss"]),
+                      _f(r["verify_loss"]), _f(r["verify_benchmark"]), _f(r["asha_fitness"]),
+                      _f(r["verify_fitness"]) if not r["verify_error"] else r["verify_error"][:30],
+                      str(asha_rank.get(r["id"], "-")), str(verify_rank.get(r["id"], "-")))
+    console.print(table)
+    n = len(records)
+    token_ratio = sum(r["asha_tokens"] for r in records) / max(1.0, sum(r["verify_tokens"] for r in records))
+    second_ratio = sum(r["asha_seconds"] for r in records) / max(1e-9, sum(r["verify_seconds"] or 0 for r in records))
+    rho = spearmanr([r["asha_fitness"] for r in scored], [r["verify_fitness"] for r in scored]).statistic \
+        if len(scored) >= 3 else float("nan")
+    loss_pairs = [(r["asha_loss"], r["verify_loss"]) for r in records if None not in (r["asha_loss"], r["verify_loss"])]
+    rho_loss = spearmanr(*zip(*loss_pairs)).statistic if len(loss_pairs) >= 3 else float("nan")
+    top = sorted(scored, key=lambda r: -r["verify_fitness"])[:5]
+    kept_top = sum(not r["early_stopped"] for r in top)
+    top_asha = {r["id"] for r in sorted(scored, key=lambda r: -r["asha_fitness"])[:5]}
+    by_loss = sorted((r for r in records if r["verify_loss"] is not None), key=lambda r: r["verify_loss"])[:5]
+    summary = Table(title="funnel: ASHA explore against full training at the verify budget (goals from issue 12)")
+    for header in ("measure", "ASHA", "verify budget", "ratio / value", "goal", "met"):
+        summary.add_column(header, justify="left" if header in ("measure", "goal") else "right")
+    per = lambda key: sum(r[key] or 0 for r in records) / max(1, n)  # noqa: E731
+    summary.add_row("training tokens per candidate", f"{per('asha_tokens'):,.0f}", f"{per('verify_tokens'):,.0f}",
+                    f"{token_ratio:.2f}x", "<= 0.33x", _yes(token_ratio <= 1 / 3))
+    summary.add_row("device seconds per candidate", f"{per('asha_seconds'):.1f}", f"{per('verify_seconds'):.1f}",
+                    f"{second_ratio:.2f}x", "<= 0.33x", _yes(second_ratio <= 1 / 3))
+    summary.add_row("Spearman of fitness", "", "", f"{rho:.2f} (n={len(scored)})", ">= 0.8", _yes(rho >= 0.8))
+    summary.add_row("top-5 by verify-budget fitness kept by ASHA", "", "", f"{kept_top}/5", ">= 4/5", _yes(kept_top >= 4))
+    summary.add_row("... of them in ASHA's own top 5", "", "", f"{sum(r['id'] in top_asha for r in top)}/5", "", "")
+    summary.add_row("top-5 by verify-budget loss kept by ASHA", "", "",
+                    f"{sum(not r['early_stopped'] for r in by_loss)}/5", "", "")
+    summary.add_row("Spearman of eval loss (diagnostic)", "", "", f"{rho_loss:.2f} (n={len(loss_pairs)})", "", "")
+    summary.add_row(f"anchor {seed} at the verify budget ({len(anchor_runs)} runs)", "", "",
+                    f"loss {anchor['eval_loss']:.3f} ± {anchor['eval_loss_std'] or 0:.3f}", "", "")
+    summary.add_row("wall time (s)", f"{walls.get('asha', 0):.0f} (whole campaign)", f"{walls.get('full_verify', 0):.0f}",
+                    "", "", "")
+    console.print(summary)
 
 
 def replay(candidates, full: dict[str, dict[str, Any]], final: dict[str, float | None], anchor: dict[str, Any],
