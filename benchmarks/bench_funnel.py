@@ -291,6 +291,7 @@ def against_verify(candidates, spent: dict[str, dict[str, float]], asha_fitness:
             "asha_loss": c.explore.eval_loss,
             "verify_tokens": float(run.get("tokens_seen") or 0), "verify_seconds": run.get("train_seconds", 0.0),
             "verify_loss": run.get("eval_loss"), "verify_benchmark": run.get(bench_key),
+            "verify_binding": run.get("mqar_binding"),
             "verify_fitness": verify_fit.value if verify_fit else None,
             "verify_missing": verify_fit.parts.get("missing") if verify_fit else None, "verify_error": run.get("error")})
     (work / "bench_funnel_verify.json").write_text(json.dumps({"anchor": {
@@ -305,12 +306,12 @@ def against_verify(candidates, spent: dict[str, dict[str, float]], asha_fitness:
     table = Table(title=f"funnel: the same {len(records)} candidates, ASHA explore ({base.stages.explore_steps} steps) "
                         f"vs full training at the verify budget ({steps} steps, one training seed)")
     for header in ("candidate", "ASHA", "ASHA tokens", "verify tokens", "ASHA loss", "verify loss", "verify MQAR",
-                   "ASHA fitness", "verify fitness", "rank ASHA", "rank verify"):
+                   "verify binding", "ASHA fitness", "verify fitness", "rank ASHA", "rank verify"):
         table.add_column(header, justify="left" if header in ("candidate", "ASHA") else "right")
     for r in sorted(records, key=lambda r: verify_rank.get(r["id"], 10**6)):
         kept = f"stopped at {r['reached_step']}/{r['total_steps']}" if r["early_stopped"] else "kept"
         table.add_row(r["name"], kept, f"{r['asha_tokens']:,.0f}", f"{r['verify_tokens']:,.0f}", _f(r["asha_loss"]),
-                      _f(r["verify_loss"]), _f(r["verify_benchmark"]), _f(r["asha_fitness"]),
+                      _f(r["verify_loss"]), _f(r["verify_benchmark"]), _f(r["verify_binding"]), _f(r["asha_fitness"]),
                       _f(r["verify_fitness"]) if not r["verify_error"] else r["verify_error"][:30],
                       str(asha_rank.get(r["id"], "-")), str(verify_rank.get(r["id"], "-")))
     console.print(table)

@@ -240,7 +240,8 @@ def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[Check
     running = "startup"
     # wall time: start-up, then each check from its start; the whole run never past start-up plus every check's
     # share (a worker that starts checks again, or writes without end, is stopped all the same)
-    last = time.monotonic() + opts.startup_timeout + len(request["checks"]) * opts.check_timeout
+    last = time.monotonic() + opts.startup_timeout + (1 + len(request["checks"])) * opts.check_timeout  # + contract,
+    # which the worker runs whether asked or not
     reader.expire_in(opts.startup_timeout)
     try:
         for record in reader.records(timeout=opts.startup_timeout):
