@@ -260,6 +260,7 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
         assert len(runs) == 3  # training seeds 0, 1 and 2
         assert c.verify.eval_loss == pytest.approx(sum(r["eval_loss"] for r in runs) / 3)
         assert c.status == "finished" and c.verify.fitness_parts["stage"] == "verify"
+        assert "short_runs" not in c.verify.fitness_parts, c.status_reason  # every run trained the whole budget
         assert set(c.verify.fitness_parts["beats"]) == {"deltanet"}
         test = c.verify.fitness_parts["tests"]["deltanet"]
         assert test["loss"]["n"] == [3, 3] and test["benchmark"]["n"] == [3, 3]

@@ -270,3 +270,11 @@ def test_the_results_table_gives_the_anchors_explore_spread_and_marks_recall_at_
     assert rows["guessing"]["explore_mqar_text"] == "0.130 (chance)" and rows["recalling"]["explore_mqar_text"] == "0.400"
     assert rows["deltanet"]["explore_mqar_text"] == "0.080 ± 0.000 (chance)"
     assert "mean ± sd over its runs for the anchor seed" in str(campaign_table(list(rows.values()), "t").caption)
+
+
+def test_a_stage_result_from_runs_cut_short_says_so():
+    full = {"step": 768, "total_steps": 768, "stop_reason": "completed", "eval_loss": 3.4}
+    assert scoring.short_runs([full, full]) is None
+    cut = {"step": 288, "total_steps": 768, "stop_reason": "wall_time", "eval_loss": 3.7}
+    note = scoring.short_runs([full, cut, {"eval_loss": 3.5}])  # a run without step counts is not judged
+    assert note == "1 of 3 run(s) stopped before the budget, at step 288/768 (wall_time): compared as they stood"

@@ -308,6 +308,8 @@ class CampaignPipeline:
         metrics = scoring.stage_metrics([result], self.s.bench_key, loss_curve=history)
         status = Status.STOPPED if early else Status.FINISHED
         reason = (f"stopped at step {step}/{total}: {result['qa_stopped']}" if result.get("qa_stopped") else
+                  f"stopped at step {step}/{total}: {result.get('stop_message') or result.get('stop_reason')}"
+                  if early and result.get("stop_reason") not in (None, "completed") else
                   f"ASHA stopped it at step {step}/{total}" if early else f"trained {step} steps")
         if result.get("qa_notes"):
             reason += f"; training QA: {result['qa_notes']}"

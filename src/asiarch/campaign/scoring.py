@@ -380,6 +380,17 @@ def one_sided_test(mine: Sequence[float], theirs: Sequence[float], higher_is_bet
     return out
 
 
+def short_runs(runs: Sequence[Mapping[str, Any]]) -> str | None:
+    """Which of a design's runs stopped before their budget (its wall-time budget ran out, say), or None: their
+    numbers are the design as it stood then, so a stage result built from them must say so."""
+    short = [r for r in runs if isinstance(r.get("step"), (int, float)) and isinstance(r.get("total_steps"), (int, float))
+             and r["step"] < r["total_steps"]]
+    if not short:
+        return None
+    where = ", ".join(f"{int(r['step'])}/{int(r['total_steps'])} ({r.get('stop_reason') or 'stopped'})" for r in short)
+    return f"{len(short)} of {len(runs)} run(s) stopped before the budget, at step {where}: compared as they stood"
+
+
 def compare_with_seeds(mine: StageMetrics, seeds: Mapping[str, StageMetrics], alpha: float) -> dict[str, dict[str, Any]]:
     """Per seed: one-sided tests on loss (lower is better) and benchmark (higher), and whether both pass at ``alpha``."""
     out = {}

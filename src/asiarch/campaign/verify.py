@@ -221,17 +221,19 @@ class VerifyStage:
             tests = scoring.compare_with_seeds(metrics, seed_metrics, ctx.verify.significance)
             beaten = scoring.beats(tests)
             breakthrough = scoring.is_breakthrough(beaten, ctx.seeds)
+            short = scoring.short_runs(runs)
             fitness = scoring.score(ctx.fitness_fn, c.name, metrics, anchor, c.judge.get("overall"), "verify",
                                     chance=scoring.benchmark_chance(self.scale), alpha=ctx.verify.significance,
-                                    significance=ctx.verify.significance, beats=beaten, tests=tests)
+                                    significance=ctx.verify.significance, beats=beaten, tests=tests,
+                                    **({"short_runs": short} if short else {}))
+            reason = (f"breakthrough: beats every seed at verify scale (p < {ctx.verify.significance})"
+                      if breakthrough else f"verified; beats {sum(beaten.values())}/{len(beaten)} seed(s) "
+                      f"significantly (p < {ctx.verify.significance})") + (f"; {short}" if short else "")
             ray.get(ctx.writer.set_stage.remote(
                 c.id, "verify", loss_curve=metrics.loss_curve, eval_loss=metrics.eval_loss,
                 mqar_accuracy=metrics.mqar_accuracy, benchmark=metrics.benchmark, benchmarks=metrics.benchmarks,
                 fitness=fitness.value, fitness_parts=fitness.parts, stage="verify", status=Status.FINISHED,
-                breakthrough=breakthrough, device_seconds=c.device_seconds + seconds,
-                status_reason=f"breakthrough: beats every seed at verify scale (p < {ctx.verify.significance})"
-                if breakthrough else f"verified; beats {sum(beaten.values())}/{len(beaten)} seed(s) "
-                f"significantly (p < {ctx.verify.significance})"))
+                breakthrough=breakthrough, device_seconds=c.device_seconds + seconds, status_reason=reason))
             finished_at = max(float(r.get("timestamp") or 0) for r in runs)
             events.append((finished_at, seconds, c.id, breakthrough))
         self._analyse([cid for _, _, cid, _ in events])
