@@ -89,11 +89,11 @@ def scale_fingerprint(scale: ScaleConfig) -> str:
 def train_one(design: str, scale: ScaleConfig, training_seed: int) -> dict[str, Any]:
     """One training run in a worker process; returns the measurements the tables need."""
     from asiarch.train.protocol import prepare_data, train_mixer
+    from asiarch.train.trainer import MQAR_SCORES
 
     scale = seeded_scale(scale, training_seed)
     summary = train_mixer(mixer_class(design), scale, prepare_data(scale), downstream=False)
-    keep = ("eval_loss", "mqar_accuracy", "mqar_binding", "mqar_binding_se", "train_seconds", "steps", "stop_reason",
-            "parameters")
+    keep = ("eval_loss", *MQAR_SCORES, "train_seconds", "steps", "stop_reason", "parameters")
     return {**{k: summary.get(k) for k in keep},
             "history": [{k: h.get(k) for k in ("step", "tokens_seen", "eval_loss", "mqar_accuracy", "mqar_binding")}
                         for h in summary.get("history") or []]}

@@ -256,7 +256,6 @@ def against_verify(candidates, spent: dict[str, dict[str, float]], asha_fitness:
                    walls: dict[str, float], timing_file: Path, log: Console, console: Console) -> None:
     """The second arm at the verify budget: every candidate (the campaign's training seed) and the explore anchor's
     seed on each anchor training seed, trained as long as a verified design is; ASHA's explore against it."""
-    from scipy.stats import spearmanr
 
     from asiarch.arch import seed_source
     from asiarch.campaign import scoring
@@ -299,15 +298,12 @@ def against_verify(candidates, spent: dict[str, dict[str, float]], asha_fitness:
         "benchmark": anchor["benchmark"], "benchmark_std": anchor["benchmark_std"]}, "records": records}, indent=2,
         default=str))
 
-    scored = [r for r in records if r["asha_fitness"] is not None and r["verify_fitness"] is not None]
-    asha_rank = dict(zip((r["id"] for r in scored), _ranks([r["asha_fitness"] for r in scored])))
-    verify_rank = dict(zip((r["id"] for r in scored), _ranks([r["verify_fitness"] for r in scored])))
-    steps = vscale.train.steps
-    table = Table(title=f"funnel: the same {len(records)} candidates, ASHA explore ({base.stages.explore_steps} steps) "
-                        f"vs full training at the verify budget ({steps} steps, one training seed)")
-    for header in ("candidate", "ASHA", "ASHA tokens", "verify tokens", "ASHA loss", "verify loss", "verify MQAR",
-                   "verify binding", "ASHA fitness", "verify fitness", "rank ASHA", "rank verify"):
-        table.add_column(header, justify="left" if header in ("candidate", "ASHA") else "right")
+    a = _agreement(records, "verify")
+    asha_rank, verify_rank = a["asha_rank"], a["arm_rank"]
+    table = _table(f"funnel: the same {len(records)} candidates, ASHA explore ({base.stages.explore_steps} steps) "
+                   f"vs full training at the verify budget ({vscale.train.steps} steps, one training seed)",
+                   ("candidate", "ASHA", "ASHA tokens", "verify tokens", "ASHA loss", "verify loss", "verify MQAR",
+                    "verify binding", "ASHA fitness", "verify fitness", "rank ASHA", "rank verify"), ("candidate", "ASHA"))
     for r in sorted(records, key=lambda r: verify_rank.get(r["id"], 10**6)):
         kept = f"stopped at {r['reached_step']}/{r['total_steps']}" if r["early_stopped"] else "kept"
         table.add_row(r["name"], kept, f"{r['asha_tokens']:,.0f}", f"{r['verify_tokens']:,.0f}", _f(r["asha_loss"]),
@@ -315,20 +311,11 @@ def against_verify(candidates, spent: dict[str, dict[str, float]], asha_fitness:
                       _f(r["verify_fitness"]) if not r["verify_error"] else r["verify_error"][:30],
                       str(asha_rank.get(r["id"], "-")), str(verify_rank.get(r["id"], "-")))
     console.print(table)
-    n = len(records)
-    token_ratio = sum(r["asha_tokens"] for r in records) / max(1.0, sum(r["verify_tokens"] for r in records))
-    second_ratio = sum(r["asha_seconds"] for r in records) / max(1e-9, sum(r["verify_seconds"] or 0 for r in records))
-    rho = spearmanr([r["asha_fitness"] for r in scored], [r["verify_fitness"] for r in scored]).statistic \
-        if len(scored) >= 3 else float("nan")
-    loss_pairs = [(r["asha_loss"], r["verify_loss"]) for r in records if None not in (r["asha_loss"], r["verify_loss"])]
-    rho_loss = spearmanr(*zip(*loss_pairs)).statistic if len(loss_pairs) >= 3 else float("nan")
-    top = sorted(scored, key=lambda r: -r["verify_fitness"])[:5]
-    kept_top = sum(not r["early_stopped"] for r in top)
+    n, scored, top, kept_top = len(records), a["scored"], a["top"], a["kept_top"]
+    token_ratio, second_ratio, rho, rho_loss = a["token_ratio"], a["second_ratio"], a["rho"], a["rho_loss"]
     top_asha = {r["id"] for r in sorted(scored, key=lambda r: -r["asha_fitness"])[:5]}
-    by_loss = sorted((r for r in records if r["verify_loss"] is not None), key=lambda r: r["verify_loss"])[:5]
-    summary = Table(title="funnel: ASHA explore against full training at the verify budget (goals from issue 12)")
-    for header in ("measure", "ASHA", "verify budget", "ratio / value", "goal", "met"):
-        summary.add_column(header, justify="left" if header in ("measure", "goal") else "right")
+    summary = _table("funnel: ASHA explore against full training at the verify budget (goals from issue 12)",
+                     ("measure", "ASHA", "verify budget", "ratio / value", "goal", "met"), ("measure", "goal"))
     per = lambda key: sum(r[key] or 0 for r in records) / max(1, n)  # noqa: E731
     summary.add_row("training tokens per candidate", f"{per('asha_tokens'):,.0f}", f"{per('verify_tokens'):,.0f}",
                     f"{token_ratio:.2f}x", "<= 0.33x", _yes(token_ratio <= 1 / 3))
@@ -337,9 +324,8 @@ def against_verify(candidates, spent: dict[str, dict[str, float]], asha_fitness:
     summary.add_row("Spearman of fitness", "", "", f"{rho:.2f} (n={len(scored)})", ">= 0.8", _yes(rho >= 0.8))
     summary.add_row("top-5 by verify-budget fitness kept by ASHA", "", "", f"{kept_top}/5", ">= 4/5", _yes(kept_top >= 4))
     summary.add_row("... of them in ASHA's own top 5", "", "", f"{sum(r['id'] in top_asha for r in top)}/5", "", "")
-    summary.add_row("top-5 by verify-budget loss kept by ASHA", "", "",
-                    f"{sum(not r['early_stopped'] for r in by_loss)}/5", "", "")
-    summary.add_row("Spearman of eval loss (diagnostic)", "", "", f"{rho_loss:.2f} (n={len(loss_pairs)})", "", "")
+    summary.add_row("top-5 by verify-budget loss kept by ASHA", "", "", f"{a['kept_by_loss']}/5", "", "")
+    summary.add_row("Spearman of eval loss (diagnostic)", "", "", f"{rho_loss:.2f} (n={a['loss_pairs']})", "", "")
     summary.add_row(f"anchor {seed} at the verify budget ({len(anchor_runs)} runs)", "", "",
                     f"loss {anchor['eval_loss']:.3f} ± {anchor['eval_loss_std'] or 0:.3f}", "", "")
     summary.add_row("wall time (s)", f"{walls.get('asha', 0):.0f} (whole campaign)", f"{walls.get('full_verify', 0):.0f}",
@@ -376,11 +362,10 @@ def replay(candidates, full: dict[str, dict[str, Any]], final: dict[str, float |
     top5 = sorted(final, key=lambda cid: -(final[cid] if final[cid] is not None else -math.inf))[:5]
     top5_loss = sorted(curves, key=lambda cid: curves[cid][total])[:5]
     n = len(ok)
-    table = Table(title=f"successive halving replayed over the {n} full-training curves (a simulation over measured "
-                        f"curves; synchronous halving, keep ceil(n / rf) per rung)")
-    for header in ("first rung (step)", "fraction", "rf", "compute / full", "Spearman of fitness", "top-5 kept",
-                   "top-5 by loss kept", "finishers", "all goals met"):
-        table.add_column(header, justify="right")
+    table = _table(f"successive halving replayed over the {n} full-training curves (a simulation over measured "
+                   f"curves; synchronous halving, keep ceil(n / rf) per rung)",
+                   ("first rung (step)", "fraction", "rf", "compute / full", "Spearman of fitness", "top-5 kept",
+                    "top-5 by loss kept", "finishers", "all goals met"))
     for first in [s for s in steps if scale.train.warmup_steps < s < total]:
         for rf in (2, 3, 4):
             rungs = rung_steps(total, first, rf)
@@ -403,6 +388,34 @@ def replay(candidates, full: dict[str, dict[str, Any]], final: dict[str, float |
                   f"{(n / 3 - 4) / max(1, n - 4):.3f} of the budget.", highlight=False)
 
 
+def _table(title: str, headers: tuple[str, ...], left: tuple[str, ...] = ()) -> Table:
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header, justify="left" if header in left else "right")
+    return table
+
+
+def _agreement(records: list[dict[str, Any]], arm: str) -> dict[str, Any]:
+    """ASHA's measurements against the ``arm``'s (``full`` or ``verify``) over the same candidates: compute ratios,
+    rank correlations, ranks, and the arm's top 5 (by fitness, by loss) with how many ASHA let finish."""
+    from scipy.stats import spearmanr
+
+    scored = [r for r in records if r["asha_fitness"] is not None and r[f"{arm}_fitness"] is not None]
+    loss_pairs = [(r["asha_loss"], r[f"{arm}_loss"]) for r in records if None not in (r["asha_loss"], r[f"{arm}_loss"])]
+    top = sorted(scored, key=lambda r: -r[f"{arm}_fitness"])[:5]
+    by_loss = sorted((r for r in records if r[f"{arm}_loss"] is not None), key=lambda r: r[f"{arm}_loss"])[:5]
+    return {
+        "scored": scored, "top": top, "kept_top": sum(not r["early_stopped"] for r in top),
+        "kept_by_loss": sum(not r["early_stopped"] for r in by_loss), "loss_pairs": len(loss_pairs),
+        "token_ratio": sum(r["asha_tokens"] for r in records) / max(1.0, sum(r[f"{arm}_tokens"] for r in records)),
+        "second_ratio": sum(r["asha_seconds"] for r in records) / max(1e-9, sum(r[f"{arm}_seconds"] or 0 for r in records)),
+        "rho": spearmanr([r["asha_fitness"] for r in scored], [r[f"{arm}_fitness"] for r in scored]).statistic
+        if len(scored) >= 3 else float("nan"),
+        "rho_loss": spearmanr(*zip(*loss_pairs)).statistic if len(loss_pairs) >= 3 else float("nan"),
+        "asha_rank": dict(zip((r["id"] for r in scored), _ranks([r["asha_fitness"] for r in scored]))),
+        "arm_rank": dict(zip((r["id"] for r in scored), _ranks([r[f"{arm}_fitness"] for r in scored])))}
+
+
 def _ranks(values: list[float]) -> list[int]:
     order = sorted(range(len(values)), key=lambda i: -values[i])
     ranks = [0] * len(values)
@@ -412,17 +425,12 @@ def _ranks(values: list[float]) -> list[int]:
 
 
 def report(records, args, campaign, walls: dict[str, float], work: Path, console: Console) -> None:
-    from scipy.stats import spearmanr
 
-    scored = [r for r in records if r["asha_fitness"] is not None and r["full_fitness"] is not None]
-    asha_rank = dict(zip((r["id"] for r in scored), _ranks([r["asha_fitness"] for r in scored])))
-    full_rank = dict(zip((r["id"] for r in scored), _ranks([r["full_fitness"] for r in scored])))
-
-    table = Table(title=f"funnel: the same {len(records)} candidates, ASHA explore vs full training "
-                        f"({args.explore_steps} steps)")
-    for header in ("candidate", "ASHA", "ASHA tokens", "full tokens", "ASHA s", "full s", "judge", "ASHA fitness",
-                   "full fitness", "rank ASHA", "rank full"):
-        table.add_column(header, justify="left" if header in ("candidate", "ASHA") else "right")
+    a = _agreement(records, "full")
+    asha_rank, full_rank = a["asha_rank"], a["arm_rank"]
+    table = _table(f"funnel: the same {len(records)} candidates, ASHA explore vs full training ({args.explore_steps} steps)",
+                   ("candidate", "ASHA", "ASHA tokens", "full tokens", "ASHA s", "full s", "judge", "ASHA fitness",
+                    "full fitness", "rank ASHA", "rank full"), ("candidate", "ASHA"))
     for r in sorted(records, key=lambda r: full_rank.get(r["id"], 10**6)):
         kept = f"stopped at {r['reached_step']}/{r['total_steps']}" if r["early_stopped"] else "kept"
         kept += "".join(f" kept@{step} p={p:.2g}" for step, p in r.get("asha_spared") or [])
@@ -435,17 +443,8 @@ def report(records, args, campaign, walls: dict[str, float], work: Path, console
                       str(asha_rank.get(r["id"], "-")), str(full_rank.get(r["id"], "-")))
     console.print(table)
 
-    n = len(records)
-    token_ratio = sum(r["asha_tokens"] for r in records) / max(1.0, sum(r["full_tokens"] for r in records))
-    second_ratio = sum(r["asha_seconds"] for r in records) / max(1e-9, sum(r["full_seconds"] for r in records))
-    rho = spearmanr([r["asha_fitness"] for r in scored], [r["full_fitness"] for r in scored]).statistic \
-        if len(scored) >= 3 else float("nan")
-    loss_pairs = [(r["asha_loss"], r["full_loss"]) for r in records if r["asha_loss"] is not None and r["full_loss"] is not None]
-    rho_loss = spearmanr(*zip(*loss_pairs)).statistic if len(loss_pairs) >= 3 else float("nan")
-    top = sorted(scored, key=lambda r: -r["full_fitness"])[:5]
-    kept_top = sum(not r["early_stopped"] for r in top)
-    by_loss = sorted((r for r in records if r["full_loss"] is not None), key=lambda r: r["full_loss"])[:5]
-    kept_by_loss = sum(not r["early_stopped"] for r in by_loss)
+    n, scored, top, kept_top, kept_by_loss = len(records), a["scored"], a["top"], a["kept_top"], a["kept_by_loss"]
+    token_ratio, second_ratio, rho, rho_loss = a["token_ratio"], a["second_ratio"], a["rho"], a["rho_loss"]
     restored = [r["name"] for r in records if r["stored_fitness"] is not None and r["asha_fitness"] is not None
                 and abs(r["stored_fitness"] - r["asha_fitness"]) > 1e-9]
     stopped = sum(r["early_stopped"] for r in records)
@@ -456,9 +455,8 @@ def report(records, args, campaign, walls: dict[str, float], work: Path, console
     measured_stops = [r for r in records if r["early_stopped"] and r.get("asha_rung_p") is not None]
     within_noise = {r["id"] for r in measured_stops if r["asha_rung_p"] >= alpha}
 
-    summary = Table(title="funnel: ASHA against full training (goals from issue 12)")
-    for header in ("measure", "ASHA", "full training", "ratio / value", "goal", "met"):
-        summary.add_column(header, justify="left" if header in ("measure", "goal") else "right")
+    summary = _table("funnel: ASHA against full training (goals from issue 12)",
+                     ("measure", "ASHA", "full training", "ratio / value", "goal", "met"), ("measure", "goal"))
     per = lambda key: sum(r[key] for r in records) / max(1, n)  # noqa: E731
     summary.add_row("training tokens per candidate", f"{per('asha_tokens'):,.0f}", f"{per('full_tokens'):,.0f}",
                     f"{token_ratio:.2f}x", "<= 0.33x", _yes(token_ratio <= 1 / 3))
@@ -467,7 +465,7 @@ def report(records, args, campaign, walls: dict[str, float], work: Path, console
     summary.add_row("Spearman of fitness", "", "", f"{rho:.2f} (n={len(scored)})", ">= 0.8", _yes(rho >= 0.8))
     summary.add_row("top-5 by full training kept by ASHA", "", "", f"{kept_top}/5", ">= 4/5", _yes(kept_top >= 4))
     summary.add_row("top-5 by full-training loss kept by ASHA", "", "", f"{kept_by_loss}/5", "", "")
-    summary.add_row("Spearman of eval loss (diagnostic)", "", "", f"{rho_loss:.2f} (n={len(loss_pairs)})", "", "")
+    summary.add_row("Spearman of eval loss (diagnostic)", "", "", f"{rho_loss:.2f} (n={a['loss_pairs']})", "", "")
     summary.add_row("stopped early by ASHA", f"{stopped}/{n}", "", "", "", "")
     summary.add_row(f"... of them within noise of the rung's cutoff (p >= {alpha:g})",
                     f"{len(within_noise)}/{len(measured_stops)}" if measured_stops else "not recorded", "", "", "", "")

@@ -479,7 +479,7 @@ class Reader:
                 left = self.deadline - time.monotonic()
                 wait = left if wait is None else min(wait, left)
             try:
-                if wait is not None and wait <= 0:
+                if self.expired:  # lines still queued do not count past it
                     raise queue.Empty
                 line = self.lines.get(timeout=wait)
             except queue.Empty:

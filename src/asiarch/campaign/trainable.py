@@ -31,6 +31,7 @@ from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import TrialData, train_mixer
 from asiarch.train.qa import QAMonitor, TrainingQA
 from asiarch.train.sandboxed import train_in_sandbox
+from asiarch.train.trainer import MQAR_SCORES
 
 FINISHED_STATUSES = ("stopped", "finished", "failed")  # an explore result already in the memory
 
@@ -162,8 +163,8 @@ def _report_with_checkpoint(metrics: dict[str, float], scale: ScaleConfig, write
 
 
 def _final_report(summary: dict[str, Any], scale: ScaleConfig, candidate: bool) -> dict[str, Any]:
-    final = {k: summary.get(k) for k in ("eval_loss", "mqar_accuracy", "mqar_binding", "mqar_binding_se", "train_loss",
-                                         "tokens_seen", "parameters", "tokens_per_second", "downstream_mean", "verified")
+    final = {k: summary.get(k) for k in ("eval_loss", *MQAR_SCORES, "train_loss", "tokens_seen", "parameters",
+                                         "tokens_per_second", "downstream_mean", "verified")
              if summary.get(k) is not None}
     final.update(stop_reason=summary["stop_reason"], stop_message=summary["stop_message"], final=True,
                  total_steps=scale.train.steps, step=summary["steps"])

@@ -242,12 +242,13 @@ def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[Check
     # share (a worker that starts checks again, or writes without end, is stopped all the same)
     last = time.monotonic() + opts.startup_timeout + (1 + len(request["checks"])) * opts.check_timeout  # + contract,
     # which the worker runs whether asked or not
-    reader.expire_in(opts.startup_timeout)
+    share = opts.startup_timeout  # the wall seconds of the deadline now set
+    reader.expire_in(share)
     try:
         for record in reader.records(timeout=opts.startup_timeout):
             if record is None:
                 sandbox.kill(proc)
-                reason = (f"timed out: past its {_wall_share(running, opts):.0f}s of wall time (the worker was killed)"
+                reason = (f"timed out: past its {share:.0f}s of wall time (the worker was killed)"
                           if reader.expired else f"timed out: no result after {reader.timeout:.0f}s (the worker was killed)")
                 results.append(CheckResult(_check_name(running), False, reason))
                 return results, gaps, stopwatch.runs
@@ -257,7 +258,8 @@ def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[Check
                 gaps = list(record["sandbox"])
             elif "start" in record:
                 running, reader.timeout = record["start"], opts.check_timeout
-                reader.expire_in(min(opts.check_timeout, last - time.monotonic()))
+                share = min(opts.check_timeout, last - time.monotonic())
+                reader.expire_in(share)
             elif "check" in record:
                 results.append(CheckResult(record["check"], bool(record["passed"]), str(record["reason"]),
                                            record.get("measurements") or {}, float(record.get("seconds", 0.0))))
@@ -267,10 +269,6 @@ def _run_worker(request: dict[str, Any], opts: CheckOptions) -> tuple[list[Check
     finally:
         sandbox.kill(proc)  # and whatever the candidate left running in its process group
     return results, gaps, stopwatch.runs
-
-
-def _wall_share(running: str | None, opts: CheckOptions) -> float:
-    return opts.startup_timeout if running == "startup" else opts.check_timeout
 
 
 TIMED_BY = "the parent, from the kernel's count of the worker's CPU time"  # the complexity check's timing, as stored

@@ -18,7 +18,7 @@ from asiarch.config import ScaleConfig
 from asiarch.data.corpus import TokenCorpus
 from asiarch.data.downstream import evaluate_downstream
 from asiarch.data.mqar import IGNORE_INDEX, MQAR
-from asiarch.train.trainer import Trainer
+from asiarch.train.trainer import MQAR_SCORES, Trainer
 
 
 class ShiftedRecall:
@@ -118,7 +118,7 @@ def train_mixer(
         # training QA's pace where CPU time measures the work (not on a GPU, whose kernels run while the CPU waits)
         **({"cpu_tokens_per_second": result.tokens_seen / max(cpu_seconds, 1e-9)}
            if str(scale.train.device).startswith("cpu") else {}),
-        **{k: result.final.get(k) for k in ("train_loss", "eval_loss", "mqar_accuracy", "mqar_binding", "mqar_binding_se")},
+        **{k: result.final.get(k) for k in ("train_loss", "eval_loss", *MQAR_SCORES)},
     }
     if result.history:
         rates = [h["tokens_per_second"] for h in result.history]

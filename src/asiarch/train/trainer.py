@@ -118,6 +118,7 @@ class RecallData(Protocol):
 
 
 MQAR_CHUNK = 64  # MQAR test examples per evaluation forward pass
+MQAR_SCORES = ("mqar_accuracy", "mqar_binding", "mqar_binding_se")  # what score_outputs measures of MQAR
 
 
 def eval_sets(cfg: TrainConfig, lm_data: LMData, mqar: RecallData | None):
