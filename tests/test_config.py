@@ -42,3 +42,20 @@ def test_unknown_and_invalid_keys_are_named():
     values["train"]["schedule"] = "linear"
     with pytest.raises(ValueError, match="invalid config section 'scale.train': schedule must be"):
         ScaleConfig.from_dict(values)
+
+
+def test_a_longer_stage_gets_the_wall_budget_in_proportion():
+    """A design slower than the anchor but within training QA's factor was cut short by verify's wall budget
+    at cpu_tiny (4x explore's steps, one budget); the budget is per train.steps, and longer stages scale it."""
+    from asiarch.config import stage_scale
+
+    base = load_scale("cpu_tiny")
+    wall, steps = base.train.max_wall_seconds, base.train.steps
+    explore = stage_scale(base, base.stages.explore_steps)
+    verify = stage_scale(base, base.stages.verify_steps)
+    assert base.stages.explore_steps < steps < base.stages.verify_steps  # the shape this test reads
+    assert explore.train.max_wall_seconds == wall  # a shorter stage keeps it: tests' few-step runs are not cut
+    assert verify.train.max_wall_seconds == pytest.approx(wall * base.stages.verify_steps / steps)
+    assert verify.train.max_wall_seconds / verify.train.steps == pytest.approx(wall / steps)
+    unlimited = dataclasses.replace(base, train=dataclasses.replace(base.train, max_wall_seconds=None))
+    assert stage_scale(unlimited, 10 * steps).train.max_wall_seconds is None

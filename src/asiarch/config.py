@@ -131,7 +131,18 @@ def seeded_scale(scale: ScaleConfig, training_seed: int) -> ScaleConfig:
 
 
 def stage_scale(scale: ScaleConfig, steps: int | None) -> ScaleConfig:
-    """``scale`` trained for ``steps`` (None: unchanged), reporting ``stages.reports_per_trial`` times."""
+    """``scale`` trained for ``steps`` (None: unchanged), reporting ``stages.reports_per_trial`` times.
+
+    ``train.max_wall_seconds`` is the wall budget of a run of ``train.steps`` steps; a longer stage
+    gets it in proportion (never less). With one budget for every length, a design that explore
+    let through (slower than the anchor, but within training QA's ``qa_slow_factor``) was cut at
+    35-41 % of cpu_tiny's 4x longer verify runs (docs/funnel_cpu_tiny_verify.txt): verify then
+    compared it as it stood. Slowness is judged once, by explore's training QA, not by a fixed clock.
+    """
     steps = steps or scale.train.steps
     report_every = max(1, steps // scale.stages.reports_per_trial)
-    return dataclasses.replace(scale, train=dataclasses.replace(scale.train, steps=steps, report_every=report_every))
+    wall = scale.train.max_wall_seconds
+    if wall is not None and steps > scale.train.steps:
+        wall = wall * steps / scale.train.steps
+    return dataclasses.replace(scale, train=dataclasses.replace(scale.train, steps=steps, report_every=report_every,
+                                                                max_wall_seconds=wall))

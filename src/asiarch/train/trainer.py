@@ -55,7 +55,7 @@ class TrainConfig:
     report_every: int = 50
     eval_batches: int = 8
     eval_mqar_examples: int = 256
-    max_wall_seconds: float | None = 600.0  # None: no time limit
+    max_wall_seconds: float | None = 600.0  # for `steps` steps; a longer stage gets it in proportion (stage_scale); None: no limit
     seed: int = 0
     device: str = "cpu"
 
