@@ -90,7 +90,7 @@ def main() -> None:
     chance = benchmark_chance(scale)
     above = {
         "mqar_accuracy": lambda r: chance.p_above(r["mqar_accuracy"]) < ALPHA,
-        "mqar_binding": lambda r: (binding_p(r) or 1.0) < ALPHA,
+        "mqar_binding": lambda r: (p := binding_p(r)) is not None and p < ALPHA,  # p can underflow to 0.0
     }
     report = {"scale": args.scale, "overrides": args.set, "steps": scale.train.steps, "seeds": seeds,
               "accuracy_chance": chance.level, "binding_chance": 0.0, "per_design": {}, "kendall_tau": {},
@@ -132,7 +132,8 @@ def main() -> None:
         summary.add_column(header, justify="left" if header == "measure" else "right")
     for m in above:
         pairs = [p for p in report["known_pairs"] if p["measure"] == m]
-        summary.add_row(m, f"{report['kendall_tau'][m]:.3f}",
+        tau = report["kendall_tau"][m]
+        summary.add_row(m, "one seed" if tau is None else f"{tau:.3f}",
                         f"{sum(per[d][f'{m}_above_chance_on'] == len(seeds) for d in designs)}/{len(designs)}",
                         f"{sum(p['correct_on_seeds'] == p['of'] for p in pairs)}/{len(pairs)}")
     console.print(summary)
