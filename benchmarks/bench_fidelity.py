@@ -51,7 +51,7 @@ from scipy import stats
 from asiarch.campaign.schedulers import first_rung_step, rung_steps, successive_halving
 from asiarch.campaign import scoring
 from asiarch.campaign.scoring import benchmark_chance
-from asiarch.config import ScaleConfig, compose, seeded_scale, stage_scale
+from asiarch.config import ScaleConfig, compose, explore_scale, seeded_scale, stage_scale
 
 LADDER = ["attention", "gated_deltanet", "deltanet", "mamba2",  # the 2024 seeds
           "kda", "gdn2", "rwkv7", "gated_deltaproduct",  # the 2025-26 frontier seeds
@@ -83,7 +83,13 @@ def mixer_class(design: str):
 
 
 def scale_fingerprint(scale: ScaleConfig) -> str:
-    return hashlib.sha256(json.dumps(dataclasses.asdict(scale), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """What a run measures: the scale without its wall budget (a guard: a run it cut says so in its stop reason)
+    and without a schedule length left to the run's own steps (as before that field existed), so runs stay reusable."""
+    fields = dataclasses.asdict(scale)
+    fields["train"].pop("max_wall_seconds", None)
+    if fields["train"].get("schedule_steps") is None:
+        fields["train"].pop("schedule_steps", None)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def train_one(design: str, scale: ScaleConfig, training_seed: int) -> dict[str, Any]:
@@ -184,7 +190,7 @@ def main() -> None:
 
     cfg = compose([f"scale={args.scale}", *args.set])
     base = ScaleConfig.from_dict(cfg.scale)
-    fidelities = {"explore": stage_scale(base, base.stages.explore_steps),
+    fidelities = {"explore": explore_scale(base),
                   "verify": stage_scale(base, base.stages.verify_steps)}
     grace, rf = float(cfg.explore.grace_fraction), int(cfg.explore.reduction_factor)
 

@@ -134,7 +134,7 @@ def main() -> None:
 
     from asiarch.baselines import run_seed_baselines
     from asiarch.campaign import Campaign, scoring
-    from asiarch.config import compose, stage_scale
+    from asiarch.config import compose, explore_scale
     from asiarch.memory import Memory, counts_toward_budget, is_seed as is_baseline
 
     if args.reuse and args.work is None:
@@ -177,7 +177,7 @@ def main() -> None:
     # arm 2: full training of the same candidates, same scale, same training seed and learning rate
     cfg = compose(overrides)
     base = ScaleConfig.from_dict(cfg.scale)
-    scale = stage_scale(base, base.stages.explore_steps)
+    scale = explore_scale(base)
     fitness_fn = instantiate(cfg.fitness)
     bench_key, chance = scoring.benchmark_key(scale), scoring.benchmark_chance(scale)
     # what ASHA measured at explore, scored with the current conf (equal to the stored fitness unless --reuse changed

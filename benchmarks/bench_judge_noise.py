@@ -28,7 +28,7 @@ from rich.table import Table
 
 from asiarch.agents import AgentsConfig, Analyst, Judge
 from asiarch.campaign import scoring
-from asiarch.config import ScaleConfig, stage_scale
+from asiarch.config import ScaleConfig, explore_scale
 from asiarch.console import output_console
 from asiarch.memory import Memory, is_seed
 from asiarch.proposer import OfflineBackend
@@ -52,7 +52,7 @@ def main() -> None:
 
     cfg = OmegaConf.load(args.campaign / "config.yaml")
     base = ScaleConfig.from_dict(OmegaConf.to_container(cfg.scale, resolve=True))
-    chance = scoring.mqar_chance(stage_scale(base, base.stages.explore_steps))
+    chance = scoring.mqar_chance(explore_scale(base))
     fitness_fn = instantiate(cfg.fitness)
     agents = AgentsConfig(**OmegaConf.to_container(cfg.agents, resolve=True))
     work = Path(tempfile.mkdtemp(prefix="asiarch-judge-noise-"))

@@ -185,14 +185,14 @@ def run_sequential(latency: float, args, work: Path, console: Console) -> dict[s
     from asiarch.arch import SEEDS, seed_source
     from asiarch.campaign.fitness import coerce_fitness
     from asiarch.campaign.settings import section
-    from asiarch.config import ScaleConfig, compose, stage_scale
+    from asiarch.config import ScaleConfig, compose, explore_scale
     from asiarch.memory import Candidate, Memory, StageMetrics
     from asiarch.train.protocol import prepare_data, train_mixer
 
     name = f"sequential-{latency:g}s"
     cfg = compose([*SMALL, f"scale.stages.explore_steps={args.explore_steps}"])
     base = ScaleConfig.from_dict(cfg.scale)
-    scale = stage_scale(base, base.stages.explore_steps)
+    scale = explore_scale(base)
     seed = str(cfg.campaign.seed)
     checks = dict(OmegaConf.to_container(cfg.checks, resolve=True))
     agents = section(cfg, "agents", AgentsConfig)

@@ -32,7 +32,7 @@ from rich.table import Table
 from bench_fidelity import KNOWN_PAIRS, kendall_tau, mean, scale_fingerprint, std, train_one
 
 from asiarch.campaign.scoring import benchmark_chance
-from asiarch.config import ScaleConfig, compose, stage_scale
+from asiarch.config import ScaleConfig, compose, explore_scale
 from asiarch.console import output_console
 
 DESIGNS = ["attention", "gated_deltanet", "deltanet", "mamba2", "deltanet_noconv", "linear_attention", "causal_mean",
@@ -61,7 +61,7 @@ def main() -> None:
     console = output_console()
 
     base = ScaleConfig.from_dict(compose([f"scale={args.scale}", *args.set]).scale)
-    scale = stage_scale(base, base.stages.explore_steps)
+    scale = explore_scale(base)
     fingerprint = scale_fingerprint(scale)
     done: dict[tuple[str, int], dict] = {}
     if args.runs and args.runs.exists():

@@ -59,3 +59,18 @@ def test_a_longer_stage_gets_the_wall_budget_in_proportion():
     assert verify.train.max_wall_seconds / verify.train.steps == pytest.approx(wall / steps)
     unlimited = dataclasses.replace(base, train=dataclasses.replace(base.train, max_wall_seconds=None))
     assert stage_scale(unlimited, 10 * steps).train.max_wall_seconds is None
+
+
+def test_explore_trains_the_head_of_a_verify_run_or_a_whole_schedule():
+    from asiarch.config import explore_scale
+
+    base = load_scale("cpu_tiny")
+    head = explore_scale(base)
+    assert head.train.steps == base.stages.explore_steps and head.train.schedule_steps == base.stages.verify_steps
+    whole = explore_scale(load_scale(["scale=cpu_tiny", "scale.stages.explore_schedule=explore"]))
+    assert whole.train.steps == base.stages.explore_steps and whole.train.schedule_steps is None
+    with pytest.raises(ValueError, match="explore_schedule must be"):
+        load_scale(["scale=cpu_tiny", "scale.stages.explore_schedule=longer"])
+    with pytest.raises(ValueError, match="verify runs at 'paper_340m'"):  # another scale: no run to be the head of
+        load_scale(["scale=paper_20m", "scale.stages.explore_schedule=verify"])
+    assert explore_scale(load_scale("paper_20m")).train.schedule_steps is None

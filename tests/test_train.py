@@ -189,6 +189,22 @@ def test_learning_rate_schedules():
     assert lr_at(4, short) == pytest.approx(1.0)
 
 
+def test_a_run_shorter_than_its_schedule_is_the_head_of_the_longer_run(corpus, mqar):
+    """Explore trains the first steps of a verify run: its learning rate follows the verify schedule, not
+    annealed at its own end, and the weights it reaches are the longer run's at the same step."""
+    for schedule in ("cosine", "wsd"):
+        long = TrainConfig(steps=768, warmup_steps=16, lr=1.0, min_lr_ratio=0.1, schedule=schedule)
+        head = replace(long, steps=192, schedule_steps=768)
+        assert [lr_at(s, head) for s in range(192)] == [lr_at(s, long) for s in range(192)]
+        assert lr_at(191, head) > 0.8 > lr_at(191, replace(long, steps=192))  # its own schedule anneals
+    with pytest.raises(ValueError, match="schedule_steps"):
+        config(steps=8, schedule_steps=4)
+    short = Trainer(tiny_model(), config(steps=4, schedule_steps=8), corpus, mqar).train()
+    longer = Trainer(tiny_model(), config(steps=8), corpus, mqar, report=lambda m: m["step"] < 4).train()
+    assert [h["lr"] for h in short.history] == [h["lr"] for h in longer.history][:4]
+    assert short.history[-1]["eval_loss"] == pytest.approx(longer.history[3]["eval_loss"], abs=1e-5)
+
+
 def test_weight_decay_skips_norms_biases_and_marked_parameters():
     from asiarch.train.trainer import _param_groups
 

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.live import Live
 
 from asiarch.arch import SEEDS
-from asiarch.config import ScaleConfig, seeded_scale, stage_scale
+from asiarch.config import ScaleConfig, explore_scale, seeded_scale
 from asiarch.storage import Location, StorageSettings, check_access, location, write_text_atomic
 from asiarch.train.tables import progress_table, results_table, write_results
 from asiarch.train.protocol import TrialData, prepare_data, train_mixer
@@ -139,7 +139,7 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None,
         raise ValueError(f"stage must be 'scale' or 'explore', got {stage!r}")
     base = ScaleConfig.from_dict(cfg.scale)
     if stage == "explore":
-        base = stage_scale(base, base.stages.explore_steps)
+        base = explore_scale(base)
         downstream = scores_downstream(base, "explore")
         jobs = [(str(cfg.campaign.seed), int(s)) for s in cfg.explore.anchor_seeds]
     else:

@@ -59,6 +59,7 @@ class StagesConfig:
     explore_steps: int | None = 192  # train.steps of an explore trial (None: the scale's train.steps)
     verify_scale: str | None = None  # scale name to verify at (None: this scale)
     verify_steps: int | None = 768  # train.steps of a verify trial (None: the verify scale's train.steps)
+    explore_schedule: str = "verify"  # "verify": explore trains the head of a verify run (its lr schedule); "explore": a whole schedule
     benchmark: str = "mqar"  # the fitness's benchmark term: "mqar" accuracy or the "downstream" mean
     reports_per_trial: int = 8  # evaluations per trial; ASHA rungs and PBT perturbations land on them
 
@@ -71,6 +72,11 @@ class StagesConfig:
                 raise ValueError(f"stages.{name} must be positive, got {value}")
         if self.reports_per_trial <= 0:
             raise ValueError(f"stages.reports_per_trial must be positive, got {self.reports_per_trial}")
+        if self.explore_schedule not in ("verify", "explore"):
+            raise ValueError(f"stages.explore_schedule must be 'verify' or 'explore', got {self.explore_schedule!r}")
+        if self.explore_schedule == "verify" and self.verify_scale is not None:
+            raise ValueError("stages.explore_schedule 'verify' makes an explore trial the head of a verify run at this "
+                             f"scale; verify runs at {self.verify_scale!r} (stages.verify_scale): use 'explore'")
 
 
 @dataclass
@@ -130,8 +136,25 @@ def seeded_scale(scale: ScaleConfig, training_seed: int) -> ScaleConfig:
     return dataclasses.replace(scale, train=dataclasses.replace(scale.train, seed=training_seed))
 
 
-def stage_scale(scale: ScaleConfig, steps: int | None) -> ScaleConfig:
-    """``scale`` trained for ``steps`` (None: unchanged), reporting ``stages.reports_per_trial`` times.
+def explore_scale(scale: ScaleConfig) -> ScaleConfig:
+    """The scale an explore trial (and the explore anchor) trains at: ``stages.explore_steps`` steps, under the
+    learning-rate schedule of a verify run when ``stages.explore_schedule`` is "verify".
+
+    A run of explore's length with a whole schedule of its own anneals in its last steps, and the
+    annealing re-orders designs: at cpu_tiny the first 192 steps of a verify run ranked the ladder
+    and a campaign's candidates closer to their verify results than a 192-step run with its own
+    schedule (bench_fidelity, bench_funnel; README "Explore is the head of a verify run").
+    """
+    steps = scale.stages.explore_steps or scale.train.steps
+    head_of = scale.stages.verify_steps or scale.train.steps
+    if scale.stages.explore_schedule == "explore" or head_of <= steps:
+        return stage_scale(scale, steps)
+    return stage_scale(scale, steps, schedule_steps=head_of)
+
+
+def stage_scale(scale: ScaleConfig, steps: int | None, schedule_steps: int | None = None) -> ScaleConfig:
+    """``scale`` trained for ``steps`` (None: unchanged) under a learning-rate schedule of ``schedule_steps``
+    (None: its own ``steps``), reporting ``stages.reports_per_trial`` times.
 
     ``train.max_wall_seconds`` is the wall budget of a run of ``train.steps`` steps; a longer stage
     gets it in proportion (never less). With one budget for every length, a design that explore
@@ -145,4 +168,4 @@ def stage_scale(scale: ScaleConfig, steps: int | None) -> ScaleConfig:
     if wall is not None and steps > scale.train.steps:
         wall = wall * steps / scale.train.steps
     return dataclasses.replace(scale, train=dataclasses.replace(scale.train, steps=steps, report_every=report_every,
-                                                                max_wall_seconds=wall))
+                                                                max_wall_seconds=wall, schedule_steps=schedule_steps))

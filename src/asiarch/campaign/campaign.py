@@ -31,7 +31,7 @@ from asiarch.campaign.tune_progress import TrialProgress
 from asiarch.campaign.verify import VerifyStage
 from asiarch.campaign.state import CampaignPaths, CampaignRecord, find_campaign, now_iso, read_state, set_latest
 from asiarch.console import output_console
-from asiarch.config import ScaleConfig, build_dataclass, compose, load_scale, stage_scale
+from asiarch.config import ScaleConfig, build_dataclass, compose, explore_scale, load_scale, stage_scale
 from asiarch.memory import Candidate, Kind, Memory, MemoryActor
 from asiarch.sandbox import SandboxOptions
 from asiarch.storage import Location, StorageError, StorageSettings, check_access, is_remote, location
@@ -214,11 +214,11 @@ class Campaign:
             if self.memory().count_insights() == 0:
                 with self.console.status("loading the cognition base into the memory"):
                     ray.get(self.writer.load_cognition_base.remote())
-            explore_scale = stage_scale(self.scale, self.scale.stages.explore_steps)
+            explore_at = explore_scale(self.scale)
             verify_base = load_scale(self.scale.stages.verify_scale) if self.scale.stages.verify_scale else self.scale
             verify_scale = stage_scale(verify_base, self.scale.stages.verify_steps)
             with self.console.status("preparing data: tokenizer, token cache, MQAR"):
-                data = {"explore": prepare_data(explore_scale)}
+                data = {"explore": prepare_data(explore_at)}
                 data["verify"] = data["explore"] if verify_base is self.scale else prepare_data(verify_scale)
             self._wall_started = started
             progress = threading.Thread(target=self._progress_loop, args=(stop_progress,), daemon=True)
@@ -226,7 +226,7 @@ class Campaign:
             ctx = self._stage_context()
             if self.record.get("phase") == "explore":
                 self._trial_progress["explore"] = TrialProgress("explore")
-                ExploreStage(ctx, explore_scale, verify_scale, data, callbacks=[self._trial_progress["explore"]]).run()
+                ExploreStage(ctx, explore_at, verify_scale, data, callbacks=[self._trial_progress["explore"]]).run()
                 self._save_state(phase="verify")
             if self.record.get("phase") == "verify":
                 # PBT needs checkpoints while it runs; the callback deletes each finished trial's

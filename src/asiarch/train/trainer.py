@@ -39,6 +39,7 @@ class TrainConfig:
     """How one model is trained; the defaults equal ``scale.train`` of ``conf/scale/cpu_tiny.yaml``."""
 
     steps: int = 300
+    schedule_steps: int | None = None  # the learning-rate schedule's length (None: steps); longer: the run is the head of a longer one
     batch_size: int = 16
     seq_len: int = 128
     lr: float = 6e-3
@@ -67,6 +68,9 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
         if self.warmup_steps < 0:
             raise ValueError(f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.schedule_steps is not None and self.schedule_steps < self.steps:
+            raise ValueError(f"TrainConfig.schedule_steps ({self.schedule_steps}) must be null or at least steps "
+                             f"({self.steps}): a run stops at steps, its learning rate follows schedule_steps")
         self.betas = tuple(self.betas)
 
 
@@ -88,18 +92,20 @@ def passes_rungs(tokens: int, pending: list[int]) -> bool:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for ``step`` (0-based): linear warmup, then cosine or WSD down to min_lr."""
+    """Learning rate for ``step`` (0-based): linear warmup, then cosine or WSD down to min_lr at
+    ``schedule_steps`` (or ``steps``); a run shorter than its schedule stops before the decay ends."""
+    total = cfg.schedule_steps or cfg.steps
     min_lr = cfg.lr * cfg.min_lr_ratio
-    warmup = min(cfg.warmup_steps, cfg.steps)
+    warmup = min(cfg.warmup_steps, total)
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
     if cfg.schedule == "cosine":
-        progress = (step - warmup) / max(1, cfg.steps - warmup)
+        progress = (step - warmup) / max(1, total - warmup)
         return min_lr + 0.5 * (cfg.lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
-    decay_start = cfg.steps - int(cfg.decay_fraction * cfg.steps)
+    decay_start = total - int(cfg.decay_fraction * total)
     if step < decay_start:
         return cfg.lr
-    progress = (step - decay_start) / max(1, cfg.steps - decay_start)
+    progress = (step - decay_start) / max(1, total - decay_start)
     return cfg.lr - (cfg.lr - min_lr) * min(1.0, progress)
 
 
