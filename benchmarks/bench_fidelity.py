@@ -84,11 +84,10 @@ def mixer_class(design: str):
 
 def scale_fingerprint(scale: ScaleConfig) -> str:
     """What a run measures: the scale without its wall budget (a guard: a run it cut says so in its stop reason)
-    and without a schedule length left to the run's own steps (as before that field existed), so runs stay reusable."""
+    and without ``stages`` (how a campaign uses the scale; ``stage_scale`` has set the run's steps and schedule)."""
     fields = dataclasses.asdict(scale)
     fields["train"].pop("max_wall_seconds", None)
-    if fields["train"].get("schedule_steps") is None:
-        fields["train"].pop("schedule_steps", None)
+    fields.pop("stages", None)
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
