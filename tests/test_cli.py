@@ -52,19 +52,23 @@ def test_baselines_explore_stage_fills_the_entries_a_campaign_looks_up(tmp_path)
     """`--stage explore` trains campaign.seed on every explore.anchor_seeds, cached under the keys explore reads."""
     from asiarch.baselines import BaselineCache
     from asiarch.campaign.scoring import scores_downstream
-    from asiarch.config import ScaleConfig, compose, seeded_scale, stage_scale
+    from asiarch.config import ScaleConfig, compose, explore_scale, seeded_scale
+    from asiarch.train import lr_at
 
     overrides = [*SMALL, "scale.stages.explore_steps=4", "scale.stages.reports_per_trial=2", "explore.anchor_seeds=[0,1]"]
     proc = run_cli(["baselines", "--stage", "explore", *overrides], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (out_dir,) = (tmp_path / "runs").glob("seeds-cpu_tiny-*")
     assert [r["seed"] for r in json.loads((out_dir / "results.json").read_text())] == ["deltanet:s0", "deltanet:s1"]
-    base = stage_scale(ScaleConfig.from_dict(compose(overrides).scale), 4)
+    base = explore_scale(ScaleConfig.from_dict(compose(overrides).scale))
+    assert base.train.steps == 4 and base.train.schedule_steps == 768  # the head of cpu_tiny's verify run
     cache = BaselineCache(tmp_path / "runs" / "baselines")
     for seed in (0, 1):  # what ExploreStage._start_anchor computes for each anchor run
         scale = seeded_scale(base, seed)
         entry = cache.get("deltanet", scale, scores_downstream(scale, "explore"))
         assert entry is not None and entry["steps"] == 4 and entry["stop_reason"] == "completed"
+        # it trained under the verify schedule (still warming up at step 4), not a 4-step schedule of its own
+        assert entry["history"][-1]["lr"] == pytest.approx(lr_at(3, base.train)) < 0.5 * base.train.lr
 
 
 BAD_INPUT = [

@@ -241,7 +241,10 @@ class ExploreStage:
             waiter = self._start_anchor()
             tuner = self._tuner(slots)
             ctx.console.print(f"explore: {ctx.settings.max_candidates} candidate(s) at {self.scale.name}, "
-                              f"{self.scale.train.steps} steps, {slots} trial slot(s), ASHA's first rung at step "
+                              f"{self.scale.train.steps} steps"
+                              + (f" (the head of a {self.scale.train.schedule_steps}-step schedule)"
+                                 if self.scale.train.schedule_steps else "")
+                              + f", {slots} trial slot(s), ASHA's first rung at step "
                               f"{self.first_rung()} (after the {self.scale.train.warmup_steps}-step warm-up), then x"
                               f"{ctx.explore.reduction_factor}{self._rung_rule()}; at most {self.max_trials() or 'unbounded'} trials "
                               f"(Tune's count: retrains after repairs and crashes included)")
