@@ -142,8 +142,9 @@ def explore_scale(scale: ScaleConfig) -> ScaleConfig:
 
     A run of explore's length with a whole schedule of its own anneals in its last steps, and the
     annealing re-orders designs: at cpu_tiny the first 192 steps of a verify run ranked the ladder
-    and a campaign's candidates closer to their verify results than a 192-step run with its own
-    schedule (bench_fidelity, bench_funnel; README "Explore is the head of a verify run"). A verify
+    closer to its verify results than a 192-step run with its own schedule (bench_fidelity; on a
+    campaign's close variants neither ranks well, bench_horizon; README "Explore is the head of a
+    verify run"). A verify
     run no longer than explore has no head to train: explore then trains a whole schedule (the
     campaign's explore banner names the schedule whenever it is a verify run's).
     """
