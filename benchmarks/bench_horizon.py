@@ -29,22 +29,27 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from bench_funnel import SMALL, train_all  # noqa: E402
+from bench_funnel import SMALL, _loss_at, train_all  # noqa: E402
 
 from asiarch.config import ScaleConfig, compose, explore_scale  # noqa: E402
 from asiarch.console import output_console  # noqa: E402
 
 
-def bootstrap(x: list[float], y: list[float], draws: int = 4000, seed: int = 0) -> tuple[float, float]:
-    """90 % interval of Spearman's rho over candidates drawn with replacement."""
-    rng, n, rhos = np.random.default_rng(seed), len(x), []
-    xs, ys = np.asarray(x), np.asarray(y)
+def bootstrap(statistic, n: int, draws: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """90 % interval of ``statistic(pick)`` over ``n`` candidates drawn with replacement (at least 4 distinct)."""
+    rng, values = np.random.default_rng(seed), []
     for _ in range(draws):
         pick = rng.integers(0, n, n)
         if len(set(pick.tolist())) >= 4:
-            rhos.append(spearmanr(xs[pick], ys[pick]).statistic)
-    low, high = np.nanpercentile(rhos, [5, 95])
+            values.append(statistic(pick))
+    low, high = np.nanpercentile(values, [5, 95])
     return float(low), float(high)
+
+
+def rho_of(x: list[float], y: list[float]):
+    """Spearman's rho of ``x`` and ``y`` over the candidates a bootstrap picked."""
+    xs, ys = np.asarray(x), np.asarray(y)
+    return lambda pick: spearmanr(xs[pick], ys[pick]).statistic
 
 
 def main() -> None:
@@ -80,14 +85,14 @@ def main() -> None:
         losses = [runs[schedule][cid]["eval_loss"] for cid in ids]
         rho = spearmanr(losses, final).statistic
         rows.append({"predictor": f"explore run, {base.stages.explore_steps} steps, schedule '{schedule}'"
-                     + (" (default)" if schedule == default else ""), "rho": rho, "ci90": bootstrap(losses, final)})
+                     + (" (default)" if schedule == default else ""), "rho": rho, "ci90": bootstrap(rho_of(losses, final), len(ids))})
     steps = sorted({h["step"] for cid in ids for h in verify_runs[cid].get("history") or []})
     for step in steps:
-        at = [next((h["eval_loss"] for h in verify_runs[cid]["history"] if h["step"] == step), None) for cid in ids]
+        at = [_loss_at(verify_runs[cid], step) for cid in ids]
         if None in at:
             continue
         rows.append({"predictor": f"the verify run's own loss at step {step}", "rho": spearmanr(at, final).statistic,
-                     "ci90": bootstrap(at, final)})
+                     "ci90": bootstrap(rho_of(at, final), len(ids))})
     table = Table(title=f"Which loss predicts the verify-budget loss ({budget} steps) of {len(ids)} campaign candidates "
                         f"(runs cut short left out): Spearman, 90 % bootstrap interval over candidates")
     for header in ("predictor", "Spearman", "90 % interval"):
@@ -95,15 +100,9 @@ def main() -> None:
     for r in rows:
         table.add_row(r["predictor"], f"{r['rho']:.2f}", f"{r['ci90'][0]:.2f} to {r['ci90'][1]:.2f}")
     console.print(table)
-    diff = [runs["verify"][cid]["eval_loss"] for cid in ids], [runs["explore"][cid]["eval_loss"] for cid in ids]
-    rng, gains = np.random.default_rng(1), []
-    for _ in range(4000):
-        pick = rng.integers(0, len(ids), len(ids))
-        if len(set(pick.tolist())) >= 4:
-            f = np.asarray(final)[pick]
-            gains.append(spearmanr(np.asarray(diff[0])[pick], f).statistic - spearmanr(np.asarray(diff[1])[pick], f).statistic)
+    head, whole = (rho_of([runs[schedule][cid]["eval_loss"] for cid in ids], final) for schedule in ("verify", "explore"))
+    low, high = bootstrap(lambda pick: head(pick) - whole(pick), len(ids), seed=1)
     gain = rows[0]["rho"] - rows[1]["rho"]
-    low, high = np.nanpercentile(gains, [5, 95])
     console.print(f"head of a verify run minus whole schedule: {gain:+.2f} (90 % interval {low:+.2f} to {high:+.2f}, "
                   f"paired bootstrap over candidates)", highlight=False)
     if args.out:
