@@ -1,4 +1,4 @@
-"""A whole campaign from Python: offline agents, ASHA explore, PBT verify, a results table.
+"""A whole campaign from Python: offline agents, ASHA explore, verify on 3 training seeds, a results table.
 
     .venv/bin/python examples/quickstart.py [hydra overrides ...]
     .venv/bin/python examples/quickstart.py campaign.max_candidates=4 seeds=[deltanet,mamba2]

@@ -40,8 +40,9 @@ TINY = [
     "scale.stages.explore_steps=12", "scale.stages.verify_steps=12",
     "scale.train.warmup_steps=2", "seeds=[deltanet]", "llm=offline", "checks.complexity_repeats=2",
     "checks.complexity_base_length=256",  # the sweep from T=256 (quadratic designs still fail it by far)
-    "run.max_parallel_trials=2",  # verify.training_seeds: the default three (PBT gets a population per design)
+    "run.max_parallel_trials=2",  # verify.training_seeds: the default three
     "scale.stages.reports_per_trial=4",
+    "verify.search=pbt",  # a population per design, whose clones verify counts by lineage (the default is fixed)
 ]
 FAULT = "RuntimeError('planted fault: raises only in training batches')"
 
@@ -258,12 +259,18 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
     for c in verified:
         runs = c.verify.benchmarks["runs"]
         assert len(runs) == 3  # training seeds 0, 1 and 2
-        assert c.verify.eval_loss == pytest.approx(sum(r["eval_loss"] for r in runs) / 3)
+        lineages = {}  # PBT may have cloned one member into another: such runs are one sample, their mean
+        for r in runs:
+            lineages.setdefault(r["weights_of"], []).append(r["eval_loss"])
+        means = [sum(v) / len(v) for v in lineages.values()]
+        assert c.verify.eval_loss == pytest.approx(sum(means) / len(means))
         assert c.status == "finished" and c.verify.fitness_parts["stage"] == "verify"
         assert "short_runs" not in c.verify.fitness_parts, c.status_reason  # every run trained the whole budget
         assert set(c.verify.fitness_parts["beats"]) == {"deltanet"}
         test = c.verify.fitness_parts["tests"]["deltanet"]
-        assert test["loss"]["n"] == [3, 3] and test["benchmark"]["n"] == [3, 3]
+        seed_lineages = len({r["weights_of"] for r in seeds[0].verify.benchmarks["runs"]})
+        assert test["loss"]["n"] == [len(lineages), seed_lineages] and test["loss"]["runs"] == [3, 3]
+        assert test["benchmark"]["n"] == test["loss"]["n"]
         assert test["beats"] == (test["loss"]["p"] is not None and test["loss"]["p"] < 0.05
                                  and test["benchmark"]["p"] is not None and test["benchmark"]["p"] < 0.05)
         assert c.breakthrough == all(c.verify.fitness_parts["beats"].values())
@@ -288,10 +295,26 @@ def test_pbt_exploits_only_within_a_design(campaign_run):
     # whatever PBT did, it did within a design.
     policy = verify / "pbt_global.txt"
     lines = [json.loads(line) for line in policy.read_text().splitlines()] if policy.exists() else []
+    weights_of = {(r["design"], r["training_seed"]): r["training_seed"] for r in runs}
     for target_tag, source_tag, _, _, source_config, new_config in lines:
         assert source_config["run"]["design"] == new_config["run"]["design"], "PBT cloned across designs"
         # the member keeps its own training seed: its data stream stays its own
         assert target_tag.endswith(f"training_seed_{new_config['run']['training_seed']}")
+        design = new_config["run"]["design"]
+        weights_of[design, new_config["run"]["training_seed"]] = weights_of[design, source_config["run"]["training_seed"]]
+    # each run's final report names the training seed whose weights it ended on, as PBT's log of clones says
+    for trial in verify.glob("*/params.json"):
+        run = json.loads(trial.read_text())["run"]
+        final = json.loads((trial.parent / "result.json").read_text().splitlines()[-1])
+        assert final["weights_of"] == weights_of[run["design"], run["training_seed"]], (run["name"], lines)
+    # and verify's tests count the runs that share weights once
+    memory = Memory(campaign.memory_uri, read_only=True)
+    for c in memory.list_candidates(campaign=campaign.name):
+        if c.verify.eval_loss is not None and c.verify.benchmarks.get("runs"):
+            lineages = {r.get("weights_of") for r in c.verify.benchmarks["runs"]}
+            assert c.verify.benchmarks["independent_runs"] == len(lineages)
+            for test in (c.verify.fitness_parts.get("tests") or {}).values():
+                assert test["loss"]["n"][0] == len(lineages) and test["loss"]["runs"][0] == 3
 
 
 def test_code_error_in_training_goes_back_to_the_engineer(campaign_run):
@@ -386,3 +409,30 @@ def test_a_second_campaign_at_the_same_scale_trains_no_seed(campaign_run):
     assert trials and {t["kind"] for t in trials} == {"candidate"}  # verify trained the candidate only
     (verified,) = Memory(again.memory_uri, read_only=True).list_candidates(campaign=again.name, kind="candidate")
     assert verified.stage == "verify" and set(verified.verify.fitness_parts["tests"]) == {"deltanet"}
+
+
+def test_the_default_verify_trains_independent_runs_at_the_scales_lr(campaign_run):
+    """`verify.search=fixed` (the default): every training seed is its own run at the scale's learning rate, so
+    every run is its own lineage and the tests count all three. Runs after the PBT campaigns above (its seed's
+    verify runs are a measurement of their own: PBT's cache entry is not reused)."""
+    campaign, _, _, root = campaign_run
+    overrides = [o for o in TINY if not o.startswith("verify.search=")]
+    third = Campaign(overrides=[*overrides, "campaign.max_candidates=1", f"run.output_dir={root / 'runs'}",
+                                "campaign.resume=never", "explore.grace_fraction=1.0", "campaign.engineers=1"],
+                     llm=OfflineBackend(seed=2))
+    assert third.verify_settings.search == "fixed"
+    third.run()
+    verify = third.paths.tune / "verify"
+    assert not (verify / "pbt_global.txt").exists()
+    trials = list(verify.glob("*/params.json"))
+    assert sorted((json.loads(p.read_text())["run"]["kind"], json.loads(p.read_text())["run"]["training_seed"])
+                  for p in trials) == [(kind, s) for kind in ("candidate", "seed") for s in (0, 1, 2)]
+    for trial in trials:
+        params = json.loads(trial.read_text())
+        results = [json.loads(line) for line in (trial.parent / "result.json").read_text().splitlines()]
+        assert results[-1]["final"] and params["lr"] == third.scale.train.lr  # no search: the scale's rate
+        assert {(r["weights_of"], r["clones"]) for r in results} == {(params["run"]["training_seed"], 0)}
+    assert len(list((root / "runs" / "baselines").glob("deltanet-verify-*.json"))) == 2  # pbt's and fixed's
+    (verified,) = Memory(third.memory_uri, read_only=True).list_candidates(campaign=third.name, kind="candidate")
+    test = verified.verify.fitness_parts["tests"]["deltanet"]
+    assert test["loss"]["n"] == test["loss"]["runs"] == [3, 3] and verified.verify.benchmarks["independent_runs"] == 3

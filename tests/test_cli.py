@@ -77,7 +77,7 @@ BAD_INPUT = [
     (["run", "scale=no_such_scale"], "no_such_scale"),
     (["run", "scale.train.shedule=cosine"], "shedule"),
     (["run", "llm=anthropic"], "ANTHROPIC_API_KEY"),
-    (["run", "verify.search=grid"], "verify.search must be 'pbt' or 'sweep'"),
+    (["run", "verify.search=grid"], "verify.search must be one of pbt, sweep, fixed"),
     (["run", "campaign.max_candidatez=3"], "max_candidatez"),
     (["status"], "no campaign found"),
     (["baselines", "seeds=[not_a_seed]"], "unknown seed(s) ['not_a_seed']"),

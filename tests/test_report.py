@@ -52,7 +52,9 @@ def test_report_writes_the_figures_and_a_summary(campaign, tmp_path):
         section = text.split("### Against each seed", 1)[1].split("##", 1)[0]
         for c in tested:
             for seed, test in c.verify.fitness_parts["tests"].items():
-                assert f"| {c.name} | {seed} | {test['loss']['diff']:+.4f}" in section
+                (row,) = [line for line in section.splitlines() if line.startswith(f"| {c.name} | {seed} | ")]
+                n = test["loss"]["n"]  # the runs behind each side, and how many of them independent
+                assert f"| {n[0]} ({n[0]}) vs {n[1]} ({n[1]}) | {test['loss']['diff']:+.4f}" in row
     state = json.loads((campaign / "campaign.json").read_text())
     counts = memory.campaign_counts("demo")
     assert counts.verified >= 1 and counts.trained > counts.verified

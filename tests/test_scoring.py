@@ -54,6 +54,41 @@ def test_beating_a_seed_needs_both_loss_and_benchmark_to_be_significant():
     assert not scoring.is_breakthrough({"deltanet": True}, ["deltanet", "mamba2"])  # every seed must be beaten
 
 
+def lineage(summaries, weights_of):
+    """The runs as PBT left them: ``weights_of[i]`` is the training seed whose weights run i ended on."""
+    return [{**s, "weights_of": w} for s, w in zip(summaries, weights_of)]
+
+
+def test_runs_that_share_weights_are_one_sample():
+    """PBT cloned run 0 into run 2: they are one sample (their mean), so the mean, the spread and the tests
+    count two independent runs, not three."""
+    shared = scoring.stage_metrics(lineage(runs([5.0, 5.2, 5.1], [0.1, 0.2, 0.3]), [0, 1, 0]), "mqar_accuracy")
+    assert scoring.independent_values(shared, "eval_loss") == pytest.approx([5.05, 5.2])
+    assert shared.eval_loss == pytest.approx(5.125)  # not 5.1: the cloned lineage does not count twice
+    assert shared.benchmark == pytest.approx((0.2 + 0.2) / 2)
+    assert shared.benchmarks["independent_runs"] == 2 and len(shared.benchmarks["runs"]) == 3
+    assert shared.benchmarks["eval_loss_std"] == pytest.approx(scoring.std([5.05, 5.2]))
+    alone = scoring.stage_metrics(lineage(runs([5.0, 5.2, 5.1], [0.1, 0.2, 0.3]), [0, 1, 2]), "mqar_accuracy")
+    assert alone.eval_loss == pytest.approx(5.1) and alone.benchmarks["independent_runs"] == 3
+    unknown = scoring.stage_metrics(runs([5.0, 5.2, 5.1], [0.1, 0.2, 0.3]), "mqar_accuracy")  # no lineage kept
+    assert scoring.independent_values(unknown, "eval_loss") == pytest.approx([5.0, 5.2, 5.1])
+
+
+def test_a_test_over_clones_counts_independent_runs_and_says_so():
+    seed = scoring.stage_metrics(lineage(runs([5.3, 5.1, 5.4], [0.10, 0.12, 0.11]), [0, 1, 2]), "mqar_accuracy")
+    # three runs that look clearly better and tightly grouped, but two of them are one lineage
+    cloned = scoring.stage_metrics(lineage(runs([4.80, 4.81, 5.00], [0.30, 0.31, 0.32]), [1, 1, 2]), "mqar_accuracy")
+    test = scoring.compare_with_seeds(cloned, {"deltanet": seed}, alpha=0.05)["deltanet"]
+    assert test["loss"]["n"] == [2, 3] and test["loss"]["runs"] == [3, 3]
+    expected = stats.ttest_ind([4.805, 5.00], [5.3, 5.1, 5.4], equal_var=False, alternative="less").pvalue
+    assert test["loss"]["p"] == pytest.approx(expected, rel=1e-9)
+    as_if_independent = stats.ttest_ind([4.80, 4.81, 5.00], [5.3, 5.1, 5.4], equal_var=False, alternative="less").pvalue
+    assert as_if_independent < test["loss"]["p"]  # counting the clone twice would have overstated the evidence
+    one = scoring.stage_metrics(lineage(runs([4.80, 4.81, 4.79], [0.3, 0.3, 0.3]), [1, 1, 1]), "mqar_accuracy")
+    none = scoring.compare_with_seeds(one, {"deltanet": seed}, alpha=0.05)["deltanet"]
+    assert none["loss"]["p"] is None and "independent" in none["loss"]["why_no_test"] and not none["beats"]
+
+
 def test_score_names_a_missing_anchor_and_otherwise_uses_the_fitness_function():
     m = scoring.stage_metrics(runs([5.0, 5.2], [0.2, 0.2]), "mqar_accuracy")
     missing = scoring.score(asi_arch_fitness, "x", m, None, 0.5, "verify")

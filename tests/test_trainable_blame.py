@@ -125,17 +125,22 @@ class FakeTune:
         self.reports.append(metrics)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny_trial_inputs(cache_dir) -> tuple[dict, dict]:
+    """``run_trial``'s scales and data: a 4-step explore at a shrunk cpu_tiny."""
     from asiarch.config import load_scale, stage_scale
     from asiarch.train.protocol import prepare_data
 
     scale = load_scale(["scale=cpu_tiny", "scale.corpus.max_documents=60", "scale.corpus.tokenizer_vocab_size=512",
-                        f"scale.corpus.cache_dir={tmp_path_factory.mktemp('cache')}", "scale.mqar.num_train=200",
+                        f"scale.corpus.cache_dir={cache_dir}", "scale.mqar.num_train=200",
                         "scale.mqar.num_test=50", "scale.train.eval_batches=1", "scale.train.eval_mqar_examples=32",
                         "scale.train.warmup_steps=1"])
     scale = stage_scale(scale, 4)
     return {"explore": scale}, {"explore": prepare_data(scale)}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_trial_inputs(tmp_path_factory.mktemp("cache"))
 
 
 def candidate_config(code: str) -> dict:

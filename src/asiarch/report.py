@@ -233,16 +233,26 @@ def _significance_lines(verified: Sequence[Candidate]) -> list[str]:
     if not verified:
         return []
     alpha = verified[0].verify.fitness_parts.get("significance", 0.05)
-    lines = ["", f"### Against each seed at verify scale (one-sided Welch t-tests over training runs, alpha {alpha})", "",
-             "| candidate | seed | Δ loss [95 % CI], effect | p (lower loss) | Δ bench [95 % CI], effect "
+    lines = ["", f"### Against each seed at verify scale (one-sided Welch t-tests over independent training runs, "
+             f"alpha {alpha})", "",
+             "| candidate | seed | runs (independent) | Δ loss [95 % CI], effect | p (lower loss) | Δ bench [95 % CI], effect "
              "| p (higher bench) | beats |",
-             "|---|---|---|---:|---|---:|---|"]
+             "|---|---|---|---|---:|---|---:|---|"]
     for c in verified:
         for seed, test in sorted(c.verify.fitness_parts["tests"].items()):
             loss, bench = test["loss"], test["benchmark"]
-            lines.append(f"| {_cell(c.name)} | {seed} | {_interval(loss)} | {_cell(loss.get('p'))} | {_interval(bench)} "
-                         f"| {_cell(bench.get('p'))} | {'yes' if test['beats'] else 'no'} |")
+            lines.append(f"| {_cell(c.name)} | {seed} | {_runs_cell(loss)} | {_interval(loss)} | {_cell(loss.get('p'))} "
+                         f"| {_interval(bench)} | {_cell(bench.get('p'))} | {'yes' if test['beats'] else 'no'} |")
     return lines
+
+
+def _runs_cell(test: dict) -> str:
+    """``3 (2) vs 3 (3)``: each side's training runs and, in brackets, how many were independent (PBT clones one
+    member into another; such runs are one sample in the test)."""
+    n, runs = test.get("n") or [], test.get("runs") or test.get("n") or []
+    if len(n) != 2 or len(runs) != 2:
+        return "-"
+    return " vs ".join(f"{r} ({k})" for r, k in zip(runs, n))
 
 
 def write_report(campaign_dir: "str | Path | Location", out_dir: "str | Path | Location", top: int = 10) -> "Location":

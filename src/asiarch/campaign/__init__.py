@@ -1,4 +1,4 @@
-"""Campaigns: agents proposing ahead of Ray Tune's explore (ASHA) and verify (PBT) stages.
+"""Campaigns: agents proposing ahead of Ray Tune's explore (ASHA) and verify (training seeds, or PBT) stages.
 
 ``Campaign`` is imported on first use, so that readers of a campaign directory (the
 dashboard, the report) can use ``asiarch.campaign.state`` without loading torch and Tune.

@@ -6,7 +6,9 @@ metrics and the anchor seed's into the stage fitness with the campaign's fitness
 function, naming any term it could not compute. ``compare_with_seeds`` tests, over the
 training runs, whether a verified design beats each seed on loss and on benchmark
 (one-sided Welch t-tests, with effect sizes and confidence intervals); a breakthrough
-beats every seed on both.
+beats every seed on both. Runs that share weights (PBT cloned one member into another:
+the same ``weights_of``) are one sample, their mean: the tests, the means and the spreads
+count independent runs only (``independent_values``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from asiarch.memory import StageMetrics
 
 # kept per run in the stage's benchmarks
 RUN_KEYS = ("eval_loss", "mqar_accuracy", "mqar_binding", "mqar_binding_se", "downstream_mean", "lr", "benchmark",
-            "wall_tokens_per_second", "cpu_tokens_per_second")
+            "wall_tokens_per_second", "cpu_tokens_per_second", "weights_of", "clones")
 
 
 def benchmark_key(scale: ScaleConfig) -> str:
@@ -52,6 +54,19 @@ def std(values: Sequence[Any]) -> float | None:
     return statistics.stdev(finite)  # exact arithmetic: equal runs give 0.0, not a rounding residue
 
 
+def independent_samples(runs: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    """``key`` of each independent training run among ``runs``: runs whose weights descend from the same
+    training seed's (``weights_of``, kept by the trainable when PBT clones a member) give one sample, their
+    mean; a run without a lineage (a seed cached before lineages were kept) counts alone. Finite values only."""
+    groups: dict[Any, list[float]] = {}
+    for i, run in enumerate(runs):
+        value = run.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            lineage = run.get("weights_of")
+            groups.setdefault(("weights_of", lineage) if lineage is not None else ("run", i), []).append(float(value))
+    return [sum(vs) / len(vs) for vs in groups.values()]
+
+
 def run_curve(summary: Mapping[str, Any], bench_key: str) -> list[list[float | None]]:
     """A run's evaluations as ``[step, eval_loss, benchmark]`` rows: what equal-progress scoring reads."""
     return [[int(h["step"]), h.get("eval_loss"), h.get(bench_key)] for h in summary.get("history") or []
@@ -69,12 +84,13 @@ def stage_metrics(summaries: Sequence[Mapping[str, Any]], bench_key: str,
     """One design's stage result: means over its training runs, each run (with its evaluations) kept in ``benchmarks``."""
     curve = list(loss_curve) if loss_curve is not None else [
         h["eval_loss"] for h in (summaries[0].get("history") or []) if h.get("eval_loss") is not None] if summaries else []
+    losses = independent_samples(summaries, "eval_loss")
     return StageMetrics(
-        loss_curve=[float(x) for x in curve], eval_loss=mean([s.get("eval_loss") for s in summaries]),
-        mqar_accuracy=mean([s.get("mqar_accuracy") for s in summaries]),
-        benchmark=mean([s.get(bench_key) for s in summaries]),
-        benchmarks={"runs": [_run_record(s, bench_key) for s in summaries],
-                    "eval_loss_std": std([s.get("eval_loss") for s in summaries])})
+        loss_curve=[float(x) for x in curve], eval_loss=mean(losses),
+        mqar_accuracy=mean(independent_samples(summaries, "mqar_accuracy")),
+        benchmark=mean(independent_samples(summaries, bench_key)),
+        benchmarks={"runs": [_run_record(s, bench_key) for s in summaries], "eval_loss_std": std(losses),
+                    "independent_runs": len(losses)})
 
 
 @dataclass(frozen=True)
@@ -135,8 +151,8 @@ def anchor_of(name: str, metrics: StageMetrics) -> dict[str, Any]:
         return paces[len(paces) // 2] if paces else None
 
     return {"name": name, "eval_loss": metrics.eval_loss, "benchmark": metrics.benchmark,
-            "mqar_accuracy": metrics.mqar_accuracy, "eval_loss_std": std(run_values(metrics, "eval_loss")),
-            "benchmark_std": std(run_values(metrics, "benchmark")), "loss_curve": list(metrics.loss_curve),
+            "mqar_accuracy": metrics.mqar_accuracy, "eval_loss_std": std(independent_values(metrics, "eval_loss")),
+            "benchmark_std": std(independent_values(metrics, "benchmark")), "loss_curve": list(metrics.loss_curve),
             "wall_tokens_per_second": median_pace("wall_tokens_per_second"),
             "cpu_tokens_per_second": median_pace("cpu_tokens_per_second"),
             "run_curves": [r.get("curve") or [] for r in metrics.benchmarks.get("runs", [])]}
@@ -349,6 +365,11 @@ def run_values(metrics: StageMetrics, key: str) -> list[float]:
     return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
 
+def independent_values(metrics: StageMetrics, key: str) -> list[float]:
+    """One measurement of every independent training run behind ``metrics`` (``independent_samples``)."""
+    return independent_samples(metrics.benchmarks.get("runs", []), key)
+
+
 def one_sided_test(mine: Sequence[float], theirs: Sequence[float], higher_is_better: bool,
                    confidence: float = 0.95) -> dict[str, Any]:
     """Welch's t-test that ``mine`` is better than ``theirs`` (one-sided), with the effect and its interval.
@@ -362,7 +383,7 @@ def one_sided_test(mine: Sequence[float], theirs: Sequence[float], higher_is_bet
     out: dict[str, Any] = {"n": [len(mine), len(theirs)], "p": None, "ci": None, "effect_size": None,
                            "diff": (mean(mine) - mean(theirs)) if mine and theirs else None}
     if len(mine) < 2 or len(theirs) < 2:
-        out["why_no_test"] = "fewer than two training runs on a side"
+        out["why_no_test"] = "fewer than two independent training runs on a side"
         return out
     var_a, var_b = std(mine) ** 2, std(theirs) ** 2
     se = math.sqrt(var_a / len(mine) + var_b / len(theirs))
@@ -392,11 +413,16 @@ def short_runs(runs: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 def compare_with_seeds(mine: StageMetrics, seeds: Mapping[str, StageMetrics], alpha: float) -> dict[str, dict[str, Any]]:
-    """Per seed: one-sided tests on loss (lower is better) and benchmark (higher), and whether both pass at ``alpha``."""
+    """Per seed: one-sided tests on loss (lower is better) and benchmark (higher), and whether both pass at ``alpha``.
+
+    Each test is over independent runs (``independent_values``); ``runs`` says how many runs stood behind them."""
     out = {}
     for seed, theirs in seeds.items():
-        loss = one_sided_test(run_values(mine, "eval_loss"), run_values(theirs, "eval_loss"), higher_is_better=False)
-        bench = one_sided_test(run_values(mine, "benchmark"), run_values(theirs, "benchmark"), higher_is_better=True)
+        tests = []
+        for key, higher in (("eval_loss", False), ("benchmark", True)):
+            test = one_sided_test(independent_values(mine, key), independent_values(theirs, key), higher_is_better=higher)
+            tests.append({**test, "runs": [len(run_values(mine, key)), len(run_values(theirs, key))]})
+        loss, bench = tests
         significant = all(t["p"] is not None and t["p"] < alpha for t in (loss, bench))
         out[seed] = {"loss": loss, "benchmark": bench, "beats": significant}
     return out

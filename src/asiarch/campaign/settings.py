@@ -63,20 +63,26 @@ class ExploreSettings:
             raise ValueError(f"explore.rung_significance must be in (0, 1) or null, got {self.rung_significance}")
 
 
+# pbt: PBT over the learning rate within each design (its members clone each other's weights, so the tests count
+# runs by lineage); sweep: a grid of learning rates, each on every training seed; fixed: the scale's learning rate
+# on every training seed, each run independent
+VERIFY_SEARCHES = ("pbt", "sweep", "fixed")
+
+
 @dataclass
 class VerifySettings:
     top_fraction: float = 0.25
     min_promoted: int = 1
     training_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     significance: float = 0.05  # a breakthrough beats each seed with one-sided p below this, on loss and benchmark
-    search: str = "pbt"
+    search: str = "fixed"  # one of VERIFY_SEARCHES
     lr_multipliers: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     perturbation_fraction: float = 0.25
     lr_bounds: list[float] = field(default_factory=lambda: [0.2, 5.0])
 
     def __post_init__(self) -> None:
-        if self.search not in ("pbt", "sweep"):
-            raise ValueError(f"verify.search must be 'pbt' or 'sweep', got {self.search!r}")
+        if self.search not in VERIFY_SEARCHES:
+            raise ValueError(f"verify.search must be one of {', '.join(VERIFY_SEARCHES)}, got {self.search!r}")
         if not 0 <= self.top_fraction <= 1:
             raise ValueError(f"verify.top_fraction must be in [0, 1], got {self.top_fraction}")
         if len(self.training_seeds) < 1 or len(set(self.training_seeds)) != len(self.training_seeds):

@@ -90,11 +90,13 @@ def _explore_text(c, chance: scoring.Chance | None, significance: float) -> dict
 
 
 def _spread(c) -> dict[str, Any]:
-    """Verify means with their spread over training runs, and the weakest of the tests against the seeds."""
-    loss, mqar = scoring.run_values(c.verify, "eval_loss"), scoring.run_values(c.verify, "mqar_accuracy")
+    """Verify means with their spread over independent training runs (runs PBT made share weights count as one),
+    how many runs and how many of them independent, and the weakest of the tests against the seeds."""
+    loss, mqar = scoring.independent_values(c.verify, "eval_loss"), scoring.independent_values(c.verify, "mqar_accuracy")
+    runs = len(scoring.run_values(c.verify, "eval_loss"))
     ps = [t[k]["p"] for t in (c.verify.fitness_parts.get("tests") or {}).values() for k in ("loss", "benchmark")]
     return {"verify_loss_text": _with_spread(None, loss), "verify_mqar_text": _with_spread(None, mqar),
-            "verify_runs": len(loss) or None,
+            "verify_runs": (str(runs) if len(loss) == runs else f"{runs} ({len(loss)} indep.)") if runs else None,
             "worst_p": None if not ps else (None if None in ps else max(ps))}
 
 
@@ -104,7 +106,8 @@ def campaign_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
                   "cutoff was as good, given the anchor's run-to-run noise there; kept@a p: a stop at step a overruled as within "
                   "that noise, explore.rung_significance); explore loss and MQAR: one training run for a candidate, "
                   "mean ± sd over its runs for the anchor seed (that sd is the noise every explore number carries); "
-                  "(chance): an MQAR that does not beat guessing (binomial); verify: mean ± sd over training runs; "
+                  "(chance): an MQAR that does not beat guessing (binomial); verify: mean ± sd over independent training runs "
+                  "(runs: n (k indep.) where PBT cloned weights between runs, which then count as one); "
                   "worst p: the largest one-sided p-value against any seed (loss or benchmark); '-': not measured or "
                   "not testable")
     table.add_column("design")

@@ -4,7 +4,11 @@ A seed (trusted code) trains in this Tune worker. A candidate never loads here: 
 in the sandbox (``asiarch.train.sandboxed``), which hands back checkpoints as plain tensors
 and a final evaluation scored and audited outside the candidate's process. Every
 evaluation is a ``tune.report`` with a checkpoint of the full trainer state, so ASHA can
-stop it, PBT can clone it and a restarted campaign continues it. An error raised through
+stop it, PBT can clone it and a restarted campaign continues it. Beside the trainer state each
+checkpoint holds ``lineage.json``, written here and never in a candidate's process: whose
+initial weights the state descends from (``weights_of``, a training seed) and how often PBT
+replaced this member's weights with another's (``clones``). Every report carries both, so
+verify counts runs that share weights as one (``scoring.independent_values``). An error raised through
 the candidate's own code (or results the parent refuses) is reported as a result
 (``code_error``) instead of raised: retrying a deterministic bug would only burn compute,
 and the Engineer repairs it. Any other error (data, Ray, memory, the harness) is raised, so
@@ -14,6 +18,7 @@ Tune retries the trial as an infrastructure fault (``FailureConfig.max_failures`
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -34,6 +39,7 @@ from asiarch.train.sandboxed import train_in_sandbox
 from asiarch.train.trainer import MQAR_SCORES
 
 FINISHED_STATUSES = ("stopped", "finished", "failed")  # an explore result already in the memory
+LINEAGE_FILE = "lineage.json"  # beside trainer.pt in every checkpoint: written by this process only
 
 
 def trial_scale(scale: ScaleConfig, config: dict[str, Any]) -> ScaleConfig:
@@ -75,42 +81,66 @@ def run_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict
         tune.report(done)
         return
     scale = trial_scale(scales[stage], config)
-    state = None
+    state, lineage = None, {"design": config.get("design"), "training_seed": scale.train.seed,
+                            "weights_of": scale.train.seed, "clones": 0}
     # Tune's own restore, or the last checkpoint of this candidate's crashed trial (``CampaignPipeline.keep_checkpoint``)
     checkpoint = tune.get_checkpoint() or config.get("resume_from")
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             saved = torch.load(os.path.join(folder, "trainer.pt"), map_location=scale.train.device,
                                weights_only=True)  # never unpickle objects a candidate chose (get_extra_state)
-        if saved.get("design", config.get("design")) != config.get("design"):  # PBT clones within a design only
-            raise RuntimeError(f"checkpoint of design {saved['design']!r} offered to design {config.get('design')!r}")
+            written = _read_lineage(folder, saved, config.get("design"))
+        if written["design"] != config.get("design"):  # PBT clones within a design only
+            raise RuntimeError(f"checkpoint of design {written['design']!r} offered to design {config.get('design')!r}")
         state = saved["trainer"]
-        if saved.get("training_seed") != scale.train.seed:
+        lineage.update(weights_of=written["weights_of"], clones=written["clones"])
+        if written["training_seed"] != scale.train.seed:
             # PBT cloned another member: keep its weights, but this member keeps its own data stream
             generator = torch.Generator().manual_seed(_data_seed(scale.train.seed, state["step"]))
             state["generator"] = generator.get_state()
+            lineage["clones"] += 1
     if config["kind"] == "candidate":
-        _train_candidate(config, scale, data[stage], state, downstream, sandbox, rung_tokens, budget)
+        _train_candidate(config, scale, data[stage], state, downstream, sandbox, rung_tokens, budget, lineage)
         return
     holder: dict[str, Any] = {}
 
     def report(metrics: dict[str, float]) -> None:
         _report_with_checkpoint(metrics, scale, lambda path: torch.save(
             {"trainer": holder["trainer"].state_dict(), "training_seed": scale.train.seed,
-             "design": config.get("design")}, path))
+             "design": config.get("design")}, path), lineage)
 
     summary = train_mixer(SEEDS[config["name"]], scale, data[stage], report=report, downstream=downstream,
                           state=state, on_trainer=lambda trainer: holder.__setitem__("trainer", trainer))
-    tune.report(_final_report(summary, scale, candidate=False))
+    tune.report({**_final_report(summary, scale, candidate=False), **_lineage_metrics(lineage)})
+
+
+def _read_lineage(folder: str, saved: dict[str, Any], design: str | None) -> dict[str, Any]:
+    """The lineage this process wrote beside a checkpoint's trainer state. A checkpoint from before lineages
+    were kept falls back on the trainer file's own fields (a candidate's process wrote those: trusted only
+    for such old checkpoints) and on the state being its own member's weights."""
+    path = os.path.join(folder, LINEAGE_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            written = json.load(f)
+        return {"design": written["design"], "training_seed": int(written["training_seed"]),
+                "weights_of": int(written["weights_of"]), "clones": int(written["clones"])}
+    seed = saved.get("training_seed")
+    return {"design": saved.get("design", design), "training_seed": seed, "weights_of": seed, "clones": 0}
+
+
+def _lineage_metrics(lineage: dict[str, Any]) -> dict[str, int]:
+    return {"weights_of": int(lineage["weights_of"]), "clones": int(lineage["clones"])}
 
 
 def _train_candidate(config: dict[str, Any], scale: ScaleConfig, data: TrialData, state: dict[str, Any] | None,
                      downstream: bool, options: SandboxOptions | None, rung_tokens: Sequence[int] = (),
-                     budget: ParameterBudget | None = None) -> None:
+                     budget: ParameterBudget | None = None, lineage: dict[str, Any] | None = None) -> None:
     """A candidate trains only in the sandbox (``asiarch.train.sandboxed``); this process never loads its code."""
+    lineage = lineage or {"design": config.get("design"), "training_seed": scale.train.seed,
+                          "weights_of": scale.train.seed, "clones": 0}
 
     def report(metrics: dict[str, float], checkpoint_file: str) -> None:
-        _report_with_checkpoint(metrics, scale, lambda path: shutil.copyfile(checkpoint_file, path))
+        _report_with_checkpoint(metrics, scale, lambda path: shutil.copyfile(checkpoint_file, path), lineage)
 
     qa = _qa_monitor(config.get("qa"), scale)
     outcome = train_in_sandbox(config["code"], config.get("design"), scale, data, on_report=report, state=state,
@@ -122,7 +152,7 @@ def _train_candidate(config: dict[str, Any], scale: ScaleConfig, data: TrialData
     if "qa_stopped" in outcome:  # too slow against its seed: stopped as it stands, like an ASHA stop
         tune.report({**outcome["last"], "qa_stopped": outcome["qa_stopped"], "total_steps": scale.train.steps})
         return
-    final = _final_report(outcome["final"], scale, candidate=True)
+    final = {**_final_report(outcome["final"], scale, candidate=True), **_lineage_metrics(lineage)}
     if qa is not None and qa.notes:
         final["qa_notes"] = "; ".join(qa.notes)
     tune.report(final)
@@ -155,11 +185,16 @@ def _qa_monitor(qa: dict[str, Any] | None, scale: ScaleConfig) -> QAMonitor | No
     return QAMonitor(settings, reference, tokens_per_report=scale.train.report_every * tokens_per_step(scale))
 
 
-def _report_with_checkpoint(metrics: dict[str, float], scale: ScaleConfig, write: Callable[[str], Any]) -> None:
-    """One evaluation to Tune, with the trainer state ``write(path)`` puts at ``trainer.pt``."""
+def _report_with_checkpoint(metrics: dict[str, float], scale: ScaleConfig, write: Callable[[str], Any],
+                            lineage: dict[str, Any]) -> None:
+    """One evaluation to Tune, with the trainer state ``write(path)`` puts at ``trainer.pt`` and this trial's
+    ``lineage`` beside it."""
     with tempfile.TemporaryDirectory() as folder:
         write(os.path.join(folder, "trainer.pt"))
-        tune.report({**metrics, "total_steps": scale.train.steps}, checkpoint=tune.Checkpoint.from_directory(folder))
+        with open(os.path.join(folder, LINEAGE_FILE), "w") as f:
+            json.dump(lineage, f)
+        tune.report({**metrics, **_lineage_metrics(lineage), "total_steps": scale.train.steps},
+                    checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def _final_report(summary: dict[str, Any], scale: ScaleConfig, candidate: bool) -> dict[str, Any]:

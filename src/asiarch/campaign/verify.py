@@ -2,8 +2,8 @@
 
 The top ``verify.top_fraction`` of explore's finishers are promoted; they and every seed
 train at the verify scale on each of ``verify.training_seeds``, with PBT over the
-learning rate within each design (or a learning-rate grid). Each design's result is the
-mean over its training seeds at its best learning rate; ``scoring`` gives the verify
+learning rate within each design (or a learning-rate grid, or the scale's rate). Each design's result is the
+mean over its independent training runs at its best learning rate (PBT's clones share weights: one sample); ``scoring`` gives the verify
 fitness against the anchor seed and which seeds it beats; the Analyst reads the result.
 """
 
@@ -23,6 +23,10 @@ from asiarch.memory import Candidate, Kind, Status
 from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import TrialData
 from asiarch.campaign.placement import on_this_node
+
+
+SEARCH_TEXT = {"pbt": "PBT over the learning rate (runs that clone another's weights count as one in the tests)",
+               "sweep": "learning-rate sweep", "fixed": "the scale's learning rate, every run independent"}
 
 
 def _design_of(config: dict[str, Any]) -> str:
@@ -86,6 +90,8 @@ class VerifyStage:
             param_space = {"run": tune.grid_search(runs), "stage": "verify",
                            "lr": tune.grid_search([lr * m for m in v.lr_multipliers])}
             scheduler = None
+        elif v.search == "fixed":
+            param_space, scheduler = {"run": tune.grid_search(runs), "stage": "verify", "lr": lr}, None
         else:
             param_space = {"run": tune.grid_search(runs), "stage": "verify", "lr": lr}
             scheduler = verify_scheduler(int(v.perturbation_fraction * scale.train.steps) * tokens_per_step(scale),
@@ -118,8 +124,9 @@ class VerifyStage:
     def _protocol(self) -> dict[str, Any]:
         """What besides the scale makes a seed's verify runs the same measurement in another campaign."""
         v = self.ctx.verify
-        search = ({"lr_multipliers": list(v.lr_multipliers)} if v.search == "sweep" else
-                  {"perturbation_fraction": v.perturbation_fraction, "lr_bounds": list(v.lr_bounds)})
+        # pbt: runs cached before the trainable kept lineages cannot say which shared weights: not reused
+        search = ({"lr_multipliers": list(v.lr_multipliers)} if v.search == "sweep" else {} if v.search == "fixed" else
+                  {"perturbation_fraction": v.perturbation_fraction, "lr_bounds": list(v.lr_bounds), "lineage": True})
         return {"stage": "verify", "training_seeds": list(v.training_seeds), "search": v.search, **search}
 
     def _downstream(self) -> bool:
@@ -155,7 +162,7 @@ class VerifyStage:
         tuner = self._tuner(runs)
         ctx.console.print(f"verify: {len(promoted)} candidate(s) and {len(to_train)} seed(s) x "
                           f"{len(v.training_seeds)} training seed(s) at {self.scale.name}, {self.scale.train.steps} steps, "
-                          f"{'PBT over the learning rate' if v.search == 'pbt' else 'learning-rate sweep'}")
+                          f"{SEARCH_TEXT[v.search]}")
         grid = fit_through_node_losses(tuner, lambda: self._tuner(runs), ctx, "verify")
         unfinished = [r for r in grid if r.error is None and not (r.metrics or {}).get("final")
                       and not (r.metrics or {}).get("code_error")]
@@ -165,13 +172,13 @@ class VerifyStage:
 
     # -- results ----------------------------------------------------------------------------------
     def _runs_by_design(self, grid) -> dict[str, dict[Any, list[dict[str, Any]]]]:
-        """Each design's finished runs, grouped by learning rate (one group under PBT)."""
+        """Each design's finished runs, grouped by learning rate (one group unless a sweep)."""
         by_design: dict[str, dict[Any, list[dict[str, Any]]]] = {}
         for result in grid:
             if result.config is None or not result.metrics:
                 continue
             run = result.config["run"]
-            lr_key = result.config["lr"] if self.ctx.verify.search == "sweep" else "pbt"
+            lr_key = result.config["lr"] if self.ctx.verify.search == "sweep" else "one"
             metrics = dict(result.metrics)
             frame = result.metrics_dataframe
             metrics["history"] = [{"eval_loss": m} for m in (frame["eval_loss"].dropna().tolist()

@@ -493,10 +493,13 @@ function renderCandidate(c, lineage) {
     .filter((stage) => c[stage].fitness !== null && c[stage].fitness !== undefined)
     .map((stage) => `${stage}: ${describeParts(c[stage].fitness_parts || {}) || fmt(c[stage].fitness)}`)
     .join(" | ") || "no fitness yet";
-  // verify: each seed, tested one-sided over the training runs (difference, 95 % interval, p)
+  // verify: each seed, tested one-sided over the independent training runs (difference, 95 % interval, p);
+  // runs PBT made share weights are one sample: "n=2 of 3 runs"
+  const sample = (t) => (t.n && t.runs && (t.n[0] !== t.runs[0] || t.n[1] !== t.runs[1]))
+    ? `, n=${t.n[0]} of ${t.runs[0]} runs vs ${t.n[1]} of ${t.runs[1]}` : "";
   const interval = (t) => (t.diff === null || t.diff === undefined) ? "—"
     : `${t.diff >= 0 ? "+" : ""}${t.diff.toFixed(4)}` + (t.ci ? ` [${t.ci[0].toFixed(4)}, ${t.ci[1].toFixed(4)}]` : "")
-      + (t.p === null || t.p === undefined ? ` (no test: ${t.why_no_test || "?"})` : ` p=${t.p.toFixed(3)}`);
+      + (t.p === null || t.p === undefined ? ` (no test: ${t.why_no_test || "?"}${sample(t)})` : ` p=${t.p.toFixed(3)}${sample(t)}`);
   const tests = (c.verify.fitness_parts || {}).tests || {};
   $("cv-tests").replaceChildren(...Object.entries(tests).map(([seed, t]) => h("div", {
     class: t.beats ? "" : "muted",
