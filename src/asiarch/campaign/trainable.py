@@ -133,11 +133,9 @@ def _lineage_metrics(lineage: dict[str, Any]) -> dict[str, int]:
 
 
 def _train_candidate(config: dict[str, Any], scale: ScaleConfig, data: TrialData, state: dict[str, Any] | None,
-                     downstream: bool, options: SandboxOptions | None, rung_tokens: Sequence[int] = (),
-                     budget: ParameterBudget | None = None, lineage: dict[str, Any] | None = None) -> None:
+                     downstream: bool, options: SandboxOptions | None, rung_tokens: Sequence[int],
+                     budget: ParameterBudget | None, lineage: dict[str, Any]) -> None:
     """A candidate trains only in the sandbox (``asiarch.train.sandboxed``); this process never loads its code."""
-    lineage = lineage or {"design": config.get("design"), "training_seed": scale.train.seed,
-                          "weights_of": scale.train.seed, "clones": 0}
 
     def report(metrics: dict[str, float], checkpoint_file: str) -> None:
         _report_with_checkpoint(metrics, scale, lambda path: shutil.copyfile(checkpoint_file, path), lineage)
@@ -150,7 +148,8 @@ def _train_candidate(config: dict[str, Any], scale: ScaleConfig, data: TrialData
         tune.report({"code_error": outcome["code_error"], "tokens_seen": outcome.get("tokens_seen", 0)})
         return
     if "qa_stopped" in outcome:  # too slow against its seed: stopped as it stands, like an ASHA stop
-        tune.report({**outcome["last"], "qa_stopped": outcome["qa_stopped"], "total_steps": scale.train.steps})
+        tune.report({**outcome["last"], **_lineage_metrics(lineage), "qa_stopped": outcome["qa_stopped"],
+                     "total_steps": scale.train.steps})
         return
     final = {**_final_report(outcome["final"], scale, candidate=True), **_lineage_metrics(lineage)}
     if qa is not None and qa.notes:

@@ -1,10 +1,11 @@
 """The verify stage: promoted candidates and every seed → Tune + PBT per design → scored → Analyst.
 
 The top ``verify.top_fraction`` of explore's finishers are promoted; they and every seed
-train at the verify scale on each of ``verify.training_seeds``, with PBT over the
-learning rate within each design (or a learning-rate grid, or the scale's rate). Each design's result is the
-mean over its independent training runs at its best learning rate (PBT's clones share weights: one sample); ``scoring`` gives the verify
-fitness against the anchor seed and which seeds it beats; the Analyst reads the result.
+train at the verify scale on each of ``verify.training_seeds``: at the scale's learning rate
+(``verify.search: fixed``), with PBT over it within each design, or on a grid of rates. Each
+design's result is the mean over its independent training runs at its best learning rate
+(runs PBT made share weights are one sample); ``scoring`` gives the verify fitness against
+the anchor seed and which seeds it beats; the Analyst reads the result.
 """
 
 from __future__ import annotations
@@ -86,14 +87,10 @@ class VerifyStage:
 
         ctx, v, scale = self.ctx, self.ctx.verify, self.scale
         lr = scale.train.lr
+        param_space, scheduler = {"run": tune.grid_search(runs), "stage": "verify", "lr": lr}, None
         if v.search == "sweep":
-            param_space = {"run": tune.grid_search(runs), "stage": "verify",
-                           "lr": tune.grid_search([lr * m for m in v.lr_multipliers])}
-            scheduler = None
-        elif v.search == "fixed":
-            param_space, scheduler = {"run": tune.grid_search(runs), "stage": "verify", "lr": lr}, None
-        else:
-            param_space = {"run": tune.grid_search(runs), "stage": "verify", "lr": lr}
+            param_space["lr"] = tune.grid_search([lr * m for m in v.lr_multipliers])
+        elif v.search == "pbt":
             scheduler = verify_scheduler(int(v.perturbation_fraction * scale.train.steps) * tokens_per_step(scale),
                                          tune.loguniform(lr * v.lr_bounds[0], lr * v.lr_bounds[1]),
                                          group_of=_design_of)
