@@ -436,3 +436,33 @@ def test_the_default_verify_trains_independent_runs_at_the_scales_lr(campaign_ru
     (verified,) = Memory(third.memory_uri, read_only=True).list_candidates(campaign=third.name, kind="candidate")
     test = verified.verify.fitness_parts["tests"]["deltanet"]
     assert test["loss"]["n"] == test["loss"]["runs"] == [3, 3] and verified.verify.benchmarks["independent_runs"] == 3
+
+
+def test_pbt_with_a_population_per_training_seed_keeps_the_seeds_independent(campaign_run):
+    """`verify.pbt_population=seed`: each training seed is a population started on lr_multipliers; PBT clones only
+    within it, and each seed's result is its best member's, so the tests see one independent run per seed."""
+    campaign, _, _, root = campaign_run
+    overrides = [o for o in TINY if not o.startswith("verify.search=")]
+    fourth = Campaign(overrides=[*overrides, "verify.search=pbt", "verify.pbt_population=seed",
+                                 "verify.training_seeds=[0,1]", "verify.lr_multipliers=[0.5,2.0]",
+                                 "campaign.max_candidates=1", f"run.output_dir={root / 'runs'}", "campaign.resume=never",
+                                 "explore.grace_fraction=1.0", "campaign.engineers=1"],
+                      llm=OfflineBackend(seed=3))
+    fourth.run()
+    verify = fourth.paths.tune / "verify"
+    finals: dict[tuple[str, int], list[float]] = {}
+    for trial in verify.glob("*/params.json"):
+        run = json.loads(trial.read_text())["run"]
+        final = json.loads((trial.parent / "result.json").read_text().splitlines()[-1])
+        assert final["weights_of"] == run["training_seed"]  # no clone crossed seeds
+        finals.setdefault((run["name"], run["training_seed"]), []).append(final["eval_loss"])
+    assert sorted(len(v) for v in finals.values()) == [2, 2, 2, 2]  # 2 designs x 2 seeds, 2 members each
+    policy = verify / "pbt_global.txt"
+    for _, _, _, _, source, new in [json.loads(line) for line in policy.read_text().splitlines()] if policy.exists() else []:
+        assert source["run"] == new["run"]
+    memory = Memory(fourth.memory_uri, read_only=True)
+    (verified,) = memory.list_candidates(campaign=fourth.name, kind="candidate")
+    stored = sorted(r["eval_loss"] for r in verified.verify.benchmarks["runs"])
+    assert stored == pytest.approx(sorted(min(finals[verified.name, s]) for s in (0, 1)))  # each seed's best member
+    test = verified.verify.fitness_parts["tests"]["deltanet"]
+    assert test["loss"]["n"] == test["loss"]["runs"] == [2, 2]

@@ -110,6 +110,55 @@ def test_pbt_clones_within_a_design_and_members_keep_their_identity(local_ray, t
     assert not list((tmp_path / "pbt").glob("*/checkpoint_*")), "finished trials left checkpoints behind"
 
 
+def test_pbt_per_training_seed_clones_only_within_a_seed(local_ray, tmp_path):
+    """``verify.pbt_population=seed``: each training seed of a design is its own population of learning rates,
+    so a clone never carries one seed's weights into another's run and the seeds stay independent samples."""
+    from asiarch.campaign.verify import _design_and_seed_of
+
+    runs = [{"design": "alpha", "training_seed": seed} for seed in (0, 1)]
+    scheduler = verify_scheduler(PERTURB_EVERY * TOKENS_PER_STEP, tune.loguniform(0.02, 0.5),
+                                 group_of=_design_and_seed_of)
+    tuner = tune.Tuner(
+        tune.with_resources(member, {"cpu": 1}),
+        param_space={"run": tune.grid_search(runs), "lr": tune.grid_search([0.02, 0.3])},  # a slow and a fast member
+        tune_config=tune.TuneConfig(scheduler=scheduler, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name="pbt-seed", storage_path=str(tmp_path), verbose=0, failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=pbt_checkpoints_to_keep(PERTURB_EVERY, 1))),
+    )
+    grid = tuner.fit()
+    assert not grid.errors, grid.errors
+    assert sum(int(r.metrics_dataframe["cloned"].sum()) for r in grid) == 0  # no member took another seed's weights
+    policy = [json.loads(line) for line in (tmp_path / "pbt-seed" / "pbt_global.txt").read_text().splitlines()]
+    assert policy, "the slow member of a seed never cloned the fast one"
+    for _, _, _, _, source, new in policy:
+        assert source["run"] == new["run"]  # same design, same training seed: only the learning rate came along
+
+
+def test_pbt_per_training_seed_keeps_each_seeds_best_member_and_counts_every_members_time():
+    from asiarch.campaign.settings import VerifySettings
+    from asiarch.campaign.verify import VerifyStage
+
+    def result(seed, lr, loss, seconds):
+        return SimpleNamespace(config={"run": {"design": "alpha", "training_seed": seed}, "lr": lr},
+                               metrics={"eval_loss": loss, "time_total_s": seconds, "weights_of": seed},
+                               metrics_dataframe=None)
+
+    grid = [result(0, 0.01, 3.40, 10.0), result(0, 0.02, 3.35, 11.0), result(1, 0.01, 3.30, 12.0),
+            result(1, 0.02, 3.45, 13.0)]
+    stage = VerifyStage.__new__(VerifyStage)
+    stage.ctx = SimpleNamespace(verify=VerifySettings(search="pbt", pbt_population="seed"))
+    (runs,) = stage._runs_by_design(grid)["alpha"].values()
+    assert [(r["weights_of"], r["eval_loss"], r["train_seconds"]) for r in runs] == [(0, 3.35, 21.0), (1, 3.30, 25.0)]
+    stage.ctx = SimpleNamespace(verify=VerifySettings(search="pbt"))  # one population per design: every run kept
+    (runs,) = stage._runs_by_design(grid)["alpha"].values()
+    assert len(runs) == 4
+    with pytest.raises(ValueError, match="verify.pbt_population must be one of design, seed"):
+        VerifySettings(pbt_population="trial")
+    with pytest.raises(ValueError, match="at least two"):
+        VerifySettings(search="pbt", pbt_population="seed", lr_multipliers=[1.0])
+
+
 DESIGN_LOSS = {"d0": 1.0, "d1": 2.0, "d2": 3.0, "d3": 0.5, "d4": 1.5}
 
 

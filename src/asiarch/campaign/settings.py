@@ -67,6 +67,9 @@ class ExploreSettings:
 # runs by lineage); sweep: a grid of learning rates, each on every training seed; fixed: the scale's learning rate
 # on every training seed, each run independent
 VERIFY_SEARCHES = ("pbt", "sweep", "fixed")
+# pbt's populations: one per design (its training seeds; a clone shares weights across seeds) or one per training seed
+# (members started on lr_multipliers; clones stay within the seed, which keeps the seeds independent)
+PBT_POPULATIONS = ("design", "seed")
 
 
 @dataclass
@@ -79,10 +82,17 @@ class VerifySettings:
     lr_multipliers: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     perturbation_fraction: float = 0.25
     lr_bounds: list[float] = field(default_factory=lambda: [0.2, 5.0])
+    pbt_population: str = "design"  # one of PBT_POPULATIONS
 
     def __post_init__(self) -> None:
         if self.search not in VERIFY_SEARCHES:
             raise ValueError(f"verify.search must be one of {', '.join(VERIFY_SEARCHES)}, got {self.search!r}")
+        if self.pbt_population not in PBT_POPULATIONS:
+            raise ValueError(f"verify.pbt_population must be one of {', '.join(PBT_POPULATIONS)}, "
+                             f"got {self.pbt_population!r}")
+        if self.search == "pbt" and self.pbt_population == "seed" and len(self.lr_multipliers) < 2:
+            raise ValueError("verify.pbt_population=seed starts each training seed's population on lr_multipliers: "
+                             f"give at least two, got {self.lr_multipliers}")
         if not 0 <= self.top_fraction <= 1:
             raise ValueError(f"verify.top_fraction must be in [0, 1], got {self.top_fraction}")
         if len(self.training_seeds) < 1 or len(set(self.training_seeds)) != len(self.training_seeds):

@@ -27,11 +27,16 @@ from asiarch.campaign.placement import on_this_node
 
 
 SEARCH_TEXT = {"pbt": "PBT over the learning rate (runs that clone another's weights count as one in the tests)",
+               "pbt/seed": "PBT over the learning rate within each training seed (each seed's result is its best member's)",
                "sweep": "learning-rate sweep", "fixed": "the scale's learning rate, every run independent"}
 
 
 def _design_of(config: dict[str, Any]) -> str:
     return config["run"]["design"]
+
+
+def _design_and_seed_of(config: dict[str, Any]) -> str:
+    return f"{config['run']['design']}/s{config['run']['training_seed']}"
 
 
 def _run_verify_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], data: dict[str, TrialData],
@@ -88,12 +93,13 @@ class VerifyStage:
         ctx, v, scale = self.ctx, self.ctx.verify, self.scale
         lr = scale.train.lr
         param_space, scheduler = {"run": tune.grid_search(runs), "stage": "verify", "lr": lr}, None
-        if v.search == "sweep":
+        per_seed = v.search == "pbt" and v.pbt_population == "seed"
+        if v.search == "sweep" or per_seed:
             param_space["lr"] = tune.grid_search([lr * m for m in v.lr_multipliers])
-        elif v.search == "pbt":
+        if v.search == "pbt":
             scheduler = verify_scheduler(int(v.perturbation_fraction * scale.train.steps) * tokens_per_step(scale),
                                          tune.loguniform(lr * v.lr_bounds[0], lr * v.lr_bounds[1]),
-                                         group_of=_design_of)
+                                         group_of=_design_and_seed_of if per_seed else _design_of)
         trainable = tune.with_resources(
             tune.with_parameters(_run_verify_trial, scales={"verify": scale}, data={"verify": self.data["verify"]},
                                  downstream=self._downstream(), sandbox=ctx.sandbox, budget=ctx.parameter_budget),
@@ -123,7 +129,9 @@ class VerifyStage:
         v = self.ctx.verify
         # pbt: runs cached before the trainable kept lineages cannot say which shared weights: not reused
         search = ({"lr_multipliers": list(v.lr_multipliers)} if v.search == "sweep" else {} if v.search == "fixed" else
-                  {"perturbation_fraction": v.perturbation_fraction, "lr_bounds": list(v.lr_bounds), "lineage": True})
+                  {"perturbation_fraction": v.perturbation_fraction, "lr_bounds": list(v.lr_bounds), "lineage": True,
+                   **({"population": "seed", "lr_multipliers": list(v.lr_multipliers)}
+                      if v.pbt_population == "seed" else {})})
         return {"stage": "verify", "training_seeds": list(v.training_seeds), "search": v.search, **search}
 
     def _downstream(self) -> bool:
@@ -159,7 +167,7 @@ class VerifyStage:
         tuner = self._tuner(runs)
         ctx.console.print(f"verify: {len(promoted)} candidate(s) and {len(to_train)} seed(s) x "
                           f"{len(v.training_seeds)} training seed(s) at {self.scale.name}, {self.scale.train.steps} steps, "
-                          f"{SEARCH_TEXT[v.search]}")
+                          f"{SEARCH_TEXT[v.search + ('/seed' if v.search == 'pbt' and v.pbt_population == 'seed' else '')]}")
         grid = fit_through_node_losses(tuner, lambda: self._tuner(runs), ctx, "verify")
         unfinished = [r for r in grid if r.error is None and not (r.metrics or {}).get("final")
                       and not (r.metrics or {}).get("code_error")]
@@ -169,19 +177,35 @@ class VerifyStage:
 
     # -- results ----------------------------------------------------------------------------------
     def _runs_by_design(self, grid) -> dict[str, dict[Any, list[dict[str, Any]]]]:
-        """Each design's finished runs, grouped by learning rate (one group unless a sweep)."""
+        """Each design's finished runs, grouped by learning rate (one group unless a sweep). Under PBT with a
+        population per training seed each seed gives one run, its best member's (the lowest final eval loss)."""
+        v = self.ctx.verify
+        per_seed = v.search == "pbt" and v.pbt_population == "seed"
         by_design: dict[str, dict[Any, list[dict[str, Any]]]] = {}
+        best: dict[tuple[str, Any], dict[str, Any]] = {}
+        population_seconds: dict[tuple[str, Any], float] = {}  # every member's device time counts
         for result in grid:
             if result.config is None or not result.metrics:
                 continue
             run = result.config["run"]
-            lr_key = result.config["lr"] if self.ctx.verify.search == "sweep" else "one"
+            lr_key = result.config["lr"] if v.search == "sweep" else "one"
             metrics = dict(result.metrics)
             frame = result.metrics_dataframe
             metrics["history"] = [{"eval_loss": m} for m in (frame["eval_loss"].dropna().tolist()
                                                              if frame is not None and "eval_loss" in frame else [])]
             metrics["train_seconds"] = metrics.get("time_total_s", 0.0)
+            if per_seed:
+                key = (run["design"], run["training_seed"])
+                population_seconds[key] = population_seconds.get(key, 0.0) + float(metrics["train_seconds"] or 0.0)
+                loss = metrics.get("eval_loss")
+                if key not in best or (loss is not None and (best[key].get("eval_loss") is None
+                                                             or loss < best[key]["eval_loss"])):
+                    best[key] = metrics
+                continue
             by_design.setdefault(run["design"], {}).setdefault(lr_key, []).append(metrics)
+        for key, metrics in sorted(best.items(), key=lambda item: str(item[0])):
+            by_design.setdefault(key[0], {}).setdefault("one", []).append(
+                {**metrics, "train_seconds": population_seconds[key]})
         return by_design
 
     @staticmethod
@@ -216,7 +240,7 @@ class VerifyStage:
             if c.stage == "verify" and c.status != Status.PROMOTED:
                 continue  # recorded before a restart
             runs = self._best_runs(by_design.get(c.id, {}))
-            seconds = sum(float(r.get("time_total_s") or 0.0) for rs in by_design.get(c.id, {}).values() for r in rs)
+            seconds = sum(float(r.get("train_seconds") or 0.0) for rs in by_design.get(c.id, {}).values() for r in rs)
             if not runs:
                 ray.get(ctx.writer.update_candidate.remote(c.id, stage="verify", status=Status.FAILED,
                                                            status_reason="no verify run finished"))
