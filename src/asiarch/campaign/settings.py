@@ -84,13 +84,18 @@ class VerifySettings:
     lr_bounds: list[float] = field(default_factory=lambda: [0.2, 5.0])
     pbt_population: str = "design"  # one of PBT_POPULATIONS
 
+    @property
+    def pbt_per_seed(self) -> bool:
+        """PBT with a population per training seed (``pbt_population: seed``)."""
+        return self.search == "pbt" and self.pbt_population == "seed"
+
     def __post_init__(self) -> None:
         if self.search not in VERIFY_SEARCHES:
             raise ValueError(f"verify.search must be one of {', '.join(VERIFY_SEARCHES)}, got {self.search!r}")
         if self.pbt_population not in PBT_POPULATIONS:
             raise ValueError(f"verify.pbt_population must be one of {', '.join(PBT_POPULATIONS)}, "
                              f"got {self.pbt_population!r}")
-        if self.search == "pbt" and self.pbt_population == "seed" and len(self.lr_multipliers) < 2:
+        if self.pbt_per_seed and len(self.lr_multipliers) < 2:
             raise ValueError("verify.pbt_population=seed starts each training seed's population on lr_multipliers: "
                              f"give at least two, got {self.lr_multipliers}")
         if not 0 <= self.top_fraction <= 1:

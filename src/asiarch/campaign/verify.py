@@ -93,13 +93,12 @@ class VerifyStage:
         ctx, v, scale = self.ctx, self.ctx.verify, self.scale
         lr = scale.train.lr
         param_space, scheduler = {"run": tune.grid_search(runs), "stage": "verify", "lr": lr}, None
-        per_seed = v.search == "pbt" and v.pbt_population == "seed"
-        if v.search == "sweep" or per_seed:
+        if v.search == "sweep" or v.pbt_per_seed:
             param_space["lr"] = tune.grid_search([lr * m for m in v.lr_multipliers])
         if v.search == "pbt":
             scheduler = verify_scheduler(int(v.perturbation_fraction * scale.train.steps) * tokens_per_step(scale),
                                          tune.loguniform(lr * v.lr_bounds[0], lr * v.lr_bounds[1]),
-                                         group_of=_design_and_seed_of if per_seed else _design_of)
+                                         group_of=_design_and_seed_of if v.pbt_per_seed else _design_of)
         trainable = tune.with_resources(
             tune.with_parameters(_run_verify_trial, scales={"verify": scale}, data={"verify": self.data["verify"]},
                                  downstream=self._downstream(), sandbox=ctx.sandbox, budget=ctx.parameter_budget),
@@ -127,11 +126,14 @@ class VerifyStage:
     def _protocol(self) -> dict[str, Any]:
         """What besides the scale makes a seed's verify runs the same measurement in another campaign."""
         v = self.ctx.verify
-        # pbt: runs cached before the trainable kept lineages cannot say which shared weights: not reused
-        search = ({"lr_multipliers": list(v.lr_multipliers)} if v.search == "sweep" else {} if v.search == "fixed" else
-                  {"perturbation_fraction": v.perturbation_fraction, "lr_bounds": list(v.lr_bounds), "lineage": True,
-                   **({"population": "seed", "lr_multipliers": list(v.lr_multipliers)}
-                      if v.pbt_population == "seed" else {})})
+        search: dict[str, Any] = {}
+        if v.search == "sweep":
+            search = {"lr_multipliers": list(v.lr_multipliers)}
+        elif v.search == "pbt":
+            # runs cached before the trainable kept lineages cannot say which shared weights: not reused
+            search = {"perturbation_fraction": v.perturbation_fraction, "lr_bounds": list(v.lr_bounds), "lineage": True}
+            if v.pbt_per_seed:
+                search.update(population="seed", lr_multipliers=list(v.lr_multipliers))
         return {"stage": "verify", "training_seeds": list(v.training_seeds), "search": v.search, **search}
 
     def _downstream(self) -> bool:
@@ -167,7 +169,7 @@ class VerifyStage:
         tuner = self._tuner(runs)
         ctx.console.print(f"verify: {len(promoted)} candidate(s) and {len(to_train)} seed(s) x "
                           f"{len(v.training_seeds)} training seed(s) at {self.scale.name}, {self.scale.train.steps} steps, "
-                          f"{SEARCH_TEXT[v.search + ('/seed' if v.search == 'pbt' and v.pbt_population == 'seed' else '')]}")
+                          f"{SEARCH_TEXT['pbt/seed' if v.pbt_per_seed else v.search]}")
         grid = fit_through_node_losses(tuner, lambda: self._tuner(runs), ctx, "verify")
         unfinished = [r for r in grid if r.error is None and not (r.metrics or {}).get("final")
                       and not (r.metrics or {}).get("code_error")]
@@ -180,7 +182,6 @@ class VerifyStage:
         """Each design's finished runs, grouped by learning rate (one group unless a sweep). Under PBT with a
         population per training seed each seed gives one run, its best member's (the lowest final eval loss)."""
         v = self.ctx.verify
-        per_seed = v.search == "pbt" and v.pbt_population == "seed"
         by_design: dict[str, dict[Any, list[dict[str, Any]]]] = {}
         best: dict[tuple[str, Any], dict[str, Any]] = {}
         population_seconds: dict[tuple[str, Any], float] = {}  # every member's device time counts
@@ -194,7 +195,7 @@ class VerifyStage:
             metrics["history"] = [{"eval_loss": m} for m in (frame["eval_loss"].dropna().tolist()
                                                              if frame is not None and "eval_loss" in frame else [])]
             metrics["train_seconds"] = metrics.get("time_total_s", 0.0)
-            if per_seed:
+            if v.pbt_per_seed:
                 key = (run["design"], run["training_seed"])
                 population_seconds[key] = population_seconds.get(key, 0.0) + float(metrics["train_seconds"] or 0.0)
                 loss = metrics.get("eval_loss")
