@@ -18,9 +18,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from statistics import NormalDist
 
 import pytest
+from scipy.stats import t as student_t
 import ray
 from ray import cloudpickle
 
@@ -193,14 +193,15 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
         anchor_loss = then["eval_loss"] if early else anchor.eval_loss
         assert parts.get("compared_at_step") == (parts["reached_step"] if early else None)
         assert parts["anchor"]["eval_loss"] == pytest.approx(anchor_loss)
-        # the default fitness reads deltas against the anchor's spread over its three explore training seeds
-        assert len(anchor.benchmarks["runs"]) == 3 and parts["formula"] == "noise_aware"
+        # the default fitness reads deltas against the anchor's spread over its five explore training seeds
+        assert len(anchor.benchmarks["runs"]) == len(campaign.explore_settings.anchor_seeds) == 5
+        assert parts["formula"] == "noise_aware"
         recomputed = scoring.score(noise_aware_fitness, c.name, c.explore, scoring.anchor_of("deltanet", anchor),
                                    c.judge["overall"], "explore", chance=scoring.benchmark_chance(campaign.scale),
                                    stopped_at=parts["reached_step"] if early else None)
         assert c.fitness == pytest.approx(recomputed.value)
         losses = [row[1] for r in anchor.benchmarks["runs"] for row in r["curve"] if row[0] == parts["reached_step"]]
-        assert len(losses) == 3 and parts["noise_sd"].get("loss") == pytest.approx(scoring.std(losses))
+        assert len(losses) == 5 and parts["noise_sd"].get("loss") == pytest.approx(scoring.std(losses))
         assert parts["early_stopped"] == (c.status == "stopped" or early)
         # the final table says at which step a stopped design's explore numbers were taken
         assert table_steps[c.id].split()[0] == (f"{parts['reached_step']}/{parts['total_steps']}" if early
@@ -238,9 +239,10 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
         last, left_out = finishers[len(promoted) - 1], finishers[len(promoted)]
         assert (cut["promoted"], cut["left_out"]) == (last.name, left_out.name)
         assert cut["loss_gap"] == pytest.approx(left_out.explore.eval_loss - last.explore.eval_loss)
-        assert cut["noise_sd"] == pytest.approx(scoring.std(scoring.run_values(seeds[0].explore, "eval_loss")))
+        anchor_runs = scoring.run_values(seeds[0].explore, "eval_loss")
+        assert cut["noise_sd"] == pytest.approx(scoring.std(anchor_runs)) and cut["noise_runs"] == len(anchor_runs)
         z = cut["loss_gap"] / (math.sqrt(2) * cut["noise_sd"])  # two single runs: the gap's sd is sqrt(2) x noise
-        assert cut["p"] == pytest.approx(1 - NormalDist().cdf(z))
+        assert cut["p"] == pytest.approx(student_t.sf(z, len(anchor_runs) - 1))  # the sd is an estimate: t, not normal
     else:
         assert cut is None
     # ASHA's rung evaluation of every candidate trial was scored outside the candidate's process (explore: 12
@@ -393,7 +395,7 @@ def test_a_second_campaign_at_the_same_scale_trains_no_seed(campaign_run):
     """
     campaign, _, _, root = campaign_run
     cached = list((root / "runs" / "baselines").glob("deltanet-s*.json"))
-    assert len(cached) == 3  # explore.anchor_seeds
+    assert len(cached) == len(campaign.explore_settings.anchor_seeds) == 5  # the default explore.anchor_seeds
     (verify_entry,) = (root / "runs" / "baselines").glob("deltanet-verify-*.json")
     assert len(json.loads(verify_entry.read_text())) == 3  # verify.training_seeds
     again = Campaign(overrides=[*TINY, "campaign.max_candidates=1", f"run.output_dir={root / 'runs'}",

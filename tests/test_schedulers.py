@@ -343,8 +343,8 @@ class AnchoredRuling:
 def test_the_campaign_referee_spares_stops_within_the_anchors_noise(local_ray, tmp_path):
     from asiarch.campaign.schedulers import PipelineRungReferee
 
-    # three anchor runs evaluated at each step with losses 1.0, 1.5, 2.0: sd 0.5 there
-    anchor = {"run_curves": [[[step, loss, 0.0] for step in range(1, 10)] for loss in (1.0, 1.5, 2.0)]}
+    # three anchor runs evaluated at each step with losses 1.0, 1.25, 1.5: sd 0.25 there, read with 2 df
+    anchor = {"run_curves": [[[step, loss, 0.0] for step in range(1, 10)] for loss in (1.0, 1.25, 1.5)]}
     ruling = AnchoredRuling.options(name="pipeline-under-test", namespace="rungs").remote(anchor)
     referee = PipelineRungReferee("pipeline-under-test", "rungs", significance=0.05)
     scheduler, grid = asha_over_the_ladder(referee, tmp_path)
@@ -352,7 +352,8 @@ def test_the_campaign_referee_spares_stops_within_the_anchors_noise(local_ray, t
     rulings = ray.get(ruling.seen.remote())
     assert rulings and {j["stood"] for _, j in rulings} == {True, False}  # this ladder has both kinds
     for design, judged in rulings:
-        assert judged["noise_sd"] == pytest.approx(0.5) and judged["stood"] == (judged["p"] < 0.05)
+        assert judged["noise_sd"] == pytest.approx(0.25) and judged["noise_runs"] == 3
+        assert judged["stood"] == (judged["p"] < 0.05)
         if judged["stood"]:
             assert reached[design] == judged["step"]  # stopped where the referee let it
         else:

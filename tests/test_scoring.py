@@ -211,24 +211,32 @@ def test_a_stopped_design_is_scored_against_the_anchor_at_the_same_step():
 
 def test_an_asha_stop_says_how_far_behind_the_cutoff_it_was_in_anchor_noise():
     rung = {"metric": "eval_loss", "mode": "min", "value": 4.30, "cutoff": 4.20, "designs": 5, "step": 96}
-    sure = scoring.rung_confidence(rung, noise_sd=0.02)
+    sure = scoring.rung_confidence(rung, noise_sd=0.02, noise_runs=10)
     assert sure["behind"] == pytest.approx(0.10) and sure["behind_sd"] == pytest.approx(5.0)
-    assert sure["p"] < 0.001  # 5 sd behind: the cut was sure
-    coin = scoring.rung_confidence({**rung, "value": 4.205}, noise_sd=0.02)
+    assert sure["p"] < 0.005  # 5 sd behind, the sd from 10 runs: the cut was sure
+    # the same gap against an sd read from 3 runs (2 degrees of freedom) is far less sure
+    assert 0.01 < scoring.rung_confidence(rung, 0.02, 3)["p"] == pytest.approx(stats.t.sf(5 / math.sqrt(2), 2))
+    coin = scoring.rung_confidence({**rung, "value": 4.205}, noise_sd=0.02, noise_runs=3)
     assert 0.4 < coin["p"] < 0.5 and coin["behind_sd"] == pytest.approx(0.25)  # within noise: nearly a coin flip
     assert "anchor sd behind" in scoring.rung_text(coin) and "5 design(s)" in scoring.rung_text(coin)
-    unknown = scoring.rung_confidence(rung, noise_sd=None)
+    assert "the sd over 3 anchor runs" in scoring.rung_text(coin)
+    unknown = scoring.rung_confidence(rung, noise_sd=None, noise_runs=0)
     assert unknown["p"] is None and unknown["behind_sd"] is None and "no spread" in scoring.rung_text(unknown)
-    higher_is_better = scoring.rung_confidence({**rung, "mode": "max", "value": 0.10, "cutoff": 0.30}, noise_sd=0.1)
+    assert scoring.rung_confidence(rung, 0.02, 1)["p"] is None  # one run has no spread to read
+    higher_is_better = scoring.rung_confidence({**rung, "mode": "max", "value": 0.10, "cutoff": 0.30}, 0.1, 3)
     assert higher_is_better["behind"] == pytest.approx(0.20) and higher_is_better["p"] < 0.5
 
 
 def test_an_asha_stop_stands_only_beyond_the_anchors_noise():
     rung = {"metric": "eval_loss", "mode": "min", "value": 4.30, "cutoff": 4.20, "designs": 5, "step": 96}
-    sure, coin = scoring.rung_confidence(rung, 0.02), scoring.rung_confidence({**rung, "value": 4.205}, 0.02)
+    sure, coin = scoring.rung_confidence(rung, 0.02, 3), scoring.rung_confidence({**rung, "value": 4.205}, 0.02, 3)
     assert scoring.rung_stands(sure, 0.05) and not scoring.rung_stands(coin, 0.05)
     assert scoring.rung_stands(coin, None)  # no rule: ASHA's stop as Tune made it
-    assert scoring.rung_stands(scoring.rung_confidence(rung, None), 0.05)  # no noise to read it against: it stands
+    assert scoring.rung_stands(scoring.rung_confidence(rung, None, 0), 0.05)  # no noise to read it against: it stands
+    # 3.5 anchor sd behind: a normal would call it sure (p 0.0067); with the sd from 3 runs it is not (p 0.066)
+    near = scoring.rung_confidence({**rung, "value": 4.27}, 0.02, 3)
+    assert near["p"] > 0.05 and not scoring.rung_stands(near, 0.05)
+    assert scoring.rung_stands(scoring.rung_confidence({**rung, "value": 4.27}, 0.02, 30), 0.05)
     assert not scoring.rung_stands(sure, sure["p"])  # "below" the level, not at it
     unchecked = {**sure, "decided_without_noise": True}
     assert "stood unchecked" in scoring.rung_text(unchecked) and "stood unchecked" not in scoring.rung_text(sure)
@@ -240,10 +248,11 @@ def test_the_referee_reads_a_stop_against_the_anchor_at_the_rungs_step():
     anchor = scoring.anchor_of("deltanet", scoring.stage_metrics(anchor_runs, "mqar_accuracy"))  # sd 0.2 at step 24
     rung = {"metric": "eval_loss", "mode": "min", "value": 5.05, "cutoff": 5.0, "designs": 3, "step": 24}
     coin = scoring.rule_on_rung(rung, anchor, 0.05)
-    assert coin["noise_sd"] == pytest.approx(0.2) and coin["p"] > 0.05 and not coin["stood"]
+    assert coin["noise_sd"] == pytest.approx(0.2) and coin["noise_runs"] == 3 and coin["p"] > 0.05 and not coin["stood"]
     assert not coin["decided_without_noise"] and coin["significance"] == 0.05
     far = scoring.rule_on_rung({**rung, "value": 6.0}, anchor, 0.05)
     assert far["behind_sd"] == pytest.approx(5.0) and far["p"] < 0.05 and far["stood"]
+    assert far["p"] == pytest.approx(stats.t.sf(5.0 / math.sqrt(2), 2))  # Student's t: the sd is from 3 runs
     assert scoring.rule_on_rung(rung, anchor, None)["stood"]  # the rule off: ASHA's stop
     early = scoring.rule_on_rung(rung, None, 0.05)  # the anchor still training
     assert early["stood"] and early["decided_without_noise"] and early["p"] is None
@@ -253,15 +262,21 @@ def test_the_referee_reads_a_stop_against_the_anchor_at_the_rungs_step():
 
 def test_the_promotion_cut_is_judged_against_the_anchors_noise():
     """p: the chance that two equal designs, one explore run each, show the gap at the cut."""
-    equal = scoring.promotion_cut(("a", 4.0), ("b", 4.0), 0.025)
+    equal = scoring.promotion_cut(("a", 4.0), ("b", 4.0), 0.025, 3)
     assert equal["p"] == pytest.approx(0.5) and equal["loss_gap"] == 0.0
-    clear = scoring.promotion_cut(("a", 3.90), ("b", 4.00), 0.025)  # 0.1 apart: 2.8 sd of a two-run gap
-    assert clear["p"] == pytest.approx(0.0023, abs=2e-4) and "separated them" in scoring.describe_cut(clear, 0.05)
-    reversed_ = scoring.promotion_cut(("a", 4.02), ("b", 4.00), 0.025)  # promoted on fitness with a higher loss
+    clear = scoring.promotion_cut(("a", 3.85), ("b", 4.00), 0.025, 3)  # 0.15 apart: 4.2 sd of a two-run gap
+    assert clear["p"] == pytest.approx(stats.t.sf(0.15 / (0.025 * math.sqrt(2)), 2))  # t, 2 df: about 0.026
+    close = scoring.promotion_cut(("a", 3.90), ("b", 4.00), 0.025, 3)  # 0.1 apart: 2.8 sd, p 0.053 with 2 df
+    assert close["p"] > 0.05 > stats.norm.sf(0.1 / (0.025 * math.sqrt(2)))  # where a normal would claim 0.0023
+    line = scoring.describe_cut(clear, 0.05)
+    assert "separated them" in line and "over 3 anchor runs" in line
+    assert "within the anchor's run-to-run noise" in scoring.describe_cut(clear, 0.01)
+    reversed_ = scoring.promotion_cut(("a", 4.02), ("b", 4.00), 0.025, 3)  # promoted on fitness with a higher loss
     assert reversed_["p"] > 0.5 and "within the anchor's run-to-run noise" in scoring.describe_cut(reversed_, 0.05)
-    unknown = scoring.promotion_cut(("a", 3.9), ("b", 4.0), None)
+    unknown = scoring.promotion_cut(("a", 3.9), ("b", 4.0), None, 0)
     assert unknown["p"] is None and "not judged" in scoring.describe_cut(unknown, 0.05)
-    assert scoring.promotion_cut(("a", None), ("b", 4.0), 0.02)["why"] == "an explore loss is missing"
+    assert scoring.promotion_cut(("a", 3.9), ("b", 4.0), 0.02, 1)["p"] is None  # one anchor run: no spread
+    assert scoring.promotion_cut(("a", None), ("b", 4.0), 0.02, 3)["why"] == "an explore loss is missing"
 
 
 def test_a_single_run_against_a_seeds_mean_is_read_against_the_seeds_spread_at_that_evaluation():
@@ -271,9 +286,14 @@ def test_a_single_run_against_a_seeds_mean_is_read_against_the_seeds_spread_at_t
     assert (better["verdict"], tie["verdict"], worse["verdict"]) == ("better beyond noise", "within noise",
                                                                       "worse beyond noise")
     assert better["their_loss"] == pytest.approx(4.02) and better["noise_sd"] == pytest.approx(0.02)
-    # the gap of one run against a mean of three has sd 0.02 x sqrt(1 + 1/3)
-    assert better["p_better"] == pytest.approx(stats.norm.sf(0.12 / (0.02 * math.sqrt(4 / 3))))
-    assert scoring.single_run_gap_p(0.12, 0.02) == pytest.approx(stats.norm.sf(0.12 / (0.02 * math.sqrt(2))))
+    # the gap of one run against a mean of three has sd 0.02 x sqrt(1 + 1/3), the sd read from those three
+    # runs: Student's t with 2 degrees of freedom (a prediction interval), not a normal
+    assert better["p_better"] == pytest.approx(stats.t.sf(0.12 / (0.02 * math.sqrt(4 / 3)), 2))
+    assert scoring.single_run_gap_p(0.12, 0.02, 3) == pytest.approx(stats.t.sf(0.12 / (0.02 * math.sqrt(2)), 2))
+    assert scoring.single_run_gap_p(0.12, 0.02, 10**6) == pytest.approx(stats.norm.sf(0.12 / (0.02 * math.sqrt(2))),
+                                                                       rel=1e-3)  # many runs: the sd is known
+    with pytest.raises(ValueError, match="at least two runs"):
+        scoring.single_run_gap_p(0.12, 0.02, 1)
     single = scoring.judged_gap(3.9, {"loss_curve": [5.0, 4.02], "run_curves": seed["run_curves"][:1]}, 2, 0.05)
     assert single["verdict"] == "noise not measured" and single["their_loss"] == pytest.approx(4.0)
     unrecorded = scoring.judged_gap(3.9, {"loss_curve": [5.0, 4.02]}, 2, 0.05)  # no runs kept: the mean curve

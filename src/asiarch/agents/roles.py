@@ -364,9 +364,10 @@ class Analyst(_Role):
             if view is not None:
                 equal = at_equal_progress(c.explore.loss_curve, r.explore.loss_curve)
                 if equal is not None and anchor is not None:  # two single runs, each with the anchor's spread
-                    sd = std(runs_at_evaluation(anchor, equal["evaluation"]))
-                    equal.update(noise_sd=None if sd is None else round(sd, 4),
-                                 verdict=gap_verdict(-equal["delta"], sd, 1, alpha)[1])
+                    runs = runs_at_evaluation(anchor, equal["evaluation"])
+                    sd = std(runs)
+                    equal.update(noise_sd=None if sd is None else round(sd, 4), noise_runs=len(runs),
+                                 verdict=gap_verdict(-equal["delta"], sd, len(runs), 1, alpha)[1])
                 view["candidate_vs_this_at_equal_progress"] = equal
             return view
 

@@ -381,7 +381,7 @@ class CampaignPipeline:
         rung = self._rung_stop(design) if early and c.status_reason.startswith(asha) else None
         if rung is not None:  # how sure ASHA's cut was: the gap to its cutoff against the anchor's noise there
             if rung.get("p") is None:  # decided before the anchor was measured: read it now, for the record
-                rung = scoring.rung_confidence(rung, scoring.rung_noise(rung, baseline))
+                rung = scoring.rung_confidence(rung, *scoring.rung_noise(rung, baseline))
             fitness.parts["asha_rung"] = rung
             changes["status_reason"] = c.status_reason.replace(asha, f"{asha} ({scoring.rung_text(rung)})", 1)
         with self.lock:

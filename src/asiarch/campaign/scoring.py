@@ -152,6 +152,7 @@ def anchor_of(name: str, metrics: StageMetrics) -> dict[str, Any]:
 
     return {"name": name, "eval_loss": metrics.eval_loss, "benchmark": metrics.benchmark,
             "mqar_accuracy": metrics.mqar_accuracy, "eval_loss_std": std(independent_values(metrics, "eval_loss")),
+            "eval_loss_runs": len(independent_values(metrics, "eval_loss")),
             "benchmark_std": std(independent_values(metrics, "benchmark")), "loss_curve": list(metrics.loss_curve),
             "wall_tokens_per_second": median_pace("wall_tokens_per_second"),
             "cpu_tokens_per_second": median_pace("cpu_tokens_per_second"),
@@ -169,17 +170,28 @@ def at_step(anchor: Mapping[str, Any], step: int) -> dict[str, Any] | None:
     if len(rows) < 2:
         return None
     losses, benches = [r[1] for r in rows], [r[2] for r in rows]
-    return {**anchor, "eval_loss": mean(losses), "eval_loss_std": std(losses), "benchmark": mean(benches),
+    finite = [v for v in losses if isinstance(v, (int, float)) and math.isfinite(v)]
+    return {**anchor, "eval_loss": mean(losses), "eval_loss_std": std(losses), "eval_loss_runs": len(finite),
+            "benchmark": mean(benches),
             "benchmark_std": std(benches), "step": int(step)}
 
 
-def single_run_gap_p(gap: float, noise_sd: float, other_runs: int = 1) -> float:
+def single_run_gap_p(gap: float, noise_sd: float, noise_runs: int, other_runs: int = 1) -> float:
     """The chance that two equal designs, one measured by a single training run and the other by the mean of
-    ``other_runs`` runs, each run with sd ``noise_sd``, show a gap of at least ``gap`` in the single run's favour
-    (the gap's sd is noise_sd x sqrt(1 + 1 / other_runs): sqrt(2) between two single runs). The rule behind
-    ASHA's stops (``rung_confidence``), verify's promotion cut (``promotion_cut``) and the Judge's reading of
-    a loss against a seed's (``judged_gap``)."""
-    return 0.5 * math.erfc(gap / (math.sqrt(2.0 * (1.0 + 1.0 / other_runs)) * noise_sd))
+    ``other_runs`` runs, show a gap of at least ``gap`` in the single run's favour, when the run-to-run sd is
+    ``noise_sd`` as estimated from ``noise_runs`` runs (the anchor's).
+
+    The gap's sd is noise_sd x sqrt(1 + 1 / other_runs) (sqrt(2) between two single runs), and since
+    ``noise_sd`` is itself an estimate, gap / that follows Student's t with ``noise_runs`` - 1 degrees of
+    freedom, not a normal: from the usual 3 anchor runs (2 df) a gap between two single runs of 3.5
+    noise sd reads p 0.066 where a normal would say 0.0067, and a stop at 0.05 needs 4.1 sd, not 2.3. The rule behind ASHA's stops (``rung_confidence``), verify's promotion cut
+    (``promotion_cut``) and the agents' reading of a loss against a seed's (``judged_gap``, ``gap_verdict``).
+    """
+    from scipy import stats
+
+    if noise_runs < 2:
+        raise ValueError(f"a run-to-run sd needs at least two runs, got {noise_runs}")
+    return float(stats.t.sf(gap / (math.sqrt(1.0 + 1.0 / other_runs) * noise_sd), noise_runs - 1))
 
 
 def runs_at_evaluation(seed: Mapping[str, Any], evaluation: int) -> list[float]:
@@ -189,16 +201,18 @@ def runs_at_evaluation(seed: Mapping[str, Any], evaluation: int) -> list[float]:
     return [float(r[1]) for r in rows if isinstance(r[1], (int, float)) and math.isfinite(r[1])]
 
 
-def gap_verdict(gap: float, noise_sd: float | None, other_runs: int, significance: float) -> tuple[float | None, str]:
+def gap_verdict(gap: float, noise_sd: float | None, noise_runs: int, other_runs: int,
+                significance: float) -> tuple[float | None, str]:
     """How a loss gap in one run's favour (``gap`` = other's loss - its loss) reads against run-to-run noise
-    ``noise_sd``: the chance that an equal design shows it (``single_run_gap_p``) and "better beyond noise",
-    "worse beyond noise" (one-sided at ``significance``), "within noise", or "noise not measured"."""
-    if not noise_sd:
+    ``noise_sd`` (estimated from ``noise_runs`` runs): the chance that an equal design shows it
+    (``single_run_gap_p``) and "better beyond noise", "worse beyond noise" (one-sided at ``significance``),
+    "within noise", or "noise not measured"."""
+    if not noise_sd or noise_runs < 2:
         return None, "noise not measured"
-    p_better = single_run_gap_p(gap, noise_sd, other_runs)
+    p_better = single_run_gap_p(gap, noise_sd, noise_runs, other_runs)
     if p_better < significance:
         return p_better, "better beyond noise"
-    if single_run_gap_p(-gap, noise_sd, other_runs) < significance:
+    if single_run_gap_p(-gap, noise_sd, noise_runs, other_runs) < significance:
         return p_better, "worse beyond noise"
     return p_better, "within noise"
 
@@ -215,7 +229,7 @@ def judged_gap(loss: float, seed: Mapping[str, Any], evaluation: int, significan
     out = {"evaluation": evaluation, "loss": loss, "their_loss": their, "noise_sd": sd, "runs": len(runs),
            "p_better": None, "verdict": "noise not measured"}
     if their is not None:
-        out["p_better"], out["verdict"] = gap_verdict(their - loss, sd, len(runs), significance)
+        out["p_better"], out["verdict"] = gap_verdict(their - loss, sd, len(runs), len(runs), significance)
     return out
 
 
@@ -228,21 +242,22 @@ def mqar_chance(scale: ScaleConfig) -> Chance:
                   trials=examples * m.num_kv_pairs)
 
 
-def rung_confidence(rung: Mapping[str, Any], noise_sd: float | None) -> dict[str, Any]:
+def rung_confidence(rung: Mapping[str, Any], noise_sd: float | None, noise_runs: int) -> dict[str, Any]:
     """How sure an ASHA stop was: the design's gap behind the rung's cutoff, against run-to-run noise.
 
     ``rung`` is what ``ExploreASHA`` noted (the design's metric, the cutoff it missed, the
-    designs that set it); ``noise_sd`` the anchor's spread over its training seeds at that
-    step. ``behind_sd`` is the gap in those sd; ``p`` the one-sided chance that a design
-    measured this far behind is as good as the cutoff when both are single runs with that
-    noise (the gap's sd is sqrt(2) x noise_sd). Small p: the cut was sure; p near 0.5: it was a coin.
+    designs that set it); ``noise_sd`` the anchor's spread over its ``noise_runs`` training
+    seeds at that step. ``behind_sd`` is the gap in those sd; ``p`` the one-sided chance that
+    a design measured this far behind is as good as the cutoff when both are single runs with
+    that noise (``single_run_gap_p``: Student's t, the sd being an estimate). Small p: the cut
+    was sure; p near 0.5: it was a coin.
     """
     sign = 1.0 if rung.get("mode", "min") == "min" else -1.0
     behind = sign * (float(rung["value"]) - float(rung["cutoff"]))
-    out = {**rung, "behind": behind, "noise_sd": noise_sd, "behind_sd": None, "p": None}
-    if noise_sd is None or not noise_sd > 0:
+    out = {**rung, "behind": behind, "noise_sd": noise_sd, "noise_runs": noise_runs, "behind_sd": None, "p": None}
+    if noise_sd is None or not noise_sd > 0 or noise_runs < 2:
         return {**out, "why": "no spread of the anchor at that step"}
-    return {**out, "behind_sd": behind / noise_sd, "p": single_run_gap_p(behind, noise_sd)}
+    return {**out, "behind_sd": behind / noise_sd, "p": single_run_gap_p(behind, noise_sd, noise_runs)}
 
 
 def rung_stands(judged: Mapping[str, Any], significance: float | None) -> bool:
@@ -255,12 +270,13 @@ def rung_stands(judged: Mapping[str, Any], significance: float | None) -> bool:
     return significance is None or judged.get("p") is None or judged["p"] < significance
 
 
-def rung_noise(rung: Mapping[str, Any], anchor: Mapping[str, Any] | None) -> float | None:
-    """The anchor's run-to-run spread of the rung's metric at the rung's step (eval loss only; None: unknown)."""
+def rung_noise(rung: Mapping[str, Any], anchor: Mapping[str, Any] | None) -> tuple[float | None, int]:
+    """The anchor's run-to-run spread of the rung's metric at the rung's step (eval loss only; None: unknown) and
+    how many runs it is read from."""
     if anchor is None or rung.get("metric") != "eval_loss":
-        return None
+        return None, 0
     then = at_step(anchor, rung.get("step") or 0)
-    return then and then["eval_loss_std"]
+    return (then["eval_loss_std"], then["eval_loss_runs"]) if then else (None, 0)
 
 
 def rule_on_rung(rung: Mapping[str, Any], anchor: Mapping[str, Any] | None,
@@ -271,7 +287,7 @@ def rule_on_rung(rung: Mapping[str, Any], anchor: Mapping[str, Any] | None,
     Without an anchor yet (it trains alongside the first trials unless the baseline cache
     has it) there is no noise to read: the stop stands, marked ``decided_without_noise``.
     """
-    judged = rung_confidence(rung, rung_noise(rung, anchor))
+    judged = rung_confidence(rung, *rung_noise(rung, anchor))
     return {**judged, "decided_without_noise": anchor is None, "significance": significance,
             "stood": rung_stands(judged, significance)}
 
@@ -282,7 +298,8 @@ def rung_text(rung: Mapping[str, Any]) -> str:
             f"{rung['designs']} design(s) that reached that rung before it")
     if rung.get("p") is None:
         return f"{head} ({rung.get('why', 'no noise estimate')})"
-    sure = f"{head}: {rung['behind_sd']:+.1f} anchor sd behind (p = {rung['p']:.2g} that it was as good)"
+    runs = f", the sd over {rung['noise_runs']} anchor runs" if rung.get("noise_runs") else ""
+    sure = f"{head}: {rung['behind_sd']:+.1f} anchor sd behind (p = {rung['p']:.2g} that it was as good{runs})"
     if rung.get("decided_without_noise"):
         return f"{sure}; the stop stood unchecked, the anchor's noise was not measured yet"
     return sure
@@ -327,25 +344,27 @@ def score(fitness_fn: FitnessFn, name: str, metrics: StageMetrics, anchor: Mappi
 
 
 def promotion_cut(last: tuple[str, float | None], first_left: tuple[str, float | None],
-                  noise_sd: float | None) -> dict[str, Any]:
+                  noise_sd: float | None, noise_runs: int) -> dict[str, Any]:
     """How sure verify's promotion cut was: the explore-loss gap between the last design promoted and the best one
-    left out, against the anchor's run-to-run noise at explore.
+    left out, against the anchor's run-to-run noise at explore (``noise_sd`` over its ``noise_runs`` runs).
 
     Each design's explore loss is one training run, so the gap between two equal designs has sd
     sqrt(2) x ``noise_sd``. ``p`` is the chance of a gap this large in the promoted design's favour
-    between two equal designs: small, the cut separated them; near 0.5 or above, it was a coin
-    (the promotion follows explore fitness, which can rank a slightly higher loss first).
+    between two equal designs (``single_run_gap_p``): small, the cut separated them; near 0.5 or
+    above, it was a coin (the promotion follows explore fitness, which can rank a slightly higher
+    loss first).
     """
     (name, loss), (other, other_loss) = last, first_left
-    out: dict[str, Any] = {"promoted": name, "left_out": other, "loss_gap": None, "noise_sd": noise_sd, "p": None}
+    out: dict[str, Any] = {"promoted": name, "left_out": other, "loss_gap": None, "noise_sd": noise_sd,
+                           "noise_runs": noise_runs, "p": None}
     if loss is None or other_loss is None:
         out["why"] = "an explore loss is missing"
         return out
     out["loss_gap"] = other_loss - loss
-    if not noise_sd:
+    if not noise_sd or noise_runs < 2:
         out["why"] = "the anchor's explore noise was not measured (fewer than two anchor runs)"
         return out
-    out["p"] = single_run_gap_p(out["loss_gap"], noise_sd)
+    out["p"] = single_run_gap_p(out["loss_gap"], noise_sd, noise_runs)
     return out
 
 
@@ -356,7 +375,7 @@ def describe_cut(cut: Mapping[str, Any], alpha: float) -> str:
         return f"{head}: not judged ({cut.get('why', 'no noise estimate')})"
     verdict = "separated them" if cut["p"] < alpha else "is within the anchor's run-to-run noise"
     return (f"{head}: explore loss gap {cut['loss_gap']:+.4f} against a noise sd of {cut['noise_sd']:.4f} "
-            f"(p {cut['p']:.2g}): the cut {verdict}")
+            f"over {cut['noise_runs']} anchor runs (p {cut['p']:.2g}): the cut {verdict}")
 
 
 def run_values(metrics: StageMetrics, key: str) -> list[float]:

@@ -45,7 +45,9 @@ class ExploreSettings:
     reduction_factor: int = 3
     rung_significance: float | None = 0.05  # an ASHA stop stands only when the design is behind with p below this
     max_failures: int = 2
-    anchor_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # the explore anchor's training seeds
+    # the explore anchor's training seeds: its spread is an estimate read with Student's t over len - 1 degrees of
+    # freedom (scoring.single_run_gap_p), so 5 runs let an ASHA stop stand at 3.0 noise sd where 3 runs need 4.1
+    anchor_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     qa_slow_factor: float | None = 3.0  # training QA (asiarch.train.qa): stop a trial this many times slower than its seed
     qa_leak_fraction: float | None = 0.10  # training QA: re-check a loss this fraction below the seed's before it counts
 

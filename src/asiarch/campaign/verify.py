@@ -73,7 +73,8 @@ class VerifyStage:
         if n < len(eligible):  # how sure the cut was: said, recorded, and kept with each promoted candidate
             anchor = ctx.seed_result(ctx.anchor_seed, "explore") or {}
             cut = scoring.promotion_cut((eligible[n - 1].name, eligible[n - 1].explore.eval_loss),
-                                        (eligible[n].name, eligible[n].explore.eval_loss), anchor.get("eval_loss_std"))
+                                        (eligible[n].name, eligible[n].explore.eval_loss), anchor.get("eval_loss_std"),
+                                        anchor.get("eval_loss_runs") or 0)
             ctx.record.update(promotion_cut=cut)
             line = scoring.describe_cut(cut, ctx.verify.significance)
             ctx.console.print(f"verify: promoted the top {n} of {len(eligible)} by explore fitness; {line}",
