@@ -59,6 +59,16 @@ def rho_of(x: list[float], y: list[float]):
     return lambda pick: spearmanr(xs[pick], ys[pick]).statistic
 
 
+def spearman_table(title: str, rows: list[dict]) -> Table:
+    """``rows`` ({"predictor", "rho", "ci90"}) as a table."""
+    table = Table(title=title)
+    for header in ("predictor", "Spearman", "90 % interval"):
+        table.add_column(header, justify="left" if header == "predictor" else "right")
+    for r in rows:
+        table.add_row(r["predictor"], f"{r['rho']:.2f}", f"{r['ci90'][0]:.2f} to {r['ci90'][1]:.2f}")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="a bench_funnel work directory (--against explore verify)")
@@ -102,13 +112,9 @@ def main() -> None:
             continue
         rows.append({"predictor": f"the verify run's own loss at step {step}", "rho": spearmanr(at, final).statistic,
                      "ci90": bootstrap(rho_of(at, final), len(ids))})
-    table = Table(title=f"Which loss predicts the verify-budget loss ({budget} steps) of {len(ids)} campaign candidates "
-                        f"(runs cut short left out): Spearman, 90 % bootstrap interval over candidates")
-    for header in ("predictor", "Spearman", "90 % interval"):
-        table.add_column(header, justify="left" if header == "predictor" else "right")
-    for r in rows:
-        table.add_row(r["predictor"], f"{r['rho']:.2f}", f"{r['ci90'][0]:.2f} to {r['ci90'][1]:.2f}")
-    console.print(table)
+    console.print(spearman_table(f"Which loss predicts the verify-budget loss ({budget} steps) of {len(ids)} campaign "
+                                 "candidates (runs cut short left out): Spearman, 90 % bootstrap interval over candidates",
+                                 rows))
     head, whole = (rho_of([runs[schedule][cid]["eval_loss"] for cid in ids], final) for schedule in ("verify", "explore"))
     low, high = bootstrap(lambda pick: head(pick) - whole(pick), len(ids), seed=1)
     gain = rows[0]["rho"] - rows[1]["rho"]
@@ -180,13 +186,8 @@ def across_seeds(seeded: dict[int, dict[str, dict]], ids: list[str], budget: int
     within = np.std(np.array([final[t] for t in seeds]), axis=0, ddof=1)
     spread = {"seed_sd_of_verify_loss_mean": float(np.mean(within)), "seed_sd_of_verify_loss_max": float(np.max(within)),
               "between_candidates_sd_of_verify_mean": float(np.std(mean_final, ddof=1))}
-    table = Table(title=f"Is the verify-budget ranking of {n} campaign candidates reproducible? Training seeds "
-                        f"{', '.join(map(str, seeds))}: Spearman, 90 % bootstrap interval over candidates")
-    for header in ("predictor", "Spearman", "90 % interval"):
-        table.add_column(header, justify="left" if header == "predictor" else "right")
-    for r in rows:
-        table.add_row(r["predictor"], f"{r['rho']:.2f}", f"{r['ci90'][0]:.2f} to {r['ci90'][1]:.2f}")
-    console.print(table)
+    console.print(spearman_table(f"Is the verify-budget ranking of {n} campaign candidates reproducible? Training seeds "
+                                 f"{', '.join(map(str, seeds))}: Spearman, 90 % bootstrap interval over candidates", rows))
     console.print(f"verify loss, sd over training seeds per candidate: mean {spread['seed_sd_of_verify_loss_mean']:.3f}, "
                   f"max {spread['seed_sd_of_verify_loss_max']:.3f}; sd of the candidates' means "
                   f"{spread['between_candidates_sd_of_verify_mean']:.3f}", highlight=False)
