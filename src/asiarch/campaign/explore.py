@@ -224,7 +224,8 @@ class ExploreStage:
         alpha = self.ctx.explore.rung_significance
         if alpha is None:
             return " (every stop as ASHA makes it)"
-        return f" (a stop within the anchor's noise, p >= {alpha:g}, trains on)"
+        runs = len(self.ctx.explore.anchor_seeds)
+        return f" (a stop within the anchor's noise, p >= {alpha:g} by Student's t over its {runs} runs, trains on)"
 
     def first_rung(self) -> int:
         """The explore step of ASHA's first rung (after the warm-up)."""
