@@ -40,7 +40,8 @@ def relative_sigmoid(delta: float, baseline: float, slope: float = 6.0, relative
     return clipped_sigmoid(delta / (relative_scale * abs(baseline)), slope)
 
 
-def _finite(value: Any) -> bool:
+def is_finite(value: Any) -> bool:
+    """Whether ``value`` is a measurement: a finite number (a missing or diverged one is None, NaN or inf)."""
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
@@ -50,9 +51,9 @@ DELTA_TERMS = (("loss", "eval_loss", -1.0), ("benchmark", "benchmark", 1.0))  # 
 def _measured(key: str, candidate: Mapping[str, Any], baseline: Mapping[str, Any]) -> str | None:
     """Why a delta term cannot be computed (None when both sides measured it)."""
     mine, theirs = candidate.get(key), baseline.get(key)
-    if not _finite(mine):
+    if not is_finite(mine):
         return f"the candidate has no finite {key} ({mine!r})"
-    if not _finite(theirs):
+    if not is_finite(theirs):
         return f"the seed baseline has no finite {key} ({theirs!r})"
     return None
 
@@ -60,7 +61,7 @@ def _measured(key: str, candidate: Mapping[str, Any], baseline: Mapping[str, Any
 def _with_judge(terms: dict[str, float], missing: dict[str, str], judge: float | None, parts: dict[str, Any],
                 baseline: Mapping[str, Any]) -> Fitness:
     """Add the judge term (or name it missing) and average what was computed."""
-    if judge is None or not _finite(judge):
+    if judge is None or not is_finite(judge):
         missing["judge"] = "no judge score (the Judge failed or was not asked)"
     else:
         terms["judge"] = float(min(1.0, max(0.0, judge)))
@@ -105,7 +106,7 @@ def noise_aware_fitness(candidate: Mapping[str, Any], baseline: Mapping[str, Any
     noise: dict[str, float] = {}
     for term, key, sign in DELTA_TERMS:
         why, sd = _measured(key, candidate, baseline), baseline.get(f"{key}_std")
-        if why is None and (not _finite(sd) or sd <= 0):
+        if why is None and (not is_finite(sd) or sd <= 0):
             why = (f"the anchor's run-to-run spread of {key} is unknown ({sd!r}): train it on two or more "
                    "seeds (explore.anchor_seeds) or use asi_arch_fitness")
         if why is not None:
@@ -123,6 +124,6 @@ def coerce_fitness(result: Any) -> Fitness:
         return result
     if isinstance(result, tuple) and len(result) == 2:
         return Fitness(None if result[0] is None else float(result[0]), dict(result[1]))
-    if result is None or _finite(result):
+    if result is None or is_finite(result):
         return Fitness(None if result is None else float(result), {"formula": "custom"})
     raise TypeError(f"a fitness function must return Fitness, (value, parts) or a number; got {type(result).__name__}")

@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from asiarch.campaign.fitness import Fitness, FitnessFn, coerce_fitness
+from asiarch.campaign.fitness import Fitness, FitnessFn, coerce_fitness, is_finite
 from asiarch.config import ScaleConfig
 from asiarch.memory import StageMetrics
 
@@ -41,14 +41,19 @@ def scores_downstream(scale: ScaleConfig, stage: str, also_at_verify: bool = Fal
     return scale.stages.benchmark == "downstream" or (stage == "verify" and also_at_verify)
 
 
+def finite_values(values: Iterable[Any]) -> list[float]:
+    """The measurements among ``values`` (``is_finite``), as floats."""
+    return [float(v) for v in values if is_finite(v)]
+
+
 def mean(values: Sequence[Any]) -> float | None:
-    finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    finite = finite_values(values)
     return sum(finite) / len(finite) if finite else None
 
 
 def std(values: Sequence[Any]) -> float | None:
     """Sample standard deviation over training seeds (None below two finite values)."""
-    finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    finite = finite_values(values)
     if len(finite) < 2:
         return None
     return statistics.stdev(finite)  # exact arithmetic: equal runs give 0.0, not a rounding residue
@@ -61,7 +66,7 @@ def independent_samples(runs: Sequence[Mapping[str, Any]], key: str) -> list[flo
     groups: dict[Any, list[float]] = {}
     for i, run in enumerate(runs):
         value = run.get(key)
-        if isinstance(value, (int, float)) and math.isfinite(value):
+        if is_finite(value):
             lineage = run.get("weights_of")
             groups.setdefault(("weights_of", lineage) if lineage is not None else ("run", i), []).append(float(value))
     return [sum(vs) / len(vs) for vs in groups.values()]
@@ -150,9 +155,9 @@ def anchor_of(name: str, metrics: StageMetrics) -> dict[str, Any]:
         paces = sorted(run_values(metrics, key))
         return paces[len(paces) // 2] if paces else None
 
+    losses = independent_values(metrics, "eval_loss")
     return {"name": name, "eval_loss": metrics.eval_loss, "benchmark": metrics.benchmark,
-            "mqar_accuracy": metrics.mqar_accuracy, "eval_loss_std": std(independent_values(metrics, "eval_loss")),
-            "eval_loss_runs": len(independent_values(metrics, "eval_loss")),
+            "mqar_accuracy": metrics.mqar_accuracy, "eval_loss_std": std(losses), "eval_loss_runs": len(losses),
             "benchmark_std": std(independent_values(metrics, "benchmark")), "loss_curve": list(metrics.loss_curve),
             "wall_tokens_per_second": median_pace("wall_tokens_per_second"),
             "cpu_tokens_per_second": median_pace("cpu_tokens_per_second"),
@@ -170,10 +175,9 @@ def at_step(anchor: Mapping[str, Any], step: int) -> dict[str, Any] | None:
     if len(rows) < 2:
         return None
     losses, benches = [r[1] for r in rows], [r[2] for r in rows]
-    finite = [v for v in losses if isinstance(v, (int, float)) and math.isfinite(v)]
-    return {**anchor, "eval_loss": mean(losses), "eval_loss_std": std(losses), "eval_loss_runs": len(finite),
-            "benchmark": mean(benches),
-            "benchmark_std": std(benches), "step": int(step)}
+    return {**anchor, "eval_loss": mean(losses), "eval_loss_std": std(losses),
+            "eval_loss_runs": len(finite_values(losses)), "benchmark": mean(benches), "benchmark_std": std(benches),
+            "step": int(step)}
 
 
 def single_run_gap_p(gap: float, noise_sd: float, noise_runs: int, other_runs: int = 1) -> float:
@@ -183,9 +187,10 @@ def single_run_gap_p(gap: float, noise_sd: float, noise_runs: int, other_runs: i
 
     The gap's sd is noise_sd x sqrt(1 + 1 / other_runs) (sqrt(2) between two single runs), and since
     ``noise_sd`` is itself an estimate, gap / that follows Student's t with ``noise_runs`` - 1 degrees of
-    freedom, not a normal: from the usual 3 anchor runs (2 df) a gap between two single runs of 3.5
-    noise sd reads p 0.066 where a normal would say 0.0067, and a stop at 0.05 needs 4.1 sd, not 2.3. The rule behind ASHA's stops (``rung_confidence``), verify's promotion cut
-    (``promotion_cut``) and the agents' reading of a loss against a seed's (``judged_gap``, ``gap_verdict``).
+    freedom, not a normal: from 3 anchor runs (2 df) a gap between two single runs of 3.5 noise sd
+    reads p 0.066 where a normal would say 0.0067, and a stop at 0.05 needs 4.1 sd, not 2.3. The rule
+    behind ASHA's stops (``rung_confidence``), verify's promotion cut (``promotion_cut``) and the
+    agents' reading of a loss against a seed's (``judged_gap``, ``gap_verdict``).
     """
     from scipy import stats
 
@@ -198,7 +203,7 @@ def runs_at_evaluation(seed: Mapping[str, Any], evaluation: int) -> list[float]:
     """The eval loss of each of a seed's training runs at its ``evaluation``-th evaluation (``anchor_of``'s
     ``run_curves``; finite values only): what its run-to-run spread there is read from."""
     rows = [curve[evaluation - 1] for curve in seed.get("run_curves") or [] if len(curve) >= evaluation]
-    return [float(r[1]) for r in rows if isinstance(r[1], (int, float)) and math.isfinite(r[1])]
+    return finite_values(r[1] for r in rows)
 
 
 def gap_verdict(gap: float, noise_sd: float | None, noise_runs: int, other_runs: int,
@@ -381,7 +386,7 @@ def describe_cut(cut: Mapping[str, Any], alpha: float) -> str:
 def run_values(metrics: StageMetrics, key: str) -> list[float]:
     """One measurement of every training run behind ``metrics`` (finite values only)."""
     values = [r.get(key) for r in metrics.benchmarks.get("runs", [])]
-    return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return finite_values(values)
 
 
 def independent_values(metrics: StageMetrics, key: str) -> list[float]:
