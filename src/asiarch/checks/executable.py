@@ -263,10 +263,12 @@ def check_complexity(cls, opts) -> Result:
     bound, mem_exp = opts["max_growth_exponent"], _growth_exponent(lengths, memory)
     sweep()
     # Load that hit one length harder than another bends the time fit (a campaign's trials on the same two cores
-    # bent a linear design's to T^1.35 in three sweeps): sweep again, keeping each length's best, but only where
-    # that can change the verdict (memory, which load does not bend, within the bound; quadratic cost not allowed),
-    # and until a sweep reproduces every length's best within 5 % (load that bends the fit varies between sweeps).
-    while (_growth_exponent(lengths, _fastest(passes)) > bound >= mem_exp and not opts["allow_quadratic"]
+    # bent a linear design's to T^1.35 in three sweeps, and a test run beside a campaign read DeltaNet at T^1.15,
+    # which the Judge counted as growth): sweep again, keeping each length's best, while time reads above linear
+    # (what the verdict or the Judge's growth term can count) and memory, which load does not bend, is within the
+    # bound (quadratic cost not allowed), until a sweep reproduces every length's best within 5 % (load that bends
+    # the fit varies between sweeps; a real cost repeats).
+    while (_growth_exponent(lengths, _fastest(passes)) > 1.0 and mem_exp <= bound and not opts["allow_quadratic"]
            and len(passes) < 5 * opts["complexity_repeats"]):  # at most 5 sweeps
         before = _fastest(passes)
         sweep()
