@@ -231,6 +231,83 @@ def test_the_evaluations_asha_decides_on_are_verified_outside_the_candidates_pro
     assert f"claims step 2 and {at(1)} tokens" in refused["code_error"]
 
 
+# ends the training loop after its second evaluation (moves the loop's step to the budget's end while it is being
+# evaluated): its summary says it trained every step, with no outputs to score, as a finished run's does
+CLAIMS_IT_FINISHED = HONEST.replace("        # PLANT", """        import gc
+        if not self.training:
+            for obj in gc.get_objects():
+                if type(obj).__name__ == "Trainer" and obj.step >= 2:
+                    obj.step = obj.cfg.steps""")
+
+
+# holds the worker's channel (found among the process's objects) and rewrites what goes out: no raw outputs, and
+# a loss of 1.0 for every evaluation and for the run
+DROPS_ITS_OUTPUTS = HONEST.replace("        self.calls = 0", """        self.calls = 0
+        import gc, json
+        channel = next(o for o in gc.get_objects() if type(o).__name__ == "Channel" and hasattr(o, "stream"))
+
+        class Rewrites:
+            def __init__(self, stream):
+                self.stream = stream
+
+            def write(self, line):
+                record = json.loads(line)
+                record.pop("outputs", None)
+                for key in ("report", "final"):
+                    if key in record:
+                        record[key]["eval_loss"] = 1.0
+                return self.stream.write(json.dumps(record) + "\\n")
+
+            def flush(self):
+                return self.stream.flush()
+
+        if type(channel.stream).__name__ != "Rewrites":
+            channel.stream = Rewrites(channel.stream)""")
+
+
+def test_a_run_whose_final_evaluation_comes_without_its_outputs_is_refused(tiny, monkeypatch):
+    """The final evaluation is what the fitness reads: the parent scores its raw outputs, so a run that sends
+    its numbers without them (and would have them stand, unverified) is refused."""
+    *steps, refused = trial(DROPS_ITS_OUTPUTS, tiny, monkeypatch)
+    assert all(r["verified"] == 0 and r["eval_loss"] == 1.0 for r in steps) and "final" not in refused
+    assert "the final evaluation, at step 6, came without its raw outputs" in refused["code_error"], refused
+
+
+def test_a_trial_resumed_where_it_ended_is_scored_by_the_parent(tiny, monkeypatch, tmp_path):
+    """Tune restores a trial from its last checkpoint (a lost node, a PBT exploit at the last report): a run with
+    nothing left to train sends the outputs of the weights it stands with, and the parent scores them."""
+    from test_trainable_lineage import KeepingTune
+
+    scale, data = tiny
+    config = {"kind": "candidate", "design": "c-1", "name": "probe", "code": HONEST, "stage": "explore",
+              "training_seed": 0, "lr": scale.train.lr}
+    sessions = []
+    for name in ("first", "resumed"):
+        (tmp_path / name).mkdir()
+        sessions.append(KeepingTune(tmp_path / name, start=sessions[0].saved[-1] if sessions else None))
+        monkeypatch.setattr(trainable, "tune", sessions[-1])
+        run_trial(config, {"explore": scale}, {"explore": data})
+    first, resumed = (s.reports[-1] for s in sessions)
+    assert len(sessions[1].reports) == 1 and "code_error" not in resumed, resumed  # no evaluation left to report
+    assert resumed["final"] and resumed["verified"] == 1 and resumed["step"] == scale.train.steps
+    assert resumed["eval_loss"] == pytest.approx(first["eval_loss"], abs=1e-5)
+
+
+def test_where_a_run_ended_is_the_parents_count(tiny, monkeypatch):
+    """A run's final summary (its step and tokens, what says whether it was cut short) is the worker's; the
+    parent keeps its own count of the evaluations it accepted, and a run that claims to have finished past them
+    is refused."""
+    from asiarch.train.trainer import tokens_after
+
+    scale, _ = tiny
+    *steps, final = trial(HONEST, tiny, monkeypatch)
+    assert final["step"] == scale.train.steps and final["tokens_seen"] == tokens_after(scale.train.steps, scale.train,
+                                                                                       scale.mqar.seq_len)
+    *steps, refused = trial(CLAIMS_IT_FINISHED, tiny, monkeypatch)
+    assert [r["step"] for r in steps] == [1, 2] and "final" not in refused
+    assert "forged progress: the run claims it ended at step 6; its evaluations reached step 2" in refused["code_error"]
+
+
 # a policy-clean mixer that is four times wider from layer 1 on: the check builds layer 0 only
 GROWS_PAST_LAYER_0 = HONEST.replace("        self.calls = 0", "        self.calls = 0\n"
                                     "        self.wide = nn.Linear(hidden_size, 8 * hidden_size) if layer_idx else None").replace(

@@ -21,8 +21,12 @@ computed about the final evaluation:
 
 Intermediate reports carry the worker's own numbers, marked ``verified: 0``, except the
 evaluations ASHA decides on (``verify_tokens``, its rungs) and the final one: those are
-the parent's, marked ``verified: 1``. Every report's step and token count must be the
-parent's own count of the training loop's progress, or the trial is refused.
+the parent's, marked ``verified: 1``; either without its raw outputs refuses the trial. Every
+report's step and token count must be the parent's own count of the training loop's
+progress, and so must where the run ended (its final summary's step, which says whether it
+was cut short: after its last evaluation and before the next one), or the trial is refused.
+The numbers a run ends with are the parent's scores of the weights it ended with, never the
+summary's own.
 
 Downstream scores (``downstream=True``) are never taken from the trial: the final weights
 run the downstream batches in a fresh sandbox that holds no answers (the parent keeps the
@@ -246,9 +250,22 @@ class _Trial:
                             f"{metrics.get('tokens_seen')} tokens; the training loop is at step {step} and {tokens} tokens")
         return step
 
+    def _ended_at(self, step: int, claimed: Any) -> dict[str, int]:
+        """Where the run ended, by the parent's count: at its last evaluation, ``step`` (the budget's end, or a
+        wall-time stop right after it), or after it and before the next one (a wall-time stop or a diverged loss
+        between evaluations), where the worker's claim must lie; and the tokens the loop trains on up to there.
+        The worker's own summary could say a run that stopped early finished."""
+        t = self.scale.train
+        following = min((step // t.report_every + 1) * t.report_every, t.steps)
+        possible = range(step, following) if step < t.steps else range(t.steps, t.steps + 1)
+        if isinstance(claimed, bool) or not isinstance(claimed, (int, float)) or claimed not in possible:
+            raise _Rejected(f"forged progress: the run claims it ended at step {str(claimed)[:20]}; its evaluations "
+                            f"reached step {step}" + (f" and the next was due at step {following}" if step < t.steps else ""))
+        return {"steps": int(claimed), "tokens_seen": tokens_after(int(claimed), t, self.scale.mqar.seq_len)}
+
     def _follow(self, reader: sandbox.Reader, scratch: str, on_report: Callable[[dict[str, float], str], None],
                 qa: QAMonitor | None, step: int, verify_tokens: list[int]) -> dict[str, Any]:
-        checkpoint, verified = None, None
+        checkpoint, verified, verified_at = None, None, None  # the parent's scores, and the step they were read at
         reports = step // self.scale.train.report_every  # evaluations so far, training QA's count
         for record in self._records(reader):
             if "infra_error" in record:
@@ -262,11 +279,12 @@ class _Trial:
                     checkpoint = self._take(_scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt"))
                     metrics = _numbers(record["report"] if isinstance(record["report"], dict) else {}, REPORTED)
                     step = self._progress(step, metrics)
-                    if passes_rungs(metrics["tokens_seen"], verify_tokens) and "outputs" not in record:
-                        raise _Rejected(f"the evaluation at step {step}, an ASHA rung, came without its raw outputs: "
-                                        "its numbers cannot be verified")
+                    last = step == self.scale.train.steps  # the evaluation the fitness reads
+                    if (last or passes_rungs(metrics["tokens_seen"], verify_tokens)) and "outputs" not in record:
+                        which = f"the final evaluation, at step {step}," if last else f"the evaluation at step {step}, an ASHA rung,"
+                        raise _Rejected(f"{which} came without its raw outputs: its numbers cannot be verified")
                     if "outputs" in record:
-                        verified = self._verify(scratch, record["outputs"], checkpoint, claimed=metrics)
+                        verified, verified_at = self._verify(scratch, record["outputs"], checkpoint, claimed=metrics), step
                         metrics.update(verified)
                         if self.downstream and step == self.scale.train.steps:  # rides on the last report
                             metrics["downstream_mean"] = self.score_downstream(checkpoint)
@@ -280,14 +298,20 @@ class _Trial:
                     reports += 1
                 elif "final" in record:
                     final = record["final"] if isinstance(record["final"], dict) else {}
-                    summary = _numbers(final, SUMMARY)
+                    summary = {**_numbers(final, SUMMARY), **self._ended_at(step, final.get("steps"))}
                     summary["stop_reason"] = str(final.get("stop_reason", ""))[:40]
                     summary["stop_message"] = str(final.get("stop_message", ""))[:300]
                     if "outputs" in record:  # stopped early: scored as it stands
                         checkpoint = self._take(_scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt"))
                         verified = self._verify(scratch, record["outputs"], checkpoint, claimed=None)
+                        verified_at = summary["steps"]
                         if self.downstream:
                             self.score_downstream(checkpoint)
+                    if verified_at != summary["steps"]:  # the run's numbers where it ended were never scored here
+                        if summary["stop_reason"] != "non_finite_loss":  # a diverged run fails without them
+                            raise _Rejected(f"the run's final numbers, at step {summary['steps']}, came without the raw "
+                                            "outputs they are scored from: they cannot be verified")
+                        verified = None
                     summary.update(verified or {"verified": 0})
                     if self.downstream_scores is not None:
                         summary["downstream_mean"] = self.downstream_scores["mean"]
