@@ -240,9 +240,10 @@ CLAIMS_IT_FINISHED = HONEST.replace("        # PLANT", """        import gc
                     obj.step = obj.cfg.steps""")
 
 
-# holds the worker's channel (found among the process's objects) and rewrites what goes out: no raw outputs, and
-# a loss of 1.0 for every evaluation and for the run
-DROPS_ITS_OUTPUTS = HONEST.replace("        self.calls = 0", """        self.calls = 0
+def rewrites_its_channel(drop_outputs: bool) -> str:
+    """A design that holds the worker's channel (found among the process's objects) and rewrites what goes out:
+    a loss of 1.0 for every evaluation and for the run, and with ``drop_outputs`` no raw outputs."""
+    return HONEST.replace("        self.calls = 0", """        self.calls = 0
         import gc, json
         channel = next(o for o in gc.get_objects() if type(o).__name__ == "Channel" and hasattr(o, "stream"))
 
@@ -252,7 +253,8 @@ DROPS_ITS_OUTPUTS = HONEST.replace("        self.calls = 0", """        self.cal
 
             def write(self, line):
                 record = json.loads(line)
-                record.pop("outputs", None)
+                if DROP:
+                    record.pop("outputs", None)
                 for key in ("report", "final"):
                     if key in record:
                         record[key]["eval_loss"] = 1.0
@@ -262,7 +264,10 @@ DROPS_ITS_OUTPUTS = HONEST.replace("        self.calls = 0", """        self.cal
                 return self.stream.flush()
 
         if type(channel.stream).__name__ != "Rewrites":
-            channel.stream = Rewrites(channel.stream)""")
+            channel.stream = Rewrites(channel.stream)""".replace("DROP", str(drop_outputs)))
+
+
+DROPS_ITS_OUTPUTS = rewrites_its_channel(drop_outputs=True)
 
 
 def test_a_run_whose_final_evaluation_comes_without_its_outputs_is_refused(tiny, monkeypatch):
@@ -465,7 +470,14 @@ def test_training_qa_stops_a_trial_far_slower_than_its_seed(tiny):
     assert "tokens per CPU second" in outcome["qa_stopped"]
     assert "more than 3x slower than the seed deltanet" in outcome["qa_stopped"]
     assert len(reports) == 3 < scale.train.steps // scale.train.report_every  # two slow windows after the first report
-    assert outcome["last"] == reports[-1]
+    # stopped between the evaluations the parent verifies: its checkpoint is scored again in a fresh sandbox
+    assert reports[-1]["verified"] == 0 and outcome["last"]["verified"] == 1
+    assert outcome["last"]["eval_loss"] == pytest.approx(reports[-1]["eval_loss"], rel=1e-3)
+    # one that claims a loss its weights do not give is refused, not stopped with its own numbers
+    forged, reports, _ = qa_trial(rewrites_its_channel(drop_outputs=False), tiny,
+                                  {"seed": "deltanet", "cpu_tokens_per_second": 1e12}, slow_factor=3.0)
+    assert [r["eval_loss"] for r in reports] == [1.0] * 3 and "qa_stopped" not in forged
+    assert "metric tampering: the trial reported eval loss 1.0, but its checkpoint scores" in forged["code_error"]
     # a seed cached without CPU pace: the wall clock decides
     outcome, reports, _ = qa_trial(HONEST, tiny, {"seed": "deltanet", "wall_tokens_per_second": 1e12}, slow_factor=3.0)
     assert "tokens per wall-clock second" in outcome["qa_stopped"] and len(reports) == 3

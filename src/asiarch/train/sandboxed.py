@@ -26,7 +26,8 @@ report's step and token count must be the parent's own count of the training loo
 progress, and so must where the run ended (its final summary's step, which says whether it
 was cut short: after its last evaluation and before the next one), or the trial is refused.
 The numbers a run ends with are the parent's scores of the weights it ended with, never the
-summary's own.
+summary's own; so are those of a trial training QA stops between verified evaluations (its
+checkpoint's evaluation sets are run again in a fresh sandbox, ``_rescore``).
 
 Downstream scores (``downstream=True``) are never taken from the trial: the final weights
 run the downstream batches in a fresh sandbox that holds no answers (the parent keeps the
@@ -332,7 +333,11 @@ class _Trial:
                 on_report(metrics, checkpoint)  # outside the try: a failure to report is not the candidate's
                 slow = qa.too_slow(lambda: sandbox.cpu_seconds(reader.proc)) if qa is not None else None
                 if slow is not None and step < self.scale.train.steps:
-                    return {"qa_stopped": slow, "last": metrics}
+                    try:  # stopped as it stands: with the parent's numbers, the fitness reads them
+                        stands = metrics if verified_at == step else {**metrics, **self._rescore(checkpoint, metrics)}
+                    except _Rejected as rejected:
+                        return {"code_error": str(rejected), "tokens_seen": 0}
+                    return {"qa_stopped": slow, "last": stands}
         return {"code_error": f"the sandboxed trial ended without a result: {reader.died()}", "tokens_seen": 0}
 
     def _take(self, checkpoint: str) -> str:
@@ -497,6 +502,28 @@ class _Trial:
                 sandbox.kill(reader.proc)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _rescore(self, checkpoint: str, claimed: dict[str, float]) -> dict[str, float]:
+        """The scores of an evaluation whose outputs the parent never saw (training QA stops a trial between the
+        evaluations it verifies): the checkpoint's evaluation sets run in a fresh sandbox and scored here. A
+        claimed loss they do not reproduce is tampering."""
+        rows = {"lm": torch.cat([x for x, _ in self.val])}
+        if self.mqar_test is not None:
+            rows["mqar"] = self.mqar_test[0]
+        features = self._rerun(rows, checkpoint, "the re-scoring of a stopped trial")
+        width = self.scale.model.hidden_size
+        if any(not isinstance(features.get(task), torch.Tensor) or tuple(features[task].shape) != (*x.shape, width)
+               for task, x in rows.items()):
+            raise _Rejected("the re-scoring of a stopped trial returned features of the wrong shape")
+        outputs = {"lm": list(features["lm"].split([x.shape[0] for x, _ in self.val])),
+                   "mqar": list(features["mqar"].split(MQAR_CHUNK)) if "mqar" in rows else []}
+        scores = score_outputs(outputs, self.val, self.mqar_test, self.ranges["lm"],
+                               self.ranges["mqar"] if self.mqar_test is not None else None, self.heads[checkpoint])
+        said = claimed.get("eval_loss")
+        if said is None or not abs(said - scores["eval_loss"]) <= RECHECK_TOLERANCE * max(1.0, abs(scores["eval_loss"])):
+            raise _Rejected(f"metric tampering: the trial reported eval loss {said}, but its checkpoint scores "
+                            f"{scores['eval_loss']:.4f} in a fresh sandbox")
+        return {**scores, "verified": 1}
 
     def _recheck(self, checkpoint: str, claimed: float, flag: str) -> None:
         """Training QA's re-check of a suspiciously low loss: the whole LM evaluation set, plus a few rows
