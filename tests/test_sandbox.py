@@ -298,6 +298,23 @@ def test_a_trial_resumed_where_it_ended_is_scored_by_the_parent(tiny, monkeypatc
     assert resumed["eval_loss"] == pytest.approx(first["eval_loss"], abs=1e-5)
 
 
+@pytest.mark.parametrize("report_every", [1, 2])
+def test_a_run_stopped_by_its_wall_budget_stands_with_the_parents_scores(tiny, report_every):
+    """A wall budget spent after the first step stops the run at an evaluation (every step evaluates) or between
+    two (every second step): either way its final numbers are the parent's scores of the weights it stopped with."""
+    from dataclasses import replace
+
+    scale, data = tiny
+    short = replace(scale, train=replace(scale.train, report_every=report_every, max_wall_seconds=0.0))
+    reports: list[dict] = []
+    outcome = train_in_sandbox(HONEST, "c-wall", short, data, on_report=lambda metrics, _: reports.append(metrics))
+    final = outcome["final"]
+    assert (final["stop_reason"], final["steps"], final["verified"]) == ("wall_time", 1, 1), outcome
+    assert len(reports) == (1 if report_every == 1 else 0)
+    if reports:  # an unverified evaluation at the step it stopped: the final numbers are scored, the same
+        assert reports[0]["verified"] == 0 and final["eval_loss"] == pytest.approx(reports[0]["eval_loss"], abs=1e-5)
+
+
 def test_where_a_run_ended_is_the_parents_count(tiny, monkeypatch):
     """A run's final summary (its step and tokens, what says whether it was cut short) is the worker's; the
     parent keeps its own count of the evaluations it accepted, and a run that claims to have finished past them

@@ -84,11 +84,11 @@ def train(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
 
     def report(metrics: dict[str, float]) -> None:
         trainer = holder["trainer"]
-        holder["reported"] = trainer.step
         record = {"report": metrics, "checkpoint": save_checkpoint()}
         # the final evaluation and the first one at or past each rung: the parent scores their raw outputs
         if passes_rungs(trainer.tokens_seen, verify_tokens) or trainer.step == scale.train.steps:
             record["outputs"] = save_outputs(trainer.step)
+            holder["scored_at"] = trainer.step
         emit(record)
 
     try:
@@ -97,9 +97,9 @@ def train(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
         summary = train_mixer(mixer, scale, data, report=report, downstream=False, state=state,
                               on_trainer=lambda trainer: holder.__setitem__("trainer", trainer))
         final = {"final": {k: v for k, v in summary.items() if k != "history" and k != "downstream"}}
-        if holder.get("reported") != summary["steps"] and summary["stop_reason"] != "non_finite_loss":
-            # stopped between evaluations (wall time), or resumed where it had ended: scored as it stands, audited
-            # with the weights it stands with (the parent scores the numbers a run ends with from their outputs)
+        if holder.get("scored_at") != summary["steps"] and summary["stop_reason"] != "non_finite_loss":
+            # stopped early (wall time), or resumed where it had ended: scored as it stands, audited with the
+            # weights it stands with (the parent scores the numbers a run ends with from their outputs)
             final.update(outputs=save_outputs(summary["steps"]), checkpoint=save_checkpoint())
         emit(final)
     except BaseException as err:  # noqa: BLE001 - SystemExit, MemoryError ... may come from the candidate
