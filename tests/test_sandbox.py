@@ -229,6 +229,7 @@ def test_the_evaluations_asha_decides_on_are_verified_outside_the_candidates_pro
     *before, refused = trial(FORGES_PROGRESS, tiny, monkeypatch, rung_tokens=rungs)
     assert [r["step"] for r in before] == [1] and "forged progress" in refused["code_error"]
     assert f"claims step 2 and {at(1)} tokens" in refused["code_error"]
+    assert refused["tokens_seen"] == at(1)  # what it trained, by the parent's count: to its last accepted evaluation
 
 
 # ends the training loop after its second evaluation (moves the loop's step to the budget's end while it is being

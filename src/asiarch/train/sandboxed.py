@@ -272,9 +272,11 @@ class _Trial:
             if "infra_error" in record:
                 raise SandboxError(f"the trial's harness failed in the sandbox: {str(record['infra_error'])[:2000]}\n"
                                    f"{str(record.get('traceback', ''))[:4000]}")
+            # a failed or refused trial trained at least to its last accepted evaluation (the parent's count; the
+            # worker's own could be anything)
+            trained = tokens_after(step, self.scale.train, self.scale.mqar.seq_len)
             if "code_error" in record:
-                return {"code_error": str(record["code_error"]), "tokens_seen": _numbers(record, ("tokens_seen",))
-                        .get("tokens_seen", 0)}
+                return {"code_error": str(record["code_error"]), "tokens_seen": trained}
             try:
                 if "report" in record:
                     checkpoint = self._take(_scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt"))
@@ -324,7 +326,7 @@ class _Trial:
             except SandboxError:
                 raise
             except _Rejected as rejected:
-                return {"code_error": str(rejected), "tokens_seen": 0}
+                return {"code_error": str(rejected), "tokens_seen": trained}
             except (ValueError, RuntimeError, OSError, EOFError, KeyError, TypeError) as err:
                 # a file the worker wrote could not be read as plain tensors: the candidate's doing
                 return {"code_error": f"the trial's results could not be read safely: {type(err).__name__}: "
@@ -336,7 +338,7 @@ class _Trial:
                     try:  # stopped as it stands: with the parent's numbers, the fitness reads them
                         stands = metrics if verified_at == step else {**metrics, **self._rescore(checkpoint, metrics)}
                     except _Rejected as rejected:
-                        return {"code_error": str(rejected), "tokens_seen": 0}
+                        return {"code_error": str(rejected), "tokens_seen": trained}
                     return {"qa_stopped": slow, "last": stands}
         return {"code_error": f"the sandboxed trial ended without a result: {reader.died()}", "tokens_seen": 0}
 
