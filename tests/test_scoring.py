@@ -333,3 +333,15 @@ def test_a_stage_result_from_runs_cut_short_says_so():
     cut = {"step": 288, "total_steps": 768, "stop_reason": "wall_time", "eval_loss": 3.7}
     note = scoring.short_runs([full, cut, {"eval_loss": 3.5}])  # a run without step counts is not judged
     assert note == "1 of 3 run(s) stopped before the budget, at step 288/768 (wall_time): compared as they stood"
+
+
+def test_a_trials_result_lands_at_its_own_evaluation_of_the_curve():
+    """Curves are compared evaluation by evaluation. A trial stopped at an unverified evaluation (training QA) ends
+    with the parent's score of it, a float-noise apart from its progress report there: it replaces that point
+    instead of adding one that would shift every later comparison."""
+    reported = [5.0, 4.6, 4.4]  # progress reports at steps 24, 48, 72
+    assert scoring.curve_ending_at(reported, 4.4000003, 72, 24) == [5.0, 4.6, 4.4000003]
+    assert scoring.curve_ending_at(reported, 4.35, 80, 24) == [5.0, 4.6, 4.4, 4.35]  # stopped between evaluations
+    assert scoring.curve_ending_at(reported[:2], 4.4, 72, 24) == [5.0, 4.6, 4.4]  # its last report not landed yet
+    assert scoring.curve_ending_at(reported, 4.4, 0, 24) == reported  # no step: appended unless already last
+    assert scoring.curve_ending_at(reported, 4.3, 0, 24) == [*reported, 4.3]

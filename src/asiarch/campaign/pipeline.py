@@ -303,8 +303,8 @@ class CampaignPipeline:
         with self.lock:
             history = self.curves.pop(design, None)
         history = list(c.explore.loss_curve if history is None else history)
-        if result.get("eval_loss") is not None and (not history or history[-1] != result["eval_loss"]):
-            history.append(float(result["eval_loss"]))  # its progress report may not have landed yet
+        if result.get("eval_loss") is not None:  # its progress report may not have landed yet
+            history = scoring.curve_ending_at(history, result["eval_loss"], step, self.scale.train.report_every)
         metrics = scoring.stage_metrics([result], self.s.bench_key, loss_curve=history)
         status = Status.STOPPED if early else Status.FINISHED
         reason = (f"stopped at step {step}/{total}: {result['qa_stopped']}" if result.get("qa_stopped") else

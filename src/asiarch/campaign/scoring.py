@@ -199,6 +199,20 @@ def single_run_gap_p(gap: float, noise_sd: float, noise_runs: int, other_runs: i
     return float(stats.t.sf(gap / (math.sqrt(1.0 + 1.0 / other_runs) * noise_sd), noise_runs - 1))
 
 
+def curve_ending_at(curve: Sequence[float], loss: float, step: int, report_every: int) -> list[float]:
+    """An explore loss curve ending with a trial's result at ``step``, where the result belongs: its n-th
+    evaluation, n = ceil(step / report_every) (one every ``report_every`` steps, and one where a run stopped
+    between them). The result replaces the progress report's own number there (an unverified one that the
+    parent scored again when it stopped the trial), or is appended when that report has not landed; curves
+    are compared evaluation by evaluation (``runs_at_evaluation``, ``at_equal_progress``), so an extra point
+    would shift every later comparison. Without a step (0), the result is appended unless it is already last."""
+    curve = [float(x) for x in curve]
+    n = -(-int(step) // report_every) if step > 0 else 0
+    if n and len(curve) >= n - 1:
+        return curve[: n - 1] + [float(loss)]
+    return curve if curve and curve[-1] == loss else curve + [float(loss)]
+
+
 def runs_at_evaluation(seed: Mapping[str, Any], evaluation: int) -> list[float]:
     """The eval loss of each of a seed's training runs at its ``evaluation``-th evaluation (``anchor_of``'s
     ``run_curves``; finite values only): what its run-to-run spread there is read from."""
