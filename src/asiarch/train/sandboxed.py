@@ -505,22 +505,32 @@ class _Trial:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _rescore(self, checkpoint: str, claimed: dict[str, float]) -> dict[str, float]:
-        """The scores of an evaluation whose outputs the parent never saw (training QA stops a trial between the
-        evaluations it verifies): the checkpoint's evaluation sets run in a fresh sandbox and scored here. A
-        claimed loss they do not reproduce is tampering."""
-        rows = {"lm": torch.cat([x for x, _ in self.val])}
-        if self.mqar_test is not None:
+    def _score_again(self, checkpoint: str, what: str, mqar: bool = False,
+                     more_lm: list[torch.Tensor] | None = None) -> tuple[dict[str, float], torch.Tensor]:
+        """The evaluation sets (the LM set, with ``mqar`` MQAR's test set too) through ``checkpoint``'s weights in a
+        fresh sandbox, scored here through its head, and the LM rows' features: the set's, then those of
+        ``more_lm`` (rows of its length), run in the same process."""
+        inputs = torch.cat([x for x, _ in self.val])
+        rows = {"lm": torch.cat([inputs, torch.stack(more_lm)]) if more_lm else inputs}
+        if mqar and self.mqar_test is not None:
             rows["mqar"] = self.mqar_test[0]
-        features = self._rerun(rows, checkpoint, "the re-scoring of a stopped trial")
+        features = self._rerun(rows, checkpoint, what)  # features: the head is applied here
         width = self.scale.model.hidden_size
         if any(not isinstance(features.get(task), torch.Tensor) or tuple(features[task].shape) != (*x.shape, width)
                for task, x in rows.items()):
-            raise _Rejected("the re-scoring of a stopped trial returned features of the wrong shape")
-        outputs = {"lm": list(features["lm"].split([x.shape[0] for x, _ in self.val])),
+            raise _Rejected(f"{what} returned features of the wrong shape")
+        lm = features["lm"]
+        outputs = {"lm": list(lm[: inputs.shape[0]].split([x.shape[0] for x, _ in self.val])),
                    "mqar": list(features["mqar"].split(MQAR_CHUNK)) if "mqar" in rows else []}
-        scores = score_outputs(outputs, self.val, self.mqar_test, self.ranges["lm"],
-                               self.ranges["mqar"] if self.mqar_test is not None else None, self.heads[checkpoint])
+        scores = score_outputs(outputs, self.val, self.mqar_test if "mqar" in rows else None, self.ranges["lm"],
+                               self.ranges["mqar"] if "mqar" in rows else None, self.heads[checkpoint])
+        return scores, lm
+
+    def _rescore(self, checkpoint: str, claimed: dict[str, float]) -> dict[str, float]:
+        """The scores of an evaluation whose outputs the parent never saw (training QA stops a trial between the
+        evaluations it verifies), from a fresh sandbox (``_score_again``). A claimed loss they do not reproduce is
+        tampering."""
+        scores, _ = self._score_again(checkpoint, "the re-scoring of a stopped trial", mqar=True)
         said = claimed.get("eval_loss")
         if said is None or not abs(said - scores["eval_loss"]) <= RECHECK_TOLERANCE * max(1.0, abs(scores["eval_loss"])):
             raise _Rejected(f"metric tampering: the trial reported eval loss {said}, but its checkpoint scores "
@@ -537,15 +547,8 @@ class _Trial:
         picks = [(rng.randrange(inputs.shape[0]), rng.randrange(0, inputs.shape[1] - 1))
                  for _ in range(max(1, self.options.audit_rows))]
         perturbed = [_replace_after(inputs[row], position, self.ranges["lm"], generator) for row, position in picks]
-        features = self._rerun({"lm": torch.cat([inputs, torch.stack(perturbed)])}, checkpoint,
-                               f"training QA's re-check ({flag})").get("lm")  # features: the head is applied here
-        total = inputs.shape[0] + len(picks)
-        if (not isinstance(features, torch.Tensor)
-                or tuple(features.shape) != (total, inputs.shape[1], self.scale.model.hidden_size)):
-            raise _Rejected(f"{flag}; the re-check returned features of the wrong shape")
-        sizes = [x.shape[0] for x, _ in self.val]
-        again = score_outputs({"lm": list(features[: inputs.shape[0]].split(sizes)), "mqar": []}, self.val, None,
-                              self.ranges["lm"], None, self.heads[checkpoint])["eval_loss"]
+        scores, features = self._score_again(checkpoint, f"training QA's re-check ({flag})", more_lm=perturbed)
+        again = scores["eval_loss"]
         if not abs(again - claimed) <= RECHECK_TOLERANCE * max(1.0, abs(claimed)):
             raise _Rejected(f"{flag}; its checkpoint re-evaluated in a fresh sandbox scores {again:.4f}, not the "
                             f"claimed {claimed:.4f}: the result is not reproducible from its weights")
