@@ -269,6 +269,28 @@ def rewrites_its_channel(drop_outputs: bool) -> str:
 
 
 DROPS_ITS_OUTPUTS = rewrites_its_channel(drop_outputs=True)
+# holds the worker's channel and lets nothing through after its second evaluation: the run ends without a result
+GOES_QUIET = HONEST.replace("        self.calls = 0", """        self.calls = 0
+        import gc, json
+        channel = next(o for o in gc.get_objects() if type(o).__name__ == "Channel" and hasattr(o, "stream"))
+
+        class Quiet:
+            def __init__(self, stream):
+                self.stream, self.reports = stream, 0
+
+            def write(self, line):
+                self.reports += "report" in json.loads(line)
+                return len(line) if self.reports > 2 else self.stream.write(line)
+
+            def flush(self):
+                return self.stream.flush()
+
+        if type(channel.stream).__name__ != "Quiet":
+            channel.stream = Quiet(channel.stream)""")
+# sees the next token whenever it is evaluated (never while it trains): where the parent never audits its
+# evaluations, its loss is far below an honest design's
+LEAKS_WHEN_EVALUATED = HONEST.replace("        # PLANT", "        if not self.training:\n"
+                                      "            out = out + torch.roll(hidden_states, -1, dims=1)")
 
 
 def test_a_run_whose_final_evaluation_comes_without_its_outputs_is_refused(tiny, monkeypatch):
@@ -329,6 +351,11 @@ def test_where_a_run_ended_is_the_parents_count(tiny, monkeypatch):
     *steps, refused = trial(CLAIMS_IT_FINISHED, tiny, monkeypatch)
     assert [r["step"] for r in steps] == [1, 2] and "final" not in refused
     assert "forged progress: the run claims it ended at step 6; its evaluations reached step 2" in refused["code_error"]
+    # a failed or refused run is charged what it trained by the parent's count: to its last accepted evaluation
+    assert refused["tokens_seen"] == tokens_after(2, scale.train, scale.mqar.seq_len)
+    *steps, silent = trial(GOES_QUIET, tiny, monkeypatch)
+    assert [r["step"] for r in steps] == [1, 2] and "ended without a result" in silent["code_error"], silent
+    assert silent["tokens_seen"] == tokens_after(2, scale.train, scale.mqar.seq_len)
 
 
 # a policy-clean mixer that is four times wider from layer 1 on: the check builds layer 0 only
@@ -496,6 +523,12 @@ def test_training_qa_stops_a_trial_far_slower_than_its_seed(tiny):
                                   {"seed": "deltanet", "cpu_tokens_per_second": 1e12}, slow_factor=3.0)
     assert [r["eval_loss"] for r in reports] == [1.0] * 3 and "qa_stopped" not in forged
     assert "metric tampering: the trial reported eval loss 1.0, but its checkpoint scores" in forged["code_error"]
+    # one whose weights reproduce a low loss in a fresh process only by seeing the next token: the re-scoring is
+    # audited for causality as a verified evaluation is (a secret suffix replaced, in another fresh sandbox)
+    leaky, reports, _ = qa_trial(LEAKS_WHEN_EVALUATED, tiny, {"seed": "deltanet", "cpu_tokens_per_second": 1e12},
+                                 slow_factor=3.0)
+    assert len(reports) == 3 and "qa_stopped" not in leaky and "causality audit failed" in leaky["code_error"], leaky
+    assert leaky["tokens_seen"] == reports[-1]["tokens_seen"]
     # a seed cached without CPU pace: the wall clock decides
     outcome, reports, _ = qa_trial(HONEST, tiny, {"seed": "deltanet", "wall_tokens_per_second": 1e12}, slow_factor=3.0)
     assert "tokens per wall-clock second" in outcome["qa_stopped"] and len(reports) == 3

@@ -272,9 +272,7 @@ class _Trial:
             if "infra_error" in record:
                 raise SandboxError(f"the trial's harness failed in the sandbox: {str(record['infra_error'])[:2000]}\n"
                                    f"{str(record.get('traceback', ''))[:4000]}")
-            # a failed or refused trial trained at least to its last accepted evaluation (the parent's count; the
-            # worker's own could be anything)
-            trained = tokens_after(step, self.scale.train, self.scale.mqar.seq_len)
+            trained = self._trained(step)  # what a failure or a refusal at this record is charged
             if "code_error" in record:
                 return {"code_error": str(record["code_error"]), "tokens_seen": trained}
             try:
@@ -330,17 +328,23 @@ class _Trial:
             except (ValueError, RuntimeError, OSError, EOFError, KeyError, TypeError) as err:
                 # a file the worker wrote could not be read as plain tensors: the candidate's doing
                 return {"code_error": f"the trial's results could not be read safely: {type(err).__name__}: "
-                                      f"{str(err)[:300]}", "tokens_seen": 0}
+                                      f"{str(err)[:300]}", "tokens_seen": trained}
             if "report" in record:
                 on_report(metrics, checkpoint)  # outside the try: a failure to report is not the candidate's
                 slow = qa.too_slow(lambda: sandbox.cpu_seconds(reader.proc)) if qa is not None else None
                 if slow is not None and step < self.scale.train.steps:
                     try:  # stopped as it stands: with the parent's numbers, the fitness reads them
                         stands = metrics if verified_at == step else {**metrics, **self._rescore(checkpoint, metrics)}
-                    except _Rejected as rejected:
-                        return {"code_error": str(rejected), "tokens_seen": trained}
+                    except _Rejected as rejected:  # its report was accepted: it trained to there
+                        return {"code_error": str(rejected), "tokens_seen": self._trained(step)}
                     return {"qa_stopped": slow, "last": stands}
-        return {"code_error": f"the sandboxed trial ended without a result: {reader.died()}", "tokens_seen": 0}
+        return {"code_error": f"the sandboxed trial ended without a result: {reader.died()}",
+                "tokens_seen": self._trained(step)}
+
+    def _trained(self, step: int) -> int:
+        """The tokens a trial trained on up to ``step``, its last accepted evaluation: what a failed or refused
+        trial is charged (the parent's count; the worker's own could be anything)."""
+        return tokens_after(step, self.scale.train, self.scale.mqar.seq_len)
 
     def _take(self, checkpoint: str) -> str:
         """Read a checkpoint the worker wrote (tensors only), count it (the harness, the budget) and keep its head."""
@@ -377,13 +381,14 @@ class _Trial:
         return {**scores, "verified": 1}
 
     def _audit(self, outputs: dict[str, list[torch.Tensor]], checkpoint: str) -> None:
-        """Re-run a few rows, each with its tokens after a secret position replaced, in a fresh sandbox."""
+        """Re-run a few rows of ``outputs``' evaluation sets (MQAR's when it has them), each with its tokens after a
+        secret position replaced, in a fresh sandbox: their features up to that position must be ``outputs``'."""
         rng = random.Random(secrets.randbits(64))
         generator = torch.Generator().manual_seed(rng.getrandbits(63))
         picks: dict[str, list[tuple[torch.Tensor, int]]] = {"lm": [], "mqar": []}  # (claimed features, position)
         rows: dict[str, list[torch.Tensor]] = {"lm": [], "mqar": []}
         lm_rows = [(b, r) for b, (x, _) in enumerate(self.val) for r in range(x.shape[0])]
-        mqar_rows = list(range(len(self.mqar_test[0]))) if self.mqar_test is not None else []
+        mqar_rows = list(range(len(self.mqar_test[0]))) if self.mqar_test is not None and outputs.get("mqar") else []
         plan = [("lm", i) for i in rng.sample(lm_rows, min(self.options.audit_rows, len(lm_rows)))]
         plan += [("mqar", i) for i in rng.sample(mqar_rows, min(max(1, self.options.audit_rows // 2), len(mqar_rows)))]
         for task, index in plan:
@@ -505,13 +510,12 @@ class _Trial:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _score_again(self, checkpoint: str, what: str, mqar: bool = False,
-                     more_lm: list[torch.Tensor] | None = None) -> tuple[dict[str, float], torch.Tensor]:
+    def _score_again(self, checkpoint: str, what: str, mqar: bool = False) -> dict[str, float]:
         """The evaluation sets (the LM set, with ``mqar`` MQAR's test set too) through ``checkpoint``'s weights in a
-        fresh sandbox, scored here through its head, and the LM rows' features: the set's, then those of
-        ``more_lm`` (rows of its length), run in the same process."""
-        inputs = torch.cat([x for x, _ in self.val])
-        rows = {"lm": torch.cat([inputs, torch.stack(more_lm)]) if more_lm else inputs}
+        fresh sandbox, scored here through its head, and those features audited for causality (``_audit``: a few
+        rows with a secret suffix replaced, in another fresh sandbox): weights that score well only by seeing
+        later tokens are refused here as they are at a verified evaluation."""
+        rows = {"lm": torch.cat([x for x, _ in self.val])}
         if mqar and self.mqar_test is not None:
             rows["mqar"] = self.mqar_test[0]
         features = self._rerun(rows, checkpoint, what)  # features: the head is applied here
@@ -519,18 +523,18 @@ class _Trial:
         if any(not isinstance(features.get(task), torch.Tensor) or tuple(features[task].shape) != (*x.shape, width)
                for task, x in rows.items()):
             raise _Rejected(f"{what} returned features of the wrong shape")
-        lm = features["lm"]
-        outputs = {"lm": list(lm[: inputs.shape[0]].split([x.shape[0] for x, _ in self.val])),
+        outputs = {"lm": list(features["lm"].split([x.shape[0] for x, _ in self.val])),
                    "mqar": list(features["mqar"].split(MQAR_CHUNK)) if "mqar" in rows else []}
         scores = score_outputs(outputs, self.val, self.mqar_test if "mqar" in rows else None, self.ranges["lm"],
                                self.ranges["mqar"] if "mqar" in rows else None, self.heads[checkpoint])
-        return scores, lm
+        self._audit(outputs, checkpoint)
+        return scores
 
     def _rescore(self, checkpoint: str, claimed: dict[str, float]) -> dict[str, float]:
         """The scores of an evaluation whose outputs the parent never saw (training QA stops a trial between the
         evaluations it verifies), from a fresh sandbox (``_score_again``). A claimed loss they do not reproduce is
         tampering."""
-        scores, _ = self._score_again(checkpoint, "the re-scoring of a stopped trial", mqar=True)
+        scores = self._score_again(checkpoint, "the re-scoring of a stopped trial", mqar=True)
         said = claimed.get("eval_loss")
         if said is None or not abs(said - scores["eval_loss"]) <= RECHECK_TOLERANCE * max(1.0, abs(scores["eval_loss"])):
             raise _Rejected(f"metric tampering: the trial reported eval loss {said}, but its checkpoint scores "
@@ -538,25 +542,15 @@ class _Trial:
         return {**scores, "verified": 1}
 
     def _recheck(self, checkpoint: str, claimed: float, flag: str) -> None:
-        """Training QA's re-check of a suspiciously low loss: the whole LM evaluation set, plus a few rows
-        with a secret suffix replaced, through the checkpoint's weights in a fresh sandbox. The loss must
-        match the claim and the replaced suffixes must not change any logit before them."""
-        rng = random.Random(secrets.randbits(64))
-        generator = torch.Generator().manual_seed(rng.getrandbits(63))
-        inputs = torch.cat([x for x, _ in self.val])
-        picks = [(rng.randrange(inputs.shape[0]), rng.randrange(0, inputs.shape[1] - 1))
-                 for _ in range(max(1, self.options.audit_rows))]
-        perturbed = [_replace_after(inputs[row], position, self.ranges["lm"], generator) for row, position in picks]
-        scores, features = self._score_again(checkpoint, f"training QA's re-check ({flag})", more_lm=perturbed)
-        again = scores["eval_loss"]
+        """Training QA's re-check of a suspiciously low loss: the whole LM evaluation set through the checkpoint's
+        weights in a fresh sandbox, audited for causality (``_score_again``). The loss must match the claim."""
+        try:
+            again = self._score_again(checkpoint, f"training QA's re-check ({flag})")["eval_loss"]
+        except _Rejected as rejected:
+            raise _Rejected(f"{flag}; {rejected}") from rejected
         if not abs(again - claimed) <= RECHECK_TOLERANCE * max(1.0, abs(claimed)):
             raise _Rejected(f"{flag}; its checkpoint re-evaluated in a fresh sandbox scores {again:.4f}, not the "
                             f"claimed {claimed:.4f}: the result is not reproducible from its weights")
-        for j, (row, position) in enumerate(picks):
-            diff, tolerance = self._prefix_gap(features[row], features[inputs.shape[0] + j], position)
-            if not diff <= tolerance:
-                raise _Rejected(f"{flag}; re-checked in a fresh sandbox, replacing the tokens after position {position} "
-                                f"changed the model's features before it by {diff:.3g}: the design sees the future")
 
 
 class _Rejected(Exception):
