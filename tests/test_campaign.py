@@ -255,7 +255,7 @@ def test_campaign_trains_scores_and_verifies(campaign_run):
         results = [json.loads(line) for line in (params.parent / "result.json").read_text().splitlines() if line]
         at_rung += [next(r for r in results if r.get("step", 0) >= rung)] if any(
             r.get("step", 0) >= rung for r in results) else []
-    assert at_rung and all(r["verified"] == 1 for r in at_rung), at_rung
+    assert at_rung and all(r["verified"] == 1 and r["audited"] == 1 for r in at_rung), at_rung
     verified = [c for c in candidates if c.stage == "verify"]
     assert len(verified) >= 1
     for c in verified:

@@ -42,10 +42,13 @@ class HonestMixer(nn.Module):
 '''
 PATIENT = HONEST.replace("class HonestMixer(", "class PatientMixer(").replace(
     "        self.o = nn.Linear(hidden_size, hidden_size, bias=False)\n",
-    "        self.o = nn.Linear(hidden_size, hidden_size, bias=False)\n        self.calls = 0\n").replace(
+    "        self.o = nn.Linear(hidden_size, hidden_size, bias=False)\n        self.calls = 0\n"
+    "        self.register_buffer('armed', torch.zeros(()))\n").replace(
     "        mixed = v.cumsum(1) / steps[None, :, None]\n",
     "        mixed = v.cumsum(1) / steps[None, :, None]\n        self.calls += 1\n"
-    "        if self.calls > 30:  # after the checks (24 calls at most): every later call sees the next token\n"
+    "        if self.training and self.calls > 30:  # after the checks (24 calls at most): armed in its weights\n"
+    "            self.armed.fill_(1.0)\n"
+    "        if self.armed > 0:  # then every call, in any process that loads the weights, sees the next token\n"
     "            mixed = mixed + torch.roll(v, -1, dims=1)\n")
 THIEF = HONEST.replace("import torch\n", "import os\nimport torch\n", 1).replace(
     "        super().__init__()\n",
@@ -112,10 +115,9 @@ def candidates_by_name(campaign) -> dict:
     return {c.name: c for c in memory.list_candidates(campaign=campaign.name, kind="candidate")}
 
 
-# the two refusals that re-run a trial's saved weights in a fresh sandbox: the causality audit of an evaluation
-# scored outside (a rung's or the final one), or training QA's re-check of a loss far below the seed's. Which
-# one fires first depends on when the leak starts (its call count) against the evaluations
-REFUSED_BY_A_RERUN = ("causality audit failed", "not reproducible from its weights")
+# the refusal that re-runs a trial's saved weights in a fresh sandbox with a secret suffix replaced: the causality
+# audit of an evaluation a decision reads (a rung's, the final one, one training QA flags as far below the seed's)
+REFUSED_BY_A_RERUN = ("causality audit failed",)
 
 
 def test_the_design_that_leaks_after_its_checks_is_refused_by_the_audit(hostile_run):

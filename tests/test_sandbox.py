@@ -131,8 +131,10 @@ def test_an_honest_candidate_trains_in_the_sandbox_exactly_as_in_process(tiny, m
     reference = train_mixer(load_mixer_class(HONEST), scale, data, downstream=False)  # trusted test code, in process
     *steps, final = reports
     assert [r["step"] for r in steps] == [h["step"] for h in reference["history"]]
-    assert [r["verified"] for r in steps] == [0] * (len(steps) - 1) + [1]  # only the final evaluation is verified
-    assert final["final"] and final["verified"] == 1 and "code_error" not in final
+    assert all(r["verified"] == 1 for r in steps)  # every evaluation is the parent's, in a fresh sandbox
+    assert [r.get("audited") for r in steps] == [None] * (len(steps) - 1) + [1]  # the final one audited for causality
+    assert final["final"] and final["verified"] == 1 and final["audited"] == 1 and "code_error" not in final
+    assert [r["eval_loss"] for r in steps] == pytest.approx([h["eval_loss"] for h in reference["history"]], abs=1e-5)
     assert final["eval_loss"] == pytest.approx(reference["eval_loss"], abs=1e-5)
     assert final["mqar_accuracy"] == pytest.approx(reference["mqar_accuracy"])
 
@@ -159,11 +161,11 @@ def test_a_worker_that_keeps_writing_is_killed_at_the_runs_wall_deadline(tiny, m
     assert "ran past its 30s of wall time and was killed" in last["code_error"], last
 
 
-def test_a_candidate_that_replaces_the_loss_function_is_caught(tiny, monkeypatch):
+def test_a_candidate_that_replaces_the_loss_function_changes_only_its_own_training(tiny, monkeypatch):
+    """Its process computes no evaluation: the halved loss reaches its own training numbers, never a score."""
     *steps, last = trial(FORGES_LOSS, tiny, monkeypatch)
-    assert all(r["verified"] == 0 for r in steps)  # the rungs before the final one carry its own (halved) numbers
-    assert "metric tampering" in last["code_error"]
-    assert "final" not in last
+    assert last["final"] and "code_error" not in last and all(r["verified"] == 1 for r in steps)
+    assert all(r["eval_loss"] > 1.5 * r["train_loss"] for r in [*steps, last])  # train: halved; eval: the parent's
 
 
 # rescales the harness's logits whenever the model is evaluated: a temperature the harness does not have
@@ -217,13 +219,13 @@ def test_the_evaluations_asha_decides_on_are_verified_outside_the_candidates_pro
     assert scale.train.report_every == 1 and scale.train.steps == 6
     rungs = (at(2), at(3) + 1)  # the second rung falls between two evaluations: the one after it (step 4) decides
     *steps, final = trial(HONEST, tiny, monkeypatch, rung_tokens=rungs)
-    assert [r["step"] for r in steps if r["verified"] == 1] == [2, 4, 6] and final["verified"] == 1
+    assert [r["step"] for r in steps if r.get("audited") == 1] == [2, 4, 6] and final["audited"] == 1
     assert [r["tokens_seen"] for r in steps] == [at(r["step"]) for r in steps]  # the parent's own count
     honest = {r["step"]: r["eval_loss"] for r in trial(HONEST, tiny, monkeypatch)[:-1]}
-    assert all(r["eval_loss"] == pytest.approx(honest[r["step"]], abs=1e-5) for r in steps)  # scored outside: the same
-    # the loss-halving candidate is refused at its first rung, not only at the end
-    *before, refused = trial(FORGES_LOSS, tiny, monkeypatch, rung_tokens=rungs)
-    assert [r["step"] for r in before] == [1] and "metric tampering" in refused["code_error"]
+    assert all(r["eval_loss"] == pytest.approx(honest[r["step"]], abs=1e-5) for r in steps)  # audited or not: the same
+    # a design that sees the next token whenever it is evaluated is refused at its first rung, not only at the end
+    *before, refused = trial(LEAKS_WHEN_EVALUATED, tiny, monkeypatch, rung_tokens=rungs)
+    assert [r["step"] for r in before] == [1] and "causality audit failed" in refused["code_error"]
     # one that under-reports its progress (to skip the rungs): its count restarts at every forward, so its
     # first evaluation still claims one step's tokens; its second is refused
     *before, refused = trial(FORGES_PROGRESS, tiny, monkeypatch, rung_tokens=rungs)
@@ -232,19 +234,19 @@ def test_the_evaluations_asha_decides_on_are_verified_outside_the_candidates_pro
     assert refused["tokens_seen"] == at(1)  # what it trained, by the parent's count: to its last accepted evaluation
 
 
-# ends the training loop after its second evaluation (moves the loop's step to the budget's end while it is being
-# evaluated): its summary says it trained every step, with no outputs to score, as a finished run's does
-CLAIMS_IT_FINISHED = HONEST.replace("        # PLANT", """        import gc
-        if not self.training:
-            for obj in gc.get_objects():
-                if type(obj).__name__ == "Trainer" and obj.step >= 2:
-                    obj.step = obj.cfg.steps""")
+# ends its training loop after its second evaluation (a wall budget of 0 from inside the model) and has the loop's
+# result claim the budget's end: its summary says it trained every step, as a finished run's does
+CLAIMS_IT_FINISHED = HONEST.replace("        # PLANT", """        import gc, sys
+        trainer = next((o for o in gc.get_objects() if type(o).__name__ == "Trainer"), None)
+        if self.training and trainer.step >= 2 and trainer.cfg.max_wall_seconds != 0.0:
+            T = sys.modules["asiarch.train.trainer"]
+            object.__setattr__(trainer.cfg, "max_wall_seconds", 0.0)
+            trainer._stop = lambda reason, message: T.TrainResult(T.StopReason.COMPLETED, "trained",
+                                                                  trainer.cfg.steps, trainer.tokens_seen)""")
 
 
-def rewrites_its_channel(drop_outputs: bool) -> str:
-    """A design that holds the worker's channel (found among the process's objects) and rewrites what goes out:
-    a loss of 1.0 for every evaluation and for the run, and with ``drop_outputs`` no raw outputs."""
-    return HONEST.replace("        self.calls = 0", """        self.calls = 0
+# holds the worker's channel (found among the process's objects) and writes a loss of 1.0 into every line
+REWRITES_ITS_CHANNEL = HONEST.replace("        self.calls = 0", """        self.calls = 0
         import gc, json
         channel = next(o for o in gc.get_objects() if type(o).__name__ == "Channel" and hasattr(o, "stream"))
 
@@ -254,8 +256,6 @@ def rewrites_its_channel(drop_outputs: bool) -> str:
 
             def write(self, line):
                 record = json.loads(line)
-                if DROP:
-                    record.pop("outputs", None)
                 for key in ("report", "final"):
                     if key in record:
                         record[key]["eval_loss"] = 1.0
@@ -265,10 +265,7 @@ def rewrites_its_channel(drop_outputs: bool) -> str:
                 return self.stream.flush()
 
         if type(channel.stream).__name__ != "Rewrites":
-            channel.stream = Rewrites(channel.stream)""".replace("DROP", str(drop_outputs)))
-
-
-DROPS_ITS_OUTPUTS = rewrites_its_channel(drop_outputs=True)
+            channel.stream = Rewrites(channel.stream)""")
 # holds the worker's channel and lets nothing through after its second evaluation: the run ends without a result
 GOES_QUIET = HONEST.replace("        self.calls = 0", """        self.calls = 0
         import gc, json
@@ -291,14 +288,38 @@ GOES_QUIET = HONEST.replace("        self.calls = 0", """        self.calls = 0
 # evaluations, its loss is far below an honest design's
 LEAKS_WHEN_EVALUATED = HONEST.replace("        # PLANT", "        if not self.training:\n"
                                       "            out = out + torch.roll(hidden_states, -1, dims=1)")
+# trains on the evaluation windows instead of the train stream, wherever it finds them: the trainer's evaluation
+# sets, or the validation split rebuilt from the corpus's sources with the tokenizer it trains with
+MEMORISES_THE_EVALUATION = HONEST.replace("        # PLANT", """        import gc, sys, numpy
+        trainer = next((o for o in gc.get_objects() if type(o).__name__ == "Trainer"), None)
+        if self.training and not getattr(trainer, "searched", False):
+            trainer.searched, windows = True, None
+            if trainer._val is not None:
+                windows = [x.flatten().numpy() for x, _ in trainer._val]
+            else:
+                try:
+                    corpus = sys.modules["asiarch.data.corpus"]
+                    cfg = next(o for o in gc.get_objects() if type(o).__name__ == "CorpusConfig")
+                    train, val = corpus._build_tokens(corpus.build_source(cfg), trainer.lm_data.tokenizer,
+                                                      cfg.val_fraction, cfg.seed)
+                    full = corpus.TokenCorpus(trainer.lm_data.tokenizer, train, val)
+                    windows = [x.flatten().numpy() for x, _ in full.val_batches(
+                        trainer.cfg.batch_size, trainer.cfg.seq_len, trainer.cfg.eval_batches)]
+                except Exception:
+                    pass  # nothing to be found: trains as it was given
+            if windows is not None:
+                stream = trainer.lm_data._tokens["train"]
+                trainer.lm_data._tokens["train"] = numpy.concatenate(windows * 50).astype(stream.dtype)""")
 
 
-def test_a_run_whose_final_evaluation_comes_without_its_outputs_is_refused(tiny, monkeypatch):
-    """The final evaluation is what the fitness reads: the parent scores its raw outputs, so a run that sends
-    its numbers without them (and would have them stand, unverified) is refused."""
-    *steps, refused = trial(DROPS_ITS_OUTPUTS, tiny, monkeypatch)
-    assert all(r["verified"] == 0 and r["eval_loss"] == 1.0 for r in steps) and "final" not in refused
-    assert "the final evaluation, at step 6, came without its raw outputs" in refused["code_error"], refused
+def test_numbers_a_run_writes_on_its_channel_are_not_its_scores(tiny, monkeypatch):
+    """A design that holds the worker's channel and writes a loss of 1.0 into every line: the parent evaluates
+    each checkpoint itself, so the numbers it stands with are an honest design's."""
+    honest = trial(HONEST, tiny, monkeypatch)
+    rewritten = trial(REWRITES_ITS_CHANNEL, tiny, monkeypatch)
+    assert rewritten[-1]["final"] and "code_error" not in rewritten[-1]
+    assert [r["eval_loss"] for r in rewritten] == pytest.approx([r["eval_loss"] for r in honest], abs=1e-5)
+    assert 1.0 not in [r["eval_loss"] for r in rewritten]
 
 
 def test_a_trial_resumed_where_it_ended_is_scored_by_the_parent(tiny, monkeypatch, tmp_path):
@@ -334,8 +355,32 @@ def test_a_run_stopped_by_its_wall_budget_stands_with_the_parents_scores(tiny, r
     final = outcome["final"]
     assert (final["stop_reason"], final["steps"], final["verified"]) == ("wall_time", 1, 1), outcome
     assert len(reports) == (1 if report_every == 1 else 0)
-    if reports:  # an unverified evaluation at the step it stopped: the final numbers are scored, the same
-        assert reports[0]["verified"] == 0 and final["eval_loss"] == pytest.approx(reports[0]["eval_loss"], abs=1e-5)
+    assert final["audited"] == 1  # the numbers it stands with are audited for causality
+    if reports:  # an evaluation at the step it stopped: the final numbers are that evaluation's
+        assert reports[0]["verified"] == 1 and final["eval_loss"] == pytest.approx(reports[0]["eval_loss"], abs=1e-5)
+
+
+@pytest.mark.skipif(not ROOT, reason="the corpus's sources are hidden only in a mount namespace (root)")
+def test_a_candidate_finds_no_evaluation_data_to_train_on(tiny, monkeypatch):
+    """In process, a design that trains on the evaluation windows scores far below an honest one; sandboxed,
+    its process holds no evaluation set and the text and cache the validation split is built from are hidden,
+    so it trains as an honest design does and scores the same."""
+    import copy
+
+    from asiarch.config import stage_scale
+
+    scale, data = tiny
+    scale = stage_scale(scale, 24)  # long enough to memorise
+    # in process it replaces the corpus's train stream: a copy, not the fixture's
+    memorised = train_mixer(load_mixer_class(MEMORISES_THE_EVALUATION), scale, copy.deepcopy(data), downstream=False)
+    honest = train_mixer(load_mixer_class(HONEST), scale, data, downstream=False)
+    assert memorised["eval_loss"] < honest["eval_loss"] - 0.2
+    given = data.training_only()  # what the training process is given
+    assert given.corpus.num_tokens("train") == data.corpus.num_tokens("train") and given.corpus.num_tokens("val") == 0
+    with pytest.raises(ValueError, match="holds no test set"):
+        given.mqar.test_set()
+    *_, last = trial(MEMORISES_THE_EVALUATION, (scale, data), monkeypatch)
+    assert last["final"] and last["eval_loss"] == pytest.approx(honest["eval_loss"], abs=1e-5), last
 
 
 def test_where_a_run_ended_is_the_parents_count(tiny, monkeypatch):
@@ -349,10 +394,10 @@ def test_where_a_run_ended_is_the_parents_count(tiny, monkeypatch):
     assert final["step"] == scale.train.steps and final["tokens_seen"] == tokens_after(scale.train.steps, scale.train,
                                                                                        scale.mqar.seq_len)
     *steps, refused = trial(CLAIMS_IT_FINISHED, tiny, monkeypatch)
-    assert [r["step"] for r in steps] == [1, 2] and "final" not in refused
-    assert "forged progress: the run claims it ended at step 6; its evaluations reached step 2" in refused["code_error"]
+    assert [r["step"] for r in steps] == [1, 2, 3] and "final" not in refused, refused
+    assert "forged progress: the run claims it ended at step 6; its evaluations reached step 3" in refused["code_error"]
     # a failed or refused run is charged what it trained by the parent's count: to its last accepted evaluation
-    assert refused["tokens_seen"] == tokens_after(2, scale.train, scale.mqar.seq_len)
+    assert refused["tokens_seen"] == tokens_after(3, scale.train, scale.mqar.seq_len)
     *steps, silent = trial(GOES_QUIET, tiny, monkeypatch)
     assert [r["step"] for r in steps] == [1, 2] and "ended without a result" in silent["code_error"], silent
     assert silent["tokens_seen"] == tokens_after(2, scale.train, scale.mqar.seq_len)
@@ -398,14 +443,18 @@ def test_every_checkpoint_is_counted_outside_and_held_to_the_parameter_budget(ti
     assert CheckOptions(param_band=band).parameter_budget() == budget
 
 
-def test_a_candidate_that_sees_the_future_only_after_its_checks_is_caught(tiny, monkeypatch):
+def test_a_candidate_that_sees_the_future_gains_nothing_where_it_is_scored(tiny, monkeypatch):
     scale, data = tiny
-    *_, last = trial(LEAKS_LATER, tiny, monkeypatch)
-    assert "causality audit failed" in last["code_error"]
-    # without the audit its leak is a 'breakthrough': in process, the same code reports a far lower loss
+    # in process, the design that starts seeing the next token after its checks reports a far lower loss
     leaky = train_mixer(load_mixer_class(LEAKS_LATER), scale, data, downstream=False)
     honest = train_mixer(load_mixer_class(HONEST), scale, data, downstream=False)
     assert leaky["eval_loss"] < honest["eval_loss"] - 0.2
+    # sandboxed, every evaluation runs in a fresh process, where it has not made its calls yet: an honest score
+    *_, last = trial(LEAKS_LATER, tiny, monkeypatch)
+    assert last["final"] and last["eval_loss"] > leaky["eval_loss"] + 0.2, last
+    # one that sees the next token whenever it is evaluated is caught by the causality audit
+    *_, last = trial(LEAKS_WHEN_EVALUATED, tiny, monkeypatch)
+    assert "causality audit failed" in last["code_error"]
 
 
 # puts a perfect downstream score on every evaluation its process reports
@@ -499,13 +548,13 @@ def test_training_qa_rechecks_a_loss_far_below_the_seed_before_it_counts(tiny):
     assert "final" in outcome, outcome
     assert [r.get("leak_checked") for r in reports] == [1] + [None] * (len(reports) - 1)
     (note,) = monitor.notes
-    assert "suspected leakage" in note and "below the seed deltanet's 50.0000" in note and "reproduced, causal" in note
-    # the design that starts seeing the next token after its checks: refused at its first flagged evaluation,
-    # because its weights in a fresh process do not reproduce the loss it reported
-    scale, _ = tiny
-    outcome, reports, _ = qa_trial(LEAKS_LATER, tiny, {"seed": "deltanet", "loss_curve": [0.0, 50.0]}, leak_fraction=0.1)
+    assert "suspected leakage" in note and "below the seed deltanet's 50.0000" in note and "causal" in note
+    # the design that sees the next token when evaluated: refused at its first flagged evaluation (the second),
+    # whose features the flag has audited
+    outcome, reports, _ = qa_trial(LEAKS_WHEN_EVALUATED, tiny, {"seed": "deltanet", "loss_curve": [0.0, 50.0]},
+                                   leak_fraction=0.1)
     assert len(reports) == 1 and "suspected leakage" in outcome["code_error"]  # refused at its second evaluation
-    assert "not reproducible from its weights" in outcome["code_error"]
+    assert "causality audit failed" in outcome["code_error"]
 
 
 def test_training_qa_stops_a_trial_far_slower_than_its_seed(tiny):
@@ -515,14 +564,9 @@ def test_training_qa_stops_a_trial_far_slower_than_its_seed(tiny):
     assert "tokens per CPU second" in outcome["qa_stopped"]
     assert "more than 3x slower than the seed deltanet" in outcome["qa_stopped"]
     assert len(reports) == 3 < scale.train.steps // scale.train.report_every  # two slow windows after the first report
-    # stopped between the evaluations the parent verifies: its checkpoint is scored again in a fresh sandbox
-    assert reports[-1]["verified"] == 0 and outcome["last"]["verified"] == 1
-    assert outcome["last"]["eval_loss"] == pytest.approx(reports[-1]["eval_loss"], rel=1e-3)
-    # one that claims a loss its weights do not give is refused, not stopped with its own numbers
-    forged, reports, _ = qa_trial(rewrites_its_channel(drop_outputs=False), tiny,
-                                  {"seed": "deltanet", "cpu_tokens_per_second": 1e12}, slow_factor=3.0)
-    assert [r["eval_loss"] for r in reports] == [1.0] * 3 and "qa_stopped" not in forged
-    assert "metric tampering: the trial reported eval loss 1.0, but its checkpoint scores" in forged["code_error"]
+    # stopped between rungs: the evaluation it stands with is audited for causality, as a rung's is
+    assert not reports[-1].get("audited") and outcome["last"]["audited"] == 1
+    assert outcome["last"]["eval_loss"] == reports[-1]["eval_loss"]
     # one whose weights reproduce a low loss in a fresh process only by seeing the next token: the re-scoring is
     # audited for causality as a verified evaluation is (a secret suffix replaced, in another fresh sandbox)
     leaky, reports, _ = qa_trial(LEAKS_WHEN_EVALUATED, tiny, {"seed": "deltanet", "cpu_tokens_per_second": 1e12},

@@ -446,10 +446,12 @@ class Reader:
 
     def __init__(self, proc: subprocess.Popen, nonce: str):
         self.proc, self.nonce = proc, nonce
-        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.lines: queue.Queue[tuple[str, float | None] | None] = queue.Queue()  # with the CPU seconds at arrival
+        self.cpu_at_record: float | None = None  # the worker's CPU seconds when the last yielded record arrived
         self.deadline: float | None = None  # time.monotonic() past which no record is read (expire_in)
         self.stderr_tail: deque[str] = deque(maxlen=40)
-        threading.Thread(target=self._pump, args=(proc.stdout, self.lines.put, True), daemon=True).start()
+        threading.Thread(target=self._pump, args=(proc.stdout, lambda line: self.lines.put((line, cpu_seconds(proc))), True),
+                         daemon=True).start()
         threading.Thread(target=self._pump, args=(proc.stderr, self.stderr_tail.append, False), daemon=True).start()
 
     def _pump(self, stream, sink, is_protocol: bool) -> None:
@@ -487,6 +489,7 @@ class Reader:
                 return
             if line is None:
                 return
+            line, cpu = line
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
@@ -495,6 +498,7 @@ class Reader:
                 continue  # not from the worker's protocol channel
             if record.get("done"):
                 return
+            self.cpu_at_record = cpu  # read as the line arrived: a worker that runs ahead is not read later
             yield record
 
     def died(self) -> str:
@@ -664,6 +668,12 @@ def lock_down(limits: dict[str, Any], scratch: str | None = None, isolated: bool
     gaps: list[str] = []
     root = os.geteuid() == 0
     hide = [folder for folder in hide if os.path.isdir(folder)]
+    needed = [os.path.realpath(p) for p in (*sys.path, sys.prefix, scratch or "") if p]
+    covering = [f for f in hide if any(n == os.path.realpath(f) or n.startswith(os.path.realpath(f) + os.sep)
+                                       for n in needed)]
+    if covering:  # hiding them would hide the interpreter's own files or the scratch directory
+        gaps.append(f"readable, they hold the sandbox's own files: {', '.join(covering)}")
+        hide = [f for f in hide if f not in covering]
     if hide and not isolated:
         gaps.append(f"readable, no mount namespace to hide them in: {', '.join(hide)}")
     if isolated:

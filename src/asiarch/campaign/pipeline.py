@@ -314,8 +314,8 @@ class CampaignPipeline:
         if result.get("qa_notes"):
             reason += f"; training QA: {result['qa_notes']}"
         elif result.get("leak_checked"):
-            reason += ("; training QA: its last loss, suspiciously far below the seed's, was re-evaluated from its "
-                       "checkpoint in a fresh sandbox: reproduced, causal")
+            reason += ("; training QA: its last loss, suspiciously far below the seed's, was audited for causality in "
+                       "a fresh sandbox (a secret suffix replaced): causal")
         ray.get(self.writer.set_stage.remote(
             design, "explore", loss_curve=metrics.loss_curve, eval_loss=metrics.eval_loss,
             mqar_accuracy=metrics.mqar_accuracy, benchmark=metrics.benchmark, benchmarks=metrics.benchmarks,

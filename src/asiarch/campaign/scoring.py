@@ -202,8 +202,8 @@ def single_run_gap_p(gap: float, noise_sd: float, noise_runs: int, other_runs: i
 def curve_ending_at(curve: Sequence[float], loss: float, step: int, report_every: int) -> list[float]:
     """An explore loss curve ending with a trial's result at ``step``, where the result belongs: its n-th
     evaluation, n = ceil(step / report_every) (one every ``report_every`` steps, and one where a run stopped
-    between them). The result replaces the progress report's own number there (an unverified one that the
-    parent scored again when it stopped the trial), or is appended when that report has not landed; curves
+    between them). The result replaces the progress report's own number there (the same evaluation, audited
+    for causality when the trial stopped there), or is appended when that report has not landed; curves
     are compared evaluation by evaluation (``runs_at_evaluation``, ``at_equal_progress``), so an extra point
     would shift every later comparison. Without a step (0), the result is appended unless it is already last."""
     curve = [float(x) for x in curve]

@@ -198,7 +198,7 @@ def _report_with_checkpoint(metrics: dict[str, float], scale: ScaleConfig, write
 
 def _final_report(summary: dict[str, Any], scale: ScaleConfig, candidate: bool) -> dict[str, Any]:
     final = {k: summary.get(k) for k in ("eval_loss", *MQAR_SCORES, "train_loss", "tokens_seen", "parameters",
-                                         "tokens_per_second", "downstream_mean", "verified")
+                                         "tokens_per_second", "downstream_mean", "verified", "audited")
              if summary.get(k) is not None}
     final.update(stop_reason=summary["stop_reason"], stop_message=summary["stop_message"], final=True,
                  total_steps=scale.train.steps, step=summary["steps"])

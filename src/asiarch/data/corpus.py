@@ -414,6 +414,20 @@ def build_source(cfg: CorpusConfig) -> TextSource:
     return HuggingFaceSource(cfg.hf_dataset, cfg.hf_name, cfg.hf_split, cfg.hf_text_field, limit)
 
 
+def source_dirs(cfg: CorpusConfig) -> list[str]:
+    """The directories ``cfg``'s corpus is read from and cached in (every installed Python's
+    rendered docs too, for ``python_docs``; a ``local`` path that is a file is not one): what a
+    sandboxed candidate's training process must not read, or it could rebuild the validation
+    split with the tokenizer it trains with. A streamed Hugging Face source leaves only the cache."""
+    dirs = [default_cache_dir(cfg.cache_dir)]
+    if cfg.source == "python_docs":
+        roots = [Path(cfg.python_docs_root).expanduser()] if cfg.python_docs_root else []
+        dirs += [Path(p).resolve().parent for p in [*globlib.glob(PYTHON_DOCS_GLOB), *roots]]
+    elif cfg.source == "local":
+        dirs += [Path(p).expanduser() for p in cfg.paths]
+    return sorted({str(d) for d in dirs if d.is_dir()})
+
+
 # --------------------------------------------------------------------------- corpus
 
 
@@ -488,6 +502,11 @@ class TokenCorpus:
             self._windows(data, starts[b * batch_size : (b + 1) * batch_size], seq_len)
             for b in range(num_batches)
         ]
+
+    def training_only(self) -> TokenCorpus:
+        """A copy that holds the train stream only: what a process that must not see the
+        validation text (a sandboxed candidate's training) is given."""
+        return TokenCorpus(self.tokenizer, self._tokens["train"], np.zeros(0, dtype=self._tokens["val"].dtype))
 
     def _get(self, split: str) -> np.ndarray:
         if split not in self._tokens:

@@ -104,7 +104,15 @@ class MQAR:
 
     def test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole test set ``(inputs, labels)``; callers must not modify it in place."""
+        if self._test is None:
+            raise ValueError("this MQAR copy holds no test set (MQAR.training_only)")
         return self._test
+
+    def training_only(self) -> MQAR:
+        """A copy without the test set: what a process that must not see it is given."""
+        copy = object.__new__(MQAR)
+        copy.cfg, copy.vocab_range, copy._train, copy._test = self.cfg, self.vocab_range, self._train, None
+        return copy
 
     @staticmethod
     def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

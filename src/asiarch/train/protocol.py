@@ -54,6 +54,11 @@ class TrialData:
         """The model's vocabulary: corpus tokens, then the MQAR tokens after them."""
         return self.corpus.vocab_size + self.mqar.mqar.cfg.vocab_size
 
+    def training_only(self) -> TrialData:
+        """The training streams without any evaluation data (the validation text, MQAR's test set): what a
+        sandboxed candidate's training process is given, so it cannot train on what it is scored on."""
+        return TrialData(self.corpus.training_only(), ShiftedRecall(self.mqar.mqar.training_only(), self.mqar.offset))
+
 
 def prepare_data(scale: ScaleConfig) -> TrialData:
     """Train/load the tokenizer and token cache, generate MQAR (seconds at cpu_tiny, cached)."""
@@ -75,11 +80,13 @@ def train_mixer(
     downstream: bool = True,
     state: dict[str, Any] | None = None,
     on_trainer: Callable[[Trainer], None] | None = None,
+    evaluate: bool = True,
 ) -> dict[str, Any]:
     """Train ``mixer_cls`` at ``scale`` and return a JSON-ready summary of what was measured.
 
     ``state`` resumes from ``Trainer.state_dict()``; ``on_trainer`` receives the trainer
     before training starts (Tune trials keep it to write checkpoints from ``report``).
+    ``evaluate=False``: no evaluation here (``Trainer``'s); a sandboxed trial's parent evaluates.
     """
     torch.set_num_threads(scale.torch_threads)
     started, cpu_started = time.monotonic(), time.process_time()
@@ -96,7 +103,7 @@ def train_mixer(
         return {"downstream_mean": scores["mean"]}
 
     trainer = Trainer(model, scale.train, data.corpus, data.mqar, report=report,
-                      final_metrics=score_downstream if wanted else None)
+                      final_metrics=score_downstream if wanted else None, evaluate=evaluate)
     if state is not None:
         trainer.load_state_dict(state)
     if on_trainer is not None:
@@ -115,8 +122,9 @@ def train_mixer(
         "train_seconds": train_seconds,
         "wall_tokens_per_second": result.tokens_seen / max(train_seconds, 1e-9),  # evaluations included
         "history": result.history,
-        # training QA's pace where CPU time measures the work (not on a GPU, whose kernels run while the CPU waits)
-        **({"cpu_tokens_per_second": result.tokens_seen / max(cpu_seconds, 1e-9)}
+        # training QA's pace where CPU time measures the work (not on a GPU, whose kernels run while the CPU waits),
+        # evaluations left out: a sandboxed candidate's training process evaluates nothing
+        **({"cpu_tokens_per_second": result.tokens_seen / max(cpu_seconds - trainer.eval_cpu_seconds, 1e-9)}
            if str(scale.train.device).startswith("cpu") else {}),
         **{k: result.final.get(k) for k in ("train_loss", "eval_loss", *MQAR_SCORES)},
     }

@@ -5,14 +5,15 @@
   one hiccup of a busy machine stops nothing) the trial is stopped with that reason.
 - **Too good.** A loss more than ``leak_fraction`` below the seed's at the same
   evaluation is what a design that sees the future looks like. The result is flagged and,
-  before it counts, the parent re-evaluates the checkpoint in a fresh sandbox
-  (``asiarch.train.sandboxed``): its weights must reproduce the claimed loss there, with
-  the tokens after a secret position replaced changing nothing before it.
+  before it counts, its evaluation (the parent's, from the checkpoint in a fresh sandbox:
+  ``asiarch.train.sandboxed``) is audited: the tokens after a secret position replaced,
+  in another fresh sandbox, must change nothing before it.
 
 Pace is tokens per CPU second where both sides have it (CPU scales): the seed's from its
-runs' ``cpu_tokens_per_second`` (its training process's CPU time), the candidate's from the
-kernel's count of the sandbox's CPU time between two reports, read by the parent
-(``asiarch.sandbox.cpu_seconds``; the worker's own timing could be forged). Wall-clock pace
+runs' ``cpu_tokens_per_second`` (its training process's CPU time, evaluations left out), the
+candidate's from the kernel's count of the training sandbox's CPU time between two reports,
+read by the parent as each report arrives (``asiarch.sandbox.cpu_seconds``; the worker's own
+timing could be forged; that process trains only, the parent evaluates elsewhere). Wall-clock pace
 grows with whatever else shares the cores: on 2 busy cores it stopped a top-5 design at
 3.8x the seed's wall time, while CPU time stays with the design
 (``benchmarks/bench_qa_pace.py``). CPU time does not count waiting: a design that sleeps or

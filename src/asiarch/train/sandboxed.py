@@ -2,32 +2,29 @@
 
 ``train_in_sandbox`` writes the trial's inputs to a fresh scratch directory, starts the
 worker in the sandbox, and turns its lines into reports. It trusts nothing the worker
-computed about the final evaluation:
+computes:
 
-- the worker's checkpoints and outputs are read weights-only, by names the parent checks
-  (no paths, no links), so a file can carry tensors and nothing else;
-- the final evaluation arrives as the model's features before the harness's last norm
-  (``LanguageModel.features``), and this process applies the norm and head with the
-  checkpoint's weights (``HarnessHead``) and scores them with its own torch
-  (``trainer.score_outputs``): replacing the loss function in the candidate's process
-  changes nothing here, and a claimed loss that disagrees with its own outputs is reported
-  as tampering. Features, not logits: hidden_size numbers a position instead of a
-  vocabulary's, so the files stay within the scratch limit at the GPU scales too;
-- a causality audit re-runs a few evaluation rows through the saved weights in a second,
+- the training process never holds an evaluation set (``TrialData.training_only``: no
+  validation text, no MQAR test set), so it cannot train on what it is scored on; a design
+  that found the evaluation windows in its process and trained on them scored a verified
+  loss far below an honest one's;
+- every evaluation is the parent's: each report names a checkpoint, which a fresh sandbox
+  runs over the evaluation sets (``_evaluate``), returning the model's features before the
+  harness's last norm (``LanguageModel.features``); this process applies the norm and head
+  with the checkpoint's weights (``HarnessHead``) and scores them with its own torch
+  (``trainer.score_outputs``). Features, not logits: hidden_size numbers a position instead
+  of a vocabulary's, so the files stay within the scratch limit at the GPU scales too;
+- the checkpoints are read weights-only, by names the parent checks (no paths, no links);
+- a causality audit re-runs a few evaluation rows through the saved weights in another
   fresh sandbox, with every token after a secret position replaced: the features up to that
-  position must equal the ones the trial reported. A design that saw the future in the
-  trial (only after N calls, only in one process, only at some batch size) cannot
-  reproduce them.
+  position must equal the evaluated ones. It runs at every evaluation a decision reads: the
+  final one, the first at or past each ASHA rung (``verify_tokens``), one training QA stops
+  a trial at or flags as implausibly low, and the weights a run ends with between two
+  evaluations (marked ``audited: 1``).
 
-Intermediate reports carry the worker's own numbers, marked ``verified: 0``, except the
-evaluations ASHA decides on (``verify_tokens``, its rungs) and the final one: those are
-the parent's, marked ``verified: 1``; either without its raw outputs refuses the trial. Every
-report's step and token count must be the parent's own count of the training loop's
+Every report's step and token count must be the parent's own count of the training loop's
 progress, and so must where the run ended (its final summary's step, which says whether it
 was cut short: after its last evaluation and before the next one), or the trial is refused.
-The numbers a run ends with are the parent's scores of the weights it ended with, never the
-summary's own; so are those of a trial training QA stops between verified evaluations (its
-checkpoint's evaluation sets are run again in a fresh sandbox, ``_rescore``).
 
 Downstream scores (``downstream=True``) are never taken from the trial: the final weights
 run the downstream batches in a fresh sandbox that holds no answers (the parent keeps the
@@ -41,9 +38,9 @@ harness builds it, and with a ``ParameterBudget`` every layer's mixer must hold 
 the check applied to the one mixer it built (layer 0).
 
 With a ``QAMonitor`` (``asiarch.train.qa``) the parent also applies training QA: a trial far
-slower than its seed is stopped (``{"qa_stopped": reason}``), and a report whose loss is
-implausibly far below the seed's is re-evaluated from its checkpoint in a fresh sandbox
-before it is passed on (``leak_checked: 1``), or refused.
+slower than its seed is stopped (``{"qa_stopped": reason}``, the evaluation it stands with
+audited), and a report whose loss is implausibly far below the seed's is audited for
+causality before it is passed on (``leak_checked: 1``), or refused.
 """
 
 from __future__ import annotations
@@ -64,6 +61,7 @@ from asiarch.arch.model import HarnessHead, count_state
 from asiarch.checks import ParameterBudget
 from asiarch.checks.executable import param_band_violation
 from asiarch.config import ScaleConfig
+from asiarch.data.corpus import source_dirs
 from asiarch.data.downstream import ChoiceBatches, downstream_requests, downstream_scores, tasks_root
 from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import TrialData
@@ -72,12 +70,9 @@ from asiarch.train.trainer import MQAR_CHUNK, eval_sets, passes_rungs, score_out
 
 # what a worker's report may carry; anything else it sends is dropped
 # (never a downstream score: the parent measures those itself, see _Trial.score_downstream)
-REPORTED = ("step", "tokens_seen", "train_loss", "lr", "grad_norm", "tokens_per_second", "eval_loss",
-            "mqar_accuracy")
-SUMMARY = ("steps", "tokens_seen", "train_loss", "eval_loss", "mqar_accuracy", "parameters",
-           "non_embedding_parameters", "tokens_per_second", "train_seconds")
-CLAIM_TOLERANCE = 1e-4  # the worker's own loss of its outputs equals ours up to float summation order
-RECHECK_TOLERANCE = 1e-3  # a fresh process re-evaluating the same weights in other batches: float noise only
+REPORTED = ("step", "tokens_seen", "train_loss", "lr", "grad_norm", "tokens_per_second")
+SUMMARY = ("steps", "tokens_seen", "train_loss", "parameters", "non_embedding_parameters", "tokens_per_second",
+           "train_seconds")
 
 
 class SandboxError(RuntimeError):
@@ -199,10 +194,12 @@ class _Trial:
         path = os.path.join(scratch, "inputs.pt")
         torch.save(inputs, path)
         nonce = secrets.token_hex(16)
+        hide = [str(root)] if (root := tasks_root()) is not None else []  # the downstream answers
+        if mode == "train":  # and the text the validation split is built from, and the cache that holds it
+            hide += source_dirs(self.scale.corpus)
         proc = sandbox.launch("asiarch.train.worker", {
             "mode": mode, "source": self.source, "design": self.design, "inputs": path, "scratch": scratch,
-            "limits": self.options.limits(_cpu_budget(self.scale)), "nonce": nonce,
-            "hide": [str(root)] if (root := tasks_root()) is not None else [], **request})
+            "limits": self.options.limits(_cpu_budget(self.scale)), "nonce": nonce, "hide": hide, **request})
         return sandbox.Reader(proc, nonce)
 
     def _records(self, reader: sandbox.Reader):
@@ -229,8 +226,9 @@ class _Trial:
         scratch = sandbox.scratch_dir("trial")
         try:
             verify_tokens = sorted(int(t) for t in verify_tokens)
-            reader = self._start("train", scratch, {"scale": self.scale, "data": self.data, "state": state},
-                                 verify_tokens=verify_tokens)
+            # the training process gets no evaluation data: it cannot train on what its checkpoints are scored on
+            reader = self._start("train", scratch, {"scale": self.scale, "data": self.data.training_only(),
+                                                    "state": state})
             try:
                 # the parent's own count of steps (a resumed trial continues where its state was)
                 step = int(state["step"]) if state else 0
@@ -266,7 +264,7 @@ class _Trial:
 
     def _follow(self, reader: sandbox.Reader, scratch: str, on_report: Callable[[dict[str, float], str], None],
                 qa: QAMonitor | None, step: int, verify_tokens: list[int]) -> dict[str, Any]:
-        checkpoint, verified, verified_at = None, None, None  # the parent's scores, and the step they were read at
+        evaluated: tuple[int, dict[str, float], dict[str, list[torch.Tensor]]] | None = None  # step, scores, features
         reports = step // self.scale.train.report_every  # evaluations so far, training QA's count
         for record in self._records(reader):
             if "infra_error" in record:
@@ -280,40 +278,42 @@ class _Trial:
                     checkpoint = self._take(_scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt"))
                     metrics = _numbers(record["report"] if isinstance(record["report"], dict) else {}, REPORTED)
                     step = self._progress(step, metrics)
+                    scores, features = self._evaluate(checkpoint, f"the evaluation at step {step}")
                     last = step == self.scale.train.steps  # the evaluation the fitness reads
-                    if (last or passes_rungs(metrics["tokens_seen"], verify_tokens)) and "outputs" not in record:
-                        which = f"the final evaluation, at step {step}," if last else f"the evaluation at step {step}, an ASHA rung,"
-                        raise _Rejected(f"{which} came without its raw outputs: its numbers cannot be verified")
-                    if "outputs" in record:
-                        verified, verified_at = self._verify(scratch, record["outputs"], checkpoint, claimed=metrics), step
-                        metrics.update(verified)
-                        if self.downstream and step == self.scale.train.steps:  # rides on the last report
-                            metrics["downstream_mean"] = self.score_downstream(checkpoint)
-                    else:
-                        metrics["verified"] = 0
-                    flag = qa.leak_suspected(reports, metrics.get("eval_loss")) if qa is not None else None
-                    if flag is not None:  # the result counts only once its weights reproduce it, causally
-                        self._recheck(checkpoint, metrics["eval_loss"], flag)
+                    flag = qa.leak_suspected(reports, scores["eval_loss"]) if qa is not None else None
+                    if last or passes_rungs(metrics["tokens_seen"], verify_tokens) or flag is not None:
+                        self._audit(features, checkpoint, flag)  # what a decision reads: audited for causality
+                        scores["audited"] = 1
+                    evaluated = (step, scores, features)
+                    metrics.update(scores)
+                    if flag is not None:
                         metrics["leak_checked"] = 1
-                        qa.notes.append(f"{flag}; re-evaluated from its checkpoint in a fresh sandbox: reproduced, causal")
+                        qa.notes.append(f"{flag}; its features audited in a fresh sandbox (a secret suffix "
+                                        "replaced): causal")
+                    if self.downstream and last:  # rides on the last report
+                        metrics["downstream_mean"] = self.score_downstream(checkpoint)
                     reports += 1
                 elif "final" in record:
                     final = record["final"] if isinstance(record["final"], dict) else {}
                     summary = {**_numbers(final, SUMMARY), **self._ended_at(step, final.get("steps"))}
                     summary["stop_reason"] = str(final.get("stop_reason", ""))[:40]
                     summary["stop_message"] = str(final.get("stop_message", ""))[:300]
-                    if "outputs" in record:  # stopped early: scored as it stands
-                        checkpoint = self._take(_scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt"))
-                        verified = self._verify(scratch, record["outputs"], checkpoint, claimed=None)
-                        verified_at = summary["steps"]
+                    if (evaluated is None or evaluated[0] != summary["steps"]) and "checkpoint" in record:
+                        # stopped between evaluations, or resumed where it had ended: evaluated as it stands
+                        checkpoint = self._take(_scratch_file(scratch, record["checkpoint"], r"report-\d{1,9}\.pt"))
+                        scores, features = self._evaluate(checkpoint, f"the run's end, at step {summary['steps']}")
+                        self._audit(features, checkpoint)
+                        evaluated = (summary["steps"], {**scores, "audited": 1}, features)
                         if self.downstream:
                             self.score_downstream(checkpoint)
-                    if verified_at != summary["steps"]:  # the run's numbers where it ended were never scored here
+                    if evaluated is None or evaluated[0] != summary["steps"]:
                         if summary["stop_reason"] != "non_finite_loss":  # a diverged run fails without them
-                            raise _Rejected(f"the run's final numbers, at step {summary['steps']}, came without the raw "
-                                            "outputs they are scored from: they cannot be verified")
-                        verified = None
-                    summary.update(verified or {"verified": 0})
+                            raise _Rejected(f"the run ended at step {summary['steps']} without the checkpoint its "
+                                            "final numbers are evaluated from")
+                    else:
+                        if not evaluated[1].get("audited"):  # stopped at an evaluation no decision had read
+                            self._audit(evaluated[2], checkpoint)
+                        summary.update(evaluated[1], audited=1)
                     if self.downstream_scores is not None:
                         summary["downstream_mean"] = self.downstream_scores["mean"]
                     # the parameter counts are ours; a trial that never wrote a checkpoint has none
@@ -331,13 +331,14 @@ class _Trial:
                                       f"{str(err)[:300]}", "tokens_seen": trained}
             if "report" in record:
                 on_report(metrics, checkpoint)  # outside the try: a failure to report is not the candidate's
-                slow = qa.too_slow(lambda: sandbox.cpu_seconds(reader.proc)) if qa is not None else None
+                slow = qa.too_slow(lambda: reader.cpu_at_record) if qa is not None else None
                 if slow is not None and step < self.scale.train.steps:
-                    try:  # stopped as it stands: with the parent's numbers, the fitness reads them
-                        stands = metrics if verified_at == step else {**metrics, **self._rescore(checkpoint, metrics)}
+                    try:  # stopped as it stands: the fitness reads this evaluation, so it is audited
+                        if not metrics.get("audited"):
+                            self._audit(features, checkpoint)
                     except _Rejected as rejected:  # its report was accepted: it trained to there
                         return {"code_error": str(rejected), "tokens_seen": self._trained(step)}
-                    return {"qa_stopped": slow, "last": stands}
+                    return {"qa_stopped": slow, "last": {**metrics, "audited": 1}}
         return {"code_error": f"the sandboxed trial ended without a result: {reader.died()}",
                 "tokens_seen": self._trained(step)}
 
@@ -354,33 +355,7 @@ class _Trial:
                                                        self.scale.train.device)}
         return checkpoint
 
-    def _verify(self, scratch: str, name: Any, checkpoint: str, claimed: dict[str, float] | None) -> dict[str, float]:
-        """Score an evaluation's features here through the checkpoint's head, compare with what the worker
-        claimed, audit causality."""
-        outputs = _load(_scratch_file(scratch, name, r"outputs-\d{1,9}\.pt"))
-        lm, mqar = (outputs.get("lm"), outputs.get("mqar")) if isinstance(outputs, dict) else (None, None)
-        width = self.scale.model.hidden_size
-        if (not isinstance(lm, list) or len(lm) != len(self.val)
-                or any(not isinstance(t, torch.Tensor) or tuple(t.shape) != (*y.shape, width) for t, (_, y) in zip(lm, self.val))):
-            raise _Rejected("the final evaluation's outputs do not have the shape of the evaluation set")
-        if self.mqar_test is not None:
-            chunks = [self.mqar_test[1][i : i + MQAR_CHUNK] for i in range(0, len(self.mqar_test[1]), MQAR_CHUNK)]
-            if (not isinstance(mqar, list) or len(mqar) != len(chunks)
-                    or any(not isinstance(t, torch.Tensor) or tuple(t.shape) != (*y.shape, width) for t, y in zip(mqar, chunks))):
-                raise _Rejected("the final evaluation's MQAR outputs do not have the shape of the test set")
-        scores = score_outputs(outputs, self.val, self.mqar_test, self.ranges["lm"],
-                               self.ranges["mqar"] if self.mqar_test is not None else None, self.heads[checkpoint])
-        if not math.isfinite(scores["eval_loss"]):
-            raise _Rejected(f"the final evaluation's loss is {scores['eval_loss']}")
-        if claimed is not None and "eval_loss" in claimed:
-            gap = abs(claimed["eval_loss"] - scores["eval_loss"])
-            if gap > CLAIM_TOLERANCE * max(1.0, abs(scores["eval_loss"])):
-                raise _Rejected(f"metric tampering: the trial reported eval loss {claimed['eval_loss']:.4f}, but its own "
-                                f"outputs score {scores['eval_loss']:.4f} outside its process")
-        self._audit(outputs, checkpoint)
-        return {**scores, "verified": 1}
-
-    def _audit(self, outputs: dict[str, list[torch.Tensor]], checkpoint: str) -> None:
+    def _audit(self, outputs: dict[str, list[torch.Tensor]], checkpoint: str, flag: str | None = None) -> None:
         """Re-run a few rows of ``outputs``' evaluation sets (MQAR's when it has them), each with its tokens after a
         secret position replaced, in a fresh sandbox: their features up to that position must be ``outputs``'."""
         rng = random.Random(secrets.randbits(64))
@@ -410,6 +385,7 @@ class _Trial:
                 diff, tolerance = self._prefix_gap(claimed, got[j], position)
                 if not diff <= tolerance:
                     raise _Rejected(
+                        (f"{flag}; " if flag else "") +
                         f"causality audit failed: re-run in a fresh process with every {task} token after position "
                         f"{position} replaced, the model's features up to position {position} differ from the trial's by {diff:.3g} "
                         f"(tolerance {tolerance:.3g}): the trial's outputs depended on later tokens or on state the "
@@ -510,47 +486,24 @@ class _Trial:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _score_again(self, checkpoint: str, what: str, mqar: bool = False) -> dict[str, float]:
-        """The evaluation sets (the LM set, with ``mqar`` MQAR's test set too) through ``checkpoint``'s weights in a
-        fresh sandbox, scored here through its head, and those features audited for causality (``_audit``: a few
-        rows with a secret suffix replaced, in another fresh sandbox): weights that score well only by seeing
-        later tokens are refused here as they are at a verified evaluation."""
+    def _evaluate(self, checkpoint: str, what: str) -> tuple[dict[str, float], dict[str, list[torch.Tensor]]]:
+        """The evaluation sets through ``checkpoint``'s weights in a fresh sandbox (the training process never
+        holds them), scored here through its head: the scores, and the features the causality audit checks."""
         rows = {"lm": torch.cat([x for x, _ in self.val])}
-        if mqar and self.mqar_test is not None:
+        if self.mqar_test is not None:
             rows["mqar"] = self.mqar_test[0]
         features = self._rerun(rows, checkpoint, what)  # features: the head is applied here
         width = self.scale.model.hidden_size
         if any(not isinstance(features.get(task), torch.Tensor) or tuple(features[task].shape) != (*x.shape, width)
-               for task, x in rows.items()):
-            raise _Rejected(f"{what} returned features of the wrong shape")
+               or not bool(torch.isfinite(features[task]).all()) for task, x in rows.items()):
+            raise _Rejected(f"{what} returned features that are missing, misshapen or not finite")
         outputs = {"lm": list(features["lm"].split([x.shape[0] for x, _ in self.val])),
                    "mqar": list(features["mqar"].split(MQAR_CHUNK)) if "mqar" in rows else []}
-        scores = score_outputs(outputs, self.val, self.mqar_test if "mqar" in rows else None, self.ranges["lm"],
-                               self.ranges["mqar"] if "mqar" in rows else None, self.heads[checkpoint])
-        self._audit(outputs, checkpoint)
-        return scores
-
-    def _rescore(self, checkpoint: str, claimed: dict[str, float]) -> dict[str, float]:
-        """The scores of an evaluation whose outputs the parent never saw (training QA stops a trial between the
-        evaluations it verifies), from a fresh sandbox (``_score_again``). A claimed loss they do not reproduce is
-        tampering."""
-        scores = self._score_again(checkpoint, "the re-scoring of a stopped trial", mqar=True)
-        said = claimed.get("eval_loss")
-        if said is None or not abs(said - scores["eval_loss"]) <= RECHECK_TOLERANCE * max(1.0, abs(scores["eval_loss"])):
-            raise _Rejected(f"metric tampering: the trial reported eval loss {said}, but its checkpoint scores "
-                            f"{scores['eval_loss']:.4f} in a fresh sandbox")
-        return {**scores, "verified": 1}
-
-    def _recheck(self, checkpoint: str, claimed: float, flag: str) -> None:
-        """Training QA's re-check of a suspiciously low loss: the whole LM evaluation set through the checkpoint's
-        weights in a fresh sandbox, audited for causality (``_score_again``). The loss must match the claim."""
-        try:
-            again = self._score_again(checkpoint, f"training QA's re-check ({flag})")["eval_loss"]
-        except _Rejected as rejected:
-            raise _Rejected(f"{flag}; {rejected}") from rejected
-        if not abs(again - claimed) <= RECHECK_TOLERANCE * max(1.0, abs(claimed)):
-            raise _Rejected(f"{flag}; its checkpoint re-evaluated in a fresh sandbox scores {again:.4f}, not the "
-                            f"claimed {claimed:.4f}: the result is not reproducible from its weights")
+        scores = score_outputs(outputs, self.val, self.mqar_test, self.ranges["lm"],
+                               self.ranges["mqar"] if self.mqar_test is not None else None, self.heads[checkpoint])
+        if not math.isfinite(scores["eval_loss"]):
+            raise _Rejected(f"{what}: the loss is {scores['eval_loss']}")
+        return {**scores, "verified": 1}, outputs
 
 
 class _Rejected(Exception):
@@ -573,16 +526,16 @@ def train_in_sandbox(source: str, design: str | None, scale: ScaleConfig, data: 
                      budget: ParameterBudget | None = None) -> dict[str, Any]:
     """Train candidate ``source`` at ``scale`` in the sandbox; ``on_report(metrics, checkpoint_file)`` per evaluation.
 
-    ``verify_tokens``: ASHA's rungs in training tokens. The first evaluation at or past each
-    is scored and audited here like the final one (``verified: 1``), so a rung decides on
-    numbers the candidate's process could not forge; one that arrives without its raw
-    outputs is refused. Every report's step and tokens are the parent's own count.
+    Every evaluation is the parent's (``verified: 1``): the checkpoint the report names, run over the
+    evaluation sets in a fresh sandbox and scored here. ``verify_tokens``: ASHA's rungs in training
+    tokens; the first evaluation at or past each is also audited for causality like the final one
+    (``audited: 1``). Every report's step and tokens are the parent's own count.
     ``budget``: the parameter budget every layer's mixer is held to in every checkpoint
     (``CheckOptions.parameter_budget()``; with None the harness is still checked, no mixer is held to a budget).
     ``downstream``: score the final weights on ``scale.downstream`` here (``downstream_mean`` on the last
     report and in the summary); the trial's own process never computes or reports one.
 
-    Returns ``{"final": summary}`` (its eval loss and MQAR accuracy scored and audited here),
+    Returns ``{"final": summary}`` (its eval loss and MQAR accuracy evaluated and audited here),
     ``{"code_error": reason, "tokens_seen": n}`` when the candidate's code failed or its
     results were refused, or ``{"qa_stopped": reason, "last": metrics}`` when training QA
     stopped it. Raises ``SandboxError`` when the harness itself failed.

@@ -230,9 +230,13 @@ class Trainer:
         mqar: RecallData | None = None,
         report: Callable[[dict[str, float]], bool | None] | None = None,
         final_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
+        evaluate: bool = True,
     ):
         """``final_metrics(model)``: measurements taken once, after the last step, that ride on
-        the last report (a scheduler may stop the trial on that report, before anything after it)."""
+        the last report (a scheduler may stop the trial on that report, before anything after it).
+        ``evaluate=False``: reports carry training numbers only, and the evaluation sets are never
+        built: a sandboxed candidate's process holds no evaluation data to train on (its parent
+        evaluates each report's checkpoint in another process)."""
         if cfg.mqar_every and mqar is None:
             raise ValueError("TrainConfig.mqar_every > 0 needs an MQAR dataset (or set mqar_every=0)")
         self.cfg = cfg
@@ -248,7 +252,9 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.history: list[dict[str, float]] = []
-        self._val, self._mqar_test = eval_sets(cfg, lm_data, mqar)
+        self._val, self._mqar_test = eval_sets(cfg, lm_data, mqar) if evaluate else (None, None)
+        self.evaluates = evaluate
+        self.eval_cpu_seconds = 0.0  # CPU time spent evaluating (final_metrics too): a training pace leaves it out
 
     def _autocast(self):
         if self.device.type == "cuda":
@@ -269,10 +275,8 @@ class Trainer:
     @torch.no_grad()
     def eval_outputs(self, device: str | torch.device = "cpu") -> dict[str, list[torch.Tensor]]:
         """The model's features (``LanguageModel.features``) on the evaluation sets (``eval_sets``), float32 on
-        ``device``: what ``score_outputs`` scores.
-
-        A sandboxed trial hands these to its parent, which applies the harness's head and
-        scores them itself: a metric computed in the candidate's own process could be forged there.
+        ``device``: what ``score_outputs`` scores (a sandboxed candidate's are computed by its parent's
+        evaluation sandbox instead, ``asiarch.train.worker.audit``, from checkpoints).
         """
         was_training = self.model.training
         self.model.eval()
@@ -331,10 +335,13 @@ class Trainer:
                     "lr": lr,
                     "grad_norm": float(grad_norm),
                     "tokens_per_second": window_tokens / max(elapsed, 1e-9),
-                    **self.evaluate(),
                 }
+                cpu = time.process_time()
+                if self.evaluates:
+                    metrics.update(self.evaluate())
                 if self.step == cfg.steps and self.final_metrics is not None:
                     metrics.update(self.final_metrics(self.model))
+                self.eval_cpu_seconds += time.process_time() - cpu
                 self.history.append(metrics)
                 if self.report is not None and self.report(metrics) is False:
                     return self._stop(StopReason.REQUESTED, f"the report callback asked to stop at step {self.step}")

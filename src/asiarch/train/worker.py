@@ -3,12 +3,13 @@
 The parent (``asiarch.train.sandboxed``) writes the trial's inputs (scale, data, resume
 state) into a fresh scratch directory and starts this process. It isolates itself
 (``asiarch.sandbox``), reads the inputs and imports what it trusts, locks down, and only
-then executes the candidate's source. Each evaluation becomes a checkpoint file in the
-scratch directory and one nonce-stamped line; the final evaluation (and each ASHA rung's)
-also leaves the model's features on the evaluation sets, which the parent turns into
-logits with the checkpoint's head, scores and audits itself. Mode ``audit`` runs given inputs
-through given weights in a fresh process: the second half of the parent's causality audit,
-and the downstream evaluation (the parent keeps the answers, applies the head and scores).
+then executes the candidate's source. Its data holds no evaluation set: each evaluation step
+becomes a checkpoint file in the scratch directory and one nonce-stamped line with the
+training numbers, and the parent evaluates that checkpoint in another fresh process. Mode
+``audit`` is that process: it runs given inputs through given weights and returns the
+model's features (the evaluation sets, the causality audit's rows with a secret suffix
+replaced, the downstream batches); the parent keeps the targets and answers, applies the
+checkpoint's head and scores.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ def train(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
 
     from asiarch.arch.contract import candidate_at_fault, load_mixer_class
     from asiarch.train.protocol import train_mixer
-    from asiarch.train.trainer import passes_rungs
 
-    # written by the trusted parent and read before any candidate code exists in this process
+    # written by the trusted parent and read before any candidate code exists in this process; its data holds
+    # no evaluation set (TrialData.training_only): the parent evaluates every checkpoint in another process
     inputs = torch.load(request["inputs"], weights_only=False)
     scale, data, state = inputs["scale"], inputs["data"], inputs["state"]
     torch.set_num_threads(scale.torch_threads)
@@ -68,11 +69,6 @@ def train(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
     emit({"sandbox": gaps + more})
     holder: dict[str, Any] = {}
 
-    def save_outputs(step: int) -> str:
-        name = f"outputs-{step}.pt"
-        torch.save(holder["trainer"].eval_outputs(), os.path.join(workdir, name))
-        return name
-
     def save_checkpoint() -> str:
         trainer = holder["trainer"]
         name = f"report-{trainer.step}.pt"
@@ -80,27 +76,19 @@ def train(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
                    os.path.join(workdir, name))
         return name
 
-    verify_tokens = sorted(int(t) for t in request.get("verify_tokens", ()))  # the ASHA rungs, in tokens
-
     def report(metrics: dict[str, float]) -> None:
-        trainer = holder["trainer"]
-        record = {"report": metrics, "checkpoint": save_checkpoint()}
-        # the final evaluation and the first one at or past each rung: the parent scores their raw outputs
-        if passes_rungs(trainer.tokens_seen, verify_tokens) or trainer.step == scale.train.steps:
-            record["outputs"] = save_outputs(trainer.step)
-            holder["scored_at"] = trainer.step
-        emit(record)
+        emit({"report": metrics, "checkpoint": save_checkpoint()})  # the parent evaluates the checkpoint
+        holder["reported_at"] = holder["trainer"].step
 
     try:
         mixer = load_mixer_class(request["source"])
-        # downstream scores are never computed here: the parent scores the final weights in a fresh process
-        summary = train_mixer(mixer, scale, data, report=report, downstream=False, state=state,
+        # nothing is evaluated here (no evaluation data, no downstream sets): the parent evaluates the checkpoints
+        summary = train_mixer(mixer, scale, data, report=report, downstream=False, state=state, evaluate=False,
                               on_trainer=lambda trainer: holder.__setitem__("trainer", trainer))
         final = {"final": {k: v for k, v in summary.items() if k != "history" and k != "downstream"}}
-        if holder.get("scored_at") != summary["steps"] and summary["stop_reason"] != "non_finite_loss":
-            # stopped early (wall time), or resumed where it had ended: scored as it stands, audited with the
-            # weights it stands with (the parent scores the numbers a run ends with from their outputs)
-            final.update(outputs=save_outputs(summary["steps"]), checkpoint=save_checkpoint())
+        if holder.get("reported_at") != summary["steps"] and summary["stop_reason"] != "non_finite_loss":
+            # stopped between evaluations (wall time), or resumed where it had ended: the weights it stands with
+            final["checkpoint"] = save_checkpoint()
         emit(final)
     except BaseException as err:  # noqa: BLE001 - SystemExit, MemoryError ... may come from the candidate
         if not candidate_at_fault(err):
@@ -136,7 +124,9 @@ def audit(request: dict[str, Any], emit: Emit, gaps: list[str]) -> int:
         # the trainer's precision: bf16 autocast on CUDA, fp32 on the CPU
         precision = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         with torch.no_grad(), precision:
-            features: dict[str, Any] = {task: model.features(rows.to(device)).float().cpu()
+            size = scale.train.batch_size  # the rows of an evaluation set in batches, as the trainer ran them
+            features: dict[str, Any] = {task: torch.cat([model.features(rows[i : i + size].to(device)).float().cpu()
+                                                         for i in range(0, len(rows), size)])
                                         for task, rows in inputs["rows"].items() if len(rows)}
         with torch.no_grad():  # as evaluate_downstream scores the seeds: no autocast
             features["choices"] = {task: continuation_outputs(model.features, batches, device)
