@@ -291,9 +291,9 @@ LEAKS_WHEN_EVALUATED = HONEST.replace("        # PLANT", "        if not self.tr
 # trains on the evaluation windows instead of the train stream, wherever it finds them: the trainer's evaluation
 # sets, or the validation split rebuilt from the corpus's sources with the tokenizer it trains with
 MEMORISES_THE_EVALUATION = HONEST.replace("        # PLANT", """        import gc, sys, numpy
-        trainer = next((o for o in gc.get_objects() if type(o).__name__ == "Trainer"), None)
-        if self.training and not getattr(trainer, "searched", False):
-            trainer.searched, windows = True, None
+        if self.training and not getattr(type(self), "searched", False):
+            trainer = next(o for o in gc.get_objects() if type(o).__name__ == "Trainer")
+            type(self).searched, windows = True, None
             if trainer._val is not None:
                 windows = [x.flatten().numpy() for x, _ in trainer._val]
             else:
@@ -370,7 +370,7 @@ def test_a_candidate_finds_no_evaluation_data_to_train_on(tiny, monkeypatch):
     from asiarch.config import stage_scale
 
     scale, data = tiny
-    scale = stage_scale(scale, 24)  # long enough to memorise
+    scale = stage_scale(scale, 12)  # long enough to memorise
     # in process it replaces the corpus's train stream: a copy, not the fixture's
     memorised = train_mixer(load_mixer_class(MEMORISES_THE_EVALUATION), scale, copy.deepcopy(data), downstream=False)
     honest = train_mixer(load_mixer_class(HONEST), scale, data, downstream=False)
