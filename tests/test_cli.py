@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,15 @@ def test_baselines_explore_stage_fills_the_entries_a_campaign_looks_up(tmp_path)
         # it trained under the verify schedule (still warming up at step 4), not a 4-step schedule of its own
         assert entry["history"][-1]["lr"] == pytest.approx(lr_at(3, base.train))
         assert lr_at(3, base.train) < 0.5 * base.train.lr
+    # MQAR's test set was drawn with the directory's secret (owner-only: a training sandbox cannot read it), the one
+    # a campaign there draws with; the entries are keyed by it, so another secret finds none of them
+    secret = cache.root / "mqar-test-secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and int(secret.read_text()) == cache.mqar_secret()
+    secret.write_text(str(cache.mqar_secret() + 1))
+    assert BaselineCache(cache.root).get("deltanet", seeded_scale(base, 0), scores_downstream(base, "explore")) is None
+    secret.write_text("not a number")
+    with pytest.raises(ValueError, match="does not hold MQAR's test secret"):
+        BaselineCache(cache.root).mqar_secret()
 
 
 BAD_INPUT = [

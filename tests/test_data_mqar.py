@@ -85,6 +85,23 @@ def test_determinism_under_seed() -> None:
     assert torch.equal(ba[0], bb[0]) and torch.equal(ba[1], bb[1])
 
 
+def test_a_secret_draws_another_test_set_and_keeps_the_train_set() -> None:
+    """A process that holds the configuration and the generator but not the secret cannot regenerate the test set
+    (a candidate's training process: it would memorise the answers); train rows, and disjointness, stay."""
+    public, secret, again = MQAR(SMALL), MQAR(SMALL, test_secret=12345), MQAR(SMALL, test_secret=12345)
+    assert torch.equal(public.train_set()[0], secret.train_set()[0])
+    assert not torch.equal(public.test_set()[0], secret.test_set()[0])
+    assert torch.equal(secret.test_set()[0], again.test_set()[0]) and torch.equal(secret.test_set()[1], again.test_set()[1])
+    assert not torch.equal(secret.test_set()[0], MQAR(SMALL, test_secret=12346).test_set()[0])
+    _check_rows(SMALL, *secret.test_set())
+    cfg = MQARConfig(vocab_size=16, seq_len=8, num_kv_pairs=2, num_train=3000, num_test=200, seed=1)
+    drawn = MQAR(cfg, test_secret=7)
+    assert not {tuple(r) for r in drawn.train_set()[0].tolist()}.intersection(
+        tuple(r) for r in drawn.test_set()[0].tolist())
+    with pytest.raises(ValueError, match="holds no test set"):
+        drawn.training_only().test_set()
+
+
 def test_test_set_independent_of_train_size() -> None:
     a = MQAR(SMALL)
     b = MQAR(MQARConfig(**{**SMALL.__dict__, "num_train": 1000}))

@@ -97,6 +97,8 @@ def test_campaign_records_the_latest_marker_and_the_baseline_cache_live_on_s3(bu
     assert cache.get("deltanet", scale, False) is None
     cache.put("deltanet", scale, False, {"eval_loss": 5.0})
     assert BaselineCache(str(bucket / "runs" / "baselines")).get("deltanet", scale, False) == {"eval_loss": 5.0}
+    # MQAR's test secret lives with the cache on S3 too: every run under the directory draws the same test set
+    assert BaselineCache(str(bucket / "runs" / "baselines")).mqar_secret() == cache.mqar_secret()
 
 
 def test_the_memory_on_s3_is_written_once_and_read_back(bucket):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -27,20 +29,48 @@ from asiarch.train.protocol import TrialData, prepare_data, train_mixer
 from asiarch.train.trainer import MEASURED_STOPS
 
 
+MQAR_SECRET_FILE = "mqar-test-secret"
+
+
 class BaselineCache:
     """Seed runs kept once per measurement, for every campaign under one output directory.
 
     A seed trained at a scale is the same measurement in every campaign that uses that
     scale: the key is the scale's fingerprint (model, trainer with its steps and training
-    seed, data; not its name), the seed's code and whether downstream sets were scored.
-    Entries are JSON files written atomically under ``<output_dir>/baselines/`` (local or s3://).
+    seed, data; not its name), the seed's code, whether downstream sets were scored, and the
+    secret MQAR's test set is drawn with (``mqar_secret``: every campaign and ``asiarch baselines``
+    run under this directory measures recall on the same test set, which a candidate's training
+    sandbox cannot read). Entries are JSON files written atomically under
+    ``<output_dir>/baselines/`` (local or s3://).
     """
 
     def __init__(self, root: "str | Path | Location"):
         self.root = location(root)
+        self._secret: int | None = None
 
-    @staticmethod
-    def key(seed: str, scale: ScaleConfig, downstream: bool, protocol: dict[str, Any] | None = None) -> str:
+    def mqar_secret(self) -> int:
+        """The secret MQAR's test set is drawn with here: read from ``mqar-test-secret``, or drawn and
+        written (owner-only where the directory is local) by the first run under this directory."""
+        if self._secret is None:
+            path = self.root / MQAR_SECRET_FILE
+            self.root.mkdir(parents=True, exist_ok=True)
+            if isinstance(path, Path):
+                try:  # exclusive: two campaigns starting at once agree on the first one's
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "w") as out:
+                        out.write(str(secrets.randbits(63)))
+                except FileExistsError:
+                    pass
+            elif not path.exists():
+                write_text_atomic(path, str(secrets.randbits(63)))
+            text = path.read_text().strip()
+            if not text.isdigit():
+                raise ValueError(f"{path} does not hold MQAR's test secret (a number): remove it to draw a new one; "
+                                 "the seed runs cached here were measured on the old one and will train again")
+            self._secret = int(text)
+        return self._secret
+
+    def key(self, seed: str, scale: ScaleConfig, downstream: bool, protocol: dict[str, Any] | None = None) -> str:
         """``protocol``: how a stage ran the seed beyond the scale (verify: its training seeds and
         learning-rate search); its runs then set their own training seeds, so the scale's is left out."""
         from asiarch.arch import seed_source
@@ -51,8 +81,10 @@ class BaselineCache:
         measured.pop("stages", None)  # how a campaign uses the scale, not what a run measures
         if protocol is not None:
             measured["train"].pop("seed", None)
+        mqar_test = hashlib.sha256(str(self.mqar_secret()).encode()).hexdigest()[:16]
         text = json.dumps({"scale": measured, "code": code_hash(seed_source(seed)), "downstream": downstream,
-                           **({"protocol": protocol} if protocol is not None else {})}, sort_keys=True, default=str)
+                           "mqar_test": mqar_test, **({"protocol": protocol} if protocol is not None else {})},
+                          sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def path(self, seed: str, scale: ScaleConfig, downstream: bool, protocol: dict[str, Any] | None = None) -> "Location":
@@ -158,8 +190,9 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
+    cache = BaselineCache(output_dir / "baselines")
     with console.status("preparing data: tokenizer, token cache, MQAR"):
-        data = prepare_data(base)
+        data = prepare_data(base, mqar_secret=cache.mqar_secret())
     console.print(
         f"data: {data.corpus.num_tokens('train'):,} train / {data.corpus.num_tokens('val'):,} val tokens, "
         f"vocab {data.corpus.vocab_size}; MQAR {base.mqar.num_kv_pairs} pairs in {base.mqar.seq_len} tokens"
@@ -196,7 +229,6 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None,
         if started_ray:
             ray.shutdown()
     ordered = [summaries[label] for label in labels]
-    cache = BaselineCache(output_dir / "baselines")
     for (name, t), summary in zip(jobs, ordered):
         if summary.get("stop_reason") in MEASURED_STOPS:
             cache.put(name, scales[t], downstream, summary)

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from asiarch.agents import AgentsConfig
 from asiarch.arch import SEEDS
+from asiarch.baselines import BaselineCache
 from asiarch.campaign.fitness import FitnessFn
 from asiarch.campaign.settings import CampaignSettings, ExploreSettings, RunSettings, VerifySettings, section
 from asiarch.campaign.explore import ExploreStage
@@ -218,8 +219,11 @@ class Campaign:
             verify_base = load_scale(self.scale.stages.verify_scale) if self.scale.stages.verify_scale else self.scale
             verify_scale = stage_scale(verify_base, self.scale.stages.verify_steps)
             with self.console.status("preparing data: tokenizer, token cache, MQAR"):
-                data = {"explore": prepare_data(explore_at)}
-                data["verify"] = data["explore"] if verify_base is self.scale else prepare_data(verify_scale)
+                # MQAR's test set is drawn with the output directory's secret, as the cached seed runs were
+                secret = BaselineCache(paths.baselines).mqar_secret()
+                data = {"explore": prepare_data(explore_at, mqar_secret=secret)}
+                data["verify"] = (data["explore"] if verify_base is self.scale
+                                  else prepare_data(verify_scale, mqar_secret=secret))
             self._wall_started = started
             progress = threading.Thread(target=self._progress_loop, args=(stop_progress,), daemon=True)
             progress.start()

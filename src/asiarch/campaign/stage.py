@@ -74,7 +74,7 @@ class StageContext:
     @property
     def baselines(self) -> BaselineCache:
         """Seed runs shared by every campaign under the same output directory."""
-        return BaselineCache(self.paths.root.parent / "baselines")
+        return BaselineCache(self.paths.baselines)
 
     def tune_storage(self, experiment: str) -> tuple[str, dict[str, Any]]:
         """Where the stage's Tune experiment ``experiment`` is (the path ``Tuner.can_restore``/``restore`` take)

@@ -47,6 +47,11 @@ class CampaignPaths:
         return self.root / MEMORY_DIR
 
     @property
+    def baselines(self) -> Location:
+        """The seed-run cache every campaign under the same output directory shares (``BaselineCache``)."""
+        return self.root.parent / "baselines"
+
+    @property
     def tune(self) -> Location:
         return self.root / "tune"
 

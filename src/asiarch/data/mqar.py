@@ -72,15 +72,22 @@ class MQARConfig:
 
 
 class MQAR:
-    """A fixed train set and a disjoint fixed test set, both derived from ``cfg.seed``."""
+    """A fixed train set and a disjoint fixed test set, both derived from ``cfg.seed``.
 
-    def __init__(self, cfg: MQARConfig) -> None:
+    ``test_secret``: the test set is drawn from ``cfg.seed`` and this number instead, so a process
+    that holds the configuration and this generator, but not the secret, cannot regenerate it (a
+    candidate's training process: it would memorise the test answers). The train set is the same.
+    """
+
+    def __init__(self, cfg: MQARConfig, test_secret: int | None = None) -> None:
         cfg.validate()
         self.cfg = cfg
         self.vocab_range = (0, cfg.vocab_size)  # token ids it uses, for the trainer's per-task softmax
         # Two independent streams from one seed: changing num_train does not change the
         # test set, and the two sets never share random draws.
         train_seq, test_seq = np.random.SeedSequence(cfg.seed).spawn(2)
+        if test_secret is not None:
+            test_seq = np.random.SeedSequence([cfg.seed, int(test_secret)])
         train_in, train_lab = _generate(cfg, np.random.default_rng(train_seq), cfg.num_train)
         test_in, test_lab = _generate_disjoint(
             cfg, np.random.default_rng(test_seq), cfg.num_test, exclude=train_in

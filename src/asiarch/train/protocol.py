@@ -60,10 +60,14 @@ class TrialData:
         return TrialData(self.corpus.training_only(), ShiftedRecall(self.mqar.mqar.training_only(), self.mqar.offset))
 
 
-def prepare_data(scale: ScaleConfig) -> TrialData:
-    """Train/load the tokenizer and token cache, generate MQAR (seconds at cpu_tiny, cached)."""
+def prepare_data(scale: ScaleConfig, mqar_secret: int | None = None) -> TrialData:
+    """Train/load the tokenizer and token cache, generate MQAR (seconds at cpu_tiny, cached).
+
+    ``mqar_secret``: MQAR's test set is drawn with it (``MQAR``), so a candidate's training process
+    cannot regenerate it from the scale; campaigns take it from their ``BaselineCache``."""
     corpus = TokenCorpus.from_config(scale.corpus)
-    return TrialData(corpus=corpus, mqar=ShiftedRecall(MQAR(scale.mqar), offset=corpus.vocab_size))
+    return TrialData(corpus=corpus, mqar=ShiftedRecall(MQAR(scale.mqar, test_secret=mqar_secret),
+                                                       offset=corpus.vocab_size))
 
 
 def build_model(scale: ScaleConfig, mixer_cls: type[nn.Module], data: TrialData) -> LanguageModel:
