@@ -342,6 +342,18 @@ def test_a_trial_resumed_where_it_ended_is_scored_by_the_parent(tiny, monkeypatc
     assert resumed["eval_loss"] == pytest.approx(first["eval_loss"], abs=1e-5)
 
 
+def test_the_scratch_keeps_only_the_latest_checkpoint(tiny):
+    """Each report's checkpoint is handed on (to Tune) before the next arrives: the ones before it are removed, so a
+    long run's scratch holds one trainer state, not one per evaluation (gigabytes each at the GPU scales)."""
+    scale, data = tiny
+    present: list[list[str]] = []
+    outcome = train_in_sandbox(HONEST, "c-scratch", scale, data, on_report=lambda metrics, path: present.append(
+        sorted(p.name for p in Path(path).parent.glob("report-*.pt"))))
+    assert "final" in outcome and len(present) == scale.train.steps
+    # at the i-th report its own file is there and the one before it is gone (later ones may be: the worker trains on)
+    assert all(f"report-{i + 1}.pt" in names and f"report-{i}.pt" not in names for i, names in enumerate(present))
+
+
 @pytest.mark.parametrize("report_every", [1, 2])
 def test_a_run_stopped_by_its_wall_budget_stands_with_the_parents_scores(tiny, report_every):
     """A wall budget spent after the first step stops the run at an evaluation (every step evaluates) or between

@@ -265,6 +265,7 @@ class _Trial:
     def _follow(self, reader: sandbox.Reader, scratch: str, on_report: Callable[[dict[str, float], str], None],
                 qa: QAMonitor | None, step: int, verify_tokens: list[int]) -> dict[str, Any]:
         evaluated: tuple[int, dict[str, float], dict[str, list[torch.Tensor]]] | None = None  # step, scores, features
+        checkpoint: str | None = None  # the latest checkpoint file; the ones before it are removed once handed on
         reports = step // self.scale.train.report_every  # evaluations so far, training QA's count
         for record in self._records(reader):
             if "infra_error" in record:
@@ -275,7 +276,10 @@ class _Trial:
                 return {"code_error": str(record["code_error"]), "tokens_seen": trained}
             try:
                 if "report" in record:
+                    previous = checkpoint
                     checkpoint = self._take(_scratch_file(scratch, record.get("checkpoint"), r"report-\d{1,9}\.pt"))
+                    if previous and previous != checkpoint:  # handed to Tune already: the scratch keeps the latest
+                        os.remove(previous)
                     metrics = _numbers(record["report"] if isinstance(record["report"], dict) else {}, REPORTED)
                     step = self._progress(step, metrics)
                     scores, features = self._evaluate(checkpoint, f"the evaluation at step {step}")
