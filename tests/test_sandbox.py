@@ -24,6 +24,7 @@ from asiarch.arch.model import count_parameters
 from asiarch.checks import CheckOptions, ParameterBudget, check_candidate, reference_parameters
 from asiarch.campaign import trainable
 from asiarch.campaign.trainable import run_trial
+from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import build_model, train_mixer
 from asiarch.train.qa import QAMonitor, TrainingQA
 from asiarch.train.sandboxed import train_in_sandbox
@@ -114,6 +115,10 @@ def tiny(tmp_path_factory):
     return scale, prepare_data(scale)
 
 
+# the tests below decide which evaluations are audited: no spot audits (test_evaluations_no_decision_reads_are_...)
+NO_SPOT = SandboxOptions(spot_audit_fraction=0.0)
+
+
 def trial(code: str, tiny, monkeypatch, rung_tokens: tuple[int, ...] = (),
           budget: ParameterBudget | None = None) -> list[dict]:
     scale, data = tiny
@@ -121,7 +126,7 @@ def trial(code: str, tiny, monkeypatch, rung_tokens: tuple[int, ...] = (),
     monkeypatch.setattr(trainable, "tune", session)
     config = {"kind": "candidate", "design": "c-1", "name": "probe", "code": code, "stage": "explore",
               "training_seed": 0, "lr": scale.train.lr}
-    run_trial(config, {"explore": scale}, {"explore": data}, rung_tokens=rung_tokens, budget=budget)
+    run_trial(config, {"explore": scale}, {"explore": data}, rung_tokens=rung_tokens, budget=budget, sandbox=NO_SPOT)
     return session.reports
 
 
@@ -132,7 +137,7 @@ def test_an_honest_candidate_trains_in_the_sandbox_exactly_as_in_process(tiny, m
     *steps, final = reports
     assert [r["step"] for r in steps] == [h["step"] for h in reference["history"]]
     assert all(r["verified"] == 1 for r in steps)  # every evaluation is the parent's, in a fresh sandbox
-    assert [r.get("audited") for r in steps] == [None] * (len(steps) - 1) + [1]  # the final one audited for causality
+    assert steps[-1]["audited"] == 1  # the final one audited for causality (others by chance: spot_audit_fraction)
     assert final["final"] and final["verified"] == 1 and final["audited"] == 1 and "code_error" not in final
     assert [r["eval_loss"] for r in steps] == pytest.approx([h["eval_loss"] for h in reference["history"]], abs=1e-5)
     assert final["eval_loss"] == pytest.approx(reference["eval_loss"], abs=1e-5)
@@ -219,7 +224,7 @@ def test_the_evaluations_asha_decides_on_are_verified_outside_the_candidates_pro
     assert scale.train.report_every == 1 and scale.train.steps == 6
     rungs = (at(2), at(3) + 1)  # the second rung falls between two evaluations: the one after it (step 4) decides
     *steps, final = trial(HONEST, tiny, monkeypatch, rung_tokens=rungs)
-    assert [r["step"] for r in steps if r.get("audited") == 1] == [2, 4, 6] and final["audited"] == 1
+    assert {2, 4, 6} <= {r["step"] for r in steps if r.get("audited") == 1} and final["audited"] == 1
     assert [r["tokens_seen"] for r in steps] == [at(r["step"]) for r in steps]  # the parent's own count
     honest = {r["step"]: r["eval_loss"] for r in trial(HONEST, tiny, monkeypatch)[:-1]}
     assert all(r["eval_loss"] == pytest.approx(honest[r["step"]], abs=1e-5) for r in steps)  # audited or not: the same
@@ -340,6 +345,32 @@ def test_a_trial_resumed_where_it_ended_is_scored_by_the_parent(tiny, monkeypatc
     assert len(sessions[1].reports) == 1 and "code_error" not in resumed, resumed  # no evaluation left to report
     assert resumed["final"] and resumed["verified"] == 1 and resumed["step"] == scale.train.steps
     assert resumed["eval_loss"] == pytest.approx(first["eval_loss"], abs=1e-5)
+
+
+# sees the next token where it is evaluated, but only while its weights have trained fewer than four forward calls
+# (a count it keeps in a buffer of its weights): its first evaluation leaks, no rung's or final one does
+LEAKS_EARLY = HONEST.replace("        self.calls = 0", "        self.calls = 0\n"
+                             "        self.register_buffer('trained', torch.zeros(()))").replace(
+    "        # PLANT", "        if self.training:\n"
+    "            self.trained += 1\n"
+    "        elif self.trained < 4:\n"
+    "            out = out + torch.roll(hidden_states, -1, dims=1)")
+
+
+def test_evaluations_no_decision_reads_are_spot_audited(tiny):
+    """A design that leaks only at evaluations no decision reads passes the decisions' audits; each other evaluation
+    is audited with a chance the parent draws, so with it at 1 the first leak is refused."""
+    scale, data = tiny
+    outcomes = {}
+    for fraction in (0.0, 1.0):
+        reports: list[dict] = []
+        outcomes[fraction] = train_in_sandbox(LEAKS_EARLY, "c-spot", scale, data, on_report=lambda m, _: reports.append(m),
+                                              options=SandboxOptions(spot_audit_fraction=fraction))
+        outcomes[fraction]["reports"] = reports
+    assert "final" in outcomes[0.0] and [r.get("audited") for r in outcomes[0.0]["reports"]][:-1] == [None] * 5
+    assert outcomes[1.0]["reports"] == [] and "causality audit failed" in outcomes[1.0]["code_error"]
+    with pytest.raises(ValueError, match="spot_audit_fraction"):
+        SandboxOptions(spot_audit_fraction=1.5)
 
 
 def test_the_scratch_keeps_only_the_latest_checkpoint(tiny):
@@ -549,7 +580,8 @@ def qa_trial(code: str, tiny, reference: dict, **settings) -> tuple[dict, list[d
     reports: list[dict] = []
     monitor = QAMonitor(TrainingQA(**{"slow_factor": None, "leak_fraction": None, **settings}), lambda: reference,
                         tokens_per_report=scale.train.report_every * tokens_per_step(scale))
-    outcome = train_in_sandbox(code, "c-qa", scale, data, on_report=lambda metrics, _: reports.append(metrics), qa=monitor)
+    outcome = train_in_sandbox(code, "c-qa", scale, data, on_report=lambda metrics, _: reports.append(metrics), qa=monitor,
+                               options=NO_SPOT)
     return outcome, reports, monitor
 
 
@@ -577,7 +609,7 @@ def test_training_qa_stops_a_trial_far_slower_than_its_seed(tiny):
     assert "more than 3x slower than the seed deltanet" in outcome["qa_stopped"]
     assert len(reports) == 3 < scale.train.steps // scale.train.report_every  # two slow windows after the first report
     # stopped between rungs: the evaluation it stands with is audited for causality, as a rung's is
-    assert not reports[-1].get("audited") and outcome["last"]["audited"] == 1
+    assert outcome["last"]["audited"] == 1
     assert outcome["last"]["eval_loss"] == reports[-1]["eval_loss"]
     # one whose weights reproduce a low loss in a fresh process only by seeing the next token: the re-scoring is
     # audited for causality as a verified evaluation is (a secret suffix replaced, in another fresh sandbox)

@@ -70,6 +70,13 @@ class SandboxOptions:
     startup_timeout: float = 120.0  # seconds for the worker to import and lock down
     audit_rows: int = 4  # LM rows (and half as many MQAR rows) re-run in a fresh process for the causality audit
     audit_tolerance: float = 1e-3  # largest logit difference a causal design shows between the two processes
+    # every evaluation a decision reads is audited; each other one with this chance, drawn by the parent where the
+    # candidate cannot predict it: a design that sees the future only at some evaluations risks every one
+    spot_audit_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.spot_audit_fraction <= 1.0:
+            raise ValueError(f"sandbox.spot_audit_fraction must be in [0, 1], got {self.spot_audit_fraction}")
 
     def limits(self, cpu_seconds: int) -> dict[str, int]:
         return {"memory_mb": self.memory_mb, "cpu_seconds": cpu_seconds, "max_processes": self.max_processes,

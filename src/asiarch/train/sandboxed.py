@@ -189,6 +189,7 @@ class _Trial:
         self.val, self.mqar_test = eval_sets(scale.train, data.corpus, data.mqar)
         self.ranges = {"lm": (0, data.corpus.vocab_size), "mqar": tuple(data.mqar.vocab_range)}
         self.gaps: list[str] = []
+        self.spot = random.Random(secrets.randbits(64))  # which evaluations no decision reads are audited too
 
     def _start(self, mode: str, scratch: str, inputs: dict[str, Any], **request: Any) -> sandbox.Reader:
         path = os.path.join(scratch, "inputs.pt")
@@ -285,8 +286,9 @@ class _Trial:
                     scores, features = self._evaluate(checkpoint, f"the evaluation at step {step}")
                     last = step == self.scale.train.steps  # the evaluation the fitness reads
                     flag = qa.leak_suspected(reports, scores["eval_loss"]) if qa is not None else None
-                    if last or passes_rungs(metrics["tokens_seen"], verify_tokens) or flag is not None:
-                        self._audit(features, checkpoint, flag)  # what a decision reads: audited for causality
+                    decided = last or passes_rungs(metrics["tokens_seen"], verify_tokens) or flag is not None
+                    if decided or self.spot.random() < self.options.spot_audit_fraction:
+                        self._audit(features, checkpoint, flag)  # what a decision reads (and spot checks): audited
                         scores["audited"] = 1
                     evaluated = (step, scores, features)
                     metrics.update(scores)
