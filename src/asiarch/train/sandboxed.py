@@ -20,7 +20,8 @@ computes:
   position must equal the evaluated ones. It runs at every evaluation a decision reads: the
   final one, the first at or past each ASHA rung (``verify_tokens``), one training QA stops
   a trial at or flags as implausibly low, and the weights a run ends with between two
-  evaluations (marked ``audited: 1``).
+  evaluations; and at each other one with ``SandboxOptions.spot_audit_fraction``'s chance,
+  drawn here (marked ``audited: 1``).
 
 Every report's step and token count must be the parent's own count of the training loop's
 progress, and so must where the run ended (its final summary's step, which says whether it
@@ -283,14 +284,13 @@ class _Trial:
                         os.remove(previous)
                     metrics = _numbers(record["report"] if isinstance(record["report"], dict) else {}, REPORTED)
                     step = self._progress(step, metrics)
-                    scores, features = self._evaluate(checkpoint, f"the evaluation at step {step}")
+                    evaluated = (step, *self._evaluate(checkpoint, f"the evaluation at step {step}"))
+                    scores = evaluated[1]
                     last = step == self.scale.train.steps  # the evaluation the fitness reads
                     flag = qa.leak_suspected(reports, scores["eval_loss"]) if qa is not None else None
                     decided = last or passes_rungs(metrics["tokens_seen"], verify_tokens) or flag is not None
                     if decided or self.spot.random() < self.options.spot_audit_fraction:
-                        self._audit(features, checkpoint, flag)  # what a decision reads (and spot checks): audited
-                        scores["audited"] = 1
-                    evaluated = (step, scores, features)
+                        self._audited(evaluated, checkpoint, flag)  # what a decision reads (and spot checks)
                     metrics.update(scores)
                     if flag is not None:
                         metrics["leak_checked"] = 1
@@ -307,19 +307,17 @@ class _Trial:
                     if (evaluated is None or evaluated[0] != summary["steps"]) and "checkpoint" in record:
                         # stopped between evaluations, or resumed where it had ended: evaluated as it stands
                         checkpoint = self._take(_scratch_file(scratch, record["checkpoint"], r"report-\d{1,9}\.pt"))
-                        scores, features = self._evaluate(checkpoint, f"the run's end, at step {summary['steps']}")
-                        self._audit(features, checkpoint)
-                        evaluated = (summary["steps"], {**scores, "audited": 1}, features)
+                        what = f"the run's end, at step {summary['steps']}"
+                        evaluated = (summary["steps"], *self._evaluate(checkpoint, what))
+                        self._audited(evaluated, checkpoint)
                         if self.downstream:
                             self.score_downstream(checkpoint)
                     if evaluated is None or evaluated[0] != summary["steps"]:
                         if summary["stop_reason"] != "non_finite_loss":  # a diverged run fails without them
                             raise _Rejected(f"the run ended at step {summary['steps']} without the checkpoint its "
                                             "final numbers are evaluated from")
-                    else:
-                        if not evaluated[1].get("audited"):  # stopped at an evaluation no decision had read
-                            self._audit(evaluated[2], checkpoint)
-                        summary.update(evaluated[1], audited=1)
+                    else:  # audited here where it stopped at an evaluation no decision had read
+                        summary.update(self._audited(evaluated, checkpoint))
                     if self.downstream_scores is not None:
                         summary["downstream_mean"] = self.downstream_scores["mean"]
                     # the parameter counts are ours; a trial that never wrote a checkpoint has none
@@ -340,13 +338,22 @@ class _Trial:
                 slow = qa.too_slow(lambda: reader.cpu_at_record) if qa is not None else None
                 if slow is not None and step < self.scale.train.steps:
                     try:  # stopped as it stands: the fitness reads this evaluation, so it is audited
-                        if not metrics.get("audited"):
-                            self._audit(features, checkpoint)
+                        stands = self._audited(evaluated, checkpoint)
                     except _Rejected as rejected:  # its report was accepted: it trained to there
                         return {"code_error": str(rejected), "tokens_seen": self._trained(step)}
-                    return {"qa_stopped": slow, "last": {**metrics, "audited": 1}}
+                    return {"qa_stopped": slow, "last": {**metrics, **stands}}
         return {"code_error": f"the sandboxed trial ended without a result: {reader.died()}",
                 "tokens_seen": self._trained(step)}
+
+    def _audited(self, evaluated: tuple[int, dict[str, float], dict[str, list[torch.Tensor]]], checkpoint: str,
+                 flag: str | None = None) -> dict[str, float]:
+        """``evaluated``'s scores (its step, scores and features, of ``checkpoint``), audited for causality once
+        (``_audit``; ``flag``: training QA's reason, which a refusal then names): ``audited: 1`` marks them."""
+        scores = evaluated[1]
+        if not scores.get("audited"):
+            self._audit(evaluated[2], checkpoint, flag)
+            scores["audited"] = 1
+        return scores
 
     def _trained(self, step: int) -> int:
         """The tokens a trial trained on up to ``step``, its last accepted evaluation: what a failed or refused
