@@ -231,7 +231,6 @@ def train_all(jobs: dict[str, tuple[str, ScaleConfig]], file: Path, slots: int, 
     they come (a stopped run resumes with --reuse), a job whose code fails recorded with its error. MQAR's test
     set is the campaign's (drawn with the secret of its output directory, ``file``'s folder's runs/)."""
     from asiarch.baselines import BaselineCache
-    from asiarch.train.protocol import prepare_data
 
     done: dict[str, dict[str, Any]] = json.loads(file.read_text()) if file.exists() else {}
     todo = {key: job for key, job in jobs.items() if key not in done}
@@ -240,9 +239,8 @@ def train_all(jobs: dict[str, tuple[str, ScaleConfig]], file: Path, slots: int, 
     started = time.monotonic()
     ray.init(num_cpus=slots, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        secret = BaselineCache(file.parent / "runs" / "baselines").mqar_secret()
         # the corpus and MQAR do not depend on steps or seed
-        data = ray.put(prepare_data(next(iter(todo.values()))[1], mqar_secret=secret))
+        data = ray.put(BaselineCache(file.parent / "runs" / "baselines").prepare_data(next(iter(todo.values()))[1]))
         refs = {key: train_fully.remote(code, scale, data) for key, (code, scale) in todo.items()}
         for key, ref in refs.items():
             try:

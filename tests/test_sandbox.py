@@ -403,7 +403,7 @@ def test_a_run_stopped_by_its_wall_budget_stands_with_the_parents_scores(tiny, r
         assert reports[0]["verified"] == 1 and final["eval_loss"] == pytest.approx(reports[0]["eval_loss"], abs=1e-5)
 
 
-@pytest.mark.skipif(not ROOT, reason="the corpus's sources are hidden only in a mount namespace (root)")
+@pytest.mark.skipif(not ROOT, reason="run as root here; tests/test_isolation.py runs a trial without root")
 def test_a_candidate_finds_no_evaluation_data_to_train_on(tiny, monkeypatch):
     """In process, a design that trains on the evaluation windows scores far below an honest one; sandboxed,
     its process holds no evaluation set and the text and cache the validation split is built from are hidden,

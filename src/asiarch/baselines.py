@@ -70,6 +70,12 @@ class BaselineCache:
             self._secret = int(text)
         return self._secret
 
+    def prepare_data(self, scale: ScaleConfig) -> TrialData:
+        """``scale``'s data with MQAR's test set drawn with this directory's secret, which the sandboxes of the
+        candidates trained on it hide (where it is a local folder: on S3 it is out of their network's reach)."""
+        return prepare_data(scale, mqar_secret=self.mqar_secret(),
+                            secret_dirs=[str(self.root.resolve())] if isinstance(self.root, Path) else [])
+
     def key(self, seed: str, scale: ScaleConfig, downstream: bool, protocol: dict[str, Any] | None = None) -> str:
         """``protocol``: how a stage ran the seed beyond the scale (verify: its training seeds and
         learning-rate search); its runs then set their own training seeds, so the scale's is left out."""
@@ -192,7 +198,7 @@ def run_seed_baselines(cfg: DictConfig, console: Console | None = None,
 
     cache = BaselineCache(output_dir / "baselines")
     with console.status("preparing data: tokenizer, token cache, MQAR"):
-        data = prepare_data(base, mqar_secret=cache.mqar_secret())
+        data = cache.prepare_data(base)
     console.print(
         f"data: {data.corpus.num_tokens('train'):,} train / {data.corpus.num_tokens('val'):,} val tokens, "
         f"vocab {data.corpus.vocab_size}; MQAR {base.mqar.num_kv_pairs} pairs in {base.mqar.seq_len} tokens"

@@ -7,17 +7,25 @@ agent or a Tune trainable. A worker calls ``isolate()`` as its first act and
 
 - ``launch`` starts it in its own session with an environment that holds no secrets (no
   API keys, no cloud credentials: only PATH, locale and PYTHONPATH pass).
-- ``isolate`` (as root) moves it into new PID, mount, network, IPC and UTS namespaces
-  behind a PID-1 reaper: when the worker ends, the kernel kills every process it left
-  behind, ``setsid`` or not; a worker whose parent dies dies too.
-- ``lock_down`` mounts a fresh /proc (the host's processes are invisible), private tmpfs
-  over every shared writable directory (/tmp, /var/tmp, /dev/shm, /run), bind-mounts the
-  worker's own scratch directory as its only persistent writable path, sets resource
-  limits (address space, CPU time, file size, processes, no core dumps, no new
-  privileges) and switches to the unprivileged ``nobody`` user.
+- ``isolate`` moves it into new PID, mount, network, IPC and UTS namespaces behind a PID-1
+  reaper: when the worker ends, the kernel kills every process it left behind, ``setsid``
+  or not; a worker whose parent dies dies too. Without root (a laptop) it first enters a
+  user namespace of its own (the kernel's unprivileged user namespaces), which is what
+  lets an ordinary user create the others.
+- ``lock_down`` hides the directories it is given under empty mounts, mounts a fresh /proc
+  (the host's processes are invisible), private tmpfs over every shared writable directory
+  (/tmp, /var/tmp, /dev/shm, /run), bind-mounts the worker's own scratch directory as its
+  only persistent writable path and makes every other mount read-only; sets resource limits
+  (address space, CPU time, file size, processes, no core dumps, no new privileges); then
+  as root switches to the unprivileged ``nobody`` user, and without root drops every
+  capability the user namespace gave it, so the candidate cannot undo a mount (and in a
+  user namespace of its own it could not either: the kernel locks mounts inherited from
+  a more privileged namespace together and keeps read-only ones read-only).
 
-Without root (a laptop), the namespaces and the user switch are not available; the
-worker says so (``gaps``) and keeps the resource limits and the clean environment.
+Without root the candidate runs as the user who started it: it can read what that user
+can read, except the hidden directories (``gaps`` says so). Where the kernel refuses an
+unprivileged user namespace, none of the namespaces are available; the worker says so
+and keeps the resource limits and the clean environment.
 
 Workers are forked from a per-process ``Zygote`` that imported torch and asiarch once, so a
 check or a trial does not pay the interpreter's ~2 s start-up; a forked worker closes
@@ -46,8 +54,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x20000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x2, 0x4, 0x8, 0x1000, 0x4000, 0x40000
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+CLONE_NEWUSER = 0x10000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x2, 0x4, 0x8, 0x20, 0x1000, 0x4000, 0x40000
+MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 0x400, 0x800, 0x200000
+# a mount's flags as statvfs reports them, and as a remount must repeat them (a user namespace may not change them)
+KEPT_MOUNT_FLAGS = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
+                    (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+CAPABILITY_VERSION_3 = 0x20080522
 O_PATH = getattr(os, "O_PATH", 0o10000000)
 NOBODY = 65534
 PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run")  # world-writable on the host: replaced by empty tmpfs
@@ -618,17 +632,29 @@ def _reap_until(pid: int) -> int:
 def isolate() -> list[str]:
     """A worker's first act: new namespaces behind a PID-1 reaper. Returns what was not available.
 
-    Only the process that returns runs on; the two above it (the one in the host's PID
-    namespace and the reaper) wait, relay the exit status and never return.
+    Without root a user namespace comes first, mapping only the caller's own user and group
+    (nothing else is the caller's to map). Only the process that returns runs on; the two above
+    it (the one in the host's PID namespace and the reaper) wait, relay the exit status and never
+    return.
     """
     parent = os.environ.get(PARENT_ENV)
     _die_with_parent(int(parent) if parent else None)
-    if os.geteuid() != 0:
-        return ["PID, mount and network namespaces, private /tmp and the user switch (not root)"]
-    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    uid, gid = os.geteuid(), os.getegid()
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | (CLONE_NEWUSER if uid else 0)
     libc = _libc()
     if libc.unshare(flags) != 0:
-        return [f"PID, mount and network namespaces (unshare: errno {ctypes.get_errno()})"]
+        errno = ctypes.get_errno()
+        how = "not root, and the kernel refused a user namespace" if uid else "unshare"
+        return [f"PID, mount and network namespaces, private /tmp, a read-only filesystem and the user switch "
+                f"({how}: {os.strerror(errno)})"]
+    if uid:
+        _die_with_parent(int(parent) if parent else None)  # entering the user namespace disarmed it
+        try:
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+        except OSError as err:
+            return [f"PID, mount and network namespaces (mapping the user namespace's ids: {err.strerror})"]
     if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:  # nothing mounted here reaches the host
         return [f"a private mount namespace (errno {ctypes.get_errno()})"]
     sys.stdout.flush()
@@ -656,10 +682,52 @@ def readable_by_others(path: str) -> bool:
         current = parent
 
 
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"user {uid}"
+
+
 def _mount(source: bytes, target: str, kind: bytes | None, flags: int, data: bytes | None = None) -> None:
     libc = _libc()
     if libc.mount(source, target.encode(), kind, flags, data) != 0:
         raise OSError(ctypes.get_errno(), f"mount {target}: {os.strerror(ctypes.get_errno())}")
+
+
+def _read_only_elsewhere(writable: set[str]) -> list[str]:
+    """Remount every mount of this namespace read-only but ``writable`` and /proc; the gaps (those it could
+    not). Without it a candidate could write wherever its user can: as ``nobody``, any world-writable
+    directory; without root, every file of the user who started it (the memory, the runs, the venv)."""
+    with open("/proc/self/mountinfo") as f:
+        points = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[4]) for line in f]
+    failed = []
+    for point in dict.fromkeys(points):
+        if point in writable or point == "/proc" or point.startswith("/proc/"):
+            continue
+        try:
+            flags = os.statvfs(point).f_flag
+        except OSError:
+            continue  # out of reach: under a directory this namespace covers
+        if flags & os.ST_RDONLY:
+            continue
+        kept = sum(ms for st, ms in KEPT_MOUNT_FLAGS if flags & st)
+        if _libc().mount(None, point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY | kept, None) != 0:
+            failed.append(point)
+    return [f"writable, could not be made read-only: {', '.join(failed[:5])}"] if failed else []
+
+
+def _drop_capabilities() -> None:
+    """Give up every capability (effective, permitted, inheritable, bounding): what the user namespace gave the
+    worker would let the candidate unmount what hides a directory, or remount the filesystem writable."""
+    libc = _libc()
+    for capability in range(64):
+        libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)  # past the kernel's last capability: EINVAL, ignored
+    header, nothing = (ctypes.c_uint32 * 2)(CAPABILITY_VERSION_3, 0), (ctypes.c_uint32 * 6)()
+    if libc.capset(header, nothing) != 0:
+        raise OSError(ctypes.get_errno(), f"capset: {os.strerror(ctypes.get_errno())}")
 
 
 def lock_down(limits: dict[str, Any], scratch: str | None = None, isolated: bool = False,
@@ -669,8 +737,8 @@ def lock_down(limits: dict[str, Any], scratch: str | None = None, isolated: bool
     ``scratch``: a directory the worker may write (the parent reads results from it);
     without one the working directory is empty and read-only. ``isolated``: whether
     ``isolate()`` succeeded, so the mount namespace is ours to change. ``hide``: directories
-    the candidate must not read (the downstream sets' answers), covered by an empty read-only
-    tmpfs in this mount namespace.
+    the candidate must not read (the downstream sets' answers, the corpus's sources, the
+    evaluation secret), covered by an empty read-only tmpfs in this mount namespace.
     """
     gaps: list[str] = []
     root = os.geteuid() == 0
@@ -696,6 +764,7 @@ def lock_down(limits: dict[str, Any], scratch: str | None = None, isolated: bool
             _mount(f"/proc/self/fd/{keep}".encode(), SCRATCH, None, MS_BIND)
             os.close(keep)
             scratch = SCRATCH
+        gaps += _read_only_elsewhere({*PRIVATE_DIRS, *hide, *([scratch] if scratch else [])})
     workdir = scratch or tempfile.mkdtemp(prefix="asiarch-sandbox-")  # before the file-size limit: tempfile probes by writing
     if scratch is None:
         os.chmod(workdir, 0o555)
@@ -711,8 +780,15 @@ def lock_down(limits: dict[str, Any], scratch: str | None = None, isolated: bool
     file_bytes = int(limits.get("file_mb", 0)) * 2**20
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
     _libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if not root and isolated:  # in a user namespace of its own: processes count per namespace there
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"], limits["max_processes"]))
+        _drop_capabilities()
+        user = _user_name(os.geteuid())
+        gaps.append(f"user switch (not root): the candidate runs as {user} and can read what {user} can read, "
+                    f"but for the hidden directories")
+        return workdir, gaps
     if not root:
-        gaps.append("user switch (not root)")
+        gaps.append("user switch and process limit (not root)")
         return workdir, gaps
     hidden = [p for p in (sys.prefix, os.path.dirname(os.path.dirname(__file__))) if not readable_by_others(p)]
     if hidden:

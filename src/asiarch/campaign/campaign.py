@@ -36,7 +36,6 @@ from asiarch.config import ScaleConfig, build_dataclass, compose, explore_scale,
 from asiarch.memory import Candidate, Kind, Memory, MemoryActor
 from asiarch.sandbox import SandboxOptions
 from asiarch.storage import Location, StorageError, StorageSettings, check_access, is_remote, location
-from asiarch.train.protocol import prepare_data
 from asiarch.campaign.placement import on_this_node
 
 PROGRESS_EVERY_S = 15.0
@@ -220,10 +219,9 @@ class Campaign:
             verify_scale = stage_scale(verify_base, self.scale.stages.verify_steps)
             with self.console.status("preparing data: tokenizer, token cache, MQAR"):
                 # MQAR's test set is drawn with the output directory's secret, as the cached seed runs were
-                secret = BaselineCache(paths.baselines).mqar_secret()
-                data = {"explore": prepare_data(explore_at, mqar_secret=secret)}
-                data["verify"] = (data["explore"] if verify_base is self.scale
-                                  else prepare_data(verify_scale, mqar_secret=secret))
+                cache = BaselineCache(paths.baselines)
+                data = {"explore": cache.prepare_data(explore_at)}
+                data["verify"] = data["explore"] if verify_base is self.scale else cache.prepare_data(verify_scale)
             self._wall_started = started
             progress = threading.Thread(target=self._progress_loop, args=(stop_progress,), daemon=True)
             progress.start()

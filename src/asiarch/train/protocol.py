@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -48,6 +48,9 @@ class TrialData:
 
     corpus: TokenCorpus
     mqar: ShiftedRecall
+    # folders holding what the evaluation data is drawn with (the MQAR test secret's): hidden from every sandbox
+    # that runs a candidate's training or evaluation, where the user running the campaign could read them
+    secret_dirs: tuple[str, ...] = ()
 
     @property
     def vocab_size(self) -> int:
@@ -57,17 +60,19 @@ class TrialData:
     def training_only(self) -> TrialData:
         """The training streams without any evaluation data (the validation text, MQAR's test set): what a
         sandboxed candidate's training process is given, so it cannot train on what it is scored on."""
-        return TrialData(self.corpus.training_only(), ShiftedRecall(self.mqar.mqar.training_only(), self.mqar.offset))
+        return TrialData(self.corpus.training_only(), ShiftedRecall(self.mqar.mqar.training_only(), self.mqar.offset),
+                         self.secret_dirs)
 
 
-def prepare_data(scale: ScaleConfig, mqar_secret: int | None = None) -> TrialData:
+def prepare_data(scale: ScaleConfig, mqar_secret: int | None = None, secret_dirs: Sequence[str] = ()) -> TrialData:
     """Train/load the tokenizer and token cache, generate MQAR (seconds at cpu_tiny, cached).
 
     ``mqar_secret``: MQAR's test set is drawn with it (``MQAR``), so a candidate's training process
-    cannot regenerate it from the scale; campaigns take it from their ``BaselineCache``."""
+    cannot regenerate it from the scale; ``secret_dirs``: where it is kept. Campaigns take both from
+    their ``BaselineCache`` (``BaselineCache.prepare_data``)."""
     corpus = TokenCorpus.from_config(scale.corpus)
     return TrialData(corpus=corpus, mqar=ShiftedRecall(MQAR(scale.mqar, test_secret=mqar_secret),
-                                                       offset=corpus.vocab_size))
+                                                       offset=corpus.vocab_size), secret_dirs=tuple(secret_dirs))
 
 
 def build_model(scale: ScaleConfig, mixer_cls: type[nn.Module], data: TrialData) -> LanguageModel:
