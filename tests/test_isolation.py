@@ -249,18 +249,16 @@ print(json.dumps(results))
 @pytest.mark.skipif(not ROOT, reason="the test makes a user for the campaign: needs root")
 def test_an_unprivileged_campaigns_trials_train_contained(shared):
     """A training trial started by an unprivileged user: the honest design trains and is scored as in process;
-    a probing one finds the MQAR test secret hidden (``TrialData.secret_dirs``: its user could read it), the
+    a probing one finds the MQAR test secret hidden (``BaselineCache.prepare_data``: its user could read it), the
     corpus's sources hidden, nothing of the user's writable, no network and no host process."""
-    import dataclasses
-
     from asiarch.arch import load_mixer_class
+    from asiarch.baselines import BaselineCache
     from asiarch.config import load_scale, stage_scale
     from asiarch.data.corpus import PYTHON_DOCS_GLOB
-    from asiarch.train.protocol import prepare_data, train_mixer
+    from asiarch.train.protocol import train_mixer
     from test_sandbox import HONEST
 
-    hidden, owned, _ = _folders(shared, "unprivileged")
-    (hidden / "mqar-test-secret").write_text("12345")
+    _, owned, _ = _folders(shared, "unprivileged")
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -269,8 +267,11 @@ def test_an_unprivileged_campaigns_trials_train_contained(shared):
                         f"scale.corpus.cache_dir={shared / 'cache'}", "scale.mqar.num_train=100", "scale.mqar.num_test=32",
                         "scale.train.eval_batches=2", "scale.train.eval_mqar_examples=32", "scale.train.warmup_steps=1"])
     scale = stage_scale(scale, 4)
-    data = dataclasses.replace(prepare_data(scale), secret_dirs=(str(hidden),))
-    probing = PROBING.format(secret=str(hidden), owned=str(owned), port=listener.getsockname()[1], docs=PYTHON_DOCS_GLOB)
+    cache = BaselineCache(shared / "runs" / "baselines")
+    data = cache.prepare_data(scale)  # as a campaign's: MQAR's test set drawn with the folder's secret
+    for path in (shared / "runs", cache.root, cache.root / "mqar-test-secret"):  # the user's own campaign
+        os.chown(path, NOBODY, NOBODY)
+    probing = PROBING.format(secret=str(cache.root), owned=str(owned), port=listener.getsockname()[1], docs=PYTHON_DOCS_GLOB)
     assert any(os.listdir(folder) for folder in glob.glob(PYTHON_DOCS_GLOB))  # the host's corpus text, read by nobody too
     inputs = shared / "inputs.pkl"
     inputs.write_bytes(pickle.dumps((scale, data, {"honest": HONEST, "probing": probing})))
@@ -287,3 +288,63 @@ def test_an_unprivileged_campaigns_trials_train_contained(shared):
     with pytest.raises(socket.timeout):
         listener.accept()
     listener.close()
+
+
+# reads a file it should never see at check time and puts it in its failure reason, which the Engineer reads
+READS_AT_CHECK_TIME = '''
+import os
+import torch
+from torch import nn
+
+
+class Reader(nn.Module):
+    def __init__(self, hidden_size, num_heads, layer_idx=None, **kwargs):
+        super().__init__()
+        try:
+            found = open({path!r}).read()
+        except OSError as err:
+            found = type(err).__name__
+        raise RuntimeError("FOUND " + found)
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        return hidden_states
+'''
+
+
+def test_the_checks_hide_what_a_failure_reason_could_carry_to_the_engineer(shared, monkeypatch):
+    """A check's failure reason is the candidate's own text, and the Engineer (an LLM) reads it and writes code:
+    the checks' worker hides the folders a campaign names (its MQAR secret's, the corpus's, the user's
+    ``sandbox.hidden_dirs``: ``StageContext.hidden_from_candidates``). Past the policy, as its filter allows."""
+    from asiarch.checks import check_candidate
+    from test_checks import past_the_policy
+
+    past_the_policy(monkeypatch, modules=("os", "torch"))
+    hidden, _, _ = _folders(shared, "root")
+    code = READS_AT_CHECK_TIME.format(path=str(hidden / "answer"))
+    seen = check_candidate(code, checks=["contract", "shape"], fail_fast=True)
+    if any("namespace" in gap for gap in seen.sandbox_gaps):
+        pytest.skip(f"this machine's sandbox lacks it: {seen.sandbox_gaps[0]}")
+    assert "FOUND 42" in seen.failures[0].reason  # readable unless hidden
+    hiding = check_candidate(code, hide=[str(hidden)], checks=["contract", "shape"], fail_fast=True)
+    assert "FOUND FileNotFoundError" in hiding.failures[0].reason, hiding.failures[0].reason
+
+
+def test_a_campaign_hides_its_secret_its_corpus_and_the_users_folders_from_every_candidate(tmp_path):
+    """What a campaign's checks and trials hide, from its own settings: MQAR's secret folder (under the output
+    directory), the corpus's sources and cache, and the folders the user lists in ``sandbox.hidden_dirs``."""
+    from asiarch.baselines import BaselineCache
+    from asiarch.config import load_scale
+    from asiarch.data.corpus import source_dirs
+    from asiarch.sandbox import SandboxOptions
+    from asiarch.train.sandboxed import hidden_from_candidates
+
+    (tmp_path / "cache").mkdir()
+    scale = load_scale(["scale=cpu_tiny", f"scale.corpus.cache_dir={tmp_path / 'cache'}"])
+    cache = BaselineCache(tmp_path / "runs" / "baselines")
+    options = SandboxOptions(hidden_dirs=["~/.ssh", str(tmp_path / "mine")])
+    hidden = hidden_from_candidates(scale.corpus, cache.secret_dirs(), options)
+    assert str((tmp_path / "runs" / "baselines").resolve()) in hidden
+    assert str(tmp_path / "cache") in hidden and set(source_dirs(scale.corpus)) <= set(hidden)
+    assert os.path.expanduser("~/.ssh") in hidden and str(tmp_path / "mine") in hidden
+    with pytest.raises(ValueError, match="a list of folders"):
+        SandboxOptions(hidden_dirs="~/.ssh")

@@ -71,10 +71,13 @@ class BaselineCache:
         return self._secret
 
     def prepare_data(self, scale: ScaleConfig) -> TrialData:
-        """``scale``'s data with MQAR's test set drawn with this directory's secret, which the sandboxes of the
-        candidates trained on it hide (where it is a local folder: on S3 it is out of their network's reach)."""
-        return prepare_data(scale, mqar_secret=self.mqar_secret(),
-                            secret_dirs=[str(self.root.resolve())] if isinstance(self.root, Path) else [])
+        """``scale``'s data with MQAR's test set drawn with this directory's secret, whose folder the sandboxes of
+        the candidates trained on it hide (``secret_dirs``)."""
+        return prepare_data(scale, mqar_secret=self.mqar_secret(), secret_dirs=self.secret_dirs())
+
+    def secret_dirs(self) -> list[str]:
+        """The folder the secret is kept in, where it is local (on S3 it is out of a sandbox's network's reach)."""
+        return [str(self.root.resolve())] if isinstance(self.root, Path) else []
 
     def key(self, seed: str, scale: ScaleConfig, downstream: bool, protocol: dict[str, Any] | None = None) -> str:
         """``protocol``: how a stage ran the seed beyond the scale (verify: its training seeds and

@@ -87,10 +87,16 @@ class SandboxOptions:
     # every evaluation a decision reads is audited; each other one with this chance, drawn by the parent where the
     # candidate cannot predict it: a design that sees the future only at some evaluations risks every one
     spot_audit_fraction: float = 0.25
+    # folders no process running candidate code may read (its checks and its trials), beyond those asiarch hides
+    # itself (``asiarch.train.sandboxed.hidden_from_candidates``): without root the candidate runs as you
+    hidden_dirs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.spot_audit_fraction <= 1.0:
             raise ValueError(f"sandbox.spot_audit_fraction must be in [0, 1], got {self.spot_audit_fraction}")
+        if isinstance(self.hidden_dirs, str):
+            raise ValueError(f"sandbox.hidden_dirs must be a list of folders, got the string {self.hidden_dirs!r}")
+        self.hidden_dirs = tuple(os.path.expanduser(str(folder)) for folder in self.hidden_dirs)
 
     def limits(self, cpu_seconds: int) -> dict[str, int]:
         return {"memory_mb": self.memory_mb, "cpu_seconds": cpu_seconds, "max_processes": self.max_processes,

@@ -147,7 +147,7 @@ class ExploreStage:
             max_usd=s.max_usd, explore_lr=self.scale.train.lr, explore_seed=self.scale.train.seed,
             bench_key=ctx.bench_key, bench_chance=scoring.benchmark_chance(self.scale),
             crash_retries=ctx.explore.max_failures if ctx.explore.max_failures >= 0 else 10**6,
-            check_options=ctx.check_options, agents=ctx.agents, qa=self._qa())
+            check_options=ctx.check_options, hidden_dirs=ctx.hidden_from_candidates, agents=ctx.agents, qa=self._qa())
 
     @property
     def pipeline_name(self) -> str:

@@ -47,6 +47,7 @@ class PipelineSettings:
     bench_chance: Any = None  # scoring.Chance of the benchmark at explore (None: not gated)
     crash_retries: int = 2  # new trials for a candidate whose trial Tune gave up on (explore.max_failures)
     check_options: dict[str, Any] = field(default_factory=dict)
+    hidden_dirs: list[str] = field(default_factory=list)  # what the checks' worker hides (StageContext.hidden_from_candidates)
     agents: Any = None  # AgentsConfig
     qa: dict[str, Any] | None = None  # training QA, passed to every trial (asiarch.train.qa; None: off)
 
@@ -171,7 +172,7 @@ class CampaignPipeline:
 
     def _validate(self, candidate_id: str) -> None:
         engineer = self.engineers[hash(candidate_id) % len(self.engineers)]
-        candidate: Candidate = ray.get(engineer.validate.remote(candidate_id, self.scale, **self.s.check_options))
+        candidate: Candidate = ray.get(engineer.validate.remote(candidate_id, self.scale, hide=self.s.hidden_dirs, **self.s.check_options))
         with self.lock:
             if candidate.status == Status.VALIDATED:
                 self.ready.append(candidate_id)
@@ -293,7 +294,7 @@ class CampaignPipeline:
                 return
             engineer = self.engineers[hash(design) % len(self.engineers)]
             repaired: Candidate = ray.get(engineer.repair_training_failure.remote(
-                design, result["code_error"], self.scale, **self.s.check_options))
+                design, result["code_error"], self.scale, hide=self.s.hidden_dirs, **self.s.check_options))
             with self.lock:
                 if repaired.status == Status.VALIDATED:
                     self.ready.appendleft(design)  # trains again first; it already counts toward the budget

@@ -7,6 +7,7 @@ the memory's lifecycle. ``StageContext`` is everything they need from the campai
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -71,10 +72,17 @@ class StageContext:
     def memory(self) -> Memory:
         return Memory(self.memory_uri, read_only=True, embedder=self.embedder)
 
-    @property
+    @functools.cached_property
     def baselines(self) -> BaselineCache:
-        """Seed runs shared by every campaign under the same output directory."""
+        """Seed runs shared by every campaign under the same output directory (one, so its secret is read once)."""
         return BaselineCache(self.paths.baselines)
+
+    @property
+    def hidden_from_candidates(self) -> list[str]:
+        """The folders every process running candidate code hides, its checks' included."""
+        from asiarch.train.sandboxed import hidden_from_candidates
+
+        return hidden_from_candidates(self.scale.corpus, self.baselines.secret_dirs(), self.sandbox)
 
     def tune_storage(self, experiment: str) -> tuple[str, dict[str, Any]]:
         """Where the stage's Tune experiment ``experiment`` is (the path ``Tuner.can_restore``/``restore`` take)

@@ -183,11 +183,13 @@ def reference_parameters(seed: str, hidden_size: int, num_heads: int, mixer_kwar
     return count_state(SEEDS[seed](hidden_size, num_heads, layer_idx=0, **mixer_kwargs).state_dict())
 
 
-def check_candidate(source: str, scale="cpu_tiny", **options: Any) -> CheckReport:
+def check_candidate(source: str, scale="cpu_tiny", hide: Sequence[str] = (), **options: Any) -> CheckReport:
     """Run the policy and the executable checks on candidate ``source`` at ``scale``.
 
     ``options`` are fields of ``CheckOptions``. The candidate runs only in a separate,
-    locked-down worker process; a crash, hang or kill there becomes a failed check.
+    locked-down worker process; a crash, hang or kill there becomes a failed check. ``hide``:
+    folders that process must not read (a campaign's ``StageContext.hidden_from_candidates``):
+    what a check reads can leave in a failure reason, which the Engineer reads.
     """
     unknown = sorted(set(options) - set(CheckOptions.__dataclass_fields__))
     if unknown:
@@ -211,6 +213,7 @@ def check_candidate(source: str, scale="cpu_tiny", **options: Any) -> CheckRepor
         "checks": wanted,
         "fail_fast": opts.fail_fast,
         "nonce": secrets.token_hex(16),
+        "hide": [str(folder) for folder in hide],
         "limits": {"memory_mb": opts.memory_mb, "cpu_seconds": opts.cpu_seconds, "max_processes": opts.max_processes},
         "options": {
             "hidden_size": hidden, "num_heads": heads, "mixer_kwargs": mixer_kwargs,

@@ -63,7 +63,7 @@ def run(request: dict[str, Any], emit, gaps: list[str]) -> int:
 
     preload(request.get("preload", []))
 
-    _, more = lock_down(request["limits"], isolated=not gaps)
+    _, more = lock_down(request["limits"], isolated=not gaps, hide=request.get("hide", ()))
     emit({"sandbox": gaps + more})
     options, wanted, fail_fast = request["options"], request["checks"], request["fail_fast"]
 

@@ -62,7 +62,7 @@ from asiarch.arch.model import HarnessHead, count_state
 from asiarch.checks import ParameterBudget
 from asiarch.checks.executable import param_band_violation
 from asiarch.config import ScaleConfig
-from asiarch.data.corpus import source_dirs
+from asiarch.data.corpus import CorpusConfig, source_dirs
 from asiarch.data.downstream import ChoiceBatches, downstream_requests, downstream_scores, tasks_root
 from asiarch.sandbox import SandboxOptions
 from asiarch.train.protocol import TrialData
@@ -177,6 +177,15 @@ class _StateAudit:
         return {"parameters": total, "non_embedding_parameters": total - (embed.numel() if embed is not None else 0)}
 
 
+def hidden_from_candidates(corpus: CorpusConfig, secret_dirs: Sequence[str], options: SandboxOptions) -> list[str]:
+    """Every folder a process running candidate code hides (its checks' and its trials'): the downstream sets'
+    answers, the text the validation split is built from and the cache that holds it, where MQAR's test secret
+    is kept, and the user's own ``sandbox.hidden_dirs``. The checks too: what a check reads can leave in its
+    failure reason, which the Engineer reads and answers with code."""
+    root = tasks_root()
+    return [*([str(root)] if root is not None else []), *source_dirs(corpus), *secret_dirs, *options.hidden_dirs]
+
+
 class _Trial:
     def __init__(self, source: str, design: str | None, scale: ScaleConfig, data: TrialData,
                  options: SandboxOptions, budget: ParameterBudget | None = None, downstream: bool = False):
@@ -196,10 +205,7 @@ class _Trial:
         path = os.path.join(scratch, "inputs.pt")
         torch.save(inputs, path)
         nonce = secrets.token_hex(16)
-        hide = [str(root)] if (root := tasks_root()) is not None else []  # the downstream answers
-        hide += self.data.secret_dirs  # what MQAR's test set is drawn with
-        if mode == "train":  # and the text the validation split is built from, and the cache that holds it
-            hide += source_dirs(self.scale.corpus)
+        hide = hidden_from_candidates(self.scale.corpus, self.data.secret_dirs, self.options)
         proc = sandbox.launch("asiarch.train.worker", {
             "mode": mode, "source": self.source, "design": self.design, "inputs": path, "scratch": scratch,
             "limits": self.options.limits(_cpu_budget(self.scale)), "nonce": nonce, "hide": hide, **request})
