@@ -263,6 +263,23 @@ def test_sandbox_limits_processes_and_survives_a_fork_bomb():
     assert "PROBE blocked after" in reason
 
 
+def test_triton_can_keep_its_compiled_kernels_in_the_sandbox():
+    """fla's kernels compile through Triton, which keeps them under its home: in the sandbox that must be a folder
+    the worker can write (its private /tmp), or every design built on fla's kernels fails on a GPU (with the home
+    at /nonexistent it could not create its cache)."""
+    reason, _ = probe("""
+        import os
+        from triton import knobs
+        try:
+            os.makedirs(os.path.join(knobs.cache.dir, "probe"), exist_ok=True)
+            outcome = "wrote " + knobs.cache.dir
+        except OSError as err:
+            outcome = "blocked: " + type(err).__name__
+        raise RuntimeError("PROBE " + outcome)
+    """, preload=["os", "triton"])
+    assert "PROBE wrote /tmp/" in reason, reason
+
+
 def test_sandbox_memory_limit_turns_a_bomb_into_a_failed_check():
     reason, _ = probe("""
         try:

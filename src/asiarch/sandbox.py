@@ -108,10 +108,12 @@ def _libc() -> ctypes.CDLL:
 
 
 def clean_env() -> dict[str, str]:
-    """The worker's environment: nothing the candidate could steal, one thread per pool."""
+    """The worker's environment: nothing the candidate could steal, one thread per pool. Triton (fla's kernels on a
+    GPU) keeps its compiled kernels under its home, which must be writable: the sandbox's private /tmp."""
     env = {key: os.environ[key] for key in PASSED_ENV if key in os.environ}
     env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
-                "HF_HUB_OFFLINE": "1", "HOME": "/nonexistent", "PYTHONWARNINGS": "ignore", PARENT_ENV: str(os.getpid())})
+                "HF_HUB_OFFLINE": "1", "HOME": "/nonexistent", "TRITON_HOME": "/tmp", "PYTHONWARNINGS": "ignore",
+                PARENT_ENV: str(os.getpid())})
     return env
 
 
