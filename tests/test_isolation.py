@@ -196,6 +196,15 @@ def test_a_locked_down_worker_writes_only_its_scratch_and_reads_nothing_hidden(u
     assert (hidden / "answer").read_text() == "42"
 
 
+@pytest.mark.parametrize("user", ["root", "unprivileged"])
+def test_a_campaign_learns_what_the_sandbox_lacks_before_any_candidate_runs(user, shared):
+    """``sandbox.gaps_here``, which a campaign prints and keeps at its start: the same gaps a worker finds."""
+    found = _as(user, "import json\nfrom asiarch.sandbox import gaps_here\nprint(json.dumps({'gaps': gaps_here()}))",
+                shared)
+    _skip_without_user_namespaces(found["gaps"])
+    assert [gap.split(":")[0] for gap in found["gaps"]] == ([] if user == "root" else ["user switch (not root)"])
+
+
 # a candidate that probes, from inside its training worker, what an unprivileged user's campaign holds
 PROBING = '''
 import glob, json, os, socket

@@ -51,7 +51,7 @@ import time
 import warnings
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x20000000, 0x40000000
 CLONE_NEWUSER = 0x10000000
@@ -339,6 +339,25 @@ def remove_orphan_scratch(root: str | None = None, min_age: float = ORPHAN_AFTER
         if not os.path.exists(entry.path):
             removed.append(entry.path)
     return removed
+
+
+PROBE_LIMITS = {"memory_mb": 256, "cpu_seconds": 10, "max_processes": 8, "file_mb": 0}
+
+
+def gaps_here(hide: Sequence[str] = (), timeout: float = 60.0) -> list[str]:
+    """What the sandbox lacks on this machine, as a worker started from this process finds it: a process that
+    isolates itself and locks down as every worker does, and runs nothing else (0.1-0.2 s). A campaign prints
+    it once at its start, so a user whose kernel refuses unprivileged user namespaces learns that candidates
+    run without namespaces before any runs, not from a check report. ``hide``: folders it should hide."""
+    script = ("import json, sys\nfrom asiarch.sandbox import isolate, lock_down\ngaps = isolate()\n"
+              "_, more = lock_down(json.loads(sys.argv[1]), isolated=not gaps, hide=json.loads(sys.argv[2]))\n"
+              "print(json.dumps(gaps + more))")
+    try:
+        done = subprocess.run([sys.executable, "-c", script, json.dumps(PROBE_LIMITS), json.dumps(list(hide))],
+                              env=clean_env(), capture_output=True, text=True, timeout=timeout)
+        return list(json.loads(done.stdout.strip().splitlines()[-1]))
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as err:
+        return [f"unknown: the sandbox's probe failed ({type(err).__name__}: {str(err)[:200]})"]
 
 
 def launch(module: str, request: dict[str, Any], fork: bool = True, keep_stdin: bool = False) -> subprocess.Popen | _Forked:

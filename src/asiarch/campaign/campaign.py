@@ -222,6 +222,7 @@ class Campaign:
                 cache = BaselineCache(paths.baselines)
                 data = {"explore": cache.prepare_data(explore_at)}
                 data["verify"] = data["explore"] if verify_base is self.scale else cache.prepare_data(verify_scale)
+            self._report_sandbox()
             self._wall_started = started
             progress = threading.Thread(target=self._progress_loop, args=(stop_progress,), daemon=True)
             progress.start()
@@ -321,6 +322,20 @@ class Campaign:
         self.record.update(wall_seconds_before=wall)
         return {"candidates": summary["trained"], "device_seconds": summary["device_hours"] * 3600,
                 "usd": summary["usd"], "wall_seconds": wall}
+
+    def _report_sandbox(self) -> None:
+        """Say once what the sandbox candidates run in lacks on the driver's machine (trials on other nodes lock
+        down with their own kernel), and keep it in campaign.json."""
+        from rich.markup import escape
+
+        from asiarch.sandbox import gaps_here
+
+        gaps = gaps_here(self._stage_context().hidden_from_candidates)
+        self.record.update(sandbox_gaps=gaps)
+        if not gaps:
+            self.console.print("sandbox: complete (namespaces, read-only filesystem, hidden folders, user switch)")
+            return
+        self.console.print("[bold yellow]sandbox[/] on this machine lacks: " + escape("; ".join(gaps)), soft_wrap=True)
 
     def _wall_left(self) -> float | None:
         if self.settings.max_wall_hours is None:
