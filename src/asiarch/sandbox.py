@@ -812,7 +812,7 @@ def lock_down(limits: dict[str, Any], scratch: str | None = None, isolated: bool
         _drop_capabilities()
         user = _user_name(os.geteuid())
         gaps.append(f"user switch (not root): the candidate runs as {user} and can read what {user} can read, "
-                    f"but for the hidden directories")
+                    f"except the hidden folders")
         return workdir, gaps
     if not root:
         gaps.append("user switch and process limit (not root)")
