@@ -43,6 +43,7 @@ TINY = [
     "run.max_parallel_trials=2",  # verify.training_seeds: the default three
     "scale.stages.reports_per_trial=4",
     "verify.search=pbt",  # a population per design, whose clones verify counts by lineage (the default is fixed)
+    "sandbox.spot_audit_fraction=0.25",  # by chance between decisions (test_sandbox.py audits every evaluation)
 ]
 FAULT = "RuntimeError('planted fault: raises only in training batches')"
 

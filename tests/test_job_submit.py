@@ -51,6 +51,7 @@ TINY = [
     "checks.complexity_base_length=256",  # the sweep from T=256 (quadratic designs still fail it by far)
     "run.max_parallel_trials=2", "campaign.max_candidates=3", "run.trial_resources={trial_host:1}",
     "explore.anchor_seeds=[0]",  # one anchor run: the noise estimate is tested in test_campaign.py
+    "sandbox.spot_audit_fraction=0.25",  # by chance between decisions (test_sandbox.py audits every evaluation)
     "explore.grace_fraction=1.0",  # no early stops: a candidate is still training when the first finishes
     "verify.top_fraction=0", "verify.min_promoted=0",  # the verify stage is tested in test_campaign.py
     # explore's benchmark is the downstream mean (as at paper_20m): anchor and trials must both measure it

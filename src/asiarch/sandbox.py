@@ -85,8 +85,9 @@ class SandboxOptions:
     audit_rows: int = 4  # LM rows (and half as many MQAR rows) re-run in a fresh process for the causality audit
     audit_tolerance: float = 1e-3  # largest logit difference a causal design shows between the two processes
     # every evaluation a decision reads is audited; each other one with this chance, drawn by the parent where the
-    # candidate cannot predict it: a design that sees the future only at some evaluations risks every one
-    spot_audit_fraction: float = 0.25
+    # candidate cannot predict it. 1 (all of them) costs below run-to-run noise on CPU (bench_sandbox: 54.2 against
+    # 54.3 CPU seconds for a 192-step cpu_tiny trial); lower it where a fresh sandbox is dear (a GPU's start-up)
+    spot_audit_fraction: float = 1.0
     # folders no process running candidate code may read (its checks and its trials), beyond those asiarch hides
     # itself (``asiarch.train.sandboxed.hidden_from_candidates``): without root the candidate runs as you
     hidden_dirs: tuple[str, ...] = ()
