@@ -166,18 +166,37 @@ print(json.dumps(found))
 '''
 
 
+# another sandbox's threads, run as the user the sandbox runs as (nobody, as root)
+HOLDS_THREADS = """
+import threading, time
+for _ in range(80):
+    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
 @pytest.mark.parametrize("user", ["root", "unprivileged"])
 def test_a_locked_down_worker_writes_only_its_scratch_and_reads_nothing_hidden(user, shared):
     """The same walls with or without root: the hidden folder is empty and stays so (also from a user namespace
     the candidate makes), nothing outside the scratch and the private /tmp is writable (before, as nobody, a
-    world-writable folder was; without root, every file of the user), no network, no host process, a process
-    limit."""
+    world-writable folder was; without root, every file of the user), no network, no host process, and a
+    process limit of its own: 80 threads of another process of the same user do not count against it (as
+    root they did: every sandbox's nobody shared one count, so a busy host's sandboxes could fail to start threads)."""
     hidden, owned, scratch = _folders(shared, user)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
     listener.settimeout(0.5)
-    found = _as(user, LOCKED_DOWN, shared, str(hidden), str(owned), str(scratch), str(listener.getsockname()[1]))
+    holder_argv = [sys.executable, "-c", HOLDS_THREADS]
+    holder = subprocess.Popen(_unprivileged(holder_argv, shared) if ROOT else holder_argv, stdout=subprocess.PIPE,
+                              text=True, cwd=shared)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        found = _as(user, LOCKED_DOWN, shared, str(hidden), str(owned), str(scratch), str(listener.getsockname()[1]))
+    finally:
+        holder.kill()
+        holder.wait()
     _skip_without_user_namespaces(found["gaps"])
     if user == "root":
         assert found["gaps"] == [] and found["uid"] == NOBODY
@@ -193,6 +212,7 @@ def test_a_locked_down_worker_writes_only_its_scratch_and_reads_nothing_hidden(u
         listener.accept()
     listener.close()
     assert found["processes"] <= 3 and found["fork"].startswith("blocked after")
+    assert int(found["fork"].split()[-1]) >= 3, found["fork"]  # its own count, not the other process's threads
     assert (hidden / "answer").read_text() == "42"
 
 

@@ -7,11 +7,12 @@ agent or a Tune trainable. A worker calls ``isolate()`` as its first act and
 
 - ``launch`` starts it in its own session with an environment that holds no secrets (no
   API keys, no cloud credentials: only PATH, locale and PYTHONPATH pass).
-- ``isolate`` moves it into new PID, mount, network, IPC and UTS namespaces behind a PID-1
-  reaper: when the worker ends, the kernel kills every process it left behind, ``setsid``
-  or not; a worker whose parent dies dies too. Without root (a laptop) it first enters a
-  user namespace of its own (the kernel's unprivileged user namespaces), which is what
-  lets an ordinary user create the others.
+- ``isolate`` moves it into a user namespace of its own and new PID, mount, network, IPC and
+  UTS namespaces behind a PID-1 reaper: when the worker ends, the kernel kills every process
+  it left behind, ``setsid`` or not; a worker whose parent dies dies too. The user namespace
+  is what lets an ordinary user (a laptop) create the others (the kernel's unprivileged user
+  namespaces), and it makes the process limit the sandbox's own: counted per user namespace,
+  not over every process of the user it runs as (as root, every sandbox's ``nobody``).
 - ``lock_down`` hides the directories it is given under empty mounts, mounts a fresh /proc
   (the host's processes are invisible), private tmpfs over every shared writable directory
   (/tmp, /var/tmp, /dev/shm, /run), bind-mounts the worker's own scratch directory as its
@@ -657,32 +658,75 @@ def _reap_until(pid: int) -> int:
             return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
+def _id_mapper() -> tuple[int, int]:
+    """A child that, once told (a byte on the returned pipe), maps every id of its parent's new user namespace to
+    the same id outside; exits 0 when it did. Returns (its pid, the pipe's end to tell it on)."""
+    ready, go = os.pipe()
+    target = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        os.close(go)
+        code = 1
+        try:
+            if os.read(ready, 1):
+                for name in ("uid_map", "gid_map"):
+                    with open(f"/proc/{target}/{name}", "w") as f:
+                        f.write("0 0 4294967295")
+                code = 0
+        except OSError:
+            pass
+        os._exit(code)
+    os.close(ready)
+    return pid, go
+
+
+def _map_ids(helper: tuple[int, int] | None, uid: int, gid: int) -> str | None:
+    """Map the ids of the user namespace this process just entered (root's by its ``_id_mapper``); why not, or None."""
+    if helper is not None:
+        pid, go = helper
+        os.write(go, b"x")
+        os.close(go)
+        return None if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 else "the helper outside failed"
+    try:
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    except OSError as err:
+        return err.strerror
+    return None
+
+
 def isolate() -> list[str]:
     """A worker's first act: new namespaces behind a PID-1 reaper. Returns what was not available.
 
-    Without root a user namespace comes first, mapping only the caller's own user and group
-    (nothing else is the caller's to map). Only the process that returns runs on; the two above
-    it (the one in the host's PID namespace and the reaper) wait, relay the exit status and never
-    return.
+    A user namespace comes first: as root every id maps to itself (written by a helper that stays
+    outside it), without root only the caller's own user and group (nothing else is the caller's to
+    map). Only the process that returns runs on; the two above it (the one in the host's PID
+    namespace and the reaper) wait, relay the exit status and never return.
     """
     parent = os.environ.get(PARENT_ENV)
     _die_with_parent(int(parent) if parent else None)
     uid, gid = os.geteuid(), os.getegid()
-    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | (CLONE_NEWUSER if uid else 0)
     libc = _libc()
-    if libc.unshare(flags) != 0:
-        errno = ctypes.get_errno()
-        how = "not root, and the kernel refused a user namespace" if uid else "unshare"
-        return [f"PID, mount and network namespaces, private /tmp, a read-only filesystem and the user switch "
-                f"({how}: {os.strerror(errno)})"]
-    if uid:
+    # root's map (every id as it is: its files stay its own, nobody stays nobody) needs root outside the new
+    # namespace: a helper forked before it writes the map; a user maps only its own ids, which it may itself
+    helper = _id_mapper() if uid == 0 else None
+    others = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    if libc.unshare(CLONE_NEWUSER | others) == 0:
         _die_with_parent(int(parent) if parent else None)  # entering the user namespace disarmed it
-        try:
-            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
-                with open(f"/proc/self/{name}", "w") as f:
-                    f.write(text)
-        except OSError as err:
-            return [f"PID, mount and network namespaces (mapping the user namespace's ids: {err.strerror})"]
+        problem = _map_ids(helper, uid, gid)
+        if problem:
+            return [f"PID, mount and network namespaces (the user namespace's ids could not be mapped: {problem})"]
+    else:
+        errno = ctypes.get_errno()
+        if helper is not None:
+            os.close(helper[1])
+            os.waitpid(helper[0], 0)
+        if uid:
+            return [f"PID, mount and network namespaces, private /tmp, a read-only filesystem and the user switch "
+                    f"(not root, and the kernel refused a user namespace: {os.strerror(errno)})"]
+        if libc.unshare(others) != 0:  # root, on a kernel without user namespaces: the others alone
+            return [f"PID, mount and network namespaces (unshare: {os.strerror(ctypes.get_errno())})"]
     if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:  # nothing mounted here reaches the host
         return [f"a private mount namespace (errno {ctypes.get_errno()})"]
     sys.stdout.flush()
@@ -708,6 +752,14 @@ def readable_by_others(path: str) -> bool:
         if parent == current:
             return True
         current = parent
+
+
+def _same_namespace(kind: str, pid: str) -> bool:
+    """Whether this process shares its ``kind`` namespace with ``pid`` (read through the host's /proc)."""
+    try:
+        return os.readlink(f"/proc/self/ns/{kind}") == os.readlink(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return False
 
 
 def _user_name(uid: int) -> str:
@@ -779,6 +831,8 @@ def lock_down(limits: dict[str, Any], scratch: str | None = None, isolated: bool
         hide = [f for f in hide if f not in covering]
     if hide and not isolated:
         gaps.append(f"readable, no mount namespace to hide them in: {', '.join(hide)}")
+    if isolated and root and _same_namespace("user", "1"):  # the host's: isolate() fell back to the others alone
+        gaps.append("a user namespace of its own: the process limit counts every sandbox's nobody processes together")
     if isolated:
         for folder in hide:
             _mount(b"tmpfs", folder, b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=4k,mode=555")
@@ -808,7 +862,7 @@ def lock_down(limits: dict[str, Any], scratch: str | None = None, isolated: bool
     file_bytes = int(limits.get("file_mb", 0)) * 2**20
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
     _libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    if not root and isolated:  # in a user namespace of its own: processes count per namespace there
+    if not root and isolated:  # processes count per user namespace: this sandbox's own
         resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"], limits["max_processes"]))
         _drop_capabilities()
         user = _user_name(os.geteuid())
