@@ -794,7 +794,9 @@ def _read_only_elsewhere(writable: set[str]) -> list[str]:
         if flags & os.ST_RDONLY:
             continue
         kept = sum(ms for st, ms in KEPT_MOUNT_FLAGS if flags & st)
-        if _libc().mount(None, point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY | kept, None) != 0:
+        try:
+            _mount(b"none", point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | kept)
+        except OSError:
             failed.append(point)
     return [f"writable, could not be made read-only: {', '.join(failed[:5])}"] if failed else []
 

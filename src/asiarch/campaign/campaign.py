@@ -23,7 +23,6 @@ from rich.console import Console
 
 from asiarch.agents import AgentsConfig
 from asiarch.arch import SEEDS
-from asiarch.baselines import BaselineCache
 from asiarch.campaign.fitness import FitnessFn
 from asiarch.campaign.settings import CampaignSettings, ExploreSettings, RunSettings, VerifySettings, section
 from asiarch.campaign.explore import ExploreStage
@@ -217,16 +216,16 @@ class Campaign:
             explore_at = explore_scale(self.scale)
             verify_base = load_scale(self.scale.stages.verify_scale) if self.scale.stages.verify_scale else self.scale
             verify_scale = stage_scale(verify_base, self.scale.stages.verify_steps)
+            ctx = self._stage_context()
             with self.console.status("preparing data: tokenizer, token cache, MQAR"):
                 # MQAR's test set is drawn with the output directory's secret, as the cached seed runs were
-                cache = BaselineCache(paths.baselines)
-                data = {"explore": cache.prepare_data(explore_at)}
-                data["verify"] = data["explore"] if verify_base is self.scale else cache.prepare_data(verify_scale)
-            self._report_sandbox()
+                data = {"explore": ctx.baselines.prepare_data(explore_at)}
+                data["verify"] = (data["explore"] if verify_base is self.scale
+                                  else ctx.baselines.prepare_data(verify_scale))
+            self._report_sandbox(ctx.hidden_from_candidates)
             self._wall_started = started
             progress = threading.Thread(target=self._progress_loop, args=(stop_progress,), daemon=True)
             progress.start()
-            ctx = self._stage_context()
             if self.record.get("phase") == "explore":
                 self._trial_progress["explore"] = TrialProgress("explore")
                 ExploreStage(ctx, explore_at, verify_scale, data, callbacks=[self._trial_progress["explore"]]).run()
@@ -323,14 +322,15 @@ class Campaign:
         return {"candidates": summary["trained"], "device_seconds": summary["device_hours"] * 3600,
                 "usd": summary["usd"], "wall_seconds": wall}
 
-    def _report_sandbox(self) -> None:
+    def _report_sandbox(self, hidden: list[str]) -> None:
         """Say once what the sandbox candidates run in lacks on the driver's machine (trials on other nodes lock
-        down with their own kernel), and keep it in campaign.json."""
+        down with their own kernel), and keep it in campaign.json. ``hidden``: the folders candidates' processes
+        hide (``StageContext.hidden_from_candidates``)."""
         from rich.markup import escape
 
         from asiarch.sandbox import gaps_here
 
-        gaps = gaps_here(self._stage_context().hidden_from_candidates)
+        gaps = gaps_here(hidden)
         self.record.update(sandbox_gaps=gaps)
         if not gaps:
             self.console.print("sandbox: complete (namespaces, read-only filesystem, hidden folders, user switch)")

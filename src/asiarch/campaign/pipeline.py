@@ -172,7 +172,8 @@ class CampaignPipeline:
 
     def _validate(self, candidate_id: str) -> None:
         engineer = self.engineers[hash(candidate_id) % len(self.engineers)]
-        candidate: Candidate = ray.get(engineer.validate.remote(candidate_id, self.scale, hide=self.s.hidden_dirs, **self.s.check_options))
+        candidate: Candidate = ray.get(engineer.validate.remote(candidate_id, self.scale, hide=self.s.hidden_dirs,
+                                                                **self.s.check_options))
         with self.lock:
             if candidate.status == Status.VALIDATED:
                 self.ready.append(candidate_id)

@@ -200,15 +200,15 @@ class _Trial:
         self.ranges = {"lm": (0, data.corpus.vocab_size), "mqar": tuple(data.mqar.vocab_range)}
         self.gaps: list[str] = []
         self.spot = random.Random(secrets.randbits(64))  # which evaluations no decision reads are audited too
+        self.hide = hidden_from_candidates(scale.corpus, data.secret_dirs, options)  # for every sandbox it starts
 
     def _start(self, mode: str, scratch: str, inputs: dict[str, Any], **request: Any) -> sandbox.Reader:
         path = os.path.join(scratch, "inputs.pt")
         torch.save(inputs, path)
         nonce = secrets.token_hex(16)
-        hide = hidden_from_candidates(self.scale.corpus, self.data.secret_dirs, self.options)
         proc = sandbox.launch("asiarch.train.worker", {
             "mode": mode, "source": self.source, "design": self.design, "inputs": path, "scratch": scratch,
-            "limits": self.options.limits(_cpu_budget(self.scale)), "nonce": nonce, "hide": hide, **request})
+            "limits": self.options.limits(_cpu_budget(self.scale)), "nonce": nonce, "hide": self.hide, **request})
         return sandbox.Reader(proc, nonce)
 
     def _records(self, reader: sandbox.Reader):
