@@ -91,6 +91,9 @@ BAD_INPUT = [
     (["run", "campaign.max_candidatez=3"], "max_candidatez"),
     (["status"], "no campaign found"),
     (["baselines", "seeds=[not_a_seed]"], "unknown seed(s) ['not_a_seed']"),
+    # no schema in YAML or overrides: a string here ran a campaign whose anchor and candidates all failed
+    (["run", "scale.train.lr=abc"], "invalid config section 'scale.train': lr must be a number, got 'abc'"),
+    (["config", "campaign.max_candidates=x"], "max_candidates must be an integer, got 'x'"),
 ]
 
 

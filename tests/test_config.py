@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 from omegaconf import OmegaConf
@@ -74,3 +75,26 @@ def test_explore_trains_the_head_of_a_verify_run_or_a_whole_schedule():
     with pytest.raises(ValueError, match="verify runs at 'paper_340m'"):  # another scale: no run to be the head of
         load_scale(["scale=paper_20m", "scale.stages.explore_schedule=verify"])
     assert explore_scale(load_scale("paper_20m")).train.schedule_steps is None
+
+
+def test_values_of_the_wrong_type_are_named_with_their_section():
+    """Hydra's overrides and the YAML carry no types: the dataclasses' hints are checked where a section is
+    built, so a typo fails at start-up instead of inside every trial."""
+    from asiarch.campaign.settings import VerifySettings, section
+    from asiarch.checks import CheckOptions
+    from asiarch.config import build_dataclass
+
+    for override, message in [("scale.train.lr=abc", "'scale.train': lr must be a number, got 'abc'"),
+                              ("scale.model.hidden_size=1.5", "'scale.model': hidden_size must be an integer"),
+                              ("scale.train.steps=true", "'scale.train': steps must be an integer, got True"),
+                              ("scale.corpus.max_documents=many", "max_documents must be an integer or null")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load_scale(["scale=cpu_tiny", override])
+    with pytest.raises(ValueError, match=re.escape("training_seeds must be a list of integers, got ['a']")):
+        section({"verify": {"training_seeds": ["a"]}}, "verify", VerifySettings)
+    with pytest.raises(ValueError, match=re.escape("param_band must be a list of 2 (a number, a number)")):
+        build_dataclass(CheckOptions, {"param_band": [0.5]}, "checks")
+    # what YAML writes for these types still builds: an integer where a number is asked, null where it may be
+    scale = load_scale(["scale=cpu_tiny", "scale.train.lr=1", "scale.corpus.max_documents=null"])
+    assert scale.train.lr == 1 and scale.corpus.max_documents is None
+    assert build_dataclass(CheckOptions, {"param_band": [1, 2.5], "checks": None}, "checks").param_band == (1, 2.5)

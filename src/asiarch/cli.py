@@ -93,9 +93,12 @@ def _insights_add(args) -> int:
 def _show_config(args) -> int:
     from omegaconf import OmegaConf
 
+    from asiarch.campaign import Campaign
     from asiarch.config import compose
 
-    print(OmegaConf.to_yaml(compose(args.overrides)))
+    config = compose(args.overrides)
+    print(OmegaConf.to_yaml(config))
+    Campaign(config)  # the checks `asiarch run` makes: a value of the wrong type is named here, not in a trial
     return 0
 
 

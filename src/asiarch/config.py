@@ -15,8 +15,11 @@ section into checked dataclasses, naming any unknown or misspelt key.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import threading
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -40,16 +43,71 @@ class DownstreamConfig:
 
 
 def build_dataclass(cls: type, values: dict[str, Any] | None, where: str):
-    """``cls(**values)`` with an error that names the unknown key and the config section."""
+    """``cls(**values)`` with an error that names the unknown key, or the value of the wrong type, and the
+    config section. Hydra's overrides and YAML carry no schema: without the type check ``train.lr=abc`` reached
+    every trial as a string, and a campaign ran on, failing its anchor and every candidate."""
     values = dict(values or {})
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in config section '{where}'; known keys: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if not _is_a(value, hints[key]):
+            raise ValueError(f"invalid config section '{where}': {key} must be {_type_text(hints[key])}, "
+                             f"got {value!r}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as err:
         raise ValueError(f"invalid config section '{where}': {err}") from err
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    """Whether a config value (plain YAML data) fits a field's type hint; types it does not know pass."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_is_a(v, a) for v, a in zip(value, args))
+        return not args or all(_is_a(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and (not args or all(_is_a(v, args[1]) for v in value.values()))
+    return True  # a nested dataclass (built from a mapping by its owner) or a type this check does not know
+
+
+_PLURAL = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+
+
+def _type_text(hint: Any) -> str:
+    """A type hint as a config error names it: 'a number', 'a list of integers or null'."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_text(arg) for arg in args)
+    named = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    if hint in named:
+        return named[hint]
+    if origin in (list, tuple, collections.abc.Sequence):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} ({', '.join(_type_text(a) for a in args)})"
+        return f"a list of {_PLURAL.get(args[0], _type_text(args[0]))}" if args else "a list"
+    if origin is dict:
+        return f"a mapping to {_type_text(args[1])}" if args else "a mapping"
+    return getattr(hint, "__name__", str(hint))
 
 
 @dataclass
