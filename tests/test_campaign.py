@@ -471,3 +471,51 @@ def test_pbt_with_a_population_per_training_seed_keeps_the_seeds_independent(cam
     assert stored == pytest.approx(sorted(min(finals[verified.name, s]) for s in (0, 1)))  # each seed's best member
     test = verified.verify.fitness_parts["tests"]["deltanet"]
     assert test["loss"]["n"] == test["loss"]["runs"] == [2, 2]
+
+
+
+@ray.remote
+def _anchor_that_fails(seed, scale, data, downstream):
+    """Stands for an anchor run that dies for a reason of its own (out of memory on a GPU, a broken cache): it
+    waits until a candidate's trial has started, so that explore is under way when it fails."""
+    for _ in range(600):
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["name"].startswith("asiarch-pipeline-")]
+        if names and ray.get(ray.get_actor(names[0], namespace=NAMESPACE).status.remote())["trained"] >= 1:
+            break
+        time.sleep(0.5)
+    raise RuntimeError("planted anchor failure")
+
+
+def test_an_anchor_that_does_not_train_stops_explore_and_a_resume_scores_everything(campaign_run, monkeypatch):
+    """Every explore fitness is relative to the anchor seed: before, its failure left the trials' scoring waiting a
+    day for it. Now explore stops at once, sends back what it trained unscored, and a resume trains them again."""
+    import io
+
+    from rich.console import Console
+
+    import asiarch.campaign.explore as explore
+
+    _, _, _, root = campaign_run
+    out = io.StringIO()
+    campaign = Campaign(overrides=[*TINY, "campaign.max_candidates=1", f"run.output_dir={root / 'runs-no-anchor'}",
+                                   "verify.search=fixed", "explore.grace_fraction=1.0", "verify.training_seeds=[0]",
+                                   "explore.anchor_seeds=[0,1]", "campaign.engineers=1"],
+                        llm=OfflineBackend(seed=2), console=Console(file=out, width=400))
+    with monkeypatch.context() as patch:
+        patch.setattr(explore, "_train_seed", _anchor_that_fails)
+        summary = campaign.run()
+    said = out.getvalue()
+    assert summary["status"] == "interrupted" and campaign.state["status"] == "interrupted", summary
+    assert ("explore stopped: the anchor seed deltanet did not train (training seed 0: RuntimeError: planted anchor "
+            "failure)") in said, said[-3000:]
+    mine = Memory(campaign.memory_uri, read_only=True).list_candidates(campaign=campaign.name, kind="candidate")
+    assert not [c.name for c in mine if c.status in ("finished", "stopped", "promoted")]  # nothing stands unscored
+    sent_back = [c for c in mine if "after the anchor seed failed (training seed 0: RuntimeError: planted anchor "
+                 "failure)" in c.status_reason]
+    assert sent_back and all(c.status == "validated" for c in sent_back), [(c.status, c.status_reason) for c in mine]
+    resumed = Campaign.load(campaign.name, root / "runs-no-anchor", console=Console(file=out, width=400)).resume()
+    assert resumed["status"] == "finished", out.getvalue()[-3000:]
+    again = {c.id: c for c in Memory(campaign.memory_uri, read_only=True).list_candidates(campaign=campaign.name)}
+    for c in sent_back:  # trained again, and scored against the anchor this time
+        assert again[c.id].fitness is not None and again[c.id].explore.eval_loss is not None, again[c.id]

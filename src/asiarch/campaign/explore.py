@@ -18,6 +18,7 @@ from typing import Any
 
 import ray
 from ray.tune import Callback, Checkpoint
+from ray.tune.stopper import Stopper
 
 from asiarch.arch import SEEDS
 from asiarch.campaign import scoring
@@ -87,6 +88,24 @@ def last_checkpoint(trial: Any) -> Checkpoint | None:
     return Checkpoint(path=f"{trial.storage.trial_fs_path}/{name}", filesystem=trial.storage.storage_filesystem)
 
 
+class AnchorStopper(Stopper):
+    """Ends every explore trial once the anchor seed has failed (``CampaignPipeline.anchor_failed``): none of
+    them could be scored. Holds the pipeline's name only, so Tune can save it with the experiment."""
+
+    def __init__(self, pipeline_name: str, namespace: str):
+        self.pipeline_name, self.namespace = pipeline_name, namespace
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        try:
+            pipeline = ray.get_actor(self.pipeline_name, namespace=self.namespace)
+            return ray.get(pipeline.anchor_error_text.remote(), timeout=30) is not None
+        except Exception:  # noqa: BLE001 - no pipeline (explore is over) or a slow one: nothing to stop for
+            return False
+
+
 class ExploreStage:
     """Runs (or resumes) explore to the end of the candidate budget."""
 
@@ -95,6 +114,7 @@ class ExploreStage:
         self.ctx, self.scale, self.verify_scale, self.data = ctx, scale, verify_scale, data
         self.callbacks = list(callbacks or [])
         self.pipeline = None
+        self.anchor_error: str | None = None  # why the anchor seed did not train (explore stops)
 
     def _downstream(self) -> bool:
         return scoring.scores_downstream(self.scale, "explore")
@@ -120,15 +140,31 @@ class ExploreStage:
 
         def finish() -> None:
             summaries = []
-            for i, (scale, hit) in enumerate(zip(scales, cached)):
-                if hit is not None:
-                    summaries.append({**hit, "train_seconds": 0.0})  # trained by an earlier campaign
-                    continue
-                summary = ray.get(refs[i])
-                if summary.get("stop_reason") in MEASURED_STOPS:
-                    cache.put(seed, scale, downstream, summary)
-                summaries.append(summary)
-            self.pipeline.set_baseline.remote(scoring.anchor_of(seed, ctx.store_seed_result(seed, "explore", summaries)))
+            try:
+                for i, (scale, hit) in enumerate(zip(scales, cached)):
+                    if hit is not None:
+                        summaries.append({**hit, "train_seconds": 0.0})  # trained by an earlier campaign
+                        continue
+                    summary = ray.get(refs[i])
+                    if summary.get("stop_reason") in MEASURED_STOPS:
+                        cache.put(seed, scale, downstream, summary)
+                    summaries.append(summary)
+                baseline = scoring.anchor_of(seed, ctx.store_seed_result(seed, "explore", summaries))
+            except Exception as err:  # noqa: BLE001 - said, and explore stops: unscored trials would wait for it
+                if isinstance(err, ray.exceptions.RayTaskError) and err.cause is not None:
+                    err = err.cause  # the task's own error, not Ray's wrapping of it with the remote traceback
+                self.anchor_error = (f"training seed {scales[len(summaries)].train.seed}: " if len(summaries) < len(scales)
+                                     else "") + f"{type(err).__name__}: {str(err)[:500]}"
+                log.exception("explore: the anchor seed %s did not train", seed)
+                ctx.console.print(f"explore: the anchor seed {seed} did not train ({self.anchor_error}); every explore "
+                                  "fitness is relative to it, so explore stops", markup=False, highlight=False)
+                ctx.record.update(explore_anchor_failed=self.anchor_error)  # the next run starts a new experiment
+                try:
+                    ray.get(self.pipeline.anchor_failed.remote(self.anchor_error))
+                except ray.exceptions.RayError:  # explore already ended (Ctrl-C): its driver reads anchor_error
+                    pass
+                return
+            self.pipeline.set_baseline.remote(baseline)
 
         if not refs:
             finish()
@@ -181,7 +217,14 @@ class ExploreStage:
             ctx.run.tune_resources())
         path, storage = ctx.tune_storage("explore")
         fs = {k: v for k, v in storage.items() if k == "storage_filesystem"}
-        if tune.Tuner.can_restore(path, **fs):
+        failed = ctx.record.get("explore_anchor_failed")
+        if failed is not None:
+            # Tune's stop of every trial finished the searcher for good; each candidate it stopped is back in the
+            # queue (``CampaignPipeline.send_back_unscored``), so a new experiment beside the old trials continues
+            ctx.record.update(explore_anchor_failed=None)
+            ctx.console.print(f"explore: a new Tune experiment (the last one stopped when the anchor seed failed: "
+                              f"{failed})", markup=False, highlight=False)
+        elif tune.Tuner.can_restore(path, **fs):
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True, **fs)
             in_tune = [r.config.get("design") for r in tuner.get_results() if r.config]
             orphans = ray.get(self.pipeline.requeue_orphans.remote(in_tune))
@@ -199,7 +242,8 @@ class ExploreStage:
             run_config=tune.RunConfig(
                 name="explore", **storage, verbose=0, callbacks=self._callbacks(),
                 failure_config=tune.FailureConfig(max_failures=e.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                stop=AnchorStopper(self.pipeline_name, NAMESPACE)),
         )
 
     def max_trials(self) -> int | None:
@@ -232,6 +276,13 @@ class ExploreStage:
         t = self.scale.train
         return first_rung_step(t.steps, self.ctx.explore.grace_fraction, t.warmup_steps, t.report_every)
 
+    def _stop_if_no_anchor(self) -> None:
+        if self.anchor_error is not None:
+            ray.get(self.pipeline.stop.remote())
+            ray.get(self.pipeline.send_back_unscored.remote())
+            raise StageInterrupted(f"explore stopped: the anchor seed {self.ctx.anchor_seed} did not train "
+                                   f"({self.anchor_error}); the candidates it stopped train again once it has")
+
     def run(self) -> None:
         ctx = self.ctx
         slots = ctx.slots()
@@ -253,6 +304,7 @@ class ExploreStage:
             # let the last judgements and analyses land before promotion reads the memory
             while ray.get(self.pipeline.status.remote())["scoring"]:
                 time.sleep(0.5)
+            self._stop_if_no_anchor()
             left = ctx.wall_left()
             if not ray.get(self.pipeline.explore_over.remote()) and (left is None or left > 1.0):
                 ray.get(self.pipeline.stop.remote())  # Tune stopped early (Ctrl-C, a stop request), not the budget
@@ -260,6 +312,7 @@ class ExploreStage:
             ray.get(self.pipeline.stop.remote())
             if waiter is not None:
                 waiter.join()
+            self._stop_if_no_anchor()
             training = ctx.memory().list_candidates(campaign=ctx.name, status=Status.TRAINING.value)
             if training:  # Tune stopped under running trials: they continue on the next run
                 raise StageInterrupted(f"explore stopped with {len(training)} candidate(s) still training")

@@ -85,6 +85,7 @@ class CampaignPipeline:
         if baseline is not None:
             self.baseline_ready.set()
         self.stopping = False
+        self.anchor_error: str | None = None  # why the anchor seed did not train: nothing can be scored
         self.finished = False  # explore's candidate budget is spent and nothing can come back
         self.workers = ThreadPoolExecutor(max_workers=settings.researchers + settings.engineers + 4)
         self._recover()
@@ -266,6 +267,9 @@ class CampaignPipeline:
         seconds = float(result.get("time_total_s") or 0.0)
         c = self.reader.get_candidate(design)
         spent = {"device_seconds": c.device_seconds + seconds, "tokens_trained": int(result.get("tokens_seen") or 0)}
+        if self.anchor_error is not None:
+            self._unscorable(design, spent)
+            return
         if error:
             # Tune ends a trial whose worker dies while two calls to it are in flight (a reused actor being
             # reset, then trained) on the second failure, whatever max_failures says: retry in a new trial
@@ -352,6 +356,34 @@ class CampaignPipeline:
         self.baseline = baseline
         self.baseline_ready.set()
 
+    def anchor_failed(self, reason: str) -> None:
+        """The anchor seed did not train: every explore fitness is relative to it, so nothing more starts, and
+        each trial that ends goes back to be trained again when the campaign continues (``_unscorable``)."""
+        with self.lock:
+            self.anchor_error, self.stopping = reason, True
+            self.events.append(f"the anchor seed did not train: {reason}")
+        self.baseline_ready.set()
+
+    def anchor_error_text(self) -> str | None:
+        """Why the anchor seed did not train (None while it trains or once it has): read by explore's stopper."""
+        return self.anchor_error
+
+    def send_back_unscored(self) -> list[str]:
+        """After the anchor failed: the candidates still marked training (Tune ended their trials without telling
+        the searcher) go back to be trained again, as ``_unscorable`` does for the trials that ended."""
+        mine = self.reader.list_candidates(campaign=self.s.campaign, status=Status.TRAINING.value,
+                                           kind=Kind.CANDIDATE.value)
+        for c in mine:
+            self._unscorable(c.id)
+        return [c.id for c in mine]
+
+    def _unscorable(self, design: str, spent: dict[str, Any] | None = None) -> None:
+        """A trial that ended with no anchor to score it against: its candidate trains again when the campaign
+        continues (a resume trains the anchor first), rather than standing unscored among the scored."""
+        ray.get(self.writer.update_candidate.remote(design, status=Status.VALIDATED, status_reason=(
+            f"its explore trial ended after the anchor seed failed ({self.anchor_error}); it trains again when the "
+            "campaign continues"), **(spent or {})))
+
     def qa_reference(self) -> dict[str, Any] | None:
         """What training QA compares a running trial with: the anchor seed's explore curve and pace."""
         b = self.baseline
@@ -364,6 +396,9 @@ class CampaignPipeline:
     def _judge_and_score(self, design: str, early: bool, step: int, total: int) -> None:
         if not self.baseline_ready.wait(timeout=24 * 3600):
             raise RuntimeError("the seed baseline never arrived")
+        if self.baseline is None:  # the anchor failed while this trial waited for it
+            self._unscorable(design)
+            return
         baseline = self.baseline
         judge_score, judge_error = None, None
         try:

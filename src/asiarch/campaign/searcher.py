@@ -10,6 +10,7 @@ restored experiment reconnects to the new campaign's pipeline actor by name.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -17,6 +18,7 @@ import ray
 from ray.tune.search import Searcher
 
 STATE_FILE = "asiarch-searcher.json"
+log = logging.getLogger(__name__)
 
 
 class CandidateSearcher(Searcher):
@@ -52,8 +54,12 @@ class CandidateSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         design = self.live.pop(trial_id, None)
-        if design is not None:
-            self.pipeline.trial_finished.remote(design, _plain(result or {}), error)
+        if design is None:
+            return
+        try:  # awaited: once Tune's run returns, the pipeline counts every ended trial as being scored
+            ray.get(self.pipeline.trial_finished.remote(design, _plain(result or {}), error))
+        except ray.exceptions.RayError as err:  # the pipeline is gone (explore ended): the driver finds it training
+            log.warning("the end of %s's trial did not reach the pipeline: %s", design, err)
 
     def save(self, checkpoint_path: str) -> None:
         tmp = checkpoint_path + ".tmp"
