@@ -201,7 +201,7 @@ class ExploreStage:
     def _callbacks(self) -> list[Any]:
         return [*self.callbacks, ResumeCrashedTrials(self.pipeline_name, NAMESPACE)]
 
-    def _tuner(self, slots: int):
+    def _tuner(self, slots: int, after_failed_anchor: str | None = None):
         from ray import tune
 
         from asiarch.campaign.searcher import CandidateSearcher
@@ -217,13 +217,14 @@ class ExploreStage:
             ctx.run.tune_resources())
         path, storage = ctx.tune_storage("explore")
         fs = {k: v for k, v in storage.items() if k == "storage_filesystem"}
-        failed = ctx.record.get("explore_anchor_failed")
-        if failed is not None:
-            # Tune's stop of every trial finished the searcher for good; each candidate it stopped is back in the
-            # queue (``CampaignPipeline.send_back_unscored``), so a new experiment beside the old trials continues
-            ctx.record.update(explore_anchor_failed=None)
+        if after_failed_anchor is not None:
+            # Tune's stop of every trial finished that experiment's searcher for good; the candidates it stopped are
+            # back in the queue (``CampaignPipeline.send_back_unscored``, and any still marked training go now), so
+            # a new experiment beside the old trials continues
+            orphans = ray.get(self.pipeline.requeue_orphans.remote([]))
             ctx.console.print(f"explore: a new Tune experiment (the last one stopped when the anchor seed failed: "
-                              f"{failed})", markup=False, highlight=False)
+                              f"{after_failed_anchor}); {len(orphans)} candidate(s) still marked training go back to "
+                              "the queue", markup=False, highlight=False)
         elif tune.Tuner.can_restore(path, **fs):
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True, **fs)
             in_tune = [r.config.get("design") for r in tuner.get_results() if r.config]
@@ -289,9 +290,10 @@ class ExploreStage:
         self.pipeline = CampaignPipeline.options(name=self.pipeline_name, namespace=NAMESPACE, **on_this_node()).remote(
             self._pipeline_settings(slots), _fork_backend(ctx.backend, 0), ctx.writer, self.scale, ctx.fitness_fn,
             ctx.seed_result(ctx.anchor_seed, "explore"))
+        previous = ctx.record.get("explore_anchor_failed")  # the last run's anchor failed: a new experiment
         try:
             waiter = self._start_anchor()
-            tuner = self._tuner(slots)
+            tuner = self._tuner(slots, after_failed_anchor=previous)
             ctx.console.print(f"explore: {ctx.settings.max_candidates} candidate(s) at {self.scale.name}, "
                               f"{self.scale.train.steps} steps"
                               + (f" (the head of a {self.scale.train.schedule_steps}-step schedule)"
@@ -313,6 +315,8 @@ class ExploreStage:
             if waiter is not None:
                 waiter.join()
             self._stop_if_no_anchor()
+            if previous is not None:  # the new experiment ran to its end, and this time the anchor trained
+                ctx.record.update(explore_anchor_failed=None)
             training = ctx.memory().list_candidates(campaign=ctx.name, status=Status.TRAINING.value)
             if training:  # Tune stopped under running trials: they continue on the next run
                 raise StageInterrupted(f"explore stopped with {len(training)} candidate(s) still training")
