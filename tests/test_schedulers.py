@@ -394,3 +394,24 @@ def test_a_crashed_trial_resumes_from_the_checkpoint_it_reported_even_if_tune_ne
                                                              callbacks=[watcher])).fit()
     # (reported step, Tune had registered a checkpoint, the step in the checkpoint last_checkpoint found)
     assert watcher.seen == [(1, False, 1), (2, True, 2), (3, True, 3)]
+
+
+def one_seed_fails(config):
+    """A verify-like run: the run on training seed 1 raises (its infrastructure, say) on every try."""
+    if config["training_seed"] == 1:
+        raise OSError("disk full\nmore of the traceback")
+    tune.report({"eval_loss": 1.0, "final": True})
+
+
+def test_verify_names_the_runs_tune_gave_up_on_and_why(local_ray, tmp_path):
+    """They are left out of their design's result; the campaign says which and why (``verify.failed_runs``)."""
+    from asiarch.campaign.stage import trial_name
+    from asiarch.campaign.verify import failed_runs
+
+    grid = tune.Tuner(one_seed_fails, param_space={"stage": "verify", "name": "deltanet",
+                                                   "training_seed": tune.grid_search([0, 1, 2])},
+                      tune_config=tune.TuneConfig(trial_dirname_creator=trial_name),
+                      run_config=tune.RunConfig(name="failing", storage_path=str(tmp_path), verbose=0,
+                                                failure_config=tune.FailureConfig(max_failures=1))).fit()
+    (line,) = failed_runs(grid)
+    assert line.startswith("verify_deltanet_s1_") and line.endswith(": OSError: disk full"), line

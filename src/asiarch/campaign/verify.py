@@ -11,6 +11,7 @@ the anchor seed and which seeds it beats; the Analyst reads the result.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import ray
@@ -46,6 +47,19 @@ def _run_verify_trial(config: dict[str, Any], scales: dict[str, ScaleConfig], da
 
     flat = {**config["run"], "stage": "verify", "lr": config["lr"]}
     run_trial(flat, scales, data, memory=None, downstream=downstream, sandbox=sandbox, budget=budget)
+
+
+def failed_runs(grid) -> list[str]:
+    """The verify runs Tune gave up on (an error past ``explore.max_failures`` retries), each as its trial folder
+    (design and training seed) and the error's first line: they are left out of their design's result."""
+    out = []
+    for result in grid:
+        if result.error is None:
+            continue
+        error = getattr(result.error, "cause", None) or result.error  # a Ray task's own error, not Ray's wrapping
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        out.append(f"{os.path.basename(str(result.path).rstrip('/'))}: {type(error).__name__}: {first}")
+    return out
 
 
 class VerifyStage:
@@ -176,6 +190,11 @@ class VerifyStage:
                       and not (r.metrics or {}).get("code_error")]
         if unfinished:  # scoring part-trained runs would report numbers that do not mean what they say
             raise StageInterrupted(f"verify stopped with {len(unfinished)} of {len(grid)} trial(s) unfinished")
+        lost = failed_runs(grid)
+        if lost:  # said and kept: the table's runs column alone would not say why a design stands on fewer runs
+            ctx.record.update(verify_failed_runs=lost)
+            ctx.console.print(f"verify: {len(lost)} run(s) failed past Tune's retries and are left out of their "
+                              f"design's mean and tests: " + "; ".join(lost), markup=False, highlight=False)
         self.record(grid, promoted, cached)
 
     # -- results ----------------------------------------------------------------------------------
