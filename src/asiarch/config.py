@@ -10,7 +10,8 @@ fails when the two disagree or a key is on one side only; it lists the few field
 not settings (the model's ``vocab_size``, the API key) with their reason.
 
 ``compose`` reads ``conf/`` with Hydra overrides and ``ScaleConfig.from_dict`` turns a scale
-section into checked dataclasses, naming any unknown or misspelt key.
+section into checked dataclasses, naming any unknown or misspelt key and any value whose type is not
+the field's (``build_dataclass``, the gate every config section goes through).
 """
 
 from __future__ import annotations
